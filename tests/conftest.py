@@ -20,7 +20,11 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 class RedisServer:
-    """A redis-server process owned by one test: start, stop, restart on the same port."""
+    """A redis-server owned by one test: start, stop, restart on the same port.
+
+    It keeps an append-only file in the test's folder, so a restart keeps the data, as a
+    production Redis with persistence would.
+    """
 
     def __init__(self, workdir: Path) -> None:
         self.port = free_port()
@@ -37,7 +41,7 @@ class RedisServer:
             pytest.skip("redis-server is not installed (run the test command in the README)")
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir), "--logfile", ""],
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir), "--logfile", ""],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
