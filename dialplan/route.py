@@ -1,0 +1,99 @@
+"""The routing decision for one call or message: a pure function of binding, caller, time.
+
+The SIP and SMS paths both ask this, and `GET /v1/route` shows its answer as a dry run.
+Codes follow DESIGN.md "Refusals"; causes are ITU-T Q.850 values for the Reason header.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Bridge", "Decision", "Refuse", "RouteView", "decide"]
+
+
+class RouteView(Protocol):
+    """What the decision needs of a binding (relay.bindings.table.RouteEntry has it)."""
+
+    id: str
+    mode: object
+    x: str
+    a: str | None
+    b: str | None
+    voice: bool
+    sms: bool
+
+    def effective_state(self, now: float) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Bridge:
+    """Connect the caller to `to`, showing X as the calling number."""
+
+    to: str
+    binding: str
+    direction: str  # "a_to_b" or "b_to_a"
+    action: str = "bridge"
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Refuse with a SIP status, a Q.850 cause and a short reason (also the record's cause)."""
+
+    code: int
+    reason: str
+    cause: int
+    binding: str | None = None
+    action: str = "refuse"
+
+
+Decision = Bridge | Refuse
+
+# reason -> (SIP status, Q.850 cause); one table so SIP and SMS refuse alike.
+REFUSALS: dict[str, tuple[int, int]] = {
+    "no_binding": (404, 1),  # unallocated (unassigned) number
+    "frozen": (410, 22),  # number changed
+    "expired": (410, 22),
+    "stranger": (403, 21),  # call rejected
+    "disabled": (403, 21),  # voice or SMS switched off on this binding
+    "no_party": (480, 18),  # AXN: B called X but no A is set
+}
+
+
+def _refuse(reason: str, binding: str | None = None) -> Refuse:
+    code, cause = REFUSALS[reason]
+    return Refuse(code=code, reason=reason, cause=cause, binding=binding)
+
+
+def decide(entry: RouteView | None, x_in_use: bool, caller: str | None, now: float,
+           service: str = "voice") -> Decision:
+    """Where a call (or SMS, `service="sms"`) from `caller` to X goes, or why not.
+
+    `entry` is the binding found for (X, caller[, ext]); `x_in_use` tells whether any live
+    binding holds X, which separates a stranger (403) from an unknown number (404).
+    """
+    if entry is None:
+        return _refuse("stranger" if x_in_use else "no_binding")
+    state = entry.effective_state(now)
+    state_name = getattr(state, "value", state)
+    if state_name != "active":
+        expired = getattr(entry, "state", None) is not state
+        return _refuse("expired" if expired else "frozen", entry.id)
+    if not (entry.sms if service == "sms" else entry.voice):
+        return _refuse("disabled", entry.id)
+    mode = getattr(entry.mode, "value", entry.mode)
+    if mode == "AXB":
+        if caller == entry.a and entry.b:
+            return Bridge(to=entry.b, binding=entry.id, direction="a_to_b")
+        if caller == entry.b and entry.a:
+            return Bridge(to=entry.a, binding=entry.id, direction="b_to_a")
+        return _refuse("stranger", entry.id)
+    if mode == "AXN":
+        if caller == entry.b:
+            if entry.a:
+                return Bridge(to=entry.a, binding=entry.id, direction="b_to_a")
+            return _refuse("no_party", entry.id)
+        assert entry.b is not None
+        return Bridge(to=entry.b, binding=entry.id, direction="a_to_b")
+    assert entry.b is not None  # AXE: the extension already selected the binding
+    return Bridge(to=entry.b, binding=entry.id, direction="a_to_b")

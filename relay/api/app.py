@@ -1,0 +1,288 @@
+"""The HTTP API (DESIGN.md "HTTP API"): bindings, numbers, route dry run, health, metrics.
+
+Handlers parse and check everything before calling the service, so a bad request never
+reaches the store; every error leaves as `{"error": code, "detail": text}`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from dialplan.numbers import InvalidNumber, normalise, normalise_ext
+from dialplan.route import decide
+
+from ..bindings.model import State
+from ..bindings.store import StoreUnavailable
+from ..bindings.validate import parse_create, parse_numbers, parse_update
+from ..errors import BadRequest, NotFound, RelayError
+from .openapi import openapi_document
+from .views import binding_view, route_view
+
+if TYPE_CHECKING:
+    from ..app import Node
+
+__all__ = ["build_api", "NODE"]
+
+log = logging.getLogger("relay.api")
+
+NODE: web.AppKey[Node] = web.AppKey("node")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_PUBLIC = frozenset({"/", "/healthz", "/metrics", "/v1/openapi.json"})
+_WRITE = frozenset({"POST", "PATCH", "DELETE", "PUT"})
+
+
+def _error(status: int, code: str, detail: str, **headers: str) -> web.Response:
+    return web.json_response({"error": code, "detail": detail}, status=status,
+                             headers=headers or None)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    node = request.app[NODE]
+    try:
+        resp = await handler(request)
+    except RelayError as exc:
+        resp = _error(exc.status, exc.code, exc.detail)
+    except StoreUnavailable as exc:
+        resp = _error(503, "store_unavailable", f"the store cannot be reached: {exc}",
+                      **{"Retry-After": "1"})
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+        resp = _error(exc.status, code, exc.reason)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        resp = _error(500, "internal", "internal error (logged)")
+    node.metrics.inc("relay_api_requests_total", request.method, str(resp.status))
+    return resp
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    node = request.app[NODE]
+    tokens = node.config.api_tokens
+    if not tokens:  # loopback-only deployments (enforced at start): everyone is admin
+        request["role"] = "admin"
+    elif request.path in _PUBLIC:
+        request["role"] = "ops"
+    else:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        role = tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if role is None:
+            return _error(401, "unauthorized", "a valid bearer token is required",
+                          **{"WWW-Authenticate": 'Bearer realm="relay"'})
+        request["role"] = role
+    if request.method in _WRITE and request.path.startswith("/v1/") \
+            and request["role"] != "admin":
+        return _error(403, "forbidden", "this token may only read")
+    return await handler(request)
+
+
+async def _json(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw:
+        raise BadRequest("a JSON body is required", "invalid_json")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        err = BadRequest("the body is not valid JSON", "invalid_json")
+        err.status = 400
+        raise err from None
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise BadRequest("limit must be an integer from 1 to 1000")
+    return int(raw)
+
+
+# -- bindings -----------------------------------------------------------------------------
+
+async def create_binding(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    req = parse_create(await _json(request), node.config.default_cc, node.clock())
+    binding, created = await node.service.create(req)
+    return web.json_response(binding_view(binding, request["role"], node.clock()),
+                             status=201 if created else 200)
+
+
+async def get_binding(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    b = await node.service.get(request.match_info["id"])
+    return web.json_response(binding_view(b, request["role"], node.clock()))
+
+
+async def list_bindings(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    q = request.query
+    x = q.get("x")
+    if x is not None:
+        try:
+            x = normalise(x, node.config.default_cc)
+        except InvalidNumber as exc:
+            raise BadRequest(f"x: {exc}", "invalid_number") from None
+    state = q.get("state")
+    if state is not None and state not in {s.value for s in State}:
+        raise BadRequest("state must be active, frozen or released")
+    cursor = q.get("cursor")
+    if cursor is not None and not cursor.isdigit():
+        raise BadRequest("cursor is not one this API gave out")
+    found, nxt = await node.store.query(x=x, state=state, out_id=q.get("out_id"),
+                                        cursor=cursor, limit=_limit(request))
+    now = node.clock()
+    body: dict[str, Any] = {"bindings": [binding_view(b, request["role"], now) for b in found]}
+    if nxt:
+        body["next"] = nxt
+    return web.json_response(body)
+
+
+async def patch_binding(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    upd = parse_update(await _json(request), node.config.default_cc, node.clock())
+    b = await node.service.update(request.match_info["id"], upd.changes)
+    return web.json_response(binding_view(b, request["role"], node.clock()))
+
+
+async def freeze_binding(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    b = await node.service.freeze(request.match_info["id"], "api")
+    return web.json_response(binding_view(b, request["role"], node.clock()))
+
+
+async def release_binding(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    b = await node.service.release(request.match_info["id"], "api")
+    return web.json_response(binding_view(b, request["role"], node.clock()))
+
+
+# -- numbers ------------------------------------------------------------------------------
+
+async def add_numbers(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    numbers, area = parse_numbers(await _json(request), node.config.default_cc)
+    added = await node.service.add_numbers(numbers, area)
+    return web.json_response({"added": added, "already_present": len(numbers) - added},
+                             status=201)
+
+
+async def list_numbers(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    now = node.clock()
+    stats = node.pool.stats(node.table, now)
+    limit = _limit(request)
+    cursor = request.query.get("cursor", "")
+    area = request.query.get("area")
+    numbers = sorted(n for n, r in node.pool.numbers.items()
+                     if n > cursor and (area is None or r.area == area))
+    page = numbers[:limit]
+    rows = []
+    for n in page:
+        use = node.table.usage(n)
+        q_until = node.table.quarantine.get(int(n[1:]), 0.0)
+        rows.append({
+            "id": n, "number": n, "area": node.pool.numbers[n].area,
+            "mode": use[0].value if use else None, "bindings": use[1] if use else 0,
+            "state": "in_use" if use else ("quarantined" if q_until > now else "free"),
+        })
+    body: dict[str, Any] = {
+        "numbers": rows,
+        "stats": {"total": stats.total, "in_use": stats.in_use, "free": stats.free,
+                  "quarantined": stats.quarantined, "by_mode": stats.by_mode,
+                  "by_area": stats.by_area},
+    }
+    if len(numbers) > limit:
+        body["next"] = page[-1]
+    return web.json_response(body)
+
+
+# -- routing dry run, health, metrics -----------------------------------------------------
+
+async def route(request: web.Request) -> web.Response:
+    """What this node would do with a call right now, from its own memory (nothing placed)."""
+    node = request.app[NODE]
+    q = request.query
+    if "to" not in q:
+        raise BadRequest("to (the dialled X) is required")
+    try:
+        x = normalise(q["to"], node.config.default_cc)
+        caller = normalise(q["from"], node.config.default_cc) if q.get("from") else None
+        ext = normalise_ext(q["ext"]) if q.get("ext") else None
+    except InvalidNumber as exc:
+        raise BadRequest(str(exc), "invalid_number") from None
+    service = q.get("service", "voice")
+    if service not in ("voice", "sms"):
+        raise BadRequest("service must be voice or sms")
+    entry = node.table.lookup(x, caller, ext)
+    decision = decide(entry, node.table.in_use(x), caller, node.clock(), service)
+    return web.json_response(route_view(decision, request["role"]))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    f = node.follower
+    body = {
+        "status": "degraded" if f.degraded else "ok",
+        "store": node.store_kind,
+        "bindings": len(node.table),
+        "numbers": len(node.pool),
+        "feed_offset": f.offset,
+        "store_error": f.last_error if f.degraded else None,
+        "draining": node.draining,
+    }
+    return web.json_response(body, status=503 if node.draining else 200)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    text = request.app[NODE].metrics.render()
+    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type": "text/plain; version=0.0.4"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+async def ops_page(request: web.Request) -> web.Response:
+    from .page import OPS_PAGE
+
+    return web.Response(text=OPS_PAGE, content_type="text/html", charset="utf-8")
+
+
+async def not_found(request: web.Request) -> web.Response:
+    raise NotFound(f"no route for {request.path}")
+
+
+ROUTES: list[tuple[str, str, Handler]] = [
+    ("POST", "/v1/bindings", create_binding),
+    ("GET", "/v1/bindings", list_bindings),
+    ("GET", "/v1/bindings/{id}", get_binding),
+    ("PATCH", "/v1/bindings/{id}", patch_binding),
+    ("DELETE", "/v1/bindings/{id}", release_binding),
+    ("POST", "/v1/bindings/{id}/freeze", freeze_binding),
+    ("POST", "/v1/numbers", add_numbers),
+    ("GET", "/v1/numbers", list_numbers),
+    ("GET", "/v1/route", route),
+    ("GET", "/v1/openapi.json", openapi),
+    ("GET", "/healthz", healthz),
+    ("GET", "/metrics", metrics),
+    ("GET", "/", ops_page),
+]
+
+
+def build_api(node: Node) -> web.Application:
+    """The aiohttp application for one node. More routes (calls, SMS) register on it."""
+    app = web.Application(middlewares=[_errors, _auth], client_max_size=8 * 1024 * 1024)
+    app[NODE] = node
+    node.metrics.counter("relay_api_requests_total", "API requests by method and status",
+                         ("method", "status"))
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+    return app

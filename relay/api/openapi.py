@@ -1,0 +1,170 @@
+"""The OpenAPI 3 document for `/v1/openapi.json`; a test checks it against the router."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["openapi_document"]
+
+_NUM = {"type": "string", "pattern": r"^\+?[0-9 ()./-]{6,20}$",
+        "description": "E.164 (+8613800000001) or national with the default country code"}
+_ERR = {"$ref": "#/components/schemas/Error"}
+_BIND = {"$ref": "#/components/schemas/Binding"}
+
+
+def _resp(desc: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    r: dict[str, Any] = {"description": desc}
+    if schema is not None:
+        r["content"] = {"application/json": {"schema": schema}}
+    return r
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "malformed JSON", 401: "missing or unknown token", 403: "read-only token",
+            404: "unknown id", 409: "conflict (illegal transition, pool exhausted, busy)",
+            422: "invalid field", 503: "store unavailable"}
+    return {str(c): _resp(text[c], _ERR) for c in codes}
+
+
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _q(name: str, desc: str, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "description": desc,
+            "schema": {"type": "string"}}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The whole API description."""
+    binding_props = {
+        "id": {"type": "string"}, "mode": {"type": "string", "enum": ["AXB", "AXN", "AXE"]},
+        "x": {"type": "string"}, "a": {"type": ["string", "null"]},
+        "b": {"type": ["string", "null"]}, "ext": {"type": ["string", "null"]},
+        "state": {"type": "string", "enum": ["active", "frozen", "released"]},
+        "expires_at": {"type": ["string", "null"], "format": "date-time"},
+        "record": {"type": "boolean"}, "voice": {"type": "boolean"}, "sms": {"type": "boolean"},
+        "out_id": {"type": ["string", "null"]},
+        "max_call_seconds": {"type": ["integer", "null"]}, "policy": {"type": ["string", "null"]},
+        "area": {"type": ["string", "null"]},
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+        "frozen_at": {"type": ["string", "null"], "format": "date-time"},
+        "released_at": {"type": ["string", "null"], "format": "date-time"},
+        "reason": {"type": ["string", "null"]}, "version": {"type": "integer"},
+    }
+    create = {
+        "type": "object", "required": ["mode", "b"], "additionalProperties": False,
+        "properties": {
+            "mode": {"type": "string", "enum": ["AXB", "AXN", "AXE"]},
+            "a": _NUM, "b": _NUM, "x": _NUM,
+            "ext": {"type": "string", "pattern": "^[0-9]{1,8}$"},
+            "ttl": {"type": "number", "minimum": 1, "maximum": 400 * 86400},
+            "expires_at": {"oneOf": [{"type": "number"},
+                                     {"type": "string", "format": "date-time"}]},
+            "record": {"type": "boolean"}, "voice": {"type": "boolean"},
+            "sms": {"type": "boolean"},
+            "out_id": {"type": "string", "minLength": 1, "maxLength": 128},
+            "max_call_seconds": {"type": "integer", "minimum": 1, "maximum": 86400},
+            "policy": {"type": "string", "maxLength": 64},
+            "area": {"type": "string", "maxLength": 16},
+        },
+    }
+    patch = {
+        "type": "object", "additionalProperties": False, "minProperties": 1,
+        "properties": {k: create["properties"][k] for k in  # type: ignore[index]
+                       ("ttl", "expires_at", "record", "voice", "sms", "b",
+                        "max_call_seconds", "policy")},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Privacy-number relay API", "version": "1"},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "detail"],
+                          "properties": {"error": {"type": "string"},
+                                         "detail": {"type": "string"}}},
+                "Binding": {"type": "object", "properties": binding_props,
+                            "required": ["id", "mode", "x", "state", "expires_at"]},
+                "CreateBinding": create,
+                "PatchBinding": patch,
+            },
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/bindings": {
+                "post": {
+                    "summary": "Create a binding (an out_id with an active binding returns it)",
+                    "requestBody": {"required": True, "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/CreateBinding"}}}},
+                    "responses": {"201": _resp("created", _BIND),
+                                  "200": _resp("the active binding with this out_id", _BIND),
+                                  **_errors(400, 401, 403, 409, 422, 503)},
+                },
+                "get": {
+                    "summary": "List bindings",
+                    "parameters": [_q("x", "virtual number"), _q("state", "state"),
+                                   _q("out_id", "platform reference"),
+                                   _q("cursor", "from a previous page's next"),
+                                   _q("limit", "1..1000")],
+                    "responses": {"200": _resp("a page", {"type": "object", "properties": {
+                        "bindings": {"type": "array", "items": _BIND},
+                        "next": {"type": "string"}}}), **_errors(401, 422, 503)},
+                },
+            },
+            "/v1/bindings/{id}": {
+                "parameters": [_ID],
+                "get": {"summary": "One binding",
+                        "responses": {"200": _resp("the binding", _BIND),
+                                      **_errors(401, 404, 503)}},
+                "patch": {"summary": "Change expiry, switches or B of an active binding",
+                          "requestBody": {"required": True, "content": {"application/json": {
+                              "schema": {"$ref": "#/components/schemas/PatchBinding"}}}},
+                          "responses": {"200": _resp("the binding", _BIND),
+                                        **_errors(400, 401, 403, 404, 409, 422, 503)}},
+                "delete": {"summary": "Release the binding (its number goes to quarantine)",
+                           "responses": {"200": _resp("the released binding", _BIND),
+                                         **_errors(401, 403, 404, 409, 503)}},
+            },
+            "/v1/bindings/{id}/freeze": {
+                "parameters": [_ID],
+                "post": {"summary": "Freeze: every call and SMS to X is refused from now on",
+                         "responses": {"200": _resp("the frozen binding", _BIND),
+                                       **_errors(401, 403, 404, 409, 503)}},
+            },
+            "/v1/numbers": {
+                "post": {
+                    "summary": "Add numbers to the pool",
+                    "requestBody": {"required": True, "content": {"application/json": {
+                        "schema": {"type": "object", "required": ["numbers"], "properties": {
+                            "numbers": {"type": "array", "items": _NUM},
+                            "area": {"type": "string"}}}}}},
+                    "responses": {"201": _resp("added", {"type": "object"}),
+                                  **_errors(400, 401, 403, 422, 503)},
+                },
+                "get": {"summary": "The pool with statistics",
+                        "parameters": [_q("area", "area tag"), _q("cursor", "next"),
+                                       _q("limit", "1..1000")],
+                        "responses": {"200": _resp("numbers and stats", {"type": "object"}),
+                                      **_errors(401, 422)}},
+            },
+            "/v1/route": {
+                "get": {"summary": "Dry run: what this node would do with a call now",
+                        "parameters": [_q("to", "dialled X", True), _q("from", "caller"),
+                                       _q("ext", "AXE extension"),
+                                       _q("service", "voice (default) or sms")],
+                        "responses": {"200": _resp("bridge or refuse", {"type": "object"}),
+                                      **_errors(401, 422)}},
+            },
+            "/v1/openapi.json": {"get": {"summary": "This document", "security": [],
+                                         "responses": {"200": _resp("OpenAPI 3.1")}}},
+            "/healthz": {"get": {"summary": "ok or degraded (store unreachable)",
+                                 "security": [],
+                                 "responses": {"200": _resp("health", {"type": "object"}),
+                                               "503": _resp("draining")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
+                                 "responses": {"200": {"description": "text format"}}}},
+            "/": {"get": {"summary": "The ops page",
+                          "responses": {"200": {"description": "HTML"}}}},
+        },
+    }

@@ -1,0 +1,132 @@
+"""One relay node: the store, the in-memory table and its follower, the sweeper, and the
+listeners, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from .bindings.pool import NumberPool
+from .bindings.service import BindingService, Lifecycle
+from .bindings.store import StoreUnavailable, open_store
+from .bindings.sync import Follower
+from .bindings.table import BindingTable
+from .config import Config
+from .metrics import Metrics
+
+__all__ = ["Node", "serve"]
+
+log = logging.getLogger("relay")
+
+
+class Node:
+    """Everything one `relay serve` process runs. Other subsystems attach via `on_start`."""
+
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.store = open_store(config.store)
+        self.store_kind = config.store.split(":", 1)[0]
+        self.table = BindingTable()
+        self.pool = NumberPool()
+        self.metrics = Metrics()
+        self.follower = Follower(self.store, self.table, self.pool)
+        self.service = BindingService(
+            self.store, self.table, self.pool,
+            Lifecycle(default_cc=config.default_cc, quarantine=config.quarantine,
+                      frozen_hold=config.frozen_hold), clock)
+        self.draining = False
+        self.http_port: int | None = None
+        self.on_start: list[Callable[[Node], Awaitable[None]]] = []
+        self.on_stop: list[Callable[[Node], Awaitable[None]]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._runner: web.AppRunner | None = None
+        self._metrics()
+
+    def _metrics(self) -> None:
+        m, f = self.metrics, self.follower
+        m.gauge("relay_bindings", "live bindings in this node's table", lambda: len(self.table))
+        m.gauge("relay_numbers", "numbers in the pool", lambda: len(self.pool))
+        m.gauge("relay_store_degraded", "1 while the store is unreachable",
+                lambda: 1.0 if f.degraded else 0.0)
+        m.gauge("relay_feed_changes_applied", "changes applied from the feed",
+                lambda: float(f.applied))
+        m.gauge("relay_feed_reloads", "full reloads of the table", lambda: float(f.reloads))
+
+    async def start(self) -> None:
+        """Open the store and load the table (or start degraded), then listen."""
+        from .api.app import build_api
+
+        try:
+            await self.store.open()
+            await self.follower.load()
+        except StoreUnavailable as exc:
+            log.error("store unavailable at start, serving an empty table until it returns: %s",
+                      exc)
+            self.follower.degraded = True
+            self.follower.last_error = str(exc)
+        self.follower.start()
+        self._tasks.append(asyncio.create_task(self._sweeper(), name="sweeper"))
+        app = build_api(self)
+        self.api = app
+        for hook in self.on_start:
+            await hook(self)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.http[0], self.config.http[1],
+                           reuse_address=True)
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.http_port = server.sockets[0].getsockname()[1]
+        log.info("HTTP API on %s:%s, store %s", self.config.http[0], self.http_port,
+                 self.store_kind)
+
+    async def _sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval)
+            if self.follower.degraded:
+                continue
+            try:
+                await self.service.sweep()
+            except StoreUnavailable as exc:
+                log.debug("sweep skipped: %s", exc)
+            except Exception:
+                log.exception("sweep failed")
+
+    async def stop(self) -> None:
+        self.draining = True
+        for hook in reversed(self.on_stop):
+            with contextlib.suppress(Exception):
+                await hook(self)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await self.follower.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.store.close()
+
+
+async def serve(config: Config, ready: Callable[[Node], None] | None = None) -> None:
+    """Run a node until SIGINT or SIGTERM."""
+    node = Node(config)
+    await node.start()
+    if ready is not None:
+        ready(node)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await node.stop()

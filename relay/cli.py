@@ -1,0 +1,250 @@
+"""The `relay` command: `serve`, and operator verbs that work on the same store.
+
+Verbs print a table for people and, with --json, JSON for scripts. Numbers are shown in
+full (the operator holds the store's credentials); `--role ops` masks them as the API does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from .config import Config, ConfigError, load_config, parse_hostport, parse_port_range
+from .errors import RelayError
+
+__all__ = ["main"]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="relay.toml")
+    p.add_argument("--store", help="sqlite:///path or redis://host:port/db")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--role", choices=("admin", "ops"), default="admin",
+                   help="ops masks real numbers")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="relay", description="privacy-number switch")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("serve", help="run the switch")
+    s.add_argument("--config")
+    s.add_argument("--sip", help="HOST:PORT for SIP (UDP and TCP)")
+    s.add_argument("--http", help="HOST:PORT for the API and ops page")
+    s.add_argument("--smpp", help="HOST:PORT for the SMPP server")
+    s.add_argument("--store")
+    s.add_argument("--outbound", help="HOST:PORT where B-legs go")
+    s.add_argument("--trunk", action="append", help="trusted INVITE source (CIDR), repeatable")
+    s.add_argument("--recordings", help="recordings folder")
+    s.add_argument("--media-ports", help="A-B")
+    s.add_argument("--smpp-account", action="append", metavar="SYSTEM_ID:PASSWORD")
+    s.add_argument("--default-cc", help="country code for national numbers")
+    s.add_argument("--log-level", default=None)
+
+    b = sub.add_parser("bind", help="create a binding")
+    _common(b)
+    b.add_argument("--mode", default="AXB", choices=("AXB", "AXN", "AXE"))
+    b.add_argument("--a")
+    b.add_argument("--b", required=True)
+    b.add_argument("--x")
+    b.add_argument("--ext")
+    b.add_argument("--ttl", type=float)
+    b.add_argument("--out-id")
+    b.add_argument("--area")
+    b.add_argument("--no-record", action="store_true")
+
+    for verb in ("freeze", "release"):
+        v = sub.add_parser(verb, help=f"{verb} a binding")
+        _common(v)
+        v.add_argument("id")
+
+    g = sub.add_parser("bindings", help="list bindings")
+    _common(g)
+    g.add_argument("--x")
+    g.add_argument("--state", choices=("active", "frozen", "released"))
+    g.add_argument("--out-id")
+    g.add_argument("--limit", type=int, default=50)
+
+    n = sub.add_parser("numbers", help="show the pool, or add numbers to it")
+    _common(n)
+    nsub = n.add_subparsers(dest="numbers_cmd")
+    add = nsub.add_parser("add", help="add numbers")
+    add.add_argument("numbers", nargs="+")
+    add.add_argument("--area")
+    return ap
+
+
+def _serve_overrides(a: argparse.Namespace) -> dict[str, Any]:
+    o: dict[str, Any] = {"store": a.store, "recordings": a.recordings, "default_cc": a.default_cc,
+                         "log_level": a.log_level}
+    for name in ("sip", "http", "smpp", "outbound"):
+        v = getattr(a, name)
+        if v:
+            o[name] = parse_hostport(v, "--" + name)
+    if a.trunk:
+        o["trunks"] = tuple(a.trunk)
+    if a.media_ports:
+        o["media_ports"] = parse_port_range(a.media_ports)
+    if a.smpp_account:
+        accounts = {}
+        for item in a.smpp_account:
+            sid, sep, pw = item.partition(":")
+            if not sep or not sid:
+                raise ConfigError(f"--smpp-account: expected SYSTEM_ID:PASSWORD, got {item!r}")
+            accounts[sid] = pw
+        o["smpp_accounts"] = accounts
+    return o
+
+
+def _table(rows: list[dict[str, Any]], cols: Sequence[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    line = "  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))
+    out = [line]
+    for row in cells:
+        out.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    return "\n".join(out)
+
+
+def _emit(a: argparse.Namespace, data: Any, rows: list[dict[str, Any]], cols: Sequence[str]
+          ) -> None:
+    if a.json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        sys.stdout.write(_table(rows, cols) + "\n")
+
+
+_BCOLS = ("id", "mode", "x", "a", "b", "ext", "state", "expires_at", "out_id")
+
+
+async def _with_service(cfg: Config, fn: Callable[[Any], Awaitable[None]]) -> None:
+    from .app import Node
+
+    node = Node(cfg)
+    await node.store.open()
+    try:
+        await node.follower.load()
+        await fn(node)
+    finally:
+        await node.store.close()
+
+
+def _run_verb(a: argparse.Namespace, cfg: Config) -> None:
+    from .api.views import binding_view
+    from .bindings.validate import parse_create, parse_numbers
+
+    async def bind(node: Any) -> None:
+        body: dict[str, Any] = {"mode": a.mode, "b": a.b}
+        for k in ("a", "x", "ext", "ttl", "area"):
+            if getattr(a, k) is not None:
+                body[k] = getattr(a, k)
+        if a.out_id:
+            body["out_id"] = a.out_id
+        if a.no_record:
+            body["record"] = False
+        b, _created = await node.service.create(parse_create(body, cfg.default_cc, time.time()))
+        v = binding_view(b, a.role, time.time())
+        _emit(a, v, [v], _BCOLS)
+
+    async def change(node: Any) -> None:
+        fn = node.service.freeze if a.cmd == "freeze" else node.service.release
+        b = await fn(a.id, "cli")
+        v = binding_view(b, a.role, time.time())
+        _emit(a, v, [v], _BCOLS)
+
+    async def bindings(node: Any) -> None:
+        found, nxt = await node.store.query(x=a.x, state=a.state, out_id=a.out_id,
+                                            limit=a.limit)
+        views = [binding_view(b, a.role, time.time()) for b in found]
+        _emit(a, {"bindings": views, "next": nxt}, views, _BCOLS)
+
+    async def numbers(node: Any) -> None:
+        if a.numbers_cmd == "add":
+            nums, area = parse_numbers({"numbers": a.numbers, "area": a.area}, cfg.default_cc)
+            added = await node.service.add_numbers(nums, area)
+            _emit(a, {"added": added}, [{"added": added, "area": area}], ("added", "area"))
+            return
+        now = time.time()
+        rows = []
+        for n, rec in sorted(node.pool.numbers.items()):
+            use = node.table.usage(n)
+            q = node.table.quarantine.get(int(n[1:]), 0.0)
+            rows.append({"number": n, "area": rec.area, "mode": use[0].value if use else None,
+                         "bindings": use[1] if use else 0,
+                         "state": "in_use" if use else ("quarantined" if q > now else "free")})
+        s = node.pool.stats(node.table, now)
+        _emit(a, {"numbers": rows, "stats": dataclasses.asdict(s)}, rows,
+              ("number", "area", "mode", "bindings", "state"))
+
+    fn = {"bind": bind, "freeze": change, "release": change, "bindings": bindings,
+          "numbers": numbers}[a.cmd]
+    asyncio.run(_with_service(cfg, fn))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `relay` console script."""
+    a = _parser().parse_args(argv)
+    try:
+        if a.cmd == "serve":
+            cfg = load_config(a.config, _serve_overrides(a))
+        else:
+            cfg = load_config(a.config, {"store": a.store})
+    except ConfigError as exc:
+        sys.stderr.write(f"relay: {exc}\n")
+        return 2
+    level = cfg.log_level.upper() if a.cmd == "serve" else "WARNING"
+    logging.basicConfig(level=level,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if a.cmd == "serve":
+        return _serve(cfg)
+    try:
+        _run_verb(a, cfg)
+    except RelayError as exc:
+        if getattr(a, "json", False):
+            sys.stdout.write(json.dumps({"error": exc.code, "detail": exc.detail}) + "\n")
+        sys.stderr.write(f"relay: {exc.code}: {exc.detail}\n")
+        return 1
+    except Exception as exc:  # the store is down, the file is unreadable, ...
+        sys.stderr.write(f"relay: {type(exc).__name__}: {exc}\n")
+        return 1
+    return 0
+
+
+def _serve(cfg: Config) -> int:
+    from .app import serve
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        uvloop = None
+
+    def ready(node: Any) -> None:
+        h = cfg.http
+        sys.stderr.write(
+            f"relay is serving (store {cfg.store}).\n"
+            f"  API and ops page: http://{h[0]}:{node.http_port}/\n"
+            f"  add numbers:   curl -X POST http://{h[0]}:{node.http_port}/v1/numbers "
+            "-d '{\"numbers\": [\"+8617000000001\"]}'\n"
+            f"  first binding: curl -X POST http://{h[0]}:{node.http_port}/v1/bindings "
+            "-d '{\"mode\": \"AXB\", \"a\": \"+8613800000001\", \"b\": \"+8613900000001\", "
+            "\"ttl\": 3600}'\n")
+
+    runner = uvloop.run if uvloop is not None else asyncio.run
+    try:
+        runner(serve(cfg, ready))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Configuration: a TOML file (`relay.toml`), then environment, then command-line flags.
+
+Everything has a default that runs on one machine: SQLite under ./var, every listener on
+127.0.0.1. See README "Configuration" for the file format.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Config", "ConfigError", "HostPort", "load_config", "parse_hostport"]
+
+HostPort = tuple[str, int]
+ROLES = ("admin", "ops")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names it."""
+
+
+def parse_hostport(text: str, what: str) -> HostPort:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition("-")
+    if not sep or not lo.isdigit() or not hi.isdigit():
+        raise ConfigError(f"media_ports: expected A-B, got {text!r}")
+    a, b = int(lo), int(hi)
+    if not 1024 <= a < b <= 65535 or b - a < 3:
+        raise ConfigError("media_ports: need 1024 <= A < B <= 65535 with room for a pair")
+    return a, b
+
+
+@dataclass(frozen=True)
+class Config:
+    """All settings of one relay process."""
+
+    sip: HostPort = ("127.0.0.1", 5060)
+    http: HostPort = ("127.0.0.1", 8080)
+    smpp: HostPort | None = None
+    store: str = "sqlite:///var/relay.db"
+    outbound: HostPort = ("127.0.0.1", 5070)
+    trunks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    recordings: str = "var/recordings"
+    media_ports: tuple[int, int] = (20000, 29999)
+    smpp_accounts: dict[str, str] = field(default_factory=dict)
+    api_tokens: dict[str, str] = field(default_factory=dict)  # token -> role
+    default_cc: str = ""
+    quarantine: float = 86400.0
+    frozen_hold: float = 7 * 86400.0
+    sweep_interval: float = 1.0
+    log_level: str = "INFO"
+    extra: dict[str, Any] = field(default_factory=dict)  # sections owned by other modules
+
+    def check(self) -> None:
+        """Refuse settings that are unsafe or cannot work (DESIGN.md: no token, no
+        non-loopback API)."""
+        for role in self.api_tokens.values():
+            if role not in ROLES:
+                raise ConfigError(f"api token role must be one of {ROLES}, got {role!r}")
+        if not self.api_tokens and not _is_loopback(self.http[0]):
+            raise ConfigError(
+                f"the HTTP API would listen on {self.http[0]} without tokens; configure "
+                "[api] tokens (or RELAY_API_TOKENS) or listen on 127.0.0.1")
+        for net in self.trunks:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ConfigError(f"trunk: not an address or CIDR: {net!r}") from None
+        if self.default_cc and (not self.default_cc.isdigit() or len(self.default_cc) > 3):
+            raise ConfigError("default_cc must be 1 to 3 digits (a country code)")
+        if self.quarantine < 0 or self.frozen_hold < 0:
+            raise ConfigError("quarantine and frozen_hold must not be negative")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _tokens(value: Any, what: str) -> dict[str, str]:
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    if isinstance(value, str):  # "token:role,token:role"
+        out = {}
+        for item in filter(None, (s.strip() for s in value.split(","))):
+            tok, sep, role = item.rpartition(":")
+            if not sep or not tok:
+                raise ConfigError(f"{what}: expected TOKEN:ROLE, got {item!r}")
+            out[tok] = role
+        return out
+    raise ConfigError(f"{what}: expected a table or TOKEN:ROLE list")
+
+
+def load_config(path: str | None, overrides: dict[str, Any] | None = None,
+                env: dict[str, str] | None = None) -> Config:
+    """File, then `RELAY_*` environment, then `overrides` (from flags); checked."""
+    env = dict(os.environ if env is None else env)
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    relay = dict(raw.get("relay", {}))
+    kw: dict[str, Any] = {}
+    for name in ("sip", "http", "smpp", "outbound"):
+        if name in relay:
+            kw[name] = parse_hostport(str(relay[name]), name)
+    for name in ("store", "recordings", "default_cc", "log_level"):
+        if name in relay:
+            kw[name] = str(relay[name])
+    if "trunks" in relay:
+        kw["trunks"] = tuple(str(t) for t in relay["trunks"])
+    if "media_ports" in relay:
+        kw["media_ports"] = parse_port_range(str(relay["media_ports"]))
+    bindings = raw.get("bindings", {})
+    for name in ("quarantine", "frozen_hold", "sweep_interval"):
+        if name in bindings:
+            kw[name] = float(bindings[name])
+    if "tokens" in raw.get("api", {}):
+        kw["api_tokens"] = _tokens(raw["api"]["tokens"], "api.tokens")
+    if "accounts" in raw.get("smpp", {}):
+        kw["smpp_accounts"] = {str(k): str(v) for k, v in raw["smpp"]["accounts"].items()}
+    kw["extra"] = {k: v for k, v in raw.items() if k not in ("relay", "bindings", "api")}
+    if "RELAY_API_TOKENS" in env:
+        kw["api_tokens"] = _tokens(env["RELAY_API_TOKENS"], "RELAY_API_TOKENS")
+    if "RELAY_STORE" in env:
+        kw["store"] = env["RELAY_STORE"]
+    known = {f.name for f in fields(Config)}
+    for k, v in (overrides or {}).items():
+        if v is not None and k in known:
+            kw[k] = v
+    cfg = replace(Config(), **kw)
+    cfg.check()
+    return cfg
