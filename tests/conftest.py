@@ -71,3 +71,71 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+class RelayProcess:
+    """`relay serve` as a child process on free loopback ports."""
+
+    def __init__(self, workdir: Path, store: str, extra: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.http_port = free_port()
+        self.sip_port = free_port(socket.SOCK_DGRAM)
+        self.workdir = workdir
+        self.args = ["--store", store, "--http", f"127.0.0.1:{self.http_port}",
+                     "--sip", f"127.0.0.1:{self.sip_port}", *(extra or [])]
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / f"relay-{self.http_port}.log"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        import os
+        import sys
+        import urllib.request
+
+        env = dict(os.environ, **(self.env or {}))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "relay", "serve", *self.args],
+                cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"relay exited: {self.log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.base + "/healthz", timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"relay did not start: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture
+def relay_factory(tmp_path: Path) -> Iterator[object]:
+    """Start `relay serve` processes; all are stopped after the test."""
+    started: list[RelayProcess] = []
+
+    def make(store: str, extra: list[str] | None = None, name: str = "node",
+             env: dict[str, str] | None = None) -> RelayProcess:
+        p = RelayProcess(tmp_path / f"{name}{len(started)}", store, extra, env)
+        p.start()
+        started.append(p)
+        return p
+
+    yield make
+    for p in started:
+        p.stop()

@@ -31,6 +31,7 @@ __all__ = ["build_api", "NODE"]
 log = logging.getLogger("relay.api")
 
 NODE: web.AppKey[Node] = web.AppKey("node")
+ROLE: web.RequestKey[str] = web.RequestKey("role", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _PUBLIC = frozenset({"/", "/healthz", "/metrics", "/v1/openapi.json"})
 _WRITE = frozenset({"POST", "PATCH", "DELETE", "PUT"})
@@ -68,9 +69,9 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     node = request.app[NODE]
     tokens = node.config.api_tokens
     if not tokens:  # loopback-only deployments (enforced at start): everyone is admin
-        request["role"] = "admin"
+        request[ROLE] = "admin"
     elif request.path in _PUBLIC:
-        request["role"] = "ops"
+        request[ROLE] = "ops"
     else:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
@@ -78,23 +79,26 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if role is None:
             return _error(401, "unauthorized", "a valid bearer token is required",
                           **{"WWW-Authenticate": 'Bearer realm="relay"'})
-        request["role"] = role
+        request[ROLE] = role
     if request.method in _WRITE and request.path.startswith("/v1/") \
-            and request["role"] != "admin":
+            and request[ROLE] != "admin":
         return _error(403, "forbidden", "this token may only read")
     return await handler(request)
+
+
+class MalformedBody(BadRequest):
+    status = 400
+    code = "invalid_json"
 
 
 async def _json(request: web.Request) -> Any:
     raw = await request.read()
     if not raw:
-        raise BadRequest("a JSON body is required", "invalid_json")
+        raise MalformedBody("a JSON body is required")
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        err = BadRequest("the body is not valid JSON", "invalid_json")
-        err.status = 400
-        raise err from None
+        raise MalformedBody("the body is not valid JSON") from None
 
 
 def _limit(request: web.Request) -> int:
@@ -110,14 +114,14 @@ async def create_binding(request: web.Request) -> web.Response:
     node = request.app[NODE]
     req = parse_create(await _json(request), node.config.default_cc, node.clock())
     binding, created = await node.service.create(req)
-    return web.json_response(binding_view(binding, request["role"], node.clock()),
+    return web.json_response(binding_view(binding, request[ROLE], node.clock()),
                              status=201 if created else 200)
 
 
 async def get_binding(request: web.Request) -> web.Response:
     node = request.app[NODE]
     b = await node.service.get(request.match_info["id"])
-    return web.json_response(binding_view(b, request["role"], node.clock()))
+    return web.json_response(binding_view(b, request[ROLE], node.clock()))
 
 
 async def list_bindings(request: web.Request) -> web.Response:
@@ -138,7 +142,7 @@ async def list_bindings(request: web.Request) -> web.Response:
     found, nxt = await node.store.query(x=x, state=state, out_id=q.get("out_id"),
                                         cursor=cursor, limit=_limit(request))
     now = node.clock()
-    body: dict[str, Any] = {"bindings": [binding_view(b, request["role"], now) for b in found]}
+    body: dict[str, Any] = {"bindings": [binding_view(b, request[ROLE], now) for b in found]}
     if nxt:
         body["next"] = nxt
     return web.json_response(body)
@@ -148,19 +152,19 @@ async def patch_binding(request: web.Request) -> web.Response:
     node = request.app[NODE]
     upd = parse_update(await _json(request), node.config.default_cc, node.clock())
     b = await node.service.update(request.match_info["id"], upd.changes)
-    return web.json_response(binding_view(b, request["role"], node.clock()))
+    return web.json_response(binding_view(b, request[ROLE], node.clock()))
 
 
 async def freeze_binding(request: web.Request) -> web.Response:
     node = request.app[NODE]
     b = await node.service.freeze(request.match_info["id"], "api")
-    return web.json_response(binding_view(b, request["role"], node.clock()))
+    return web.json_response(binding_view(b, request[ROLE], node.clock()))
 
 
 async def release_binding(request: web.Request) -> web.Response:
     node = request.app[NODE]
     b = await node.service.release(request.match_info["id"], "api")
-    return web.json_response(binding_view(b, request["role"], node.clock()))
+    return web.json_response(binding_view(b, request[ROLE], node.clock()))
 
 
 # -- numbers ------------------------------------------------------------------------------
@@ -222,7 +226,7 @@ async def route(request: web.Request) -> web.Response:
         raise BadRequest("service must be voice or sms")
     entry = node.table.lookup(x, caller, ext)
     decision = decide(entry, node.table.in_use(x), caller, node.clock(), service)
-    return web.json_response(route_view(decision, request["role"]))
+    return web.json_response(route_view(decision, request[ROLE]))
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -124,7 +124,7 @@ class BindingService:
             if b.expired(now):
                 raise IllegalTransition(State.FROZEN, "update")
             next_state(b.state, "update")
-            if "b" in changes and b.mode is Mode.AXB and changes["b"] in (b.a, b.x):
+            if "b" in changes and changes["b"] in (b.a, b.x):
                 raise BadRequest("b must differ from a and x")
             return b.replace(**changes)
         return await self._mutate(binding_id, change)

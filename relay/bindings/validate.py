@@ -139,7 +139,7 @@ def parse_create(body: Any, default_cc: str, now: float) -> CreateRequest:
     b = _number(body, "b", default_cc, required=True)
     x = _number(body, "x", default_cc, required=False)
     assert b is not None
-    if mode is Mode.AXB and a == b:
+    if a is not None and a == b:
         raise BadRequest("a and b must differ")
     if x is not None and x in (a, b):
         raise BadRequest("x must not be one of the parties")
