@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["InvalidNumber", "mask", "normalise", "to_int", "from_int", "normalise_ext"]
+__all__ = ["InvalidNumber", "from_int", "mask", "normalise", "normalise_ext", "to_int"]
 
 # ITU-T E.164 §6: at most 15 digits, the country code never starts with 0.
 _E164 = re.compile(r"\+[1-9][0-9]{5,14}")

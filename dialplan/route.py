@@ -6,8 +6,7 @@ Codes follow DESIGN.md "Refusals"; causes are ITU-T Q.850 values for the Reason 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = ["Bridge", "Decision", "Refuse", "RouteView", "decide"]
 
@@ -15,20 +14,30 @@ __all__ = ["Bridge", "Decision", "Refuse", "RouteView", "decide"]
 class RouteView(Protocol):
     """What the decision needs of a binding (relay.bindings.table.RouteEntry has it)."""
 
-    id: str
-    mode: object
-    x: str
-    a: str | None
-    b: str | None
-    voice: bool
-    sms: bool
+    @property
+    def id(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def a(self) -> str | None: ...
+    @property
+    def b(self) -> str | None: ...
+    @property
+    def voice(self) -> bool: ...
+    @property
+    def sms(self) -> bool: ...
 
-    def effective_state(self, now: float) -> object: ...
+    def effective_state(self, now: float) -> str: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Bridge:
-    """Connect the caller to `to`, showing X as the calling number."""
+class Bridge(NamedTuple):
+    """Connect the caller to `to`, showing X as the calling number.
+
+    Decisions are NamedTuples: immutable like the frozen dataclasses elsewhere, and
+    several times cheaper to build, which matters once per call attempt.
+    """
 
     to: str
     binding: str
@@ -36,8 +45,7 @@ class Bridge:
     action: str = "bridge"
 
 
-@dataclass(frozen=True, slots=True)
-class Refuse:
+class Refuse(NamedTuple):
     """Refuse with a SIP status, a Q.850 cause and a short reason (also the record's cause)."""
 
     code: int
@@ -75,25 +83,21 @@ def decide(entry: RouteView | None, x_in_use: bool, caller: str | None, now: flo
     if entry is None:
         return _refuse("stranger" if x_in_use else "no_binding")
     state = entry.effective_state(now)
-    state_name = getattr(state, "value", state)
-    if state_name != "active":
-        expired = getattr(entry, "state", None) is not state
-        return _refuse("expired" if expired else "frozen", entry.id)
+    if state != "active":
+        return _refuse("frozen" if entry.state == state else "expired", entry.id)
     if not (entry.sms if service == "sms" else entry.voice):
         return _refuse("disabled", entry.id)
-    mode = getattr(entry.mode, "value", entry.mode)
+    mode, a, b = entry.mode, entry.a, entry.b
     if mode == "AXB":
-        if caller == entry.a and entry.b:
-            return Bridge(to=entry.b, binding=entry.id, direction="a_to_b")
-        if caller == entry.b and entry.a:
-            return Bridge(to=entry.a, binding=entry.id, direction="b_to_a")
+        if caller == a and b:
+            return Bridge(b, entry.id, "a_to_b")
+        if caller == b and a:
+            return Bridge(a, entry.id, "b_to_a")
         return _refuse("stranger", entry.id)
-    if mode == "AXN":
-        if caller == entry.b:
-            if entry.a:
-                return Bridge(to=entry.a, binding=entry.id, direction="b_to_a")
-            return _refuse("no_party", entry.id)
-        assert entry.b is not None
-        return Bridge(to=entry.b, binding=entry.id, direction="a_to_b")
-    assert entry.b is not None  # AXE: the extension already selected the binding
-    return Bridge(to=entry.b, binding=entry.id, direction="a_to_b")
+    if mode == "AXN" and caller == b:
+        if a:
+            return Bridge(a, entry.id, "b_to_a")
+        return _refuse("no_party", entry.id)
+    if b is None:  # a binding always has B; refuse rather than route nowhere
+        return _refuse("no_binding", entry.id)
+    return Bridge(b, entry.id, "a_to_b")  # AXN from anyone; AXE (the ext chose the binding)

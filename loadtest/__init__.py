@@ -1,1 +1,1 @@
-"""loadtest"""
+"""Traffic generation, replay and benchmarks for the relay (`python -m loadtest`)."""

@@ -7,8 +7,9 @@ full (the operator holds the store's credentials); `--role ops` masks them as th
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import asyncio
+import contextlib
+import dataclasses
 import json
 import logging
 import sys
@@ -224,8 +225,9 @@ def _serve(cfg: Config) -> int:
 
     try:
         import uvloop
+        runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        uvloop = None
+        runner = asyncio.run
 
     def ready(node: Any) -> None:
         h = cfg.http
@@ -238,11 +240,8 @@ def _serve(cfg: Config) -> int:
             "-d '{\"mode\": \"AXB\", \"a\": \"+8613800000001\", \"b\": \"+8613900000001\", "
             "\"ttl\": 3600}'\n")
 
-    runner = uvloop.run if uvloop is not None else asyncio.run
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         runner(serve(cfg, ready))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -41,7 +41,8 @@ class RedisServer:
             pytest.skip("redis-server is not installed (run the test command in the README)")
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir), "--logfile", ""],
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir),
+             "--logfile", ""],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10

@@ -26,7 +26,7 @@ from .views import binding_view, route_view
 if TYPE_CHECKING:
     from ..app import Node
 
-__all__ = ["build_api", "NODE"]
+__all__ = ["NODE", "build_api"]
 
 log = logging.getLogger("relay.api")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import msgpack
@@ -25,13 +25,13 @@ __all__ = [
 ]
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     AXB = "AXB"  # X joins exactly A and B, both directions
     AXN = "AXN"  # anyone calling X reaches B; B calling X reaches A if set
     AXE = "AXE"  # X is shared; an extension selects B
 
 
-class State(str, Enum):
+class State(StrEnum):
     ACTIVE = "active"
     FROZEN = "frozen"
     RELEASED = "released"

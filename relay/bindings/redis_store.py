@@ -22,7 +22,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .claims import ClaimConflict, Op
-from .model import Binding, NumberRecord, State
+from .model import Binding, NumberRecord
 from .store import Change, FeedGap, Snapshot, StoreUnavailable, VersionConflict
 
 __all__ = ["RedisStore"]
@@ -50,7 +50,9 @@ for i = 0, n - 1 do
   if v == false then v = nil end
   local out
   if kind == 'take' then
-    if v == nil or v == id or (string.sub(v, 1, 2) == 'q:' and tonumber(string.sub(v, 3)) <= now) then
+    local free = v == nil or v == id
+    if not free and string.sub(v, 1, 2) == 'q:' then free = tonumber(string.sub(v, 3)) <= now end
+    if free then
       out = id
     else
       return {'claim', key, v}
@@ -90,8 +92,13 @@ if state == 'active' and ARGV[8] ~= '' then
 else
   redis.call('ZREM', KEYS[5], id)
 end
-if state == 'frozen' then redis.call('ZADD', KEYS[6], ARGV[9], id) else redis.call('ZREM', KEYS[6], id) end
-local sid = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], '*', 'k', 'b', 'd', ARGV[4], 'q', qu)
+if state == 'frozen' then
+  redis.call('ZADD', KEYS[6], ARGV[9], id)
+else
+  redis.call('ZREM', KEYS[6], id)
+end
+local sid = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], '*',
+                       'k', 'b', 'd', ARGV[4], 'q', qu)
 return {'ok', sid}
 """
 
@@ -124,9 +131,9 @@ class RedisStore:
         self.prefix = "{" + opts.get("prefix", ["relay"])[0] + "}"
         base = url.split("?", 1)[0]
         common: dict[str, Any] = {"socket_connect_timeout": 1.0, "health_check_interval": 5}
-        self._r = aioredis.from_url(base, socket_timeout=2.0, **common)
+        self._r: Any = aioredis.from_url(base, socket_timeout=2.0, **common)
         # XREAD BLOCK needs a socket timeout longer than its block time: its own client.
-        self._feed_r = aioredis.from_url(base, socket_timeout=5.0, **common)
+        self._feed_r: Any = aioredis.from_url(base, socket_timeout=5.0, **common)
         self._commit = self._r.register_script(_COMMIT_LUA)
         self._add_numbers = self._r.register_script(_ADD_NUMBERS_LUA)
         self._feed_checked = False
@@ -266,22 +273,18 @@ class RedisStore:
         try:
             epoch = await self.epoch()
             offset = await self._last_id()
-            bindings: list[Binding] = []
-            unpack = Binding.unpack
+            blobs: list[bytes] = []
             pos = 0
             while True:
                 pos, page = await self._r.hscan(self._k("b"), pos, count=10_000)
-                for blob in page.values():
-                    b = unpack(blob)
-                    if b.state is not State.RELEASED:
-                        bindings.append(b)
+                blobs.extend(page.values())
                 if pos == 0:
                     break
             numbers = await self.numbers()
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
         self._feed_checked = True
-        return Snapshot(bindings=bindings, numbers=numbers, offset=offset, epoch=epoch)
+        return Snapshot(blobs=blobs, numbers=numbers, offset=offset, epoch=epoch)
 
     async def changes(self, offset: str, block: float) -> tuple[list[Change], str]:
         """Changes after `offset`, waiting up to `block` seconds for the first one."""

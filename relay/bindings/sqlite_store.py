@@ -148,7 +148,8 @@ class SqliteStore:
     async def query(self, *, x: str | None = None, state: str | None = None,
                     out_id: str | None = None, cursor: str | None = None,
                     limit: int = 100) -> tuple[list[Binding], str | None]:
-        where, args = ["seq > ?"], [int(cursor) if cursor else 0]
+        where: list[str] = ["seq > ?"]
+        args: list[Any] = [int(cursor) if cursor else 0]
         for col, val in (("x", x), ("state", state), ("out_id", out_id)):
             if val is not None:
                 where.append(f"{col} = ?")
@@ -269,7 +270,7 @@ class SqliteStore:
                 epoch = db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0]
             finally:
                 db.execute("COMMIT")
-            return Snapshot(bindings=[Binding.unpack(r[0]) for r in rows],
+            return Snapshot(blobs=[r[0] for r in rows],
                             numbers=[NumberRecord.unpack(r[0]) for r in nums],
                             offset=str(off), epoch=str(epoch))
         return await self._run(q)

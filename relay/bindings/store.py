@@ -6,12 +6,12 @@ change feed that every node follows to keep its in-memory table current.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from .claims import Op
-from .model import Binding, NumberRecord
+from .model import Binding, NumberRecord, State
 
 __all__ = [
     "Change",
@@ -49,11 +49,18 @@ class Change:
 class Snapshot:
     """Everything a node loads at start, and the feed offset to follow from."""
 
-    bindings: Iterable[Binding]
+    blobs: list[bytes]  # packed bindings (Binding.pack), live ones at least
     numbers: list[NumberRecord]
     offset: str
     epoch: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+
+    def bindings(self) -> Iterator[Binding]:
+        """The live bindings, decoded (slow for millions: the follower loads the blobs)."""
+        for blob in self.blobs:
+            b = Binding.unpack(blob)
+            if b.state is not State.RELEASED:
+                yield b
 
 
 class Store(Protocol):

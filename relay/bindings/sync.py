@@ -9,8 +9,11 @@ longer reaches back that far, or the store's epoch says it is a different data s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+
+import msgpack
 
 from .pool import NumberPool
 from .store import Change, FeedGap, Store, StoreUnavailable
@@ -43,9 +46,9 @@ class Follower:
         """Replace the table with a fresh snapshot (start, or the feed lost our place)."""
         snap = await self.store.snapshot()
         self.table.clear()
-        apply = self.table.apply
-        for b in snap.bindings:
-            apply(b)
+        load, unpackb = self.table.load, msgpack.unpackb
+        for blob in snap.blobs:
+            load(unpackb(blob))
         self.pool.replace(snap.numbers)
         self.offset, self.epoch = snap.offset, snap.epoch
         self.reloads += 1
@@ -66,10 +69,8 @@ class Follower:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
 
     async def run(self) -> None:

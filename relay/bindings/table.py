@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-from dialplan.numbers import from_int, to_int
+from dialplan.numbers import to_int
 
 from .model import Binding, Mode, State
 
 __all__ = ["BindingTable", "RouteEntry"]
 
-# id, x, a, b, expires_at, version, max_call_seconds, flags; then a UTF-8 tail
-# "ext\x1fout_id\x1fpolicy".
-_REC = struct.Struct("<QQQQdIIH")
+# id, x, a, b, expires_at, created_at, version, max_call_seconds, flags; then a UTF-8
+# tail "ext\x1fout_id\x1fpolicy".
+_REC = struct.Struct("<QQQQddIIH")
 _PAIR_SHIFT = 50
 _MODES = (Mode.AXB, Mode.AXN, Mode.AXE)
 _STATES = (State.ACTIVE, State.FROZEN, State.RELEASED)
@@ -34,31 +33,111 @@ _STATE_BITS = {s: i for i, s in enumerate(_STATES)}
 _F_RECORD, _F_VOICE, _F_SMS = 0x10, 0x20, 0x40
 
 
-@dataclass(frozen=True, slots=True)
-class RouteEntry:
-    """What routing needs of a binding, decoded from its packed record."""
+_unpack_head = _REC.unpack_from
 
-    id: str
-    mode: Mode
-    state: State
-    x: str
-    a: str | None
-    b: str | None
-    ext: str | None
-    expires_at: float | None
-    record: bool
-    voice: bool
-    sms: bool
-    out_id: str | None
-    max_call_seconds: int | None
-    policy: str | None
-    version: int
+
+class RouteEntry:
+    """A binding as routing sees it: a view over its packed record.
+
+    Built on every lookup, so it unpacks the fixed fields once (one C call) and makes
+    the strings (`id`, numbers, the tail) only when asked.
+    """
+
+    __slots__ = ("_f", "_rec", "_tail")
+
+    def __init__(self, rec: bytes) -> None:
+        self._rec = rec
+        self._f = _unpack_head(rec)
+        self._tail: list[str | None] | None = None
+
+    def _t(self, i: int) -> str | None:
+        if self._tail is None:
+            if len(self._rec) > _REC.size:
+                self._tail = [v or None for v in self._rec[_REC.size:].decode().split("\x1f")]
+            else:
+                self._tail = [None, None, None]
+        return self._tail[i]
+
+    @property
+    def id(self) -> str:
+        return "%016x" % self._f[0]  # noqa: UP031 - measurably faster than format()
+
+    @property
+    def mode(self) -> Mode:
+        return _MODES[self._f[8] & 3]
+
+    @property
+    def state(self) -> State:
+        return _STATES[(self._f[8] >> 2) & 3]
+
+    @property
+    def x(self) -> str:
+        return "+" + str(self._f[1])
+
+    @property
+    def a(self) -> str | None:
+        return "+" + str(self._f[2]) if self._f[2] else None
+
+    @property
+    def b(self) -> str | None:
+        return "+" + str(self._f[3]) if self._f[3] else None
+
+    @property
+    def expires_at(self) -> float | None:
+        return self._f[4] or None
+
+    @property
+    def created_at(self) -> float:
+        return float(self._f[5])
+
+    @property
+    def version(self) -> int:
+        return int(self._f[6])
+
+    @property
+    def max_call_seconds(self) -> int | None:
+        return self._f[7] or None
+
+    @property
+    def record(self) -> bool:
+        return bool(self._f[8] & _F_RECORD)
+
+    @property
+    def voice(self) -> bool:
+        return bool(self._f[8] & _F_VOICE)
+
+    @property
+    def sms(self) -> bool:
+        return bool(self._f[8] & _F_SMS)
+
+    @property
+    def ext(self) -> str | None:
+        return self._t(0)
+
+    @property
+    def out_id(self) -> str | None:
+        return self._t(1)
+
+    @property
+    def policy(self) -> str | None:
+        return self._t(2)
 
     def effective_state(self, now: float) -> State:
         """Expired counts as frozen at lookup time, whatever the sweeper has done yet."""
-        if self.state is State.ACTIVE and self.expires_at is not None and self.expires_at <= now:
+        flags, exp = self._f[8], self._f[4]
+        if (flags >> 2) & 3 == 0 and exp and exp <= now:
             return State.FROZEN
-        return self.state
+        return _STATES[(flags >> 2) & 3]
+
+    def as_dict(self) -> dict[str, object]:
+        return {n: getattr(self, n) for n in _ENTRY_FIELDS}
+
+    def __repr__(self) -> str:
+        return f"RouteEntry({self.as_dict()!r})"
+
+
+_ENTRY_FIELDS = ("id", "mode", "state", "x", "a", "b", "ext", "expires_at", "record", "voice",
+                 "sms", "out_id", "max_call_seconds", "policy", "version", "created_at")
 
 
 def _pack(b: Binding) -> bytes:
@@ -67,7 +146,8 @@ def _pack(b: Binding) -> bytes:
     flags |= _F_SMS if b.sms else 0
     head = _REC.pack(
         int(b.id, 16), to_int(b.x), to_int(b.a) if b.a else 0, to_int(b.b) if b.b else 0,
-        b.expires_at or 0.0, b.version & 0xFFFFFFFF, b.max_call_seconds or 0, flags,
+        b.expires_at or 0.0, b.created_at, b.version & 0xFFFFFFFF, b.max_call_seconds or 0,
+        flags,
     )
     if b.ext is None and b.out_id is None and b.policy is None:
         return head
@@ -76,74 +156,94 @@ def _pack(b: Binding) -> bytes:
 
 
 def _unpack(rec: bytes) -> RouteEntry:
-    bid, x, a, b, exp, version, mcs, flags = _REC.unpack_from(rec)
-    ext = out_id = policy = None
-    if len(rec) > _REC.size:
-        e, o, p = rec[_REC.size:].decode().split("\x1f")
-        ext, out_id, policy = e or None, o or None, p or None
-    return RouteEntry(
-        id=f"{bid:016x}", mode=_MODES[flags & 3], state=_STATES[(flags >> 2) & 3],
-        x=from_int(x), a=from_int(a) if a else None, b=from_int(b) if b else None, ext=ext,
-        expires_at=exp or None, record=bool(flags & _F_RECORD), voice=bool(flags & _F_VOICE),
-        sms=bool(flags & _F_SMS), out_id=out_id, max_call_seconds=mcs or None, policy=policy,
-        version=version,
-    )
+    return RouteEntry(rec)
 
 
-def _version(rec: bytes) -> int:
-    return int(_REC.unpack_from(rec)[5])
+_MODE_BY_NAME = {m.value: i for i, m in enumerate(_MODES)}
+_STATE_BY_NAME = {st.value: i for i, st in enumerate(_STATES)}
+
+
+def _pack_fields(v: list) -> bytes:  # type: ignore[type-arg]
+    """`_pack` straight from a stored field array (model._FIELD_ORDER), for bulk loads:
+    no Binding object is built, which makes loading a million bindings ~4x faster."""
+    flags = _MODE_BY_NAME[v[1]] | (_STATE_BY_NAME[v[6]] << 2)
+    flags |= (_F_RECORD if v[8] else 0) | (_F_VOICE if v[9] else 0) | (_F_SMS if v[10] else 0)
+    head = _REC.pack(int(v[0], 16), int(v[2][1:]), int(v[4][1:]) if v[4] else 0,
+                     int(v[3][1:]) if v[3] else 0, v[7] or 0.0, v[15], v[20] & 0xFFFFFFFF,
+                     v[12] or 0, flags)
+    if v[5] is None and v[11] is None and v[13] is None:
+        return head
+    return head + "\x1f".join((v[5] or "", v[11] or "", v[13] or "")).encode()
+
+
+def _order(rec: bytes) -> tuple[float, int, int]:
+    """(created_at, id, version): which of two records at one key is newer."""
+    bid, _x, _a, _b, _e, created, version = _REC.unpack_from(rec)[:7]
+    return created, bid, version
 
 
 class BindingTable:
     """All live (active or frozen) bindings of the store, in memory.
 
     `apply()` takes bindings from the store or the change feed in any order and keeps the
-    newest version; released bindings leave the table.  `lookup()` is the call path.
+    newest; released bindings leave the table.  `lookup()` is the call path.
+
+    A binding's home key never changes (X, A, the mode and the extension are fixed at
+    creation; only B may change), so no index by id is needed to find its record.  When
+    two different bindings meet at one key (a replay of old changes after a reload), the
+    one created later wins: a key is only handed to a new binding after the old one was
+    released and its quarantine has passed, which dwarfs any clock skew between nodes.
     """
 
     def __init__(self) -> None:
         self._routes: dict[int, bytes] = {}
         self._ext: dict[tuple[int, str], bytes] = {}
-        self._by_id: dict[int, int | tuple[int, str]] = {}  # id -> one of its keys
-        # x -> [mode, live count]: which numbers are in use and how (for allocation and 403s)
+        self._count = 0
+        # x -> [mode, live count]: which numbers are in use and how (allocation, 403s)
         self._usage: dict[int, list[int]] = {}
         self.quarantine: dict[int, float] = {}  # x -> until, learnt from releases
 
     def __len__(self) -> int:
-        return len(self._by_id)
+        return self._count
 
     # -- changes -------------------------------------------------------------------------
 
-    def apply(self, b: Binding, quarantine_until: float | None = None) -> bool:
-        """Take a binding's newest state. Returns False when it was stale (older version)."""
-        bid = int(b.id, 16)
-        old_key = self._by_id.get(bid)
-        old = self._get_key(old_key) if old_key is not None else None
-        if old is not None and _version(old) >= b.version & 0xFFFFFFFF:
-            return False
-        if old is not None:
-            self._remove(_unpack(old), old_key)
-        if b.state is State.RELEASED:
-            if quarantine_until is not None and to_int(b.x) not in self._usage:
-                self.quarantine[to_int(b.x)] = quarantine_until
-            return True
-        rec = _pack(b)
-        x = to_int(b.x)
+    @staticmethod
+    def _home(b: Binding | RouteEntry) -> int | tuple[int, str]:
+        x = int(b.x[1:])
         if b.mode is Mode.AXB:
-            keys: list[int] = []
+            return (x << _PAIR_SHIFT) | int((b.a or b.b or "+0")[1:])
+        if b.mode is Mode.AXN:
+            return x
+        return (x, b.ext or "")
+
+    def apply(self, b: Binding, quarantine_until: float | None = None) -> bool:
+        """Take a binding's newest state. Returns False when it was stale."""
+        home = self._home(b)
+        old = self._get_key(home)
+        if old is not None:
+            o_created, o_id, o_version = _order(old)
+            if o_id == int(b.id, 16):
+                if o_version >= b.version & 0xFFFFFFFF:
+                    return False
+            elif (o_created, o_id) > (b.created_at, int(b.id, 16)):
+                return False  # an older binding's news, replayed after a newer one took over
+            self._remove(old, home)
+        if b.state is State.RELEASED:
+            if quarantine_until is not None and int(b.x[1:]) not in self._usage:
+                self.quarantine[int(b.x[1:])] = quarantine_until
+            return old is not None
+        rec = _pack(b)
+        x = int(b.x[1:])
+        if b.mode is Mode.AXB:
             for party in (b.a, b.b):
                 if party:
-                    k = (x << _PAIR_SHIFT) | to_int(party)
-                    self._routes[k] = rec
-                    keys.append(k)
-            self._by_id[bid] = keys[0]
+                    self._routes[(x << _PAIR_SHIFT) | int(party[1:])] = rec
         elif b.mode is Mode.AXN:
             self._routes[x] = rec
-            self._by_id[bid] = x
         else:
-            ek = (x, b.ext or "")
-            self._ext[ek] = rec
-            self._by_id[bid] = ek
+            self._ext[(x, b.ext or "")] = rec
+        self._count += 1
         use = self._usage.get(x)
         if use is None:
             self._usage[x] = [_MODE_BITS[b.mode], 1]
@@ -152,22 +252,47 @@ class BindingTable:
             use[1] += 1
         return True
 
+    def load(self, fields: list) -> None:  # type: ignore[type-arg]
+        """Add one binding from its stored field array during a bulk load (an empty table,
+        so there is nothing older to compare with). Released bindings are skipped."""
+        if fields[6] == "released":
+            return
+        rec = _pack_fields(fields)
+        x = int(fields[2][1:])
+        mode = fields[1]
+        if mode == "AXB":
+            for party in (fields[4], fields[3]):
+                if party:
+                    self._routes[(x << _PAIR_SHIFT) | int(party[1:])] = rec
+        elif mode == "AXN":
+            self._routes[x] = rec
+        else:
+            self._ext[(x, fields[5] or "")] = rec
+        self._count += 1
+        use = self._usage.get(x)
+        if use is None:
+            self._usage[x] = [_MODE_BY_NAME[mode], 1]
+        else:
+            use[1] += 1
+
     def _get_key(self, key: int | tuple[int, str]) -> bytes | None:
         if isinstance(key, tuple):
             return self._ext.get(key)
         return self._routes.get(key)
 
-    def _remove(self, e: RouteEntry, key: int | tuple[int, str]) -> None:
-        x = to_int(e.x)
+    def _remove(self, old: bytes, home: int | tuple[int, str]) -> None:
+        e = _unpack(old)
+        x = int(e.x[1:])
         if e.mode is Mode.AXB:
             for party in (e.a, e.b):
-                if party:
-                    self._routes.pop((x << _PAIR_SHIFT) | to_int(party), None)
-        elif isinstance(key, tuple):
-            self._ext.pop(key, None)
+                key = (x << _PAIR_SHIFT) | int(party[1:]) if party else -1
+                if self._routes.get(key) is old:  # a newer binding may hold B's key now
+                    del self._routes[key]
+        elif isinstance(home, tuple):
+            self._ext.pop(home, None)
         else:
-            self._routes.pop(key, None)
-        del self._by_id[int(e.id, 16)]
+            self._routes.pop(home, None)
+        self._count -= 1
         use = self._usage.get(x)
         if use is not None:
             use[1] -= 1
@@ -177,7 +302,7 @@ class BindingTable:
     def clear(self) -> None:
         self._routes.clear()
         self._ext.clear()
-        self._by_id.clear()
+        self._count = 0
         self._usage.clear()
         self.quarantine.clear()
 
@@ -190,18 +315,19 @@ class BindingTable:
         None means no binding of that caller on X; `in_use(x)` tells a stranger (403) from
         an unknown number (404).
         """
-        xi = int(x[1:])
+        xi = int(x)  # int() accepts the leading "+": no slice needed on the call path
+        routes = self._routes
         if caller:
-            rec = self._routes.get((xi << _PAIR_SHIFT) | int(caller[1:]))
+            rec = routes.get((xi << _PAIR_SHIFT) | int(caller))
             if rec is not None:
-                return _unpack(rec)
-        rec = self._routes.get(xi)
+                return RouteEntry(rec)
+        rec = routes.get(xi)
         if rec is not None:
-            return _unpack(rec)
+            return RouteEntry(rec)
         if ext is not None:
             rec = self._ext.get((xi, ext))
             if rec is not None:
-                return _unpack(rec)
+                return RouteEntry(rec)
         return None
 
     def in_use(self, x: str) -> bool:
@@ -219,16 +345,10 @@ class BindingTable:
     def ext_taken(self, x: str, ext: str) -> bool:
         return (int(x[1:]), ext) in self._ext
 
-    def get(self, binding_id: str) -> RouteEntry | None:
-        try:
-            key = self._by_id.get(int(binding_id, 16))
-        except ValueError:
-            return None
-        rec = self._get_key(key) if key is not None else None
-        return _unpack(rec) if rec is not None else None
-
     def entries(self) -> Iterator[RouteEntry]:
-        for key in list(self._by_id.values()):
-            rec = self._get_key(key)
-            if rec is not None:
+        """Every live binding once (AXB records sit under two keys: the same object)."""
+        seen: set[int] = set()
+        for rec in (*self._routes.values(), *self._ext.values()):
+            if id(rec) not in seen:
+                seen.add(id(rec))
                 yield _unpack(rec)

@@ -7,8 +7,8 @@ leave a half-written binding behind.
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from dialplan.numbers import InvalidNumber, normalise, normalise_ext

@@ -100,7 +100,7 @@ class Lifecycles(RuleBasedStateMachine):
 
     def _live(self) -> list[Any]:
         snap = self.run(self.store.snapshot())
-        return [b for b in snap.bindings if b.state is not State.RELEASED]
+        return list(snap.bindings())
 
     @invariant()
     def no_shared_party_or_number(self) -> None:

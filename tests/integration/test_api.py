@@ -61,7 +61,7 @@ async def test_create_get_list_freeze_release(client: Client, node: Node) -> Non
 
     got = await (await client.get(f"/v1/bindings/{b['id']}", headers=ADMIN)).json()
     assert got == b
-    listed = await (await client.get(f"/v1/bindings?out_id=o-1", headers=ADMIN)).json()
+    listed = await (await client.get("/v1/bindings?out_id=o-1", headers=ADMIN)).json()
     assert [x["id"] for x in listed["bindings"]] == [b["id"]]
 
     route = await (await client.get("/v1/route", params={"from": A, "to": b["x"]},

@@ -203,6 +203,6 @@ def test_sqlite_survives_kill_9(tmp_path: Path) -> None:
         await s.open()
         snap = await s.snapshot()
         await s.close()
-        return len(list(snap.bindings))
+        return len(list(snap.bindings()))
     assert last == 199
     assert asyncio.run(count()) == 200

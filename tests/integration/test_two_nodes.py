@@ -10,14 +10,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from relay.bindings.store import open_store
 from relay.bindings.pool import NumberPool
 from relay.bindings.service import BindingService, Lifecycle
+from relay.bindings.store import open_store
 from relay.bindings.table import BindingTable
 
-X = ["+861700000000%d" % i for i in range(1, 8)]
-A = ["+861380000000%d" % i for i in range(1, 8)]
-B = ["+861390000000%d" % i for i in range(1, 8)]
+X = [f"+861700000000{i}" for i in range(1, 8)]
+A = [f"+861380000000{i}" for i in range(1, 8)]
+B = [f"+861390000000{i}" for i in range(1, 8)]
 
 pytestmark = pytest.mark.integration
 

@@ -89,3 +89,24 @@ def test_disabled_voice_refuses_calls_but_not_sms() -> None:
     t.apply(axb(voice=False))
     assert decide(t.lookup(X, A), True, A, 0.0).action == "refuse"
     assert decide(t.lookup(X, A), True, A, 0.0, "sms").action == "bridge"
+
+
+def test_replayed_news_of_an_older_binding_never_displaces_a_newer_one() -> None:
+    """After a reload, old changes are replayed over a newer state (snapshot first)."""
+    t = BindingTable()
+    newer = axb(f"{2:016x}", created_at=200.0, b=C)  # took (X, A) after the old one left
+    t.apply(newer)
+    assert t.apply(axb(f"{1:016x}", created_at=100.0)) is False  # old binding, live news
+    t.apply(axb(f"{1:016x}", version=2, created_at=100.0, state=State.RELEASED))
+    assert t.lookup(X, A).id == f"{2:016x}"  # type: ignore[union-attr]
+    assert t.lookup(X, C).id == f"{2:016x}"  # type: ignore[union-attr]
+    assert len(t) == 1
+
+
+def test_a_new_binding_on_a_b_key_survives_the_old_ones_release() -> None:
+    t = BindingTable()
+    t.apply(axb(f"{1:016x}", created_at=100.0))  # (X, A, B)
+    t.apply(axb(f"{2:016x}", created_at=200.0, a=C))  # (X, C, B): B's key moves to it
+    t.apply(axb(f"{1:016x}", version=2, created_at=100.0, state=State.RELEASED))
+    assert t.lookup(X, B).id == f"{2:016x}"  # type: ignore[union-attr]
+    assert t.lookup(X, A) is None and len(t) == 1

@@ -1,0 +1,27 @@
+"""`python -m loadtest <benchmark>`: each benchmark prints its figures and writes JSON
+under loadtest/out/."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+BENCHMARKS = {
+    "bindings": "loadtest.bench_bindings",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="loadtest", description=__doc__)
+    ap.add_argument("benchmark", choices=sorted(BENCHMARKS))
+    ap.add_argument("args", nargs=argparse.REMAINDER)
+    a = ap.parse_args(argv)
+    import importlib
+
+    mod = importlib.import_module(BENCHMARKS[a.benchmark])
+    return int(mod.main(a.args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

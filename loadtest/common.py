@@ -1,0 +1,112 @@
+"""Pieces the benchmarks share: a private redis-server, `relay serve` children, RSS,
+percentiles and the report line format."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
+    return s[k]
+
+
+class RedisProc:
+    """A redis-server of the benchmark's own on a free loopback port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="bench-redis-")
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise SystemExit("redis-server is not installed (see README: the test command)")
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir, "--logfile", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RelayChild:
+    """`relay serve` in a child process on free ports."""
+
+    def __init__(self, store: str, workdir: str, extra: list[str] | None = None) -> None:
+        self.http = free_port()
+        self.sip = free_port(socket.SOCK_DGRAM)
+        self.log = open(Path(workdir) / f"relay-{self.http}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "relay", "serve", "--store", store,
+             "--http", f"127.0.0.1:{self.http}", "--sip", f"127.0.0.1:{self.sip}",
+             "--log-level", "WARNING", *(extra or [])],
+            cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.base + "/healthz", timeout=0.5):
+                    return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("relay exited during start") from None
+                time.sleep(0.05)
+        raise RuntimeError("relay did not start")
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+
+def report(name: str, rows: list[tuple[str, float, str, str]], extra: dict[str, Any]) -> None:
+    """Print `figure  value unit  (target)` lines and save them as JSON."""
+    width = max(len(r[0]) for r in rows)
+    sys.stdout.write(f"\n== {name} ==\n")
+    for label, value, unit, target in rows:
+        sys.stdout.write(f"{label.ljust(width)}  {value:>12,.2f} {unit:<10} {target}\n")
+    OUT.mkdir(exist_ok=True)
+    data = {"benchmark": name, "figures": {r[0]: {"value": r[1], "unit": r[2], "target": r[3]}
+                                           for r in rows}, **extra}
+    (OUT / f"{name}.json").write_text(json.dumps(data, indent=2))
