@@ -1,0 +1,105 @@
+"""Whole messages from SMPP PDUs: strip UDH or SAR, reassemble parts, decode text.
+
+The adapters feed every MessageReceived here and hand the application one
+`SmsMessage` per complete message, however many PDUs carried it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from relay.sms import constants as c
+from relay.sms.concat import ConcatError, Reassembler, Segment, parse_udh, sar_segment
+from relay.sms.encoding import TextEncodingError, decode_text
+from relay.sms.events import MessageReceived
+from relay.sms.receipt import Receipt, is_receipt, parse_receipt_text
+
+_SAR_TAGS = (c.TAG_SAR_MSG_REF_NUM, c.TAG_SAR_TOTAL_SEGMENTS, c.TAG_SAR_SEGMENT_SEQNUM)
+
+
+@dataclass(frozen=True, slots=True)
+class SmsMessage:
+    """One complete message. `text` is None if its data_coding is not text we decode."""
+
+    source_addr: str
+    source_addr_ton: int
+    source_addr_npi: int
+    destination_addr: str
+    dest_addr_ton: int
+    dest_addr_npi: int
+    data_coding: int
+    payload: bytes  # user data without any UDH, all parts joined
+    text: str | None
+    esm_class: int  # of the first part, UDHI bit cleared
+    registered_delivery: int
+    parts: tuple[MessageReceived, ...]
+    receipt: Receipt | None
+
+
+def segment_of(event: MessageReceived) -> tuple[Segment | None, bytes]:
+    """The part's concatenation segment (UDH first, then SAR TLVs) and its user data."""
+    body = event.short_message
+    segment: Segment | None = None
+    if event.esm_class & c.ESM_CLASS_UDHI:
+        segment, body = parse_udh(body)
+    if segment is None:
+        sar = {t.tag: t.as_int() for t in event.pdu.tlvs if t.tag in _SAR_TAGS}
+        segment = sar_segment(sar)
+    return segment, body
+
+
+def _message(parts: tuple[MessageReceived, ...], data_coding: int, payload: bytes) -> SmsMessage:
+    first = parts[0]
+    try:
+        text: str | None = decode_text(data_coding, payload)
+    except TextEncodingError:
+        text = None
+    receipt = None
+    if is_receipt(first.esm_class) and text is not None:
+        receipt = parse_receipt_text(text)
+    return SmsMessage(
+        source_addr=first.source_addr, source_addr_ton=first.source_addr_ton,
+        source_addr_npi=first.source_addr_npi, destination_addr=first.destination_addr,
+        dest_addr_ton=first.dest_addr_ton, dest_addr_npi=first.dest_addr_npi,
+        data_coding=data_coding, payload=payload, text=text,
+        esm_class=first.esm_class & ~c.ESM_CLASS_UDHI,
+        registered_delivery=first.registered_delivery, parts=parts, receipt=receipt,
+    )
+
+
+class MessageAssembler:
+    """Turns part events into whole messages; `origin` keeps gateways apart."""
+
+    def __init__(self, timeout: float = 60.0) -> None:
+        self._reassembler = Reassembler(timeout)
+
+    def add(self, origin: Hashable, event: MessageReceived, now: float) -> SmsMessage | None:
+        """Add one PDU's event; the whole message when complete, else None.
+
+        Raises ConcatError for a malformed UDH or SAR set (answer ESME_RINVESMCLASS).
+        """
+        segment, body = segment_of(event)
+        if segment is None or segment.total == 1:
+            return _message((event,), event.data_coding, body)
+        key = (origin, event.source_addr, event.destination_addr, segment.ref)
+        done = self._reassembler.add(key, segment, event.data_coding, body, now, event)
+        if done is None:
+            return None
+        return _message(done.contexts, done.data_coding, done.payload)
+
+    def expire(self, now: float) -> list[tuple[MessageReceived, ...]]:
+        """Drop incomplete sets past their timeout; return the parts they had."""
+        return [ctx for _, ctx in self._reassembler.expire(now)]
+
+    def next_deadline(self) -> float | None:
+        """When the oldest incomplete set times out."""
+        return self._reassembler.next_deadline()
+
+    @property
+    def duplicates(self) -> int:
+        """Duplicate parts ignored so far."""
+        return self._reassembler.duplicates
+
+
+__all__ = ["ConcatError", "MessageAssembler", "SmsMessage", "segment_of"]
