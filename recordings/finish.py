@@ -1,0 +1,263 @@
+"""Finishing: spool files -> caller.wav, callee.wav, mix.wav (pure, blocking file work).
+
+Run it off the event loop (a thread or process executor). The steps per leg:
+
+1. Read the spool's records in arrival order; keep G.711 (PT 0/8) only, so
+   telephone-event (RFC 4733), comfort noise and anything else are not decoded.
+2. Place each packet on a sample timeline whose origin is the earliest first packet
+   of the whole call (both legs share it, so the files line up on the wall clock).
+   Within one SSRC a packet's position is `anchor + (ts - anchor_ts)`: the RTP
+   timestamp (RFC 3550 §5.1) says where it belongs, so reordering, loss and silence
+   suppression need no special case; the anchor is the arrival wall time of the
+   first packet of that SSRC. An SSRC change, or a timestamp jump that disagrees with
+   the wall clock by more than `MAX_SKEW`, re-anchors on arrival time.
+3. Duplicates (same extended sequence number) and packets later than the reorder
+   window are dropped; 16-bit sequence and 32-bit timestamp wrap-around are unwrapped.
+4. Everything not covered by a packet stays zero: silence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import wave
+from collections.abc import Container, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from recordings.g711 import decode
+from recordings.spool import CallMeta, SpoolError, SpoolRecord, read_spool
+
+__all__ = [
+    "LEGS",
+    "RATE",
+    "RecordedFile",
+    "RecordingResult",
+    "RenderStats",
+    "call_dir",
+    "finish_call",
+    "finish_pending",
+    "render_leg",
+]
+
+RATE = 8000
+LEGS = ("caller", "callee")
+#: Packets this many sequence numbers behind the newest are too late to place.
+REORDER_WINDOW = 100
+#: An RTP timeline this far (samples) from the arrival clock is a timestamp jump.
+MAX_SKEW = 2 * RATE
+_G711 = frozenset({0, 8})
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+
+
+@dataclass(slots=True)
+class RenderStats:
+    """What `render_leg` did with the packets of one leg."""
+
+    placed: int = 0
+    duplicates: int = 0
+    late: int = 0
+    not_audio: int = 0  # telephone-event, comfort noise, unknown payload types
+    reanchors: int = 0  # SSRC changes and timestamp jumps
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedFile:
+    """One finished WAV file."""
+
+    name: str  # "caller", "callee" or "mix"
+    path: Path
+    size: int
+    sha256: str
+    duration_ms: int
+    record_start_at: int  # epoch milliseconds (UTC) of sample 0
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingResult:
+    """The finished recording of one call."""
+
+    call_id: str
+    directory: Path
+    files: dict[str, RecordedFile]
+
+
+def call_dir(root: Path, call_id: str, started_at: float) -> Path:
+    """`<root>/YYYY/MM/DD/<call_id>` for a call that started at `started_at` (epoch s, UTC).
+
+    The call id becomes a folder name, so it must be a plain token.
+    """
+    if not _SAFE_ID.match(call_id) or ".." in call_id:
+        raise ValueError(f"call id {call_id!r} is not safe as a folder name")
+    day = datetime.fromtimestamp(started_at, UTC)
+    return Path(root) / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}" / call_id
+
+
+def _unwrap(value: int, previous: int | None, bits: int) -> int:
+    # RFC 3550 §A.1: the nearer lap wins (same rule as relay.rtp.packet.unwrap).
+    if previous is None:
+        return value
+    half = 1 << (bits - 1)
+    diff = ((value - (previous & ((1 << bits) - 1)) + half) & ((1 << bits) - 1)) - half
+    return previous + diff
+
+
+def render_leg(records: Iterable[SpoolRecord], origin: float,
+               stats: RenderStats | None = None) -> bytearray:
+    """16-bit little-endian mono PCM for one leg, sample 0 at wall time `origin`.
+
+    `stats`, when given, is filled with what happened to the packets.
+    """
+    st = stats if stats is not None else RenderStats()
+    buf = bytearray()
+    ssrc: int | None = None
+    anchor_pos = anchor_ts = 0
+    last_ts: int | None = None
+    last_seq: int | None = None
+    max_seq = 0
+    seen: set[int] = set()
+    for rec in records:
+        if rec.pt not in _G711:
+            st.not_audio += 1
+            continue
+        arrival = round((rec.wall - origin) * RATE)
+        if rec.ssrc != ssrc:
+            # A new source (RFC 3550 §8.2 SSRC change): its timeline starts afresh.
+            st.reanchors += ssrc is not None
+            ssrc = rec.ssrc
+            anchor_pos, anchor_ts = arrival, rec.ts
+            last_ts = last_seq = None
+            seen = set()
+        ext_seq = _unwrap(rec.seq, last_seq, 16)
+        ext_ts = _unwrap(rec.ts, last_ts, 32)
+        if ext_seq in seen:
+            st.duplicates += 1
+            continue
+        if last_seq is not None and ext_seq < max_seq - REORDER_WINDOW:
+            st.late += 1  # too late to belong to this part of the call
+            continue
+        last_seq, last_ts = ext_seq, ext_ts
+        max_seq = ext_seq if len(seen) == 0 else max(max_seq, ext_seq)
+        seen.add(ext_seq)
+        pos = anchor_pos + (ext_ts - anchor_ts)
+        if abs(pos - arrival) > MAX_SKEW:
+            # The sender restarted its timestamps without a new SSRC: trust the clock.
+            anchor_pos, anchor_ts, pos = arrival, ext_ts, arrival
+            st.reanchors += 1
+        pcm = decode(rec.payload, rec.pt)
+        if pos < 0:
+            pcm = pcm[-2 * pos :]
+            pos = 0
+        start = 2 * pos
+        end = start + len(pcm)
+        if len(buf) < end:
+            buf.extend(bytes(end - len(buf)))
+        buf[start:end] = pcm
+        st.placed += 1
+    return buf
+
+
+def _write_wav(path: Path, pcm: bytes | bytearray, channels: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with wave.open(str(tmp), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(pcm)
+    os.replace(tmp, path)  # readers never see a half-written WAV
+
+
+def _describe(name: str, path: Path, frames: int, start_ms: int) -> RecordedFile:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return RecordedFile(name, path, path.stat().st_size, h.hexdigest(),
+                        frames * 1000 // RATE, start_ms)
+
+
+def _write_mix(path: Path, left: bytearray, right: bytearray) -> int:
+    """Write the stereo mix (caller left, callee right), padded to the longer leg.
+
+    Interleaves one second at a time so a long call does not hold a second,
+    twice-as-large copy of itself in memory. Returns the number of frames.
+    """
+    n = max(len(left), len(right))
+    block = 2 * RATE
+    tmp = path.with_name(f".{path.name}.tmp")
+    with wave.open(str(tmp), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        for start in range(0, n, block):
+            end = min(n, start + block)
+            lpart = left[start:end].ljust(end - start, b"\0")
+            rpart = right[start:end].ljust(end - start, b"\0")
+            out = bytearray(2 * (end - start))
+            out[0::4] = lpart[0::2]
+            out[1::4] = lpart[1::2]
+            out[2::4] = rpart[0::2]
+            out[3::4] = rpart[1::2]
+            w.writeframesraw(out)
+    os.replace(tmp, path)
+    return n // 2
+
+
+def finish_call(directory: Path) -> RecordingResult:
+    """Turn the spools in `directory` into WAV files; remove the spools when done.
+
+    Idempotent after a crash: WAVs are written to temporary names and renamed, and
+    the spools go only once every WAV is in place. Raises `SpoolError` when
+    meta.json is missing or corrupt.
+    """
+    directory = Path(directory)
+    try:
+        meta = CallMeta.from_json((directory / "meta.json").read_bytes())
+    except FileNotFoundError:
+        raise SpoolError(f"{directory}: no meta.json") from None
+    legs: dict[str, list[SpoolRecord]] = {}
+    for leg in LEGS:
+        spool = directory / f"{leg}.spool"
+        legs[leg] = list(read_spool(spool.read_bytes())) if spool.exists() else []
+    firsts = [recs[0].wall for recs in legs.values() if recs]
+    origin = min(firsts) if firsts else meta.started_at
+    start_ms = round(origin * 1000)
+    pcm = {leg: render_leg(recs, origin) for leg, recs in legs.items()}
+    files: dict[str, RecordedFile] = {}
+    for leg in LEGS:
+        path = directory / f"{leg}.wav"
+        _write_wav(path, pcm[leg], 1)
+        files[leg] = _describe(leg, path, len(pcm[leg]) // 2, start_ms)
+    path = directory / "mix.wav"
+    frames = _write_mix(path, pcm["caller"], pcm["callee"])
+    files["mix"] = _describe("mix", path, frames, start_ms)
+    meta.files = {name: {"size": f.size, "sha256": f.sha256, "duration_ms": f.duration_ms,
+                         "record_start_at": f.record_start_at} for name, f in files.items()}
+    tmp = directory / ".meta.json.tmp"
+    tmp.write_text(meta.to_json())
+    os.replace(tmp, directory / "meta.json")
+    for leg in LEGS:
+        (directory / f"{leg}.spool").unlink(missing_ok=True)
+    return RecordingResult(meta.call_id, directory, files)
+
+
+def finish_pending(root: Path, skip: Container[str] = ()) -> list[RecordingResult]:
+    """Finish every call folder under `root` that still holds spools (a crash left them).
+
+    Run it at start-up, before new calls spool; `skip` names call ids that are live.
+    A folder whose meta.json is unreadable is left alone for an operator.
+    """
+    results = []
+    for meta_path in sorted(Path(root).glob("*/*/*/*/meta.json")):
+        directory = meta_path.parent
+        if directory.name in skip:
+            continue
+        if not any((directory / f"{leg}.spool").exists() for leg in LEGS):
+            continue
+        try:
+            results.append(finish_call(directory))
+        except SpoolError:
+            continue
+    return results

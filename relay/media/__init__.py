@@ -1,0 +1,1 @@
+"""relay/media: the media backend interface and its in-process implementation."""
