@@ -20,6 +20,7 @@ from .bindings.sync import Follower
 from .bindings.table import BindingTable
 from .config import Config
 from .metrics import Metrics
+from .records import RecordWriter, open_record_store
 
 __all__ = ["Node", "serve"]
 
@@ -42,6 +43,8 @@ class Node:
             self.store, self.table, self.pool,
             Lifecycle(default_cc=config.default_cc, quarantine=config.quarantine,
                       frozen_hold=config.frozen_hold), clock)
+        self.records = open_record_store(config.store)
+        self.record_writer = RecordWriter(self.records)
         self.draining = False
         self.http_port: int | None = None
         self.on_start: list[Callable[[Node], Awaitable[None]]] = []
@@ -59,6 +62,11 @@ class Node:
         m.gauge("relay_feed_changes_applied", "changes applied from the feed",
                 lambda: float(f.applied))
         m.gauge("relay_feed_reloads", "full reloads of the table", lambda: float(f.reloads))
+        w = self.record_writer
+        m.gauge("relay_records_pending", "call/message records waiting to be written",
+                lambda: float(w.pending))
+        m.gauge("relay_records_dropped", "records dropped (store down too long)",
+                lambda: float(w.dropped))
 
     async def start(self) -> None:
         """Open the store and load the table (or start degraded), then listen."""
@@ -66,6 +74,7 @@ class Node:
 
         try:
             await self.store.open()
+            await self.records.open()
             await self.follower.load()
         except StoreUnavailable as exc:
             log.error("store unavailable at start, serving an empty table until it returns: %s",
@@ -73,9 +82,13 @@ class Node:
             self.follower.degraded = True
             self.follower.last_error = str(exc)
         self.follower.start()
+        self.record_writer.start()
         self._tasks.append(asyncio.create_task(self._sweeper(), name="sweeper"))
         app = build_api(self)
         self.api = app
+        # Subsystems attach here: each adds its routes to `app` and its stop to `on_stop`.
+        # -- subsystems: begin --
+        # -- subsystems: end --
         for hook in self.on_start:
             await hook(self)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -106,6 +119,7 @@ class Node:
         for hook in reversed(self.on_stop):
             with contextlib.suppress(Exception):
                 await hook(self)
+        await self.record_writer.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -114,6 +128,7 @@ class Node:
         await self.follower.stop()
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.records.close()
         await self.store.close()
 
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["openapi_document"]
+__all__ = ["add_paths", "openapi_document"]
+
+_EXTRA_PATHS: dict[str, dict[str, Any]] = {}
+
+
+def add_paths(paths: dict[str, dict[str, Any]]) -> None:
+    """Subsystems (calls, recordings, SMS) describe the routes they add to the API."""
+    for path, ops in paths.items():
+        _EXTRA_PATHS.setdefault(path, {}).update(ops)
 
 _NUM = {"type": "string", "pattern": r"^\+?[0-9 ()./-]{6,20}$",
         "description": "E.164 (+8613800000001) or national with the default country code"}
@@ -166,5 +174,6 @@ def openapi_document() -> dict[str, Any]:
                                  "responses": {"200": {"description": "text format"}}}},
             "/": {"get": {"summary": "The ops page",
                           "responses": {"200": {"description": "HTML"}}}},
+            **_EXTRA_PATHS,
         },
     }

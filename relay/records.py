@@ -1,0 +1,345 @@
+"""Call and message records: the store behind `/v1/calls` and `/v1/messages`, and the
+writer that keeps record keeping off the call path.
+
+Records are JSON documents with an `id` and a `started_at` (UNIX seconds), indexed by
+`x`, `binding` and `out_id`, listed newest first.  They live beside the bindings: in the
+same SQLite file, or in the same Redis (so any node can show any node's calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from .bindings.store import StoreUnavailable
+
+__all__ = ["RecordStore", "RecordWriter", "open_record_store"]
+
+log = logging.getLogger("relay.records")
+_INDEXED = ("x", "binding", "out_id")
+
+
+class RecordStore(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def put(self, kind: str, record: dict[str, Any]) -> None: ...
+    async def put_many(self, kind: str, records: list[dict[str, Any]]) -> None: ...
+    async def get(self, kind: str, record_id: str) -> dict[str, Any] | None: ...
+    async def query(self, kind: str, *, x: str | None = None, binding: str | None = None,
+                    out_id: str | None = None, since: float | None = None,
+                    until: float | None = None, cursor: str | None = None,
+                    limit: int = 100) -> tuple[list[dict[str, Any]], str | None]: ...
+
+
+def _check(record: dict[str, Any]) -> None:
+    if not isinstance(record.get("id"), str) or not isinstance(record.get("started_at"),
+                                                                  int | float):
+        raise ValueError("a record needs a string id and a numeric started_at")
+
+
+def _parse_cursor(cursor: str | None) -> tuple[float, int] | None:
+    """Cursors are `started_at:tiebreak` of the last record of the previous page."""
+    if cursor is None:
+        return None
+    ts, sep, tie = cursor.partition(":")
+    try:
+        return float(ts), int(tie)
+    except ValueError:
+        raise ValueError("cursor is not one this API gave out") from None
+
+
+class SqliteRecordStore:
+    """Records in the relay's SQLite file (its own connection and thread)."""
+
+    _SCHEMA = """
+    CREATE TABLE IF NOT EXISTS records(
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL, id TEXT NOT NULL, started_at REAL NOT NULL,
+        x TEXT, binding TEXT, out_id TEXT, doc TEXT NOT NULL,
+        UNIQUE(kind, id));
+    CREATE INDEX IF NOT EXISTS records_t ON records(kind, started_at);
+    CREATE INDEX IF NOT EXISTS records_x ON records(kind, x, started_at);
+    CREATE INDEX IF NOT EXISTS records_b ON records(kind, binding, started_at);
+    CREATE INDEX IF NOT EXISTS records_o ON records(kind, out_id, started_at);
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="records")
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreUnavailable("record store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        def o() -> None:
+            db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(self._SCHEMA)
+            self._db = db
+        await self._run(o)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await asyncio.get_running_loop().run_in_executor(self._pool, db.close)
+        self._pool.shutdown(wait=False)
+
+    async def put(self, kind: str, record: dict[str, Any]) -> None:
+        await self.put_many(kind, [record])
+
+    async def put_many(self, kind: str, records: list[dict[str, Any]]) -> None:
+        for r in records:
+            _check(r)
+        rows = [(kind, r["id"], float(r["started_at"]), r.get("x"), r.get("binding"),
+                 r.get("out_id"), json.dumps(r, separators=(",", ":"))) for r in records]
+
+        def w() -> None:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "INSERT INTO records(kind, id, started_at, x, binding, out_id, doc)"
+                    " VALUES(?,?,?,?,?,?,?) ON CONFLICT(kind, id) DO UPDATE SET"
+                    " started_at=excluded.started_at, x=excluded.x, binding=excluded.binding,"
+                    " out_id=excluded.out_id, doc=excluded.doc", rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        await self._run(w)
+
+    async def get(self, kind: str, record_id: str) -> dict[str, Any] | None:
+        def q() -> dict[str, Any] | None:
+            row = self._conn().execute("SELECT doc FROM records WHERE kind=? AND id=?",
+                                       (kind, record_id)).fetchone()
+            return json.loads(row[0]) if row else None
+        result: dict[str, Any] | None = await self._run(q)
+        return result
+
+    async def query(self, kind: str, *, x: str | None = None, binding: str | None = None,
+                    out_id: str | None = None, since: float | None = None,
+                    until: float | None = None, cursor: str | None = None,
+                    limit: int = 100) -> tuple[list[dict[str, Any]], str | None]:
+        where, args = ["kind = ?"], [kind]
+        for col, val in (("x", x), ("binding", binding), ("out_id", out_id)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        if since is not None:
+            where.append("started_at >= ?")
+            args.append(since)  # type: ignore[arg-type]
+        if until is not None:
+            where.append("started_at < ?")
+            args.append(until)  # type: ignore[arg-type]
+        after = _parse_cursor(cursor)
+        if after is not None:
+            where.append("(started_at < ? OR (started_at = ? AND seq < ?))")
+            args += [after[0], after[0], after[1]]  # type: ignore[list-item]
+        sql = (f"SELECT seq, started_at, doc FROM records WHERE {' AND '.join(where)}"
+               f" ORDER BY started_at DESC, seq DESC LIMIT {int(limit) + 1}")
+
+        def q() -> tuple[list[dict[str, Any]], str | None]:
+            rows = self._conn().execute(sql, args).fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            nxt = f"{rows[-1][1]!r}:{rows[-1][0]}" if more and rows else None
+            return [json.loads(r[2]) for r in rows], nxt
+        result: tuple[list[dict[str, Any]], str | None] = await self._run(q)
+        return result
+
+
+class RedisRecordStore:
+    """Records in Redis: a hash of documents and sorted sets by time per index value."""
+
+    def __init__(self, url: str, prefix: str = "{relay}") -> None:
+        import redis.asyncio as aioredis
+
+        self._r: Any = aioredis.from_url(url.split("?", 1)[0], socket_timeout=2.0,
+                                         socket_connect_timeout=1.0)
+        self.prefix = prefix
+
+    def _k(self, kind: str, *parts: str) -> str:
+        return ":".join((self.prefix, "rec", kind, *parts))
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        await self._r.aclose()
+
+    async def put(self, kind: str, record: dict[str, Any]) -> None:
+        await self.put_many(kind, [record])
+
+    async def put_many(self, kind: str, records: list[dict[str, Any]]) -> None:
+        from redis.exceptions import RedisError
+
+        pipe = self._r.pipeline(transaction=True)
+        for r in records:
+            _check(r)
+            rid, ts = r["id"], float(r["started_at"])
+            pipe.hset(self._k(kind), rid, json.dumps(r, separators=(",", ":")))
+            pipe.zadd(self._k(kind, "t"), {rid: ts})
+            for name in _INDEXED:
+                if r.get(name):
+                    pipe.zadd(self._k(kind, name, str(r[name])), {rid: ts})
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def get(self, kind: str, record_id: str) -> dict[str, Any] | None:
+        from redis.exceptions import RedisError
+
+        try:
+            doc = await self._r.hget(self._k(kind), record_id)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return json.loads(doc) if doc else None
+
+    async def query(self, kind: str, *, x: str | None = None, binding: str | None = None,
+                    out_id: str | None = None, since: float | None = None,
+                    until: float | None = None, cursor: str | None = None,
+                    limit: int = 100) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first from the narrowest index; other filters are applied to the page."""
+        from redis.exceptions import RedisError
+
+        key = self._k(kind, "t")
+        for name, val in (("binding", binding), ("x", x), ("out_id", out_id)):
+            if val is not None:
+                key = self._k(kind, name, val)
+                break
+        # The cursor keeps the page's upper bound and how many index entries were read,
+        # so records arriving meanwhile (above the bound) do not shift the pages.
+        top = f"({until}" if until is not None else "+inf"
+        offset = 0
+        if cursor is not None:
+            top, sep, off = cursor.rpartition(":")
+            if not sep or not off.isdigit() or not top:
+                raise ValueError("cursor is not one this API gave out")
+            offset = int(off)
+        lo: Any = since if since is not None else "-inf"
+        want = {"x": x, "binding": binding, "out_id": out_id}
+        found: list[dict[str, Any]] = []
+        try:
+            while len(found) <= limit:
+                ids = await self._r.zrevrangebyscore(key, top, lo, start=offset,
+                                                     num=limit + 1)
+                if not ids:
+                    break
+                docs = await self._r.hmget(self._k(kind), ids)
+                for i, doc in enumerate(docs):
+                    rec = json.loads(doc) if doc is not None else None
+                    if rec is not None and all(v is None or rec.get(k) == v
+                                               for k, v in want.items()):
+                        found.append(rec)
+                        if len(found) > limit:
+                            return found[:limit], f"{top}:{offset + i}"
+                offset += len(ids)
+                if len(ids) <= limit:
+                    break
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return found, None
+
+
+def open_record_store(url: str) -> RecordStore:
+    """The record store beside the binding store of `url`."""
+    if url.startswith("sqlite://"):
+        from .bindings.sqlite_store import SqliteStore
+
+        return SqliteRecordStore(str(SqliteStore(url).path))
+    return RedisRecordStore(url)
+
+
+class RecordWriter:
+    """Takes records from the call path without waiting, and writes them in batches.
+
+    While the store is down records wait in memory (up to `max_pending`, oldest dropped
+    and counted beyond that) and are written when it returns; `stop()` flushes.
+    """
+
+    def __init__(self, store: RecordStore, max_pending: int = 200_000,
+                 batch: int = 500) -> None:
+        self.store = store
+        self.batch = batch
+        self._pending: collections.deque[tuple[str, dict[str, Any]]] = collections.deque(
+            maxlen=max_pending)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.written = 0
+        self.dropped = 0
+        self.failures = 0
+
+    def submit(self, kind: str, record: dict[str, Any]) -> None:
+        """Queue a record (a later submit with the same id replaces it in the store)."""
+        if len(self._pending) == self._pending.maxlen:
+            self.dropped += 1
+        self._pending.append((kind, record))
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="record-writer")
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                try:
+                    await self._flush_batch()
+                    backoff = 0.1
+                except StoreUnavailable as exc:
+                    self.failures += 1
+                    log.warning("record store unavailable (%d records waiting): %s",
+                                len(self._pending), exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+
+    async def _flush_batch(self) -> None:
+        items = [self._pending[i] for i in range(min(self.batch, len(self._pending)))]
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for kind, rec in items:
+            by_kind.setdefault(kind, []).append(rec)
+        for kind, recs in by_kind.items():
+            await self.store.put_many(kind, recs)
+        for _ in items:  # only now: a failed write keeps them queued
+            self._pending.popleft()
+        self.written += len(items)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Write what is queued (up to `timeout`), then stop."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._pending and asyncio.get_running_loop().time() < deadline:
+            try:
+                await self._flush_batch()
+            except StoreUnavailable:
+                await asyncio.sleep(0.2)
+        if self._pending:
+            log.error("%d records could not be written before stopping", len(self._pending))
