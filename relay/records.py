@@ -47,7 +47,7 @@ def _parse_cursor(cursor: str | None) -> tuple[float, int] | None:
     """Cursors are `started_at:tiebreak` of the last record of the previous page."""
     if cursor is None:
         return None
-    ts, sep, tie = cursor.partition(":")
+    ts, _sep, tie = cursor.partition(":")
     try:
         return float(ts), int(tie)
     except ValueError:

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One command: install what the tests need (Debian packages when missing, a virtualenv with
+# the project and its test extras), then run the whole suite.  Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need_apt=()
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v sipp >/dev/null || need_apt+=(sip-tester)
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then need_apt+=(python3-venv); fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: please install: ${need_apt[*]} (or run as root)" >&2
+    exit 1
+  fi
+  echo "test.sh: installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  # redis-server's package starts a system service; the tests start their own.
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
+
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
