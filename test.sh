@@ -7,6 +7,7 @@ cd "$(dirname "$0")"
 need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v sipp >/dev/null || need_apt+=(sip-tester)
+command -v chromium >/dev/null || need_apt+=(chromium)  # the ops page, in a real browser
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then need_apt+=(python3-venv); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
