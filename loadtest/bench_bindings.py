@@ -25,7 +25,7 @@ from relay.bindings.model import Binding, Mode
 from relay.bindings.pool import NumberPool
 from relay.bindings.store import open_store
 from relay.bindings.sync import Follower
-from relay.bindings.table import BindingTable
+from relay.bindings.table import BindingTable, route_record
 
 from .common import RedisProc, RelayChild, percentile, report, rss_bytes
 
@@ -79,6 +79,7 @@ def fill_redis(url: str, n: int) -> None:
     for i, b in enumerate(synthetic(n)):
         pipe.hset("{relay}:b", b.id, b.pack())
         pipe.hset("{relay}:v", b.id, 1)
+        pipe.hset("{relay}:r", b.id, route_record(b))
         if i % 20_000 == 19_999:
             pipe.execute()
     pipe.execute()

@@ -3,7 +3,8 @@
 Keys share the hash tag `{relay}` so the scripts also run on Redis Cluster (all keys
 in one slot).  Layout:
 
-* `{relay}:b` hash id -> packed binding, `{relay}:v` hash id -> version;
+* `{relay}:b` hash id -> packed binding, `{relay}:v` hash id -> version,
+  `{relay}:r` hash id -> route record of each live binding (what a node loads at start);
 * `{relay}:c` hash claim -> value (claims.py), `{relay}:n` hash number -> packed record;
 * `{relay}:exp` / `{relay}:frz` sorted sets for the sweeper (expiry, frozen time);
 * `{relay}:feed` the change stream every node follows; `{relay}:epoch` changes when
@@ -24,6 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .claims import ClaimConflict, Op
 from .model import Binding, NumberRecord
 from .store import Change, FeedGap, Snapshot, StoreUnavailable, VersionConflict
+from .table import route_record
 
 __all__ = ["RedisStore"]
 
@@ -32,7 +34,8 @@ _FEED_MAXLEN = 1_000_000
 # The same rules as claims.apply_op, in Lua, so the check and the write are one atomic
 # step on the server. KEYS: b, v, c, feed, exp, frz.
 # ARGV: id, expected, version, blob, now, quarantine, state, expires_at, frozen_at,
-#       maxlen, nops, then (kind, key, arg) per op.
+#       maxlen, nops, then (kind, key, arg) per op, then the route record.
+# KEYS[7] is the hash of route records of live bindings (what a starting node loads).
 _COMMIT_LUA = r"""
 local id = ARGV[1]
 local cur = tonumber(redis.call('HGET', KEYS[2], id) or '0')
@@ -87,6 +90,11 @@ end
 redis.call('HSET', KEYS[1], id, ARGV[4])
 redis.call('HSET', KEYS[2], id, ARGV[3])
 local state = ARGV[7]
+if state == 'released' then
+  redis.call('HDEL', KEYS[7], id)
+else
+  redis.call('HSET', KEYS[7], id, ARGV[12 + n * 3])
+end
 if state == 'active' and ARGV[8] ~= '' then
   redis.call('ZADD', KEYS[5], ARGV[8], id)
 else
@@ -241,7 +249,8 @@ class RedisStore:
         ]
         for op in ops:
             args += [op.kind, op.key, op.arg]
-        keys = [self._k(n) for n in ("b", "v", "c", "feed", "exp", "frz")]
+        args.append(route_record(new))
+        keys = [self._k(n) for n in ("b", "v", "c", "feed", "exp", "frz", "r")]
         try:
             res = await self._commit(keys=keys, args=args)
         except _UNAVAILABLE as exc:
@@ -273,18 +282,18 @@ class RedisStore:
         try:
             epoch = await self.epoch()
             offset = await self._last_id()
-            blobs: list[bytes] = []
+            records: list[bytes] = []
             pos = 0
             while True:
-                pos, page = await self._r.hscan(self._k("b"), pos, count=10_000)
-                blobs.extend(page.values())
+                pos, page = await self._r.hscan(self._k("r"), pos, count=10_000)
+                records.extend(page.values())
                 if pos == 0:
                     break
             numbers = await self.numbers()
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
         self._feed_checked = True
-        return Snapshot(blobs=blobs, numbers=numbers, offset=offset, epoch=epoch)
+        return Snapshot(records=records, numbers=numbers, offset=offset, epoch=epoch)
 
     async def changes(self, offset: str, block: float) -> tuple[list[Change], str]:
         """Changes after `offset`, waiting up to `block` seconds for the first one."""

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 from .claims import ClaimConflict, Op, apply_op
 from .model import Binding, NumberRecord
 from .store import Change, Snapshot, StoreUnavailable, VersionConflict
+from .table import route_record
 
 __all__ = ["SqliteStore"]
 
@@ -38,7 +39,8 @@ CREATE TABLE IF NOT EXISTS bindings(
     expires_at REAL,
     frozen_at REAL,
     version INTEGER NOT NULL,
-    blob BLOB NOT NULL
+    blob BLOB NOT NULL,
+    rec BLOB
 );
 CREATE INDEX IF NOT EXISTS bindings_x ON bindings(x);
 CREATE INDEX IF NOT EXISTS bindings_out ON bindings(out_id);
@@ -210,15 +212,15 @@ class SqliteStore:
             if row:
                 db.execute(
                     "UPDATE bindings SET x=?, out_id=?, state=?, expires_at=?, frozen_at=?,"
-                    " version=?, blob=? WHERE id=?",
+                    " version=?, blob=?, rec=? WHERE id=?",
                     (new.x, new.out_id, new.state.value, new.expires_at, new.frozen_at,
-                     new.version, blob, new.id))
+                     new.version, blob, route_record(new), new.id))
             else:
                 db.execute(
                     "INSERT INTO bindings(id, x, out_id, state, expires_at, frozen_at, version,"
-                    " blob) VALUES(?,?,?,?,?,?,?,?)",
+                    " blob, rec) VALUES(?,?,?,?,?,?,?,?,?)",
                     (new.id, new.x, new.out_id, new.state.value, new.expires_at, new.frozen_at,
-                     new.version, blob))
+                     new.version, blob, route_record(new)))
             db.execute("INSERT INTO changes(kind, blob, until) VALUES('b', ?, ?)", (blob, q_until))
             db.execute("COMMIT")
         except (ClaimConflict, VersionConflict):
@@ -264,13 +266,13 @@ class SqliteStore:
             db.execute("BEGIN")  # one read transaction: the offset matches the rows
             try:
                 off = db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
-                rows = db.execute("SELECT blob FROM bindings WHERE state != 'released'"
+                rows = db.execute("SELECT rec FROM bindings WHERE state != 'released'"
                                   ).fetchall()
                 nums = db.execute("SELECT blob FROM numbers").fetchall()
                 epoch = db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0]
             finally:
                 db.execute("COMMIT")
-            return Snapshot(blobs=[r[0] for r in rows],
+            return Snapshot(records=[r[0] for r in rows],
                             numbers=[NumberRecord.unpack(r[0]) for r in nums],
                             offset=str(off), epoch=str(epoch))
         return await self._run(q)

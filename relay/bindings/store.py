@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .claims import Op
-from .model import Binding, NumberRecord, State
+from .model import Binding, NumberRecord
+
+if TYPE_CHECKING:
+    from .table import RouteEntry
 
 __all__ = [
     "Change",
@@ -49,18 +52,18 @@ class Change:
 class Snapshot:
     """Everything a node loads at start, and the feed offset to follow from."""
 
-    blobs: list[bytes]  # packed bindings (Binding.pack), live ones at least
+    records: list[bytes]  # route records (table.route_record) of the live bindings
     numbers: list[NumberRecord]
     offset: str
     epoch: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
-    def bindings(self) -> Iterator[Binding]:
-        """The live bindings, decoded (slow for millions: the follower loads the blobs)."""
-        for blob in self.blobs:
-            b = Binding.unpack(blob)
-            if b.state is not State.RELEASED:
-                yield b
+    def bindings(self) -> Iterator[RouteEntry]:
+        """The live bindings as route entries (the follower loads the records directly)."""
+        from .table import RouteEntry
+
+        for rec in self.records:
+            yield RouteEntry(rec)
 
 
 class Store(Protocol):

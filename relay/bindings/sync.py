@@ -13,8 +13,6 @@ import contextlib
 import logging
 import time
 
-import msgpack
-
 from .pool import NumberPool
 from .store import Change, FeedGap, Store, StoreUnavailable
 from .table import BindingTable
@@ -46,9 +44,9 @@ class Follower:
         """Replace the table with a fresh snapshot (start, or the feed lost our place)."""
         snap = await self.store.snapshot()
         self.table.clear()
-        load, unpackb = self.table.load, msgpack.unpackb
-        for blob in snap.blobs:
-            load(unpackb(blob))
+        load = self.table.load
+        for rec in snap.records:
+            load(rec)
         self.pool.replace(snap.numbers)
         self.offset, self.epoch = snap.offset, snap.epoch
         self.reloads += 1

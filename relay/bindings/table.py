@@ -20,7 +20,7 @@ from dialplan.numbers import to_int
 
 from .model import Binding, Mode, State
 
-__all__ = ["BindingTable", "RouteEntry"]
+__all__ = ["BindingTable", "RouteEntry", "route_record"]
 
 # id, x, a, b, expires_at, created_at, version, max_call_seconds, flags; then a UTF-8
 # tail "ext\x1fout_id\x1fpolicy".
@@ -140,6 +140,11 @@ _ENTRY_FIELDS = ("id", "mode", "state", "x", "a", "b", "ext", "expires_at", "rec
                  "sms", "out_id", "max_call_seconds", "policy", "version", "created_at")
 
 
+def route_record(b: Binding) -> bytes:
+    """The packed form of a binding that the table holds (and stores keep beside it)."""
+    return _pack(b)
+
+
 def _pack(b: Binding) -> bytes:
     flags = _MODE_BITS[b.mode] | (_STATE_BITS[b.state] << 2)
     flags |= (_F_RECORD if b.record else 0) | (_F_VOICE if b.voice else 0)
@@ -157,23 +162,6 @@ def _pack(b: Binding) -> bytes:
 
 def _unpack(rec: bytes) -> RouteEntry:
     return RouteEntry(rec)
-
-
-_MODE_BY_NAME = {m.value: i for i, m in enumerate(_MODES)}
-_STATE_BY_NAME = {st.value: i for i, st in enumerate(_STATES)}
-
-
-def _pack_fields(v: list) -> bytes:  # type: ignore[type-arg]
-    """`_pack` straight from a stored field array (model._FIELD_ORDER), for bulk loads:
-    no Binding object is built, which makes loading a million bindings ~4x faster."""
-    flags = _MODE_BY_NAME[v[1]] | (_STATE_BY_NAME[v[6]] << 2)
-    flags |= (_F_RECORD if v[8] else 0) | (_F_VOICE if v[9] else 0) | (_F_SMS if v[10] else 0)
-    head = _REC.pack(int(v[0], 16), int(v[2][1:]), int(v[4][1:]) if v[4] else 0,
-                     int(v[3][1:]) if v[3] else 0, v[7] or 0.0, v[15], v[20] & 0xFFFFFFFF,
-                     v[12] or 0, flags)
-    if v[5] is None and v[11] is None and v[13] is None:
-        return head
-    return head + "\x1f".join((v[5] or "", v[11] or "", v[13] or "")).encode()
 
 
 def _order(rec: bytes) -> tuple[float, int, int]:
@@ -252,26 +240,26 @@ class BindingTable:
             use[1] += 1
         return True
 
-    def load(self, fields: list) -> None:  # type: ignore[type-arg]
-        """Add one binding from its stored field array during a bulk load (an empty table,
-        so there is nothing older to compare with). Released bindings are skipped."""
-        if fields[6] == "released":
-            return
-        rec = _pack_fields(fields)
-        x = int(fields[2][1:])
-        mode = fields[1]
-        if mode == "AXB":
-            for party in (fields[4], fields[3]):
-                if party:
-                    self._routes[(x << _PAIR_SHIFT) | int(party[1:])] = rec
-        elif mode == "AXN":
+    def load(self, rec: bytes) -> None:
+        """Add one live binding from its stored route record during a bulk load (into an
+        empty table, so there is nothing older to compare with): no decoding beyond the
+        fixed fields, which is what makes a million bindings load in seconds."""
+        _bid, x, a, b, _e, _c, _v, _m, flags = _unpack_head(rec)
+        mode = flags & 3
+        if mode == 0:  # AXB
+            if a:
+                self._routes[(x << _PAIR_SHIFT) | a] = rec
+            if b:
+                self._routes[(x << _PAIR_SHIFT) | b] = rec
+        elif mode == 1:  # AXN
             self._routes[x] = rec
         else:
-            self._ext[(x, fields[5] or "")] = rec
+            ext = rec[_REC.size:].decode().split("\x1f", 1)[0]
+            self._ext[(x, ext)] = rec
         self._count += 1
         use = self._usage.get(x)
         if use is None:
-            self._usage[x] = [_MODE_BY_NAME[mode], 1]
+            self._usage[x] = [mode, 1]
         else:
             use[1] += 1
 
