@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from typing import Any
 
@@ -75,7 +74,7 @@ async def test_freeze_propagates_and_outage_degrades(redis_server: Any,
                 return r["action"] == "refuse" and r["code"] == 410
             await wait_for(refused, 5.0)
             delays.append(time.perf_counter() - t0)
-        assert statistics.median(delays) < 0.100, delays
+        assert max(delays) < 0.100, delays  # measured: ~1-3 ms each on loopback
 
         # Redis goes away: both nodes keep routing from memory and say degraded.
         redis_server.stop()
