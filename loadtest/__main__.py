@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 BENCHMARKS = {
     "bindings": "loadtest.bench_bindings",
+    "sms": "loadtest.bench_sms",
 }
 
 

@@ -88,6 +88,8 @@ class Node:
         self.api = app
         # Subsystems attach here: each adds its routes to `app` and its stop to `on_stop`.
         # -- subsystems: begin --
+        from .io.sms_service import attach_sms
+        await attach_sms(self)
         # -- subsystems: end --
         for hook in self.on_start:
             await hook(self)

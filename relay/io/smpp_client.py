@@ -12,7 +12,8 @@ import itertools
 import logging
 from typing import Any
 
-from relay.io.smpp_server import OnMessage, SmppConnection, mask_number, reject_all
+from dialplan.numbers import mask
+from relay.io.smpp_server import OnMessage, SmppConnection, reject_all
 from relay.sms import constants as c
 from relay.sms._state import Role
 from relay.sms.concat import ConcatError, split_text
@@ -203,6 +204,6 @@ class SmppClient:
             status, _ = await self.on_message(conn.ref, msg)
         except Exception:
             log.exception("smpp client on_message hook failed for %s",
-                          mask_number(msg.source_addr))
+                          mask(msg.source_addr))
             status = c.ESME_RSYSERR
         conn.respond(event, status)

@@ -14,8 +14,9 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+from dialplan.numbers import mask
 from relay.sms import constants as c
 from relay.sms._state import CAN_RECEIVE, Role
 from relay.sms.concat import ConcatError, split_text
@@ -54,19 +55,9 @@ __all__ = [
     "SmppServer",
     "build_receipt_text",
     "is_receipt",
-    "mask_number",
     "parse_receipt_text",
     "receipt_deliver_sm",
 ]
-
-
-def mask_number(number: str) -> str:
-    """Mask a phone number for logs: +8613800000001 -> +86138****0001."""
-    plus = "+" if number.startswith("+") else ""
-    digits = number[len(plus):]
-    if len(digits) <= 8:
-        return plus + "*" * max(0, len(digits) - 4) + digits[-4:]
-    return f"{plus}{digits[:5]}****{digits[-4:]}"
 
 
 class NoRouteError(LookupError):
@@ -113,6 +104,7 @@ class SmppConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
+        self._flush_pending = False
         self._waiters: dict[int, asyncio.Future[Pdu]] = {}
         self._window = asyncio.Event()
         self._window.set()
@@ -128,8 +120,8 @@ class SmppConnection(asyncio.Protocol):
     # ---- asyncio.Protocol ----
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Remember the transport and arm the session's first timer."""
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCPTransport implements the interface without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         addr = transport.get_extra_info("peername")
         self.peer = f"{addr[0]}:{addr[1]}" if addr else "?"
         self.flush()
@@ -154,7 +146,19 @@ class SmppConnection(asyncio.Protocol):
 
     # ---- driving the session ----
     def flush(self) -> None:
+        """Write pending bytes soon: once per event-loop pass however many PDUs queued.
+
+        Coalescing turns a burst (a window of submit_sm_resp and deliver_sm answered by
+        several message tasks) into one write syscall and one timer check, not one per PDU.
+        """
+        if self.transport is None or self._flush_pending:
+            return
+        self._flush_pending = True
+        self._loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
         """Write pending bytes, close the link if the session ended, re-arm the timer."""
+        self._flush_pending = False
         if self.transport is None:
             return
         out = self.session.data_to_send()
@@ -389,7 +393,7 @@ class SmppServer:
         self.messages_in += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug("smpp message %s -> %s parts=%d from %s",
-                      mask_number(msg.source_addr), mask_number(msg.destination_addr),
+                      mask(msg.source_addr), mask(msg.destination_addr),
                       len(msg.parts), conn.session.peer_system_id)
         task = asyncio.get_running_loop().create_task(self._answer(conn, event, msg))
         self._tasks.add(task)
@@ -417,5 +421,5 @@ class SmppServer:
         self._expiry = None
         for parts in self._assembler.expire(asyncio.get_running_loop().time()):
             log.info("smpp dropped incomplete message: %d part(s) of %s", len(parts),
-                     mask_number(parts[0].source_addr) if parts else "?")
+                     mask(parts[0].source_addr) if parts else "?")
         self._arm_expiry()

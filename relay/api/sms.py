@@ -1,0 +1,179 @@
+"""SMS over HTTP: `POST /v1/sms` (an HTTP gateway hands a message over) and the message
+records, `GET /v1/messages` and `GET /v1/messages/{id}`, masked by role.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from dialplan.numbers import InvalidNumber, mask, normalise
+
+from ..errors import BadRequest, NotFound, Unavailable
+from .app import NODE, ROLE, _json, _limit
+from .openapi import add_paths
+from .views import iso
+
+if TYPE_CHECKING:
+    from relay.io.sms_service import SmsService
+
+__all__ = ["message_view", "register_routes"]
+
+KIND = "message"
+MAX_TEXT = 255 * 67  # the most a 255-part UCS-2 message can carry
+
+
+def message_view(rec: dict[str, Any], role: str) -> dict[str, Any]:
+    """The API form of a message record: real numbers for admin, masked for ops.
+
+    X is the relay's own number and is never masked (as in binding_view).
+    """
+    real = role == "admin"
+    out: dict[str, Any] = {
+        "id": rec["id"], "binding": rec.get("binding"), "x": rec.get("x"),
+        "sender": rec.get("sender") if real else mask(rec.get("sender")),
+        "recipient": rec.get("recipient") if real else mask(rec.get("recipient")),
+        "direction": rec.get("direction"), "origin": rec.get("origin"),
+        "route": rec.get("route"), "status": rec.get("status"), "reason": rec.get("reason"),
+        "command_status": rec.get("command_status"),
+        "received_at": iso(rec.get("received_at")),
+        "forwarded_at": iso(rec.get("forwarded_at")),
+        "delivered_at": iso(rec.get("delivered_at")),
+        "parts": rec.get("parts"), "data_coding": rec.get("data_coding"),
+        "text_sha256": rec.get("text_sha256"),
+    }
+    if "text" in rec:
+        out["text"] = rec["text"]
+    return out
+
+
+def _service(request: web.Request) -> SmsService:
+    svc: SmsService | None = getattr(request.app[NODE], "sms", None)
+    if svc is None:
+        raise Unavailable("the SMS subsystem is not running", "sms_unavailable")
+    return svc
+
+
+async def post_sms(request: web.Request) -> web.Response:
+    """Accept a message: 202 with its id, or the refusal with the mapped status."""
+    from relay.sms.router import Reject
+
+    body = await _json(request)
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    fields = {}
+    for name in ("from", "to", "text"):
+        value = body.get(name)
+        if not isinstance(value, str) or (name != "text" and not value):
+            raise BadRequest(f"{name} must be a non-empty string")
+        fields[name] = value
+    if not fields["text"] or len(fields["text"]) > MAX_TEXT:
+        raise BadRequest(f"text must have 1 to {MAX_TEXT} characters")
+    action, msg_id = await _service(request).accept_http(fields["from"], fields["to"],
+                                                         fields["text"])
+    if isinstance(action, Reject):
+        return web.json_response(
+            {"error": action.reason, "detail": f"message refused: {action.reason}",
+             "id": msg_id, "command_status": action.command_status},
+            status=action.http_status)
+    return web.json_response({"id": msg_id, "status": "accepted"}, status=202)
+
+
+def _time(raw: str | None, name: str) -> float | None:
+    """UNIX seconds or ISO 8601 (a trailing Z means UTC)."""
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise BadRequest(f"{name} must be UNIX seconds or ISO 8601") from None
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    """Message records, newest first, filtered by x, binding, out_id and time."""
+    node = request.app[NODE]
+    q = request.query
+    x = q.get("x")
+    if x is not None:
+        try:
+            x = normalise(x, node.config.default_cc)
+        except InvalidNumber as exc:
+            raise BadRequest(f"x: {exc}", "invalid_number") from None
+    try:
+        found, nxt = await node.records.query(
+            KIND, x=x, binding=q.get("binding"), out_id=q.get("out_id"),
+            since=_time(q.get("since"), "since"), until=_time(q.get("until"), "until"),
+            cursor=q.get("cursor"), limit=_limit(request))
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    out: dict[str, Any] = {"messages": [message_view(r, request[ROLE]) for r in found]}
+    if nxt:
+        out["next"] = nxt
+    return web.json_response(out)
+
+
+async def get_message(request: web.Request) -> web.Response:
+    """One message record."""
+    node = request.app[NODE]
+    msg_id = request.match_info["id"]
+    rec = await node.records.get(KIND, msg_id)
+    if rec is None:
+        svc = getattr(node, "sms", None)  # written in batches: look at the recent ones too
+        rec = svc.recent(msg_id) if svc is not None else None
+    if rec is None:
+        raise NotFound(f"no message {msg_id}")
+    return web.json_response(message_view(rec, request[ROLE]))
+
+
+_MSG = {"type": "object", "description": "a message record (numbers masked for ops)"}
+_REFUSAL = {"description": "refused: the error is the reason (no_binding 404, frozen or "
+                           "expired 410, stranger 403, ...), see relay/sms/SMPP.md"}
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/v1/sms": {"post": {
+        "summary": "An HTTP gateway hands over a message for X",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["from", "to", "text"],
+            "properties": {"from": {"type": "string"}, "to": {"type": "string"},
+                           "text": {"type": "string"}}}}}},
+        "responses": {"202": {"description": "accepted; forwarded with X as the sender",
+                              "content": {"application/json": {"schema": {
+                                  "type": "object", "properties": {
+                                      "id": {"type": "string"},
+                                      "status": {"type": "string"}}}}}},
+                      "403": _REFUSAL, "404": _REFUSAL, "409": _REFUSAL, "410": _REFUSAL,
+                      "422": {"description": "invalid field"},
+                      "503": {"description": "no route to the far side right now"}}}},
+    "/v1/messages": {"get": {
+        "summary": "Message records, newest first",
+        "parameters": [{"name": n, "in": "query", "required": False,
+                        "schema": {"type": "string"}}
+                       for n in ("x", "binding", "out_id", "since", "until", "cursor",
+                                 "limit")],
+        "responses": {"200": {"description": "`{messages: [...], next}`",
+                              "content": {"application/json": {"schema": {
+                                  "type": "object", "properties": {
+                                      "messages": {"type": "array", "items": _MSG},
+                                      "next": {"type": "string"}}}}}}}}},
+    "/v1/messages/{id}": {"get": {
+        "summary": "One message record",
+        "parameters": [{"name": "id", "in": "path", "required": True,
+                        "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "the record",
+                              "content": {"application/json": {"schema": _MSG}}},
+                      "404": {"description": "unknown id"}}}},
+}
+
+
+def register_routes(app: web.Application) -> None:
+    """Add the SMS routes to the node's API and describe them in the OpenAPI document."""
+    app.router.add_route("POST", "/v1/sms", post_sms)
+    app.router.add_route("GET", "/v1/messages", list_messages)
+    app.router.add_route("GET", "/v1/messages/{id}", get_message)
+    add_paths(PATHS)

@@ -1,0 +1,473 @@
+"""The SMS relay of one node: SMPP server for gateways, optional upstream SMSC client,
+optional outbound webhook, and the HTTP routes (`attach_sms`).
+
+Every message follows one path, whatever it came on (`SmsService.handle`): normalise
+the numbers, look the binding up in memory, ask the dialplan, then refuse with the
+mapped status or forward with X as the sender over the configured route, and record
+the attempt. The decisions are in relay.sms.router (pure); this module does the I/O.
+
+It lives in relay/io rather than relay/sms because relay/sms is sans-IO (STYLE point 1,
+enforced by tests/unit/sms/test_sans_io.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from dialplan.numbers import InvalidNumber, mask, normalise
+from dialplan.route import decide
+from relay.bindings.store import StoreUnavailable
+from relay.config import ConfigError, parse_hostport
+from relay.io.smpp_client import SmppClient
+from relay.io.smpp_server import NoRouteError, SessionRef, SmppServer
+from relay.io.webhook import WebhookSender
+from relay.sms import constants as c
+from relay.sms.concat import ConcatError
+from relay.sms.message import SmsMessage
+from relay.sms.pdu import DeliverSm, SubmitSm
+from relay.sms.receipt import Receipt, receipt_deliver_sm
+from relay.sms.router import (
+    Forward,
+    Origin,
+    ReceiptBook,
+    Reject,
+    message_record,
+    plan,
+    receipt_wanted,
+    reject,
+    smpp_number,
+    split_payload,
+    wire_number,
+)
+from relay.sms.session import SessionConfig
+
+if TYPE_CHECKING:
+    from relay.app import Node
+
+__all__ = ["SmsService", "SmsSettings", "attach_sms"]
+
+log = logging.getLogger("relay.sms")
+
+ROUTES = ("gateway", "upstream", "webhook")
+KIND = "message"
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """`[smpp.upstream]`: the SMSC the relay binds to as a transceiver."""
+
+    host: str
+    port: int
+    system_id: str
+    password: str
+    system_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SmsSettings:
+    """`[sms]` and `[smpp.upstream]` of relay.toml (documented in relay/sms/SMPP.md)."""
+
+    route: str = "gateway"
+    gateway: str | None = None
+    webhook_url: str | None = None
+    webhook_secret: str = ""
+    webhook_retries: int = 5
+    webhook_backoff: float = 0.5
+    retain_text: bool = False
+    throttle: float | None = None
+    throttle_burst: int = 10
+    window: int = 10
+    enquire_link_interval: float = 30.0
+    upstream: Upstream | None = None
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any]) -> SmsSettings:
+        """Read and check the settings; ConfigError names the bad key."""
+        sms = dict(extra.get("sms", {}))
+        up_raw = dict(extra.get("smpp", {}).get("upstream", {}) or {})
+        upstream = None
+        if up_raw:
+            try:
+                host, port = (parse_hostport(f"{up_raw['host']}:{up_raw['port']}",
+                                             "smpp.upstream"))
+                upstream = Upstream(host, port, str(up_raw["system_id"]),
+                                    str(up_raw.get("password", "")),
+                                    str(up_raw.get("system_type", "")))
+            except KeyError as exc:
+                raise ConfigError(f"smpp.upstream: missing {exc.args[0]}") from None
+        route = str(sms.get("route", "gateway"))
+        if route not in ROUTES:
+            raise ConfigError(f"sms.route must be one of {ROUTES}, got {route!r}")
+        url = sms.get("webhook_url")
+        if route == "webhook" and not url:
+            raise ConfigError("sms.route = 'webhook' needs sms.webhook_url")
+        if url and not sms.get("webhook_secret"):
+            raise ConfigError("sms.webhook_url needs sms.webhook_secret (requests are signed)")
+        if route == "upstream" and upstream is None:
+            raise ConfigError("sms.route = 'upstream' needs [smpp.upstream]")
+        throttle = sms.get("throttle")
+        try:
+            return cls._build(sms, route, url, throttle, upstream)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"sms: {exc}") from None
+
+    @classmethod
+    def _build(cls, sms: dict[str, Any], route: str, url: str | None, throttle: Any,
+               upstream: Upstream | None) -> SmsSettings:
+        return cls(
+            route=route, gateway=sms.get("gateway"), webhook_url=url,
+            webhook_secret=str(sms.get("webhook_secret", "")),
+            webhook_retries=int(sms.get("webhook_retries", 5)),
+            webhook_backoff=float(sms.get("webhook_backoff", 0.5)),
+            retain_text=bool(sms.get("retain_text", False)),
+            throttle=float(throttle) if throttle else None,
+            throttle_burst=int(sms.get("throttle_burst", 10)),
+            window=int(sms.get("window", 10)),
+            enquire_link_interval=float(sms.get("enquire_link_interval", 30.0)),
+            upstream=upstream,
+        )
+
+
+class _Ids:
+    """Message ids: a random per-process prefix and a counter (short: SMPP allows 64)."""
+
+    def __init__(self) -> None:
+        self._prefix = "m" + secrets.token_hex(4)
+        self._n = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._n):08x}"
+
+
+class SmsService:
+    """Routes messages from SMPP gateways, the upstream SMSC and HTTP to the far side."""
+
+    def __init__(self, node: Node, settings: SmsSettings) -> None:
+        self.node = node
+        self.settings = settings
+        self.server: SmppServer | None = None
+        self.client: SmppClient | None = None
+        self.webhook: WebhookSender | None = None
+        self.receipts = ReceiptBook()
+        self._ids = _Ids()
+        self._refs = itertools.count(1)
+        # Recent records by id: updates (forwarded, delivered) never read the store.
+        self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._recent_max = 20_000
+        self._writer = node.record_writer
+        self._receipt_tasks: set[asyncio.Task[None]] = set()
+        m = node.metrics
+        self._counts = m.counter("relay_sms_messages_total",
+                                 "SMS messages by origin and result", ("origin", "result"))
+        m.gauge("relay_sms_receipts_pending", "forwarded messages awaiting a receipt",
+                lambda: float(len(self.receipts)))
+
+    # ---- lifecycle ----
+    async def start(self) -> None:
+        """Start the SMPP server (if --smpp), the upstream client and the webhook."""
+        s, cfg = self.settings, self.node.config
+        session = SessionConfig(window=s.window, enquire_link_interval=s.enquire_link_interval,
+                                throttle_rate=s.throttle, throttle_burst=s.throttle_burst)
+        if s.webhook_url:
+            self.webhook = WebhookSender(s.webhook_url, s.webhook_secret,
+                                         on_result=self._webhook_result,
+                                         retries=s.webhook_retries, backoff=s.webhook_backoff)
+            await self.webhook.start()
+        if cfg.smpp is not None:
+            self.server = SmppServer(cfg.smpp[0], cfg.smpp[1], cfg.smpp_accounts,
+                                     on_message=self.on_gateway_message, config=session)
+            await self.server.start()
+        if s.upstream is not None:
+            up = s.upstream
+            self.client = SmppClient(up.host, up.port, up.system_id, up.password,
+                                     system_type=up.system_type,
+                                     on_message=self.on_upstream_message,
+                                     config=SessionConfig(window=s.window,
+                                                          enquire_link_interval=30.0))
+            await self.client.start()
+
+    async def stop(self) -> None:
+        """Stop taking messages, then let queued webhooks finish briefly."""
+        if self.server is not None:
+            await self.server.stop()
+        if self.client is not None:
+            await self.client.stop()
+        if self.webhook is not None:
+            await self.webhook.stop()
+
+    # ---- entry points ----
+    async def on_gateway_message(self, ref: SessionRef, msg: SmsMessage) -> tuple[int, str]:
+        """SmppServer hook: a gateway submitted a (reassembled) message."""
+        action, msg_id = await self.handle(msg, origin=f"smpp:{ref.system_id}",
+                                           system_id=ref.system_id, route=self.settings.route)
+        return (action.command_status, "") if isinstance(action, Reject) else (c.ESME_ROK, msg_id)
+
+    async def on_upstream_message(self, ref: SessionRef, msg: SmsMessage) -> tuple[int, str]:
+        """SmppClient hook: an MO message or a delivery receipt from the upstream SMSC."""
+        if msg.receipt is not None:
+            await self._receipt_from_upstream(msg)
+            return c.ESME_ROK, ""
+        # A reply to an MO goes back out where MO traffic comes from: the upstream SMSC.
+        action, msg_id = await self.handle(msg, origin="upstream", system_id="",
+                                           route="upstream")
+        return (action.command_status, "") if isinstance(action, Reject) else (c.ESME_ROK, msg_id)
+
+    async def accept_http(self, sender: str, x: str, text: str) -> tuple[Forward | Reject, str]:
+        """POST /v1/sms: an HTTP gateway hands over a message."""
+        route = self.settings.route
+        if route == "gateway" and not self.settings.gateway and self.webhook is not None:
+            route = "webhook"  # HTTP in, HTTP out, unless a gateway is named
+        dc, parts = split_payload(0, text, b"", 0)
+        return await self.handle_fields(
+            sender_raw=sender, x_raw=x, text=text, payload=b"", data_coding=dc,
+            parts=len(parts), registered_delivery=0, origin="http", system_id="", route=route)
+
+    async def handle(self, msg: SmsMessage, *, origin: str, system_id: str,
+                     route: str) -> tuple[Forward | Reject, str]:
+        """Route one SMPP message (see `handle_fields`)."""
+        return await self.handle_fields(
+            sender_raw=msg.source_addr, x_raw=msg.destination_addr, text=msg.text,
+            payload=msg.payload, data_coding=msg.data_coding, parts=len(msg.parts),
+            registered_delivery=msg.registered_delivery, origin=origin,
+            system_id=system_id, route=route,
+            tons=(msg.source_addr_ton, msg.dest_addr_ton))
+
+    async def handle_fields(
+        self, *, sender_raw: str, x_raw: str, text: str | None, payload: bytes,
+        data_coding: int, parts: int, registered_delivery: int, origin: str,
+        system_id: str, route: str, tons: tuple[int, int] | None = None,
+    ) -> tuple[Forward | Reject, str]:
+        """Decide, record, forward. Returns the action (a Reject on failure) and our id."""
+        node = self.node
+        now = node.clock()
+        msg_id = self._ids()
+        cc = node.config.default_cc
+        action: Forward | Reject
+        sender, x = sender_raw, x_raw
+        try:
+            sender = (normalise(sender_raw, cc) if tons is None
+                      else smpp_number(sender_raw, tons[0], cc))
+        except InvalidNumber:
+            action = reject("invalid_source")
+        else:
+            try:
+                x = normalise(x_raw, cc) if tons is None else smpp_number(x_raw, tons[1], cc)
+            except InvalidNumber:
+                action = reject("invalid_destination")
+            else:
+                entry = node.table.lookup(x, sender)
+                action = plan(sender, x, decide(entry, node.table.in_use(x), sender, now, "sms"))
+        rec = message_record(msg_id, now=now, sender=sender, x=x, text=text, payload=payload,
+                             data_coding=data_coding, parts=parts, origin=origin,
+                             retain_text=self.settings.retain_text, action=action, route=route)
+        if isinstance(action, Reject):
+            self._counts[(origin, action.reason)] = self._counts.get((origin, action.reason), 0) + 1
+            log.debug("sms %s refused %s -> %s: %s (0x%02X)", msg_id, mask(sender), x,
+                     action.reason, action.command_status)
+            self._save(rec)
+            return action, msg_id
+        origin_ref = Origin(msg_id, system_id, sender, x, registered_delivery, now)
+        failure = await self._forward(route, action, text, payload, data_coding, rec,
+                                      origin_ref, system_id)
+        if failure is not None:
+            rec.update(status="failed", reason=failure.reason,
+                       command_status=failure.command_status)
+            self._counts[(origin, failure.reason)] = self._counts.get((origin, failure.reason),
+                                                                      0) + 1
+            self._save(rec)
+            return failure, msg_id
+        self._counts[(origin, "forwarded")] = self._counts.get((origin, "forwarded"), 0) + 1
+        self._save(rec)
+        if rec["status"] == "delivered" and receipt_wanted(registered_delivery, True):
+            self._spawn_receipt(origin_ref, "DELIVRD", rec["delivered_at"] or now)
+        return action, msg_id
+
+    # ---- forwarding ----
+    async def _forward(self, route: str, fwd: Forward, text: str | None, payload: bytes,
+                       data_coding: int, rec: dict[str, Any], origin: Origin,
+                       system_id: str) -> Reject | None:
+        try:
+            dc, bodies = split_payload(data_coding, text, payload, next(self._refs) & 0xFF)
+        except (ValueError, ConcatError):
+            return reject("undecodable", fwd.binding)
+        esm = c.ESM_CLASS_UDHI if len(bodies) > 1 else 0
+        if route == "webhook":
+            return self._forward_webhook(fwd, text, payload, dc, rec)
+        if route == "upstream":
+            return await self._forward_upstream(fwd, dc, esm, bodies, rec, origin)
+        return await self._forward_gateway(fwd, dc, esm, bodies, rec, system_id)
+
+    async def _forward_gateway(self, fwd: Forward, dc: int, esm: int, bodies: list[bytes],
+                               rec: dict[str, Any], system_id: str) -> Reject | None:
+        """deliver_sm to a bound RX/TRX link: the configured gateway, else the origin's."""
+        target = self.settings.gateway or system_id
+        if self.server is None or not target:
+            return reject("no_route", fwd.binding)
+        try:
+            # Parts go one after another so they leave in order on one link.
+            for body in bodies:
+                resp = await self.server.deliver(target, DeliverSm(
+                    source_addr=wire_number(fwd.x), source_addr_ton=1, source_addr_npi=1,
+                    destination_addr=wire_number(fwd.recipient), dest_addr_ton=1, dest_addr_npi=1,
+                    esm_class=esm, data_coding=dc, short_message=body))
+                if resp.command_status != c.ESME_ROK:
+                    log.info("sms %s: gateway %s answered 0x%02X", rec["id"], target,
+                             resp.command_status)
+                    return reject("forward_failed", fwd.binding)
+        except NoRouteError:
+            return reject("no_route", fwd.binding)
+        except (ConnectionError, TimeoutError) as exc:
+            log.info("sms %s: deliver to %s failed: %s", rec["id"], target, exc)
+            return reject("no_route", fwd.binding)
+        # The gateway's deliver_sm_resp is the last hop the relay can see on this route.
+        t = self.node.clock()
+        rec.update(status="delivered", forwarded_at=t, delivered_at=t)
+        return None
+
+    async def _forward_upstream(self, fwd: Forward, dc: int, esm: int, bodies: list[bytes],
+                                rec: dict[str, Any], origin: Origin) -> Reject | None:
+        """submit_sm to the upstream SMSC, always asking for a receipt (delivered_at)."""
+        client = self.client
+        if client is None or not client.bound:
+            return reject("no_route", fwd.binding)
+        far_id = ""
+        try:
+            for body in bodies:
+                resp = await client.submit(SubmitSm(
+                    source_addr=wire_number(fwd.x), source_addr_ton=1, source_addr_npi=1,
+                    destination_addr=wire_number(fwd.recipient), dest_addr_ton=1, dest_addr_npi=1,
+                    esm_class=esm, data_coding=dc, registered_delivery=1,
+                    short_message=body), timeout=5.0)
+                if resp.command_status != c.ESME_ROK:
+                    log.info("sms %s: upstream answered 0x%02X", rec["id"], resp.command_status)
+                    return reject("forward_failed", fwd.binding)
+                far_id = getattr(resp, "message_id", "") or far_id
+        except (ConnectionError, TimeoutError) as exc:
+            log.info("sms %s: upstream submit failed: %s", rec["id"], exc)
+            return reject("no_route", fwd.binding)
+        # Receipts are per part; the last part's completes the message for the recipient.
+        if far_id:
+            self.receipts.remember(far_id, origin)
+        rec.update(status="forwarded", forwarded_at=self.node.clock(), far_id=far_id)
+        return None
+
+    def _forward_webhook(self, fwd: Forward, text: str | None, payload: bytes, dc: int,
+                         rec: dict[str, Any]) -> Reject | None:
+        if self.webhook is None:
+            return reject("no_route", fwd.binding)
+        body: dict[str, Any] = {"id": rec["id"], "from": fwd.x, "to": fwd.recipient,
+                                "binding": fwd.binding, "data_coding": dc,
+                                "parts": rec["parts"]}
+        if text is not None:
+            body["text"] = text
+        else:
+            body["payload_hex"] = payload.hex()
+        rec["status"] = "queued"
+        self.webhook.submit(rec["id"], body)
+        return None
+
+    def _webhook_result(self, msg_id: str, ok: bool, status: int | None, attempts: int) -> None:
+        rec = self._recent.get(msg_id)
+        if rec is None:
+            return
+        t = self.node.clock()
+        if ok:
+            rec.update(status="forwarded", forwarded_at=t, attempts=attempts)
+        else:
+            rec.update(status="failed", reason="webhook", http_status=status, attempts=attempts)
+        self._save(rec)
+
+    # ---- receipts ----
+    async def _receipt_from_upstream(self, msg: SmsMessage) -> None:
+        assert msg.receipt is not None
+        far_id = msg.receipt.message_id
+        tlv = msg.parts[0].pdu.tlv(c.TAG_RECEIPTED_MESSAGE_ID)
+        if tlv is not None:
+            far_id = tlv.as_str()  # §5.3.2.12: the TLV is authoritative over the text
+        now = self.node.clock()
+        origin = self.receipts.take(far_id, now)
+        if origin is None:
+            log.debug("receipt for unknown message %s", far_id)
+            return
+        stat = msg.receipt.stat
+        rec = self._recent.get(origin.msg_id)
+        if rec is None:
+            try:
+                rec = await self.node.records.get(KIND, origin.msg_id)
+            except StoreUnavailable:
+                rec = None  # the receipt still goes to the sender; the record stays as it was
+        if rec is not None:
+            rec = dict(rec)
+            if stat == "DELIVRD":
+                rec.update(status="delivered", delivered_at=now)
+            elif stat in ("UNDELIV", "EXPIRED", "REJECTD", "DELETED"):
+                rec.update(status="undeliverable", reason=stat.lower())
+            self._save(rec)
+        success = stat == "DELIVRD"
+        if receipt_wanted(origin.registered_delivery, success):
+            # Not awaited: the SMSC's deliver_sm_resp must not wait on the gateway's link.
+            self._spawn_receipt(origin, stat, now)
+
+    def _spawn_receipt(self, origin: Origin, stat: str, done: float) -> None:
+        if not origin.system_id or self.server is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._send_receipt(origin, stat, done))
+        self._receipt_tasks.add(task)
+        task.add_done_callback(self._receipt_tasks.discard)
+
+    async def _send_receipt(self, origin: Origin, stat: str, done: float) -> None:
+        """deliver_sm receipt to the sender's gateway: from X, with *our* message id."""
+        if self.server is None:
+            return
+        r = Receipt(message_id=origin.msg_id, stat=stat,
+                    submit_date=datetime.fromtimestamp(origin.submitted_at, UTC),
+                    done_date=datetime.fromtimestamp(done, UTC),
+                    err="000" if stat == "DELIVRD" else "001")
+        try:
+            await self.server.deliver(origin.system_id,
+                                      receipt_deliver_sm(wire_number(origin.x),
+                                                         wire_number(origin.sender), r))
+        except (NoRouteError, ConnectionError, TimeoutError) as exc:
+            log.info("receipt for %s not delivered to %s: %s", origin.msg_id,
+                     origin.system_id, exc)
+
+    # ---- records ----
+    def recent(self, msg_id: str) -> dict[str, Any] | None:
+        """A record written lately (it may still be queued for the store)."""
+        return self._recent.get(msg_id)
+
+    def _save(self, rec: dict[str, Any]) -> None:
+        """Queue the record (a copy: later updates must not race the batch writer)."""
+        self._recent[rec["id"]] = rec
+        self._recent.move_to_end(rec["id"])
+        while len(self._recent) > self._recent_max:
+            self._recent.popitem(last=False)
+        self._writer.submit(KIND, dict(rec))
+
+
+async def attach_sms(node: Node) -> None:
+    """Start the SMS subsystem on `node` and register its HTTP routes and stop hook."""
+    from relay.api.sms import register_routes
+
+    settings = SmsSettings.from_extra(node.config.extra)
+    service = SmsService(node, settings)
+    node.sms = service  # type: ignore[attr-defined]
+    register_routes(node.api)
+    await service.start()
+
+    async def stop(_: Node) -> None:
+        await service.stop()
+
+    node.on_stop.append(stop)
+    if node.config.smpp is not None:
+        log.info("sms: route=%s gateways=%d upstream=%s webhook=%s", settings.route,
+                 len(node.config.smpp_accounts),
+                 f"{settings.upstream.host}:{settings.upstream.port}" if settings.upstream
+                 else None, bool(settings.webhook_url))

@@ -1,0 +1,216 @@
+"""What to do with one message to a virtual number X: forward it, or refuse it and how.
+
+Pure (STYLE point 1): the caller looks the binding up, asks `dialplan.route.decide`,
+and hands the decision here with the numbers and the text; this module turns that
+into an action with its wire answers (SMPP command_status, HTTP status), the message
+record, the parts to send, and the delivery-receipt bookkeeping. Time is an argument.
+
+The refusal table is the contract documented in relay/sms/SMPP.md ("Refusals").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from dialplan.numbers import normalise
+from dialplan.route import Bridge, Decision
+from relay.sms import constants as c
+from relay.sms.concat import split_text, udh_8bit
+
+__all__ = [
+    "REFUSALS",
+    "Forward",
+    "Origin",
+    "ReceiptBook",
+    "Reject",
+    "message_record",
+    "plan",
+    "receipt_wanted",
+    "reject",
+    "smpp_number",
+    "split_payload",
+    "wire_number",
+]
+
+# reason -> (SMPP command_status, HTTP status). SMPP 3.4 Table 5-2 has no "number
+# frozen" status; gateways (Kannel, Jasmin) treat ESME_RX_R_APPN as a permanent
+# receiver-side rejection and do not retry it, which is what a frozen X deserves.
+REFUSALS: dict[str, tuple[int, int]] = {
+    "no_binding": (c.ESME_RINVDSTADR, 404),  # X is not ours / not bound: bad destination
+    "frozen": (c.ESME_RX_R_APPN, 410),
+    "expired": (c.ESME_RX_R_APPN, 410),
+    "stranger": (c.ESME_RX_P_APPN, 403),  # sender is no party of X's binding
+    "disabled": (c.ESME_RX_P_APPN, 403),  # SMS switched off on the binding
+    "no_party": (c.ESME_RX_T_APPN, 409),  # AXN: B texted X but no A set (may change)
+    "invalid_source": (c.ESME_RINVSRCADR, 422),  # not an E.164 number
+    "invalid_destination": (c.ESME_RINVDSTADR, 422),
+    "undecodable": (c.ESME_RX_P_APPN, 422),  # data_coding we cannot carry
+    "no_route": (c.ESME_RX_T_APPN, 503),  # far side not bound / upstream down: retry later
+    "forward_failed": (c.ESME_RSUBMITFAIL, 502),  # far side refused the forwarded message
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Send the message to `recipient` with X as the sender."""
+
+    binding: str
+    x: str
+    sender: str
+    recipient: str
+    direction: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Refuse the message; `command_status` for SMPP, `http_status` for HTTP."""
+
+    reason: str
+    command_status: int
+    http_status: int
+    binding: str | None = None
+
+
+Action = Forward | Reject
+
+
+def reject(reason: str, binding: str | None = None) -> Reject:
+    """The Reject for `reason` (a key of REFUSALS)."""
+    status, http = REFUSALS[reason]
+    return Reject(reason, status, http, binding)
+
+
+def smpp_number(addr: str, ton: int, default_cc: str) -> str:
+    """An SMPP address as E.164 (raises InvalidNumber).
+
+    §5.2.5: TON 1 (international) carries the digits without "+"; TON 2 (national)
+    needs the default country code. Gateways often send TON 0 (unknown): it is read as
+    national when a default country code is configured, else as international.
+    """
+    if addr.startswith("+") or ton == 2:
+        return normalise(addr, default_cc)
+    if ton == 1 or not default_cc:
+        return normalise("+" + addr.lstrip("+"), default_cc) if addr.isdigit() \
+            else normalise(addr, default_cc)
+    return normalise(addr, default_cc)
+
+
+def wire_number(e164: str) -> str:
+    """E.164 as an SMPP address with TON 1 / NPI 1: the digits without "+"."""
+    return e164[1:] if e164.startswith("+") else e164
+
+
+def plan(sender: str, x: str, decision: Decision) -> Action:
+    """Turn the dialplan's decision for (sender -> X) into a forward or a refusal."""
+    if isinstance(decision, Bridge):
+        return Forward(decision.binding, x, sender, decision.to, decision.direction)
+    return reject(decision.reason, decision.binding)
+
+
+def receipt_wanted(registered_delivery: int, success: bool) -> bool:
+    """§5.2.17: bits 1-0 = 01 receipt on success and failure, 10 on failure only."""
+    mode = registered_delivery & 0x03
+    return mode == 1 or (mode == 2 and not success)
+
+
+def split_payload(data_coding: int, text: str | None, payload: bytes,
+                  ref: int) -> tuple[int, list[bytes]]:
+    """The forwarded message's data_coding and part bodies (UDH included when split).
+
+    Text is re-encoded and re-split (GSM 7-bit or UCS-2) so the relay never forwards
+    a gateway's UDH or TLVs verbatim; binary payloads are cut into 134-octet parts
+    behind an 8-bit-ref UDH (140 octets minus the 6-octet header, GSM 03.40 §9.2.3.24).
+    """
+    if text is not None:
+        return split_text(text, ref)
+    if len(payload) <= 140:
+        return data_coding, [payload]
+    chunks = [payload[i:i + 134] for i in range(0, len(payload), 134)]
+    if len(chunks) > 255:
+        raise ValueError("payload too long to concatenate")
+    return data_coding, [udh_8bit(ref, len(chunks), n + 1) + ch
+                         for n, ch in enumerate(chunks)]
+
+
+def message_record(
+    msg_id: str, *, now: float, sender: str, x: str, text: str | None, payload: bytes,
+    data_coding: int, parts: int, origin: str, retain_text: bool,
+    action: Action | None, route: str,
+) -> dict[str, Any]:
+    """The message record as stored (real numbers; the API masks them by role).
+
+    Only a SHA-256 of the text is kept unless `retain_text`: the relay exists to keep
+    parties apart, and message bodies often carry addresses and names.
+    """
+    body = text.encode("utf-8") if text is not None else payload
+    rec: dict[str, Any] = {
+        "id": msg_id, "started_at": now, "received_at": now, "x": x, "sender": sender,
+        "recipient": None, "binding": None, "direction": None, "origin": origin,
+        "route": route, "parts": parts, "data_coding": data_coding,
+        "forwarded_at": None, "delivered_at": None, "status": "received",
+        "reason": None, "command_status": None, "far_id": None,
+        "text_sha256": hashlib.sha256(body).hexdigest(),
+    }
+    if retain_text:
+        rec["text"] = text
+    if isinstance(action, Forward):
+        rec.update(binding=action.binding, recipient=action.recipient,
+                   direction=action.direction)
+    elif isinstance(action, Reject):
+        rec.update(status="refused", reason=action.reason, binding=action.binding,
+                   command_status=action.command_status)
+    return rec
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who sent a forwarded message, so a receipt can go back to them."""
+
+    msg_id: str  # the id we gave the sender
+    system_id: str  # the gateway that submitted it ("" for HTTP)
+    sender: str  # the party's real number: the receipt goes to them
+    x: str
+    registered_delivery: int
+    submitted_at: float
+
+
+class ReceiptBook:
+    """Far-side message id -> Origin, bounded in size and age.
+
+    Receipts come from the upstream SMSC quoting the id *it* gave our submit_sm; the
+    sender only knows the id *we* gave. Old entries are dropped first: a receipt that
+    arrives after `max_age` finds nothing and is counted, not guessed at.
+    """
+
+    def __init__(self, max_entries: int = 200_000, max_age: float = 72 * 3600.0) -> None:
+        self.max_entries = max_entries
+        self.max_age = max_age
+        self._entries: OrderedDict[str, Origin] = OrderedDict()
+        self.unmatched = 0
+
+    def remember(self, far_id: str, origin: Origin) -> None:
+        """Note that the far side called our message `far_id`."""
+        self._entries[far_id] = origin
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def take(self, far_id: str, now: float) -> Origin | None:
+        """The origin of `far_id` (forgotten afterwards), or None if unknown or too old."""
+        self._prune(now)
+        origin = self._entries.pop(far_id, None)
+        if origin is None:
+            self.unmatched += 1
+        return origin
+
+    def _prune(self, now: float) -> None:
+        while self._entries:
+            first = next(iter(self._entries.values()))
+            if now - first.submitted_at <= self.max_age:
+                break
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
