@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 BENCHMARKS = {
     "bindings": "loadtest.bench_bindings",
+    "media": "loadtest.bench_media",
     "sms": "loadtest.bench_sms",
 }
 

@@ -84,15 +84,19 @@ class SpoolRecord:
 class SpoolWriter:
     """Buffers framed records for one leg and writes them to `file` on `flush`."""
 
+    # Slots and precomputed flush thresholds: `append` runs once per relayed packet.
+    __slots__ = ("_buf", "_file", "_flush_at_count", "_flush_at_wall", "closed",
+                 "flush_interval", "flush_packets", "invalid", "packets")
+
     def __init__(self, file: BinaryIO, *, flush_interval: float = 1.0,
                  flush_packets: int = 50) -> None:
         """Wrap an open, empty (or new) binary file; the header is written on first flush."""
         self._file = file
         self._buf = bytearray(MAGIC)
-        self._pending = 0
-        self._last_flush: float | None = None
         self.flush_interval = flush_interval
         self.flush_packets = flush_packets
+        self._flush_at_count = flush_packets  # `packets` value that asks for a flush
+        self._flush_at_wall: float | None = None  # set by the first packet
         self.packets = 0
         self.invalid = 0
         self.closed = False
@@ -122,13 +126,12 @@ class SpoolWriter:
             return False
         buf = self._buf
         buf += _FRAME.pack(length, wall, seq, ts, ssrc, m_pt)
-        buf += memoryview(data)[start:end]
-        self.packets += 1
-        self._pending += 1
-        if self._last_flush is None:
-            self._last_flush = wall
-        return (self._pending >= self.flush_packets
-                or wall - self._last_flush >= self.flush_interval)
+        buf += data[start:end]  # a 160-byte slice copies faster than a memoryview
+        self.packets = packets = self.packets + 1
+        flush_at_wall = self._flush_at_wall
+        if flush_at_wall is None:
+            self._flush_at_wall = flush_at_wall = wall + self.flush_interval
+        return packets >= self._flush_at_count or wall >= flush_at_wall
 
     def flush(self, wall: float | None = None) -> None:
         """Write the buffered records to the file and flush it (the caller's IO)."""
@@ -136,9 +139,9 @@ class SpoolWriter:
             self._file.write(self._buf)
             self._buf = bytearray()
         self._file.flush()
-        self._pending = 0
+        self._flush_at_count = self.packets + self.flush_packets
         if wall is not None:
-            self._last_flush = wall
+            self._flush_at_wall = wall + self.flush_interval
 
     def close(self) -> None:
         """Flush and close the file; safe to call twice."""

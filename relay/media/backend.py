@@ -2,7 +2,8 @@
 
 One `MediaCall` per call. The B2BUA hands each SDP body it receives to `offer` or
 `answer` with the side it came from, and sends the returned body to the other side.
-Backends: `relay.media.inprocess.InProcessBackend` (default), rtpengine (later).
+Backends: `relay.media.inprocess.InProcessBackend` (default) and
+`relay.media.rtpengine.RtpengineBackend` (rtpengine over its ng protocol, for scale).
 """
 
 from __future__ import annotations

@@ -140,7 +140,12 @@ class InProcessBackend:
         writers = {}
         for side, name in _LEG_NAMES.items():
             f: BinaryIO = open(directory / f"{name}.spool", "wb", buffering=0)  # noqa: SIM115
-            writers[side] = SpoolWriter(f)
+            # Jittered flush points: calls that start together (a burst of INVITEs,
+            # a benchmark) would otherwise all write in the same packet period every
+            # second, a periodic stall of the event loop.
+            spread = 0.5 + secrets.randbelow(1000) / 1000
+            writers[side] = SpoolWriter(f, flush_interval=spread,
+                                        flush_packets=max(1, round(50 * spread)))
         return _Recording(directory, meta, writers, offset)
 
     def _tap(self, rec: _Recording) -> Callable[[int, bytes, float], None]:

@@ -1,0 +1,123 @@
+"""The rtpengine backend against a real rtpengine (userspace, loopback), if installed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+from test_rtp_relay import LOCAL, goertzel, peer, sdp, wav_samples
+
+from recordings.g711 import PT_PCMU, encode, tone
+from relay.media.backend import MediaBackend
+from relay.media.rtpengine import NgClient, NgTimeout, RtpengineBackend, RtpengineDaemon
+from relay.rtp.packet import RtpPacket
+from relay.rtp.session import Side
+from relay.sdp import NoCommonCodec, SessionDescription
+
+needs_rtpengine = pytest.mark.skipif(not RtpengineDaemon.available(),
+                                reason="rtpengine not installed (apt-get install rtpengine-daemon)")
+
+
+def _port_base() -> int:
+    base = free_port(socket.SOCK_DGRAM)
+    return min(base, 64000) & ~1
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[RtpengineDaemon]:
+    rec = tmp_path / "rtpengine"
+    rec.mkdir()
+    base = _port_base()
+    daemon = RtpengineDaemon(free_port(socket.SOCK_DGRAM), (base, base + 100),
+                             recording_dir=rec, log_path=tmp_path / "rtpengine.log")
+    await daemon.start()
+    yield daemon
+    daemon.stop()
+
+
+@needs_rtpengine
+async def test_offer_answer_relay_record_delete(engine: RtpengineDaemon, tmp_path: Path) -> None:
+    backend = RtpengineBackend(engine.ng_addr, recordings_dir=tmp_path / "rec")
+    typed: MediaBackend = backend
+    assert await backend.ping()
+    caller, callee = await peer(), await peer()
+    call = await typed.allocate("rtpe-call-1", record=True)
+    offer = await typed.offer(call, Side.CALLER, sdp(caller.port, PT_PCMU, session_id=77))
+    answer = await typed.answer(call, Side.CALLEE, sdp(callee.port, PT_PCMU, session_id=99))
+    o, a = SessionDescription.parse(offer), SessionDescription.parse(answer)
+    to_caller, to_callee = a.media[0].port, o.media[0].port
+    assert call.local_ports == {Side.CALLER: to_caller, Side.CALLEE: to_callee}
+    # Only rtpengine's address and ports cross; the peers' o= and s= do not.
+    for body, hidden in ((offer, caller.port), (answer, callee.port)):
+        assert str(hidden) not in body.decode()
+        assert b"=phone" not in body and b"candidate" not in body
+    assert o.origin.username == "-"
+
+    n = 25
+    for i in range(n):
+        up = RtpPacket(PT_PCMU, i, 160 * i, 0xAAAA,
+                       payload=encode(tone(440, 160, start=160 * i), PT_PCMU))
+        down = RtpPacket(PT_PCMU, i, 160 * i, 0xBBBB,
+                         payload=encode(tone(1000, 160, start=160 * i), PT_PCMU))
+        caller.send(bytes(up), to_caller)
+        data, src = await callee.recv()
+        assert data == bytes(up) and src == (LOCAL, to_callee)
+        callee.send(bytes(down), to_callee)
+        data, src = await caller.recv()
+        assert data == bytes(down) and src == (LOCAL, to_caller)
+        await asyncio.sleep(0.02)
+
+    await backend.query(call)
+    st = typed.stats(call)
+    assert st.caller.packets == n and st.callee.packets == n
+    assert typed.idle_calls(60.0) == []
+
+    result = await typed.release(call)
+    assert result is not None and await typed.release(call) is None
+    assert set(result.files) == {"caller", "callee", "mix"}
+    assert result.directory.parent.parent.parent.parent == tmp_path / "rec"
+    meta = json.loads((result.directory / "meta.json").read_text())
+    assert meta["legs"]["caller"]["codec"] == "PCMU"
+    assert meta["files"]["mix"]["sha256"] == result.files["mix"].sha256
+    caller_pcm = wav_samples(result.directory / "caller.wav")
+    callee_pcm = wav_samples(result.directory / "callee.wav")
+    assert len(caller_pcm) >= 160 * n - 160
+    assert goertzel(caller_pcm[:1600], 440) > 10 * goertzel(caller_pcm[:1600], 1000)
+    assert goertzel(callee_pcm[-1600:], 1000) > 10 * goertzel(callee_pcm[-1600:], 440)
+    assert not list((tmp_path / "rtpengine" / "pcaps").glob("*.pcap"))  # converted, removed
+    assert await backend.finish_pending() == []  # nothing left half-finished
+    await backend.close()
+
+
+@needs_rtpengine
+async def test_unrecorded_call_and_errors(engine: RtpengineDaemon, tmp_path: Path) -> None:
+    backend = RtpengineBackend(engine.ng_addr)
+    caller, callee = await peer(), await peer()
+    call = await backend.allocate("rtpe-call-2", record=False)
+    with pytest.raises(ValueError, match="already"):
+        await backend.allocate("rtpe-call-2", record=False)
+    with pytest.raises(NoCommonCodec):
+        await backend.offer(call, Side.CALLER, sdp(caller.port, PT_PCMU).replace(
+            b"RTP/AVP 0 101", b"RTP/AVP 9 101").replace(b"PCMU", b"G722"))
+    await backend.offer(call, Side.CALLER, sdp(caller.port, PT_PCMU))
+    await backend.answer(call, Side.CALLEE, sdp(callee.port, PT_PCMU))
+    # A re-offer from the callee (re-INVITE from B) swaps the ng tags and still works.
+    reoffer = await backend.offer(call, Side.CALLEE, sdp(callee.port, PT_PCMU, session_id=5))
+    assert SessionDescription.parse(reoffer).media[0].port == call.local_ports[Side.CALLER]
+    await backend.answer(call, Side.CALLER, sdp(caller.port, PT_PCMU))
+    assert await backend.release(call) is None
+    await backend.close()
+
+
+async def test_timeout_when_nobody_listens() -> None:
+    client = NgClient((LOCAL, free_port(socket.SOCK_DGRAM)), timeout=0.05, retries=2)
+    await client.connect()
+    with pytest.raises(NgTimeout) as e:
+        await client.request({"command": "ping"})
+    assert e.value.status == 503
+    client.close()
