@@ -8,6 +8,7 @@ need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v sipp >/dev/null || need_apt+=(sip-tester)
 command -v chromium >/dev/null || need_apt+=(chromium)  # the ops page, in a real browser
+command -v rtpengine >/dev/null || need_apt+=(rtpengine-daemon)  # the second media backend
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then need_apt+=(python3-venv); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -17,7 +18,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   # redis-server's package starts a system service; the tests start their own.
 fi
 
