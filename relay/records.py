@@ -9,8 +9,8 @@ same SQLite file, or in the same Redis (so any node can show any node's calls).
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
+import itertools
 import json
 import logging
 import sqlite3
@@ -271,16 +271,20 @@ def open_record_store(url: str) -> RecordStore:
 class RecordWriter:
     """Takes records from the call path without waiting, and writes them in batches.
 
-    While the store is down records wait in memory (up to `max_pending`, oldest dropped
-    and counted beyond that) and are written when it returns; `stop()` flushes.
+    Updates of one record (a call ringing, answered, ended; a message forwarded, then
+    delivered) that are still waiting are merged into one write of the newest version,
+    and a short linger lets them meet.  While the store is down records wait in memory
+    (up to `max_pending`, oldest dropped and counted beyond that) and are written when
+    it returns; `stop()` flushes.
     """
 
     def __init__(self, store: RecordStore, max_pending: int = 200_000,
-                 batch: int = 500) -> None:
+                 batch: int = 500, linger: float = 0.05) -> None:
         self.store = store
         self.batch = batch
-        self._pending: collections.deque[tuple[str, dict[str, Any]]] = collections.deque(
-            maxlen=max_pending)
+        self.linger = linger
+        self.max_pending = max_pending
+        self._pending: dict[tuple[str, str], dict[str, Any]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.written = 0
@@ -288,10 +292,12 @@ class RecordWriter:
         self.failures = 0
 
     def submit(self, kind: str, record: dict[str, Any]) -> None:
-        """Queue a record (a later submit with the same id replaces it in the store)."""
-        if len(self._pending) == self._pending.maxlen:
+        """Queue a record; a newer version of a record still waiting replaces it."""
+        key = (kind, record["id"])
+        if key not in self._pending and len(self._pending) >= self.max_pending:
+            del self._pending[next(iter(self._pending))]
             self.dropped += 1
-        self._pending.append((kind, record))
+        self._pending[key] = record
         self._wake.set()
 
     @property
@@ -306,6 +312,7 @@ class RecordWriter:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            await asyncio.sleep(self.linger)
             while self._pending:
                 try:
                     await self._flush_batch()
@@ -318,14 +325,15 @@ class RecordWriter:
                     backoff = min(backoff * 2, 5.0)
 
     async def _flush_batch(self) -> None:
-        items = [self._pending[i] for i in range(min(self.batch, len(self._pending)))]
+        items = list(itertools.islice(self._pending.items(), self.batch))
         by_kind: dict[str, list[dict[str, Any]]] = {}
-        for kind, rec in items:
+        for (kind, _id), rec in items:
             by_kind.setdefault(kind, []).append(rec)
         for kind, recs in by_kind.items():
             await self.store.put_many(kind, recs)
-        for _ in items:  # only now: a failed write keeps them queued
-            self._pending.popleft()
+        for key, rec in items:  # only now: a failed write keeps them queued
+            if self._pending.get(key) is rec:  # not replaced by a newer version meanwhile
+                del self._pending[key]
         self.written += len(items)
 
     async def stop(self, timeout: float = 10.0) -> None:

@@ -81,3 +81,18 @@ async def test_writer_keeps_records_while_redis_is_down(redis_server: Any) -> No
     assert writer.pending == 0
     assert await store.get("call", "call-3") is not None
     await store.close()
+
+
+async def test_writer_merges_updates_of_one_record(tmp_path: Path) -> None:
+    store = open_record_store(f"sqlite:///{tmp_path}/relay.db")
+    await store.open()
+    writer = RecordWriter(store, linger=0.2)
+    writer.start()
+    writer.submit("call", rec(1, sip_code=180))
+    writer.submit("call", rec(1, sip_code=200))
+    writer.submit("call", rec(2))
+    assert writer.pending == 2
+    await writer.stop()
+    got = await store.get("call", "call-1")
+    assert got is not None and got["sip_code"] == 200 and writer.written == 2
+    await store.close()
