@@ -90,6 +90,13 @@ class Node:
         # -- subsystems: begin --
         from .io.sms_service import attach_sms
         await attach_sms(self)
+        from .io.voice import attach_voice
+        await attach_voice(self)
+        from recordings.api import RECORDING_PATHS, add_recording_routes
+
+        from .api.openapi import add_paths
+        add_paths(RECORDING_PATHS)
+        add_recording_routes(app, self.config.recordings)
         # -- subsystems: end --
         for hook in self.on_start:
             await hook(self)

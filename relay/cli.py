@@ -73,6 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--out-id")
     g.add_argument("--limit", type=int, default=50)
 
+    c = sub.add_parser("calls", help="list call records (newest first)")
+    _common(c)
+    c.add_argument("--x")
+    c.add_argument("--binding")
+    c.add_argument("--out-id")
+    c.add_argument("--since", type=float, help="UNIX seconds")
+    c.add_argument("--limit", type=int, default=50)
+
     n = sub.add_parser("numbers", help="show the pool, or add numbers to it")
     _common(n)
     nsub = n.add_subparsers(dest="numbers_cmd")
@@ -140,6 +148,8 @@ async def _with_service(cfg: Config, fn: Callable[[Any], Awaitable[None]]) -> No
 
 
 def _run_verb(a: argparse.Namespace, cfg: Config) -> None:
+    from dialplan.numbers import normalise
+
     from .api.views import binding_view
     from .bindings.validate import parse_create, parse_numbers
 
@@ -186,8 +196,24 @@ def _run_verb(a: argparse.Namespace, cfg: Config) -> None:
         _emit(a, {"numbers": rows, "stats": dataclasses.asdict(s)}, rows,
               ("number", "area", "mode", "bindings", "state"))
 
+    async def calls(node: Any) -> None:
+        from .api.calls import call_view
+
+        await node.records.open()
+        try:
+            x = normalise(a.x, cfg.default_cc) if a.x else None
+            found, nxt = await node.records.query("call", x=x, binding=a.binding,
+                                                  out_id=a.out_id, since=a.since,
+                                                  limit=a.limit)
+        finally:
+            await node.records.close()
+        views = [call_view(r, a.role) for r in found]
+        _emit(a, {"calls": views, "next": nxt}, views,
+              ("id", "started", "x", "caller", "callee", "sip_code", "cause", "released_by",
+               "unconnected_cause", "duration_ms"))
+
     fn = {"bind": bind, "freeze": change, "release": change, "bindings": bindings,
-          "numbers": numbers}[a.cmd]
+          "numbers": numbers, "calls": calls}[a.cmd]
     asyncio.run(_with_service(cfg, fn))
 
 

@@ -31,7 +31,10 @@ state <select id="fs"><option value="">any</option><option>active</option>
 const $ = id => document.getElementById(id);
 // A token may come in the fragment (#token=...), which never reaches the server's logs.
 const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
-if (fromHash) { sessionStorage.setItem("relay-token", fromHash); history.replaceState(null, "", "/"); }
+if (fromHash) {
+  sessionStorage.setItem("relay-token", fromHash);
+  history.replaceState(null, "", "/");
+}
 $("token").value = sessionStorage.getItem("relay-token") || "";
 function hdrs(){ const t = $("token").value; return t ? {Authorization: "Bearer " + t} : {}; }
 async function api(path){

@@ -1,0 +1,103 @@
+"""`GET /v1/calls` and `GET /v1/calls/{id}`: call records, numbers masked for `ops`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from dialplan.numbers import InvalidNumber, mask, normalise
+
+from ..errors import BadRequest, NotFound
+from .app import NODE, ROLE, _limit
+from .openapi import add_paths
+from .views import iso
+
+__all__ = ["add_call_routes", "call_view"]
+
+
+def call_view(rec: dict[str, Any], role: str) -> dict[str, Any]:
+    """A call record for the API. X is the relay's own number and is never masked."""
+    out = dict(rec)
+    if role != "admin":
+        out["caller"] = mask(rec.get("caller"))
+        out["callee"] = mask(rec.get("callee"))
+    out["started"] = iso(rec.get("started_at"))
+    return out
+
+
+def _time(raw: str | None, what: str) -> float | None:
+    """UNIX seconds or ISO 8601."""
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise BadRequest(f"{what}: UNIX seconds or ISO 8601 expected") from None
+
+
+async def list_calls(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    q = request.query
+    x = q.get("x")
+    if x is not None:
+        try:
+            x = normalise(x, node.config.default_cc)
+        except InvalidNumber as exc:
+            raise BadRequest(f"x: {exc}", "invalid_number") from None
+    try:
+        found, nxt = await node.records.query(
+            "call", x=x, binding=q.get("binding"), out_id=q.get("out_id"),
+            since=_time(q.get("since"), "since"), until=_time(q.get("until"), "until"),
+            cursor=q.get("cursor"), limit=_limit(request))
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    body: dict[str, Any] = {"calls": [call_view(r, request[ROLE]) for r in found]}
+    if nxt:
+        body["next"] = nxt
+    return web.json_response(body)
+
+
+async def get_call(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    rec = await node.records.get("call", request.match_info["id"])
+    if rec is None:
+        raise NotFound("no such call")
+    return web.json_response(call_view(rec, request[ROLE]))
+
+
+_CALL = {"type": "object", "description": "A call record: legs with invite_at, ring_at, "
+         "answer_at, end_at (UTC ms) and sip_code; sip_code, cause (Q.850), released_by, "
+         "unconnected_cause, recording files"}
+
+
+def add_call_routes(app: web.Application) -> None:
+    """Add the call routes and document them in the OpenAPI document."""
+    app.router.add_route("GET", "/v1/calls", list_calls)
+    app.router.add_route("GET", "/v1/calls/{id}", get_call)
+    q = [{"name": n, "in": "query", "schema": {"type": "string"}, "description": d}
+         for n, d in (("x", "virtual number"), ("binding", "binding id"),
+                      ("out_id", "platform reference"),
+                      ("since", "UNIX seconds or ISO 8601"), ("until", "UNIX seconds or ISO 8601"),
+                      ("cursor", "from `next`"), ("limit", "1-1000"))]
+    add_paths({
+        "/v1/calls": {"get": {
+            "summary": "Call records, newest first", "parameters": q,
+            "responses": {"200": {"description": '{"calls": [...], "next": cursor}',
+                                  "content": {"application/json": {"schema": {
+                                      "type": "object", "properties": {
+                                          "calls": {"type": "array", "items": _CALL},
+                                          "next": {"type": "string"}}}}}}}}},
+        "/v1/calls/{id}": {"get": {
+            "summary": "One call record",
+            "parameters": [{"name": "id", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the call",
+                                  "content": {"application/json": {"schema": _CALL}}},
+                          "404": {"description": "no such call"}}}},
+    })

@@ -1,0 +1,471 @@
+"""The two legs of a bridged call: SIP in, leg-neutral events out, and back.
+
+Privacy rule (DESIGN.md "SIP behaviour"): a leg builds every message it sends from
+its own dialog state and the event it was handed. Nothing is copied from the other
+leg's messages but an SDP body (already rewritten by the media backend) and, for
+INFO, a DTMF body and its Content-Type (other INFO bodies are refused with 415).
+A whitelist, not a blacklist: headers we do not know (X-*, Diversion, History-Info,
+P-Asserted-Identity, User-Agent...) cannot cross.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from relay.sip import (
+    Dialog,
+    SipRequest,
+    SipResponse,
+    TransactionKey,
+    build_cancel,
+    build_response,
+    new_branch,
+    new_call_id,
+    new_tag,
+)
+
+from ._state import LegKind, LegState, allowed, transition
+from .events import (
+    Answer,
+    CCEvent,
+    Connect,
+    Disconnect,
+    Fail,
+    Info,
+    InfoReply,
+    Offer,
+    Ring,
+    Try,
+)
+
+if TYPE_CHECKING:
+    from .controller import Call, Wire
+
+__all__ = ["CalleeLeg", "CallerLeg", "reason_header"]
+
+Address = tuple[str, int]
+SDP = "application/sdp"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO"
+# INFO bodies relayed between legs (RFC 6086 legacy DTMF usage); others get 415.
+INFO_TYPES = ("application/dtmf-relay", "application/dtmf", "audio/telephone-event")
+
+
+def reason_header(cause: int, text: str = "") -> tuple[str, str]:
+    """RFC 3326 Reason with the Q.850 cause of a refusal or a release."""
+    value = f"Q.850;cause={cause}"
+    if text:
+        value += f';text="{text}"'
+    return ("Reason", value)
+
+
+def _body_headers(body: bytes, content_type: str = SDP) -> list[tuple[str, str]]:
+    return [("Content-Type", content_type)] if body else []
+
+
+class _Leg:
+    """What both legs share: in-dialog requests (RFC 3261 §12.2) and their answers."""
+
+    kind: LegKind
+    role: str  # "caller" or "callee": who released, in call records
+
+    def __init__(self, wire: Wire, call: Call, peer: Address) -> None:
+        self.wire = wire
+        self.call = call
+        self.peer = peer
+        self.state = LegState.IDLE
+        self.dialog: Dialog | None = None
+        self.local_tag = new_tag()
+        # Inbound offer (re-INVITE/UPDATE) waiting for the other side's answer.
+        self.pending_in: SipRequest | None = None
+        self.pending_out = False  # our own offer toward this peer is outstanding
+        self.infos_in: deque[SipRequest] = deque()
+        self.last_sdp_sent = b""
+        self.last_ack: tuple[int, SipRequest] | None = None  # for re-ACKing a 2xx
+        self.code: int | None = None  # the final status of the initial INVITE
+
+    # -- state ---------------------------------------------------------------------
+    def _go(self, event: str) -> None:
+        self.state = transition(self.kind, self.state, event)
+
+    def can(self, event: str) -> bool:
+        """Whether `event` is allowed now (remote inputs are checked, then dropped)."""
+        return allowed(self.kind, self.state, event)
+
+    @property
+    def dead(self) -> bool:
+        """The leg has ended."""
+        return self.state is LegState.DEAD
+
+    # -- sending -------------------------------------------------------------------
+    def _respond(self, request: SipRequest, status: int, now: float, *,
+                 body: bytes = b"", extra: list[tuple[str, str]] | None = None) -> None:
+        headers = list(extra or ())
+        if status < 300 or body:
+            headers.append(("Contact", self.wire.contact(self.call.x)))
+        if body:
+            headers.append(("Content-Type", SDP))
+            self.last_sdp_sent = body
+        resp = build_response(request, status, to_tag=self.local_tag, extra_headers=headers,
+                              body=body)
+        self.wire.respond(resp, now)
+
+    def _send_in_dialog(self, method: str, purpose: str, now: float, *, body: bytes = b"",
+                        content_type: str = SDP, extra: list[tuple[str, str]] | None = None
+                        ) -> None:
+        dialog = self.dialog
+        if dialog is None:
+            return
+        headers = list(extra or ())
+        if method == "INVITE":
+            headers.append(("Allow", ALLOW))
+        req = dialog.create_request(method, body=body,
+                                    content_type=content_type if body else None,
+                                    extra_headers=headers)
+        if body and content_type == SDP:
+            self.last_sdp_sent = body
+        self.wire.request(self, purpose, req, self.peer, now)
+
+    def _send_ack(self, cseq: int) -> None:
+        if self.dialog is None:
+            return
+        if self.last_ack is None or self.last_ack[0] != cseq:
+            self.last_ack = (cseq, self.dialog.create_ack(cseq))
+        self.wire.stateless(self.last_ack[1], self.peer)
+
+    # -- controller -> leg: mid-call events ------------------------------------------
+    def offer(self, ev: Offer, now: float) -> None:
+        """Send a re-INVITE or UPDATE carrying the (rewritten) offer."""
+        self._go("offer")
+        self.pending_out = True
+        self._send_in_dialog(ev.method, "offer", now, body=ev.sdp)
+
+    def answer(self, ev: Answer, now: float) -> None:
+        """Answer the peer's pending offer."""
+        self._go("answer")
+        req, self.pending_in = self.pending_in, None
+        if req is not None:
+            self._respond(req, ev.code, now, body=ev.sdp if ev.code < 300 else b"")
+
+    def info(self, ev: Info, now: float) -> None:
+        """Relay an INFO body."""
+        self._go("info")
+        self._send_in_dialog("INFO", "info", now, body=ev.body,
+                             content_type=ev.content_type or "application/octet-stream")
+
+    def info_reply(self, ev: InfoReply, now: float) -> None:
+        """Answer the oldest INFO from the peer."""
+        self._go("info_reply")
+        if self.infos_in:
+            self._respond(self.infos_in.popleft(), ev.code, now)
+
+    def disconnect(self, ev: Disconnect, now: float) -> None:
+        """End the leg toward its peer (each leg knows how: BYE, CANCEL or a final)."""
+        raise NotImplementedError
+
+    def bye(self, now: float, cause: int = 16) -> None:
+        """End a confirmed dialog (RFC 3261 §15.1.1)."""
+        self._send_in_dialog("BYE", "bye", now, extra=[reason_header(cause)])
+
+    # -- peer -> leg ------------------------------------------------------------------
+    def on_request(self, req: SipRequest, now: float) -> list[CCEvent]:
+        """An in-dialog request from this leg's peer (not ACK, not CANCEL)."""
+        method = req.method
+        if self.dialog is not None and self.dialog.receive_request(req) is not None:
+            self._respond(req, 500, now, extra=[("Retry-After", "1")])  # §12.2.2: old CSeq
+            return []
+        if method == "BYE":
+            if not self.can("bye"):
+                self._respond(req, 481, now)
+                return []
+            self._go("bye")
+            self._respond(req, 200, now)
+            return [Disconnect(self.role)]
+        if method in ("INVITE", "UPDATE"):
+            if not self.can("remote_offer"):
+                # RFC 3311 §5.2 allows UPDATE in early dialogs; we only renegotiate
+                # once connected, so ask the peer to try later.
+                self._respond(req, 491 if method == "INVITE" else 500, now,
+                              extra=[("Retry-After", "1")])
+                return []
+            if self.pending_in is not None or self.pending_out:
+                self._respond(req, 491, now)  # §14.2: glare
+                return []
+            if not req.body:
+                # A session refresh without an offer: offer what this peer already has
+                # (its answer comes in the ACK; the media did not change).
+                self._respond(req, 200, now, body=self.last_sdp_sent)
+                return []
+            self._go("remote_offer")
+            self.pending_in = req
+            return [Offer(method, req.body)]
+        if method == "INFO":
+            if not self.can("remote_info"):
+                self._respond(req, 481, now)
+                return []
+            ctype = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
+            if req.body and ctype not in INFO_TYPES:
+                # Only DTMF crosses: any other body (SDP, XML, text) could carry the
+                # sender's addresses or identity to the other party.
+                self._respond(req, 415, now, extra=[("Accept", ", ".join(INFO_TYPES))])
+                return []
+            self._go("remote_info")
+            self.infos_in.append(req)
+            return [Info(req.headers.get("content-type"), req.body)]
+        if method == "OPTIONS":
+            self._respond(req, 200, now, extra=[("Allow", ALLOW)])
+            return []
+        # REFER, NOTIFY, MESSAGE...: a transfer would reveal or move a real party.
+        self._respond(req, 501 if method != "REFER" else 403, now)
+        return []
+
+    def on_response(self, purpose: str, resp: SipResponse, now: float) -> list[CCEvent]:
+        """A response to one of our in-dialog requests."""
+        if resp.status < 200:
+            return []
+        if self.dialog is not None:
+            self.dialog.receive_response(SipRequest(resp.cseq.method, ""), resp)
+        if purpose == "offer":
+            if resp.cseq.method == "INVITE" and resp.status < 300:
+                self._send_ack(resp.cseq.number)  # §13.2.2.4 end-to-end ACK
+            if not self.pending_out:
+                return []  # a retransmitted 2xx, re-ACKed above
+            self.pending_out = False
+            return [Answer(resp.status, resp.body if resp.status < 300 else b"")]
+        if purpose == "info":
+            return [InfoReply(resp.status)]
+        return []
+
+    def on_timeout(self, purpose: str, now: float) -> list[CCEvent]:
+        """Timer F/B for an in-dialog request: RFC 3261 §12.2.1.2 ends the dialog."""
+        if purpose == "offer" and self.pending_out:
+            self.pending_out = False
+            return [Answer(408)]
+        if purpose == "info":
+            return [InfoReply(408)]
+        return []
+
+
+class CallerLeg(_Leg):
+    """The leg facing the caller: we are the UAS of its INVITE."""
+
+    kind = LegKind.UAS
+    role = "caller"
+
+    def __init__(self, wire: Wire, call: Call, invite: SipRequest, key: TransactionKey,
+                 source: Address) -> None:
+        super().__init__(wire, call, source)
+        self.state = LegState.TRYING
+        self.invite = invite
+        self.key = key
+        self.late_answer_pending = False  # late offer: the answer comes in the ACK
+        self.dialog = Dialog.from_uas(invite, local_tag=self.local_tag,
+                                      local_contact=wire.contact(call.x),
+                                      sent_by=wire.sent_by)
+        if not self.dialog.remote_target:
+            # No Contact (a broken trunk): aim in-dialog requests at its From URI; they
+            # go to the source address anyway.
+            self.dialog.remote_target = str(invite.from_.uri)
+
+    def ring(self, ev: Ring, now: float) -> None:
+        """18x toward the caller (§13.3.1.1), with early media SDP if any."""
+        self._go("ring")
+        self._respond(self.invite, ev.code, now, body=ev.sdp)
+
+    def connect(self, ev: Connect, now: float) -> None:
+        """200 OK with the rewritten answer (§13.3.1.4)."""
+        self._go("connect")
+        self.code = 200
+        self._respond(self.invite, 200, now, body=ev.sdp, extra=[("Allow", ALLOW)])
+
+    def fail(self, ev: Fail, now: float, *, retry_after: int | None = None) -> None:
+        """A final error response with a Reason (RFC 3326). Retry-After only when the
+        relay itself is short of resources: a callee's 503 must not make the trunk
+        back off from the whole relay (RFC 3261 §21.5.4)."""
+        self._go("fail")
+        self.code = ev.code
+        extra = [reason_header(ev.cause, ev.reason)]
+        if retry_after is not None:
+            extra.append(("Retry-After", str(retry_after)))
+        self._respond(self.invite, ev.code, now, extra=extra)
+
+    def disconnect(self, ev: Disconnect, now: float) -> None:
+        """End the leg: BYE once connected, else a final 480 (or 487 when cancelled)."""
+        if self.dead:
+            return
+        was = self.state
+        self._go("disconnect")
+        if was is LegState.CONNECTED:
+            self.bye(now, ev.cause)
+        else:
+            self.code = 480
+            self._respond(self.invite, 480, now, extra=[reason_header(ev.cause)])
+
+    def on_cancel(self, now: float) -> list[CCEvent]:
+        """CANCEL before the final response: 487 to the INVITE (RFC 3261 §9.2)."""
+        if not self.can("cancel"):
+            return []
+        was = self.state
+        self._go("cancel")
+        if was is LegState.CONNECTED:
+            return []
+        self.code = 487
+        self._respond(self.invite, 487, now)
+        return [Disconnect("caller", 16)]
+
+    def on_ack(self, ack: SipRequest) -> bytes | None:
+        """The ACK for our 2xx (RFC 3261 §13.3.1.4). Returns its SDP when it is the
+        answer of a late-offer call (RFC 3264 §4: the offer was in our 2xx)."""
+        if not self.can("ack"):
+            return None
+        self._go("ack")
+        if self.late_answer_pending:
+            self.late_answer_pending = False
+            return ack.body
+        return None
+
+    def on_invite_timeout(self, now: float) -> list[CCEvent]:
+        """Timer L: our 2xx was never ACKed, so the dialog is dead (§13.3.1.4)."""
+        if not self.can("timeout"):
+            return []
+        self._go("timeout")
+        self.bye(now)
+        return [Disconnect("relay", 102)]
+
+
+class CalleeLeg(_Leg):
+    """The leg toward the real party: a new dialog we place as UAC (§13.2.1)."""
+
+    kind = LegKind.UAC
+    role = "callee"
+
+    def __init__(self, wire: Wire, call: Call, peer: Address) -> None:
+        super().__init__(wire, call, peer)
+        self.invite: SipRequest | None = None
+        self.key: TransactionKey | None = None
+        self.provisional = False  # §9.1: CANCEL only after a provisional response
+        self.late = False  # INVITE without SDP: the 2xx offers, our ACK answers
+        self.cancel_sent = False
+        self.call_id = new_call_id(wire.host)
+
+    def place(self, ev: Try, now: float) -> None:
+        """Send the INVITE: new Call-ID, tags and branch; From and PAI show X."""
+        self._go("try")
+        w = self.wire
+        x_uri = f"sip:{ev.x}@{w.host}"
+        to_uri = f"sip:{ev.to}@{w.outbound_host}"
+        headers = [
+            ("Via", f"SIP/2.0/{w.transport} {w.sent_by};branch={new_branch()};rport"),
+            ("Max-Forwards", str(ev.max_forwards)),
+            ("From", f"<{x_uri}>;tag={self.local_tag}"),
+            ("To", f"<{to_uri}>"),
+            ("Call-ID", self.call_id),
+            ("CSeq", "1 INVITE"),
+            ("Contact", w.contact(ev.x)),
+            ("P-Asserted-Identity", f"<{x_uri}>"),
+            ("Allow", ALLOW),
+        ]
+        headers += _body_headers(ev.sdp)
+        self.invite = SipRequest("INVITE", to_uri, headers, ev.sdp)
+        self.late = not ev.sdp
+        self.last_sdp_sent = ev.sdp
+        self.key = w.request(self, "invite", self.invite, self.peer, now)
+
+    def disconnect(self, ev: Disconnect, now: float) -> None:
+        """CANCEL an unanswered INVITE (once a 1xx came, §9.1), BYE an answered one."""
+        if self.dead:
+            return
+        was = self.state
+        self._go("disconnect")
+        if was is LegState.CONNECTED:
+            self.bye(now, ev.cause)
+        elif was in (LegState.TRYING, LegState.EARLY) and self.provisional:
+            self._cancel(now)
+
+    def _cancel(self, now: float) -> None:
+        # One CANCEL per INVITE: later provisionals must not start a second one.
+        if self.invite is not None and not self.cancel_sent:
+            self.cancel_sent = True
+            self.wire.request(self, "cancel", build_cancel(self.invite), self.peer, now)
+
+    def on_invite_response(self, resp: SipResponse, now: float) -> list[CCEvent]:
+        """A response to our INVITE (§13.2.2)."""
+        status = resp.status
+        if status < 200:
+            self.provisional = True
+            if self.state is LegState.CANCELLING:
+                self._cancel(now)  # the CANCEL we held back (§9.1) can go now
+                return []
+            if status == 100 or not self.can("provisional"):
+                return []
+            self._early_dialog(resp)
+            self._go("provisional")
+            # With a late offer an SDP in a 1xx would be an offer needing PRACK
+            # (RFC 3262), which we do not do: ring without it.
+            return [Ring(status if status in (180, 183) else 180,
+                         b"" if self.late else resp.body)]
+        if status < 300:
+            assert self.invite is not None
+            if self.dialog is None or self.dialog.remote_tag != resp.to_tag:
+                self.dialog = Dialog.from_uac(self.invite, resp, sent_by=self.wire.sent_by)
+            else:
+                self.dialog.receive_response(self.invite, resp)
+            if not self.late or self.last_ack is not None:
+                self._send_ack(self.invite.cseq.number)
+            # else: late offer, the ACK must carry the caller's answer (ack_with)
+            if not self.can("answered"):
+                return []
+            was = self.state
+            self._go("answered")
+            if was is LegState.CONNECTED:
+                return []  # a retransmission or a second fork, ACKed above
+            if was is LegState.CANCELLING:
+                self.bye(now)  # §15: the 2xx crossed our CANCEL
+                return []
+            self.code = status
+            return [Connect(resp.body)]
+        self.code = status
+        if not self.can("rejected"):
+            return []
+        self._go("rejected")
+        code, cause = map_failure(status)
+        return [Fail(code, cause)]
+
+    def ack_with(self, sdp: bytes) -> None:
+        """Late offer: the ACK for the 2xx carries the (rewritten) answer (RFC 3264)."""
+        if self.dialog is None or self.invite is None or self.last_ack is not None:
+            return
+        cseq = self.invite.cseq.number
+        self.last_ack = (cseq, self.dialog.create_ack(cseq, body=sdp,
+                                                      content_type=SDP if sdp else None))
+        self.wire.stateless(self.last_ack[1], self.peer)
+
+    def _early_dialog(self, resp: SipResponse) -> None:
+        if resp.to_tag and self.invite is not None and self.dialog is None:
+            self.dialog = Dialog.from_uac(self.invite, resp, sent_by=self.wire.sent_by)
+
+    def on_invite_timeout(self, now: float, transport: bool = False) -> list[CCEvent]:
+        """Timer B (no answer from the trunk, §17.1.1.2) or a transport error."""
+        if not self.can("rejected"):
+            return []
+        self._go("rejected")
+        self.code = 503 if transport else 408
+        return [Fail(503 if transport else 408, 41 if transport else 102)]
+
+
+# Callee failure -> (status for the caller, Q.850 cause). 3xx would hand the caller a
+# Contact of the callee side and 401/407 a challenge meant for us: neither may cross.
+_FAILURES: dict[int, tuple[int, int]] = {
+    404: (404, 1), 408: (408, 102), 410: (410, 22), 480: (480, 18), 484: (484, 28),
+    486: (486, 17), 487: (487, 16), 488: (488, 65), 500: (500, 41), 502: (502, 38),
+    503: (503, 34), 504: (504, 102), 600: (486, 17), 603: (603, 21), 604: (404, 1),
+}
+
+
+def map_failure(status: int) -> tuple[int, int]:
+    """The status and cause the caller hears for a callee failure."""
+    if status in _FAILURES:
+        return _FAILURES[status]
+    if status < 400 or status in (401, 407):
+        return (480, 127)
+    return (status if status < 600 else 480, 127 if status < 600 else 21)

@@ -1,0 +1,274 @@
+"""The asyncio adapter of the B2BUA: sockets, one timer, and the media jobs.
+
+Thin by design (STYLE.md point 2): UDP datagrams and TCP messages (cut by
+:class:`relay.sip.StreamFramer`) go into :class:`relay.b2bua.controller.Switch` with
+the wall-clock time; after each input the adapter sends what the switch queued,
+starts the media jobs it asked for, hands records to the record writer, and re-arms
+its single timer. No task per packet: tasks exist only for media jobs (a few per
+call), and ``datagram_received`` never raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+from relay.b2bua.controller import Switch
+from relay.b2bua.events import MediaJob
+from relay.media.backend import MediaBackend
+from relay.rtp.session import Side
+from relay.sdp import SdpError
+from relay.sip import SipParseError, StreamFramer
+
+__all__ = ["SipServer"]
+
+log = logging.getLogger("relay.sip")
+
+Address = tuple[str, int]
+RecordSink = Callable[[dict[str, Any]], None]
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.server: SipServer | None = None  # set once the switch exists
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:  # type: ignore[override]
+        if self.server is not None:
+            self.server.on_message(data, (addr[0], addr[1]), False)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: the transaction timers will notice.
+        log.debug("UDP error: %s", exc)
+
+
+class _Tcp(asyncio.Protocol):
+    """One TCP connection: frame the stream, feed each message (RFC 3261 §18.3)."""
+
+    def __init__(self, server: SipServer) -> None:
+        self.server = server
+        self.framer = StreamFramer()
+        self.transport: asyncio.Transport | None = None
+        self.peer: Address = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TCPTransport does not subclass asyncio.Transport: no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = (peer[0], peer[1])
+        self.server.tcp[self.peer] = self.transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self.framer.feed(data)
+        except SipParseError:
+            # RFC 3261 §18.3: no way to find the next message; drop the connection.
+            self.server.stats["tcp_framing_errors"] += 1
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if messages.pong and self.transport is not None:
+            self.transport.write(b"\r\n")  # RFC 5626 §3.5.1
+        for msg in messages:
+            self.server.on_message(msg, self.peer, True)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.tcp.pop(self.peer, None)
+
+
+class SipServer:
+    """Runs one Switch on a UDP socket (and a TCP listener on the same port)."""
+
+    def __init__(self, switch: Switch, media: MediaBackend, records: RecordSink,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.switch = switch
+        self.media = media
+        self.records = records
+        self.clock = clock
+        self.udp: asyncio.DatagramTransport | None = None
+        self.tcp_server: asyncio.Server | None = None
+        self.tcp: dict[Address, asyncio.Transport] = {}
+        self.jobs: set[asyncio.Task[None]] = set()
+        self.stats = {"errors": 0, "tcp_framing_errors": 0}
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed: float | None = None
+        self._loop = asyncio.get_running_loop()
+
+    # -- sockets --------------------------------------------------------------------
+    @staticmethod
+    async def bind_udp(host: str, port: int) -> tuple[asyncio.DatagramTransport, _Udp]:
+        """Bind the UDP socket before the switch exists (its port goes into Via)."""
+        loop = asyncio.get_running_loop()
+        proto = _Udp()
+        transport, _ = await loop.create_datagram_endpoint(lambda: proto,
+                                                           local_addr=(host, port))
+        return transport, proto
+
+    async def start(self, udp: asyncio.DatagramTransport, proto: _Udp, tcp: bool = True
+                    ) -> None:
+        """Attach the bound UDP socket and listen on TCP at the same address."""
+        proto.server = self
+        self.udp = udp
+        if tcp:
+            host, port = udp.get_extra_info("sockname")[:2]
+            try:
+                self.tcp_server = await self._loop.create_server(
+                    lambda: _Tcp(self), host, port, reuse_address=True)
+            except OSError as exc:
+                log.warning("SIP over TCP disabled: cannot listen on %s:%s: %s",
+                            host, port, exc)
+
+    async def close(self) -> None:
+        """Stop listening and cancel pending work."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.tcp_server is not None:
+            self.tcp_server.close()
+        for t in list(self.tcp.values()):
+            t.close()
+        if self.udp is not None:
+            self.udp.close()
+
+    # -- input ------------------------------------------------------------------------
+    def on_message(self, data: bytes, addr: Address, reliable: bool) -> None:
+        """One datagram or framed TCP message; never raises."""
+        try:
+            self.switch.receive_datagram(data, addr, self.clock(), reliable=reliable)
+        except Exception:
+            # A bug in the TU must not kill the socket; count it and keep serving.
+            self.stats["errors"] += 1
+            log.exception("SIP message from %s:%s failed", addr[0], addr[1])
+        self.flush()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._armed = None
+        try:
+            self.switch.handle_timer(self.clock())
+        except Exception:
+            self.stats["errors"] += 1
+            log.exception("SIP timer failed")
+        self.flush()
+
+    # -- output -----------------------------------------------------------------------
+    def flush(self) -> None:
+        """Send what the switch queued, start its media jobs, submit records, re-arm."""
+        sw = self.switch
+        udp = self.udp
+        tcp = self.tcp
+        while True:
+            for data, addr in sw.datagrams_to_send():
+                conn = tcp.get(addr) if tcp else None
+                if conn is not None:
+                    conn.write(data)
+                elif udp is not None:
+                    udp.sendto(data, addr)
+            jobs = sw.take_jobs()
+            if not jobs:
+                break
+            for job in jobs:
+                self._start_job(job)
+        records = sw.take_records()
+        for rec in records:
+            self.records(rec)
+        self._rearm(sw.get_timer())
+
+    def _start_job(self, job: MediaJob) -> None:
+        # Eager start (what Python 3.12's eager tasks do): most media steps (SDP
+        # rewriting) never suspend, so they finish here without a task and without
+        # another trip through the event loop; only those that do wait get a task.
+        coro = self._run(job)
+        try:
+            suspended = coro.send(None)
+        except StopIteration:
+            return
+        except Exception:
+            self.stats["errors"] += 1
+            log.exception("media job for call %s failed", job.call_id)
+            return
+        task = self._loop.create_task(_resume(coro, suspended, self.flush))
+        self.jobs.add(task)
+        task.add_done_callback(self.jobs.discard)
+
+    def _rearm(self, deadline: float | None) -> None:
+        # One timer. Re-armed only when the new deadline is earlier: a later one is
+        # picked up when the armed timer fires (cheaper than cancelling per packet).
+        if deadline is None:
+            return
+        if self._armed is not None and self._armed <= deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed = deadline
+        delay = max(0.0, deadline - self.clock())
+        self._timer = self._loop.call_later(delay, self._on_timer)
+
+    async def _run(self, job: MediaJob) -> None:
+        media = self.media
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            if job.op == "setup":
+                call = await media.allocate(job.call_id, job.record)
+                try:
+                    # An INVITE without SDP (late offer): the callee will offer.
+                    sdp = await media.offer(call, Side.CALLER, job.sdp) if job.sdp else b""
+                except BaseException:
+                    await media.release(call)
+                    raise
+                result = (call, sdp)
+            elif job.op == "offer":
+                result = await media.offer(job.handle, job.side, job.sdp)  # type: ignore[arg-type]
+            elif job.op == "answer":
+                result = await media.answer(job.handle, job.side, job.sdp)  # type: ignore[arg-type]
+            else:
+                result = await media.release(job.handle)  # type: ignore[arg-type]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # SdpError (400/488), PortsExhausted, OSError...
+            error = exc
+            if not isinstance(exc, SdpError):  # a peer's bad SDP is its problem, not ours
+                log.warning("media %s of call %s failed: %s", job.op, job.call_id, exc)
+        try:
+            self.switch.media_done(job, result, error, self.clock())
+        except Exception:
+            self.stats["errors"] += 1
+            log.exception("media result for call %s failed", job.call_id)
+
+    async def drain_jobs(self) -> None:
+        """Wait for running media jobs (at shutdown)."""
+        while self.jobs:
+            await asyncio.gather(*list(self.jobs), return_exceptions=True)
+
+
+
+async def _resume(coro: Any, suspended: Any, after: Callable[[], None]) -> None:
+    """Drive a coroutine that suspended during its eager start to its end, in a task,
+    then call `after` (the adapter's flush: nobody else will send what it queued)."""
+    waiting = suspended
+    try:
+        while True:
+            try:
+                if waiting is None:
+                    await asyncio.sleep(0)  # a bare yield: give the loop one turn
+                    value = None
+                else:
+                    # As asyncio.Task does with a yielded future: clear the flag its
+                    # __await__ set, or awaiting it again raises RuntimeError.
+                    if getattr(waiting, "_asyncio_future_blocking", None):
+                        waiting._asyncio_future_blocking = False
+                    value = await waiting
+            except BaseException as exc:  # hand errors and cancellation to the coroutine
+                try:
+                    waiting = coro.throw(exc)
+                except StopIteration:
+                    return
+                continue
+            try:
+                waiting = coro.send(value)
+            except StopIteration:
+                return
+    finally:
+        after()

@@ -1,0 +1,212 @@
+"""SIPp peers around a `relay serve` child: the caller (UAC) and the outbound trunk (UAS).
+
+Every SIPp runs with -trace_msg, so a test can read every message each peer received
+and assert that nothing of the other side reached it (DESIGN.md privacy rule).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "flows" / "sipp"
+X = "+8617055556666"
+A = "+8613811112222"
+B = "+8613933334444"
+
+
+def udp_port() -> int:
+    """A UDP port free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def media_range() -> str:
+    """A random media port range, so parallel relays of other tests rarely collide."""
+    base = random.randrange(36000, 60000, 1000)
+    return f"{base}-{base + 999}"
+
+
+def need_sipp() -> str:
+    exe = shutil.which("sipp")
+    if exe is None:
+        pytest.skip("sipp is not installed")
+    return exe
+
+
+class Sipp:
+    """One SIPp process (caller or callee) with its message trace."""
+
+    def __init__(self, workdir: Path, name: str, scenario: Path, args: list[str],
+                 port: int | None = None) -> None:
+        self.name = name
+        self.port = port or udp_port()
+        self.media_port = udp_port()
+        self.trace = workdir / f"{name}.msg"
+        self.errors = workdir / f"{name}.err"
+        self.out = workdir / f"{name}.out"
+        self.args = [need_sipp(), "-sf", str(scenario), "-i", "127.0.0.1",
+                     "-p", str(self.port), "-mp", str(self.media_port),
+                     "-trace_msg", "-message_file", str(self.trace),
+                     "-trace_err", "-error_file", str(self.errors), "-nostdin",
+                     "-cid_str", f"{name}secret-%u-%p@%s", *args]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Sipp:
+        with open(self.out, "wb") as out:
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        return self
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            raise AssertionError(f"{self.name} did not finish: {self.tail()}") from None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def tail(self) -> str:
+        err = self.errors.read_text(errors="replace")[-3000:] if self.errors.exists() else ""
+        return f"errors: {err}"
+
+    def received(self) -> list[str]:
+        """Every message this SIPp received, as text."""
+        if not self.trace.exists():
+            return []
+        text = self.trace.read_text(errors="replace")
+        parts = re.split(r"-{20,} [^\n]*\n", text)
+        return [p.split(":\n", 1)[1].strip() for p in parts
+                if p.startswith("UDP message received") and ":\n" in p]
+
+    def sent(self) -> list[str]:
+        """Every message this SIPp sent, as text."""
+        if not self.trace.exists():
+            return []
+        text = self.trace.read_text(errors="replace")
+        parts = re.split(r"-{20,} [^\n]*\n", text)
+        return [p.split(":\n", 1)[1].strip() for p in parts
+                if p.startswith("UDP message sent") and ":\n" in p]
+
+
+def caller(workdir: Path, relay_port: int, scenario: str = "uac.xml", *,
+           number: str = A, x: str = X, extra: list[str] | None = None,
+           scenario_path: Path | None = None, name: str = "caller") -> Sipp:
+    """The calling trunk (SIPp UAC) dialling X as `number`."""
+    path = scenario_path or SCENARIOS / scenario
+    return Sipp(workdir, name, path,
+                [f"127.0.0.1:{relay_port}", "-s", x, "-key", "caller", number,
+                 "-timeout", "60s", "-timeout_error", *(extra or [])])
+
+
+def callee(workdir: Path, port: int, scenario: str = "uas.xml", *, number: str = B,
+           extra: list[str] | None = None, name: str = "callee") -> Sipp:
+    """The outbound trunk (SIPp UAS on `port`) answering as `number`."""
+    return Sipp(workdir, name, SCENARIOS / scenario,
+                ["-key", "callee", number, "-timeout", "90s", *(extra or [])], port)
+
+
+def refused_scenario(workdir: Path, code: int, max_forwards: int = 70) -> Path:
+    """uac_refused.xml.in with the expected status filled in."""
+    text = (SCENARIOS / "uac_refused.xml.in").read_text()
+    path = workdir / f"uac_refused_{code}_{max_forwards}.xml"
+    path.write_text(text.replace("@CODE@", str(code)).replace("@MF@", str(max_forwards)))
+    return path
+
+
+def api(base: str, method: str, path: str, body: Any = None,
+        token: str | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read() or b"null")
+
+
+def bind(base: str, x: str = X, a: str = A, b: str = B, mode: str = "AXB",
+         token: str | None = None, **extra: Any) -> dict[str, Any]:
+    """Put X in the pool and bind it (A, B)."""
+    api(base, "POST", "/v1/numbers", {"numbers": [x]}, token)
+    body = {"mode": mode, "b": b, "x": x, "ttl": 3600, **extra}
+    if a is not None:
+        body["a"] = a
+    return dict(api(base, "POST", "/v1/bindings", body, token))
+
+
+def calls(base: str, query: str = "", token: str | None = None, want: int = 1,
+          timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Poll /v1/calls until `want` records are there (the writer batches)."""
+    deadline = time.monotonic() + timeout
+    found: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        found = api(base, "GET", "/v1/calls" + query, token=token)["calls"]
+        if len(found) >= want:
+            return found
+        time.sleep(0.2)
+    return found
+
+
+def relay_args(outbound_port: int, workdir: Path, *more: str) -> list[str]:
+    return ["--outbound", f"127.0.0.1:{outbound_port}", "--trunk", "127.0.0.0/8",
+            "--media-ports", media_range(), "--recordings", str(workdir / "rec"),
+            "--log-level", "WARNING", *more]
+
+
+def write_config(workdir: Path, sip: dict[str, Any]) -> Path:
+    """A relay.toml with a [sip] section (tunables that have no flag)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    lines = ["[sip]"]
+    for k, v in sip.items():
+        lines.append(f"{k} = {json.dumps(v)}" if not isinstance(v, bool)
+                     else f"{k} = {'true' if v else 'false'}")
+    path = workdir / "relay.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def assert_private(to_caller: list[str], to_callee: list[str], caller_peer: Sipp,
+                   callee_peer: Sipp, a: str = A, b: str = B) -> None:
+    """Nothing of one side in any message the relay sent to the other side."""
+    assert to_caller and to_callee
+    a_digits, b_digits = a.lstrip("+"), b.lstrip("+")
+    for msg in to_callee:
+        low = msg.lower()
+        assert a_digits[-8:] not in msg, msg
+        assert "callersecret" not in low, msg  # User-Agent, Call-ID, SDP o=/s=, X- header
+        assert "callertag" not in low, msg
+        assert f":{caller_peer.port}" not in msg, msg
+        assert not re.search(rf"\b{caller_peer.media_port}\b", msg), msg
+        assert "caller-proxy" not in low and "caller secret" not in low, msg
+    for msg in to_caller:
+        low = msg.lower()
+        assert b_digits[-8:] not in msg, msg
+        assert "calleesecret" not in low, msg
+        assert "calleetag" not in low, msg
+        assert f":{callee_peer.port}" not in msg, msg
+        assert not re.search(rf"\b{callee_peer.media_port}\b", msg), msg
+        assert "callee-proxy" not in low, msg
