@@ -90,6 +90,11 @@ class CallSockets:
                 ep.transport.close()
 
 
+def _family(host: str) -> socket.AddressFamily:
+    """The family of a numeric bind address (the relay binds numeric addresses only)."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 async def bind_side(session: RelaySession, host: str, side: Side,
                     port: int) -> dict[tuple[Side, bool], RtpPortProtocol]:
     """Bind the RTP (`port`) and RTCP (`port + 1`) sockets facing `side`.
@@ -101,8 +106,17 @@ async def bind_side(session: RelaySession, host: str, side: Side,
     try:
         for rtcp in (False, True):
             proto = RtpPortProtocol(session, side, rtcp, loop.time)
+            # Bind the socket ourselves: `local_addr=` would resolve the host through
+            # getaddrinfo in a worker thread, four times per call on the call path.
+            sock = socket.socket(_family(host), socket.SOCK_DGRAM)
+            try:
+                sock.setblocking(False)
+                sock.bind((host, port + rtcp))
+            except OSError:
+                sock.close()
+                raise
             await loop.create_datagram_endpoint(lambda p=proto: p,  # type: ignore[misc]
-                                                local_addr=(host, port + rtcp))
+                                                sock=sock)
             endpoints[(side, rtcp)] = proto
     except BaseException:
         for ep in endpoints.values():
