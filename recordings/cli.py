@@ -1,7 +1,7 @@
 """The operator verbs `relay recordings ls | show | export`, as pure functions.
 
 Each returns plain rows/dicts (JSON-ready) over the recordings folder; the console
-script (relay/cli.py) prints them as a table (`render_table`) or as JSON. Nothing
+script (relay/cli.py) prints them as a table or as JSON. Nothing
 here needs the relay to run: it reads `<root>/YYYY/MM/DD/<call_id>/meta.json`.
 """
 
@@ -23,7 +23,6 @@ __all__ = [
     "export_recording",
     "list_recordings",
     "parse_since",
-    "render_table",
     "show_recording",
 ]
 
@@ -194,15 +193,3 @@ def export_recording(root: Path | str, call_id: str, dest: Path | str) -> dict[s
     shutil.copyfile(folder / "meta.json", meta_target)
     copied.append(str(meta_target))
     return {"call_id": call_id, "dest": str(out), "files": copied}
-
-
-def render_table(rows: list[dict[str, Any]],
-                 columns: tuple[str, ...] = ("call_id", "started_at", "duration_ms",
-                                             "size", "state")) -> str:
-    """Rows as a plain fixed-width table for people (the `--json` form is the rows)."""
-    cells = [[str(r.get(c) if r.get(c) is not None else "-") for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(line.rstrip() for line in lines)
-

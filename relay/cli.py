@@ -81,6 +81,22 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--since", type=float, help="UNIX seconds")
     c.add_argument("--limit", type=int, default=50)
 
+    r = sub.add_parser("recordings", help="list, show or export call recordings")
+    r.add_argument("--config")
+    r.add_argument("--recordings", help="recordings folder (default from config)")
+    rsub = r.add_subparsers(dest="rec_cmd", required=True)
+    ls = rsub.add_parser("ls", help="recorded calls, newest first")
+    ls.add_argument("--since", help="30m, 24h, 7d or an ISO date")
+    ls.add_argument("--limit", type=int, default=50)
+    show = rsub.add_parser("show", help="one call's files with sizes and SHA-256")
+    show.add_argument("call_id")
+    exp = rsub.add_parser("export", help="copy a call's WAVs and metadata to a folder")
+    exp.add_argument("call_id")
+    exp.add_argument("dest")
+    for p in (ls, show, exp):
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("--recordings", help="recordings folder (default from config)")
+
     n = sub.add_parser("numbers", help="show the pool, or add numbers to it")
     _common(n)
     nsub = n.add_subparsers(dest="numbers_cmd")
@@ -217,6 +233,30 @@ def _run_verb(a: argparse.Namespace, cfg: Config) -> None:
     asyncio.run(_with_service(cfg, fn))
 
 
+def _recordings(a: argparse.Namespace, cfg: Config) -> None:
+    """`relay recordings ls|show|export`: straight from the recordings folder."""
+    from recordings.cli import (
+        export_recording,
+        list_recordings,
+        parse_since,
+        show_recording,
+    )
+
+    root = a.recordings or cfg.recordings
+    if a.rec_cmd == "ls":
+        since = parse_since(a.since, time.time()) if a.since else None
+        rows = list_recordings(root, since=since, limit=a.limit)
+        _emit(a, {"recordings": rows}, rows,
+              ("call_id", "started_at", "duration_ms", "size", "state"))
+    elif a.rec_cmd == "show":
+        shown = show_recording(root, a.call_id)
+        files = [{"leg": leg, **f} for leg, f in shown.get("files", {}).items()]
+        _emit(a, shown, files, ("leg", "path", "size", "duration_ms", "sha256"))
+    else:
+        out = export_recording(root, a.call_id, a.dest)
+        _emit(a, out, [{"file": f} for f in out["files"]], ("file",))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `relay` console script."""
     a = _parser().parse_args(argv)
@@ -224,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.cmd == "serve":
             cfg = load_config(a.config, _serve_overrides(a))
         else:
-            cfg = load_config(a.config, {"store": a.store})
+            cfg = load_config(a.config, {"store": getattr(a, "store", None)})
     except ConfigError as exc:
         sys.stderr.write(f"relay: {exc}\n")
         return 2
@@ -234,7 +274,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.cmd == "serve":
         return _serve(cfg)
     try:
+        if a.cmd == "recordings":
+            _recordings(a, cfg)
+            return 0
         _run_verb(a, cfg)
+    except LookupError as exc:  # recordings.cli.RecordingNotFound
+        sys.stderr.write(f"relay: not_found: {exc}\n")
+        return 1
     except RelayError as exc:
         if getattr(a, "json", False):
             sys.stdout.write(json.dumps({"error": exc.code, "detail": exc.detail}) + "\n")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +17,6 @@ from recordings.cli import (
     export_recording,
     list_recordings,
     parse_since,
-    render_table,
     show_recording,
 )
 from recordings.finish import call_dir
@@ -85,8 +86,20 @@ def test_ls_show_export(tmp_path: Path) -> None:
     assert [r["call_id"] for r in list_recordings(root, since=parse_since("1d", now))] == [
         "call-live", "call-b"]
     json.dumps(rows)  # --json is the rows as they are
-    table = render_table(rows)
-    assert table.splitlines()[0].startswith("CALL_ID") and "call-a" in table
+    cli = subprocess.run([sys.executable, "-m", "relay", "recordings", "ls",
+                          "--recordings", str(root)], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.splitlines()[0].split()[:2] == ["CALL_ID", "STARTED_AT"]
+    assert "call-a" in cli.stdout and "call-b" in cli.stdout
+    cli = subprocess.run([sys.executable, "-m", "relay", "recordings", "show", "call-a",
+                          "--recordings", str(root), "--json"], capture_output=True,
+                         text=True, timeout=60, cwd=tmp_path)
+    assert json.loads(cli.stdout)["files"]["mix"]["sha256"] == a.files["mix"].sha256
+    cli = subprocess.run([sys.executable, "-m", "relay", "recordings", "show", "nope",
+                          "--recordings", str(root)], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
+    assert cli.returncode == 1 and "nope" in cli.stderr
 
     shown = show_recording(root, "call-a")
     assert shown["files"]["mix"]["sha256"] == a.files["mix"].sha256
