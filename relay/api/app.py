@@ -21,6 +21,7 @@ from ..bindings.store import StoreUnavailable
 from ..bindings.validate import parse_create, parse_numbers, parse_update
 from ..errors import BadRequest, NotFound, RelayError
 from .openapi import openapi_document
+from .query import query_limit, query_number
 from .views import binding_view, route_view
 
 if TYPE_CHECKING:
@@ -101,13 +102,6 @@ async def _json(request: web.Request) -> Any:
         raise MalformedBody("the body is not valid JSON") from None
 
 
-def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-        raise BadRequest("limit must be an integer from 1 to 1000")
-    return int(raw)
-
-
 # -- bindings -----------------------------------------------------------------------------
 
 async def create_binding(request: web.Request) -> web.Response:
@@ -127,12 +121,7 @@ async def get_binding(request: web.Request) -> web.Response:
 async def list_bindings(request: web.Request) -> web.Response:
     node = request.app[NODE]
     q = request.query
-    x = q.get("x")
-    if x is not None:
-        try:
-            x = normalise(x, node.config.default_cc)
-        except InvalidNumber as exc:
-            raise BadRequest(f"x: {exc}", "invalid_number") from None
+    x = query_number(request, "x", node.config.default_cc)
     state = q.get("state")
     if state is not None and state not in {s.value for s in State}:
         raise BadRequest("state must be active, frozen or released")
@@ -140,7 +129,7 @@ async def list_bindings(request: web.Request) -> web.Response:
     if cursor is not None and not cursor.isdigit():
         raise BadRequest("cursor is not one this API gave out")
     found, nxt = await node.store.query(x=x, state=state, out_id=q.get("out_id"),
-                                        cursor=cursor, limit=_limit(request))
+                                        cursor=cursor, limit=query_limit(request))
     now = node.clock()
     body: dict[str, Any] = {"bindings": [binding_view(b, request[ROLE], now) for b in found]}
     if nxt:
@@ -181,7 +170,7 @@ async def list_numbers(request: web.Request) -> web.Response:
     node = request.app[NODE]
     now = node.clock()
     stats = node.pool.stats(node.table, now)
-    limit = _limit(request)
+    limit = query_limit(request)
     cursor = request.query.get("cursor", "")
     area = request.query.get("area")
     numbers = sorted(n for n, r in node.pool.numbers.items()

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
-from dialplan.numbers import InvalidNumber, mask, normalise
+from dialplan.numbers import mask
 
-from ..errors import BadRequest, NotFound
-from .app import NODE, ROLE, _limit
+from ..errors import NotFound
+from .app import NODE, ROLE
 from .openapi import add_paths
+from .query import list_records
 from .views import iso
 
 __all__ = ["add_call_routes", "call_view"]
@@ -27,40 +27,8 @@ def call_view(rec: dict[str, Any], role: str) -> dict[str, Any]:
     return out
 
 
-def _time(raw: str | None, what: str) -> float | None:
-    """UNIX seconds or ISO 8601."""
-    if raw is None:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise BadRequest(f"{what}: UNIX seconds or ISO 8601 expected") from None
-
-
 async def list_calls(request: web.Request) -> web.Response:
-    node = request.app[NODE]
-    q = request.query
-    x = q.get("x")
-    if x is not None:
-        try:
-            x = normalise(x, node.config.default_cc)
-        except InvalidNumber as exc:
-            raise BadRequest(f"x: {exc}", "invalid_number") from None
-    try:
-        found, nxt = await node.records.query(
-            "call", x=x, binding=q.get("binding"), out_id=q.get("out_id"),
-            since=_time(q.get("since"), "since"), until=_time(q.get("until"), "until"),
-            cursor=q.get("cursor"), limit=_limit(request))
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from None
-    body: dict[str, Any] = {"calls": [call_view(r, request[ROLE]) for r in found]}
-    if nxt:
-        body["next"] = nxt
-    return web.json_response(body)
+    return await list_records(request, "call", "calls", call_view)
 
 
 async def get_call(request: web.Request) -> web.Response:

@@ -4,16 +4,16 @@ records, `GET /v1/messages` and `GET /v1/messages/{id}`, masked by role.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from dialplan.numbers import InvalidNumber, mask, normalise
+from dialplan.numbers import mask
 
 from ..errors import BadRequest, NotFound, Unavailable
-from .app import NODE, ROLE, _json, _limit
+from .app import NODE, ROLE, _json
 from .openapi import add_paths
+from .query import list_records
 from .views import iso
 
 if TYPE_CHECKING:
@@ -81,41 +81,9 @@ async def post_sms(request: web.Request) -> web.Response:
     return web.json_response({"id": msg_id, "status": "accepted"}, status=202)
 
 
-def _time(raw: str | None, name: str) -> float | None:
-    """UNIX seconds or ISO 8601 (a trailing Z means UTC)."""
-    if raw is None:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise BadRequest(f"{name} must be UNIX seconds or ISO 8601") from None
-
-
 async def list_messages(request: web.Request) -> web.Response:
     """Message records, newest first, filtered by x, binding, out_id and time."""
-    node = request.app[NODE]
-    q = request.query
-    x = q.get("x")
-    if x is not None:
-        try:
-            x = normalise(x, node.config.default_cc)
-        except InvalidNumber as exc:
-            raise BadRequest(f"x: {exc}", "invalid_number") from None
-    try:
-        found, nxt = await node.records.query(
-            KIND, x=x, binding=q.get("binding"), out_id=q.get("out_id"),
-            since=_time(q.get("since"), "since"), until=_time(q.get("until"), "until"),
-            cursor=q.get("cursor"), limit=_limit(request))
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from None
-    out: dict[str, Any] = {"messages": [message_view(r, request[ROLE]) for r in found]}
-    if nxt:
-        out["next"] = nxt
-    return web.json_response(out)
+    return await list_records(request, KIND, "messages", message_view)
 
 
 async def get_message(request: web.Request) -> web.Response:

@@ -1,0 +1,69 @@
+"""Query-string parsing shared by the list endpoints, and the record lists themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from dialplan.numbers import InvalidNumber, normalise
+
+from ..errors import BadRequest
+
+__all__ = ["list_records", "query_limit", "query_number", "query_time"]
+
+
+def query_limit(request: web.Request) -> int:
+    raw = request.query.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise BadRequest("limit must be an integer from 1 to 1000")
+    return int(raw)
+
+
+def query_number(request: web.Request, name: str, default_cc: str) -> str | None:
+    """An E.164 number from the query string (national with the default country code)."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        return normalise(raw, default_cc)
+    except InvalidNumber as exc:
+        raise BadRequest(f"{name}: {exc}", "invalid_number") from None
+
+
+def query_time(request: web.Request, name: str) -> float | None:
+    """UNIX seconds or ISO 8601 (a trailing Z means UTC)."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise BadRequest(f"{name} must be UNIX seconds or ISO 8601") from None
+
+
+async def list_records(request: web.Request, kind: str, key: str,
+                       view: Callable[[dict[str, Any], str], dict[str, Any]]) -> web.Response:
+    """`GET /v1/calls` and `GET /v1/messages`: newest first, filtered, paged, masked."""
+    from .app import NODE, ROLE
+
+    node = request.app[NODE]
+    q = request.query
+    try:
+        found, nxt = await node.records.query(
+            kind, x=query_number(request, "x", node.config.default_cc),
+            binding=q.get("binding"), out_id=q.get("out_id"),
+            since=query_time(request, "since"), until=query_time(request, "until"),
+            cursor=q.get("cursor"), limit=query_limit(request))
+    except ValueError as exc:  # a cursor this API never gave out
+        raise BadRequest(str(exc)) from None
+    body: dict[str, Any] = {key: [view(r, request[ROLE]) for r in found]}
+    if nxt:
+        body["next"] = nxt
+    return web.json_response(body)
