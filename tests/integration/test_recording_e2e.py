@@ -1,0 +1,82 @@
+"""A recorded call through `relay serve` between two SIPp peers that speak known tones:
+each leg's WAV holds that side's voice, the mix has them on the right channels, and the
+recording is as long as the call."""
+
+from __future__ import annotations
+
+import array
+import math
+import sys
+import urllib.request
+import wave
+from pathlib import Path
+from typing import Any
+
+from sipp_harness import A, B, X, api, bind, callee, caller, calls, relay_args, udp_port
+
+from loadtest.tones import write_tone_pcap
+
+CALLER_HZ, CALLEE_HZ = 440.0, 1000.0
+
+
+def goertzel(xs: Any, freq: float) -> float:
+    """Energy of `freq` in 8 kHz samples (one DFT bin, Goertzel's recurrence)."""
+    coeff = 2 * math.cos(2 * math.pi * freq / 8000)
+    s1 = s2 = 0.0
+    for x in xs:
+        s1, s2 = x + coeff * s1 - s2, s1
+    return s1 * s1 + s2 * s2 - coeff * s1 * s2
+
+
+def samples(data: bytes) -> array.array[int]:
+    xs = array.array("h", data)
+    if sys.byteorder == "big":
+        xs.byteswap()
+    return xs
+
+
+def test_each_leg_records_its_own_voice(relay_factory: Any, tmp_path: Path) -> None:
+    out = udp_port()
+    relay = relay_factory(f"sqlite:///{tmp_path}/relay.db", relay_args(out, tmp_path))
+    bind(relay.base)
+    talk_a = write_tone_pcap(tmp_path / "a.pcap", CALLER_HZ, 6.0)
+    talk_b = write_tone_pcap(tmp_path / "b.pcap", CALLEE_HZ, 6.0)
+    uas = callee(tmp_path, out, "uas_audio.xml", number=B,
+                 extra=["-m", "1", "-key", "pcap", str(talk_b)])
+    uac = caller(tmp_path, relay.sip_port, "uac_audio.xml", number=A, x=X,
+                 extra=["-m", "1", "-d", "2500", "-key", "pcap", str(talk_a)])
+    uas.start()
+    uac.start()
+    assert uac.wait(60) == 0, uac.tail()
+    assert uas.wait(60) == 0, uas.tail()
+
+    call = calls(relay.base, want=1)[0]
+    assert call["sip_code"] == 200 and set(call["recording"]) == {"caller", "callee", "mix"}
+    legs = call["legs"]["caller"]
+    talk_ms = legs["end_at"] - legs["answer_at"]
+
+    def fetch(leg: str) -> wave.Wave_read:
+        path = tmp_path / f"{leg}.wav"
+        with urllib.request.urlopen(f"{relay.base}/v1/recordings/{call['id']}/{leg}.wav",
+                                    timeout=10) as r:
+            path.write_bytes(r.read())
+        return wave.open(str(path), "rb")
+
+    for leg, mine, theirs in (("caller", CALLER_HZ, CALLEE_HZ),
+                              ("callee", CALLEE_HZ, CALLER_HZ)):
+        w = fetch(leg)
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, 8000)
+        xs = samples(w.readframes(w.getnframes()))
+        assert goertzel(xs, mine) > 1000 * goertzel(xs, theirs), leg
+        duration_ms = 1000 * w.getnframes() / 8000
+        assert abs(duration_ms - talk_ms) < 100, (leg, duration_ms, talk_ms)
+        assert call["recording"][leg]["duration_ms"] == round(duration_ms) or abs(
+            call["recording"][leg]["duration_ms"] - duration_ms) <= 1
+
+    mix = fetch("mix")
+    assert mix.getnchannels() == 2
+    both = samples(mix.readframes(mix.getnframes()))
+    left, right = both[0::2], both[1::2]
+    assert goertzel(left, CALLER_HZ) > 1000 * goertzel(left, CALLEE_HZ)
+    assert goertzel(right, CALLEE_HZ) > 1000 * goertzel(right, CALLER_HZ)
+    assert api(relay.base, "GET", f"/v1/calls/{call['id']}")["recording"]["mix"]["sha256"]
