@@ -312,8 +312,12 @@ def _serve(cfg: Config) -> int:
             "-d '{\"mode\": \"AXB\", \"a\": \"+8613800000001\", \"b\": \"+8613900000001\", "
             "\"ttl\": 3600}'\n")
 
-    with contextlib.suppress(KeyboardInterrupt):
-        runner(serve(cfg, ready))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            runner(serve(cfg, ready))
+    except ConfigError as exc:  # a subsystem's own section ([sip], [sms], ...) is wrong
+        sys.stderr.write(f"relay: {exc}\n")
+        return 2
     return 0
 
 

@@ -191,7 +191,7 @@ class Headers:
 
     def cached(self, low: str, parser: Callable[[Headers, str], T]) -> T:
         """Parse header ``low`` (lower-case full name) once with ``parser``; then cached."""
-        # .get() rather than try/except: the first access is always a miss, and
+        # .get() rather than a try block: the first access is always a miss, and
         # raising KeyError costs more than the lookup.
         value = self._cache.get(low, _MISSING)
         if value is _MISSING:

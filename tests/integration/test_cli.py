@@ -52,3 +52,8 @@ def test_bad_input_is_refused_clearly(tmp_path: Path) -> None:
     assert r.returncode == 2 and "without tokens" in r.stderr
     r = relay(tmp_path, "bindings", "--store", "mysql://x")
     assert r.returncode == 1 and "unknown store URL" in r.stderr
+    (tmp_path / "bad.toml").write_text('[sms]\nroute = "pigeon"\n')
+    r = relay(tmp_path, "serve", "--config", "bad.toml", "--http", "127.0.0.1:0",
+              "--sip", "127.0.0.1:0")
+    assert r.returncode == 2 and "sms.route must be one of" in r.stderr
+    assert "Traceback" not in r.stderr
