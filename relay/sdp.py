@@ -136,18 +136,12 @@ class MediaDescription:
     @property
     def connection(self) -> Connection | None:
         """The media-level c= line, if any."""
-        for t, v in self.lines:
-            if t == "c":
-                return Connection.parse(v)
-        return None
+        return _connection(self.lines)
 
     @property
     def direction(self) -> str | None:
         """sendrecv / sendonly / recvonly / inactive if set here (RFC 4566 §6)."""
-        for t, v in self.lines:
-            if t == "a" and v in DIRECTIONS:
-                return v
-        return None
+        return _direction(self.lines)
 
     @property
     def rtpmap(self) -> dict[str, str]:
@@ -188,6 +182,22 @@ class MediaDescription:
 # RFC 3551 §6 table 4: the static audio payload types we may meet without rtpmap.
 _STATIC_PT = {"0": "pcmu", "3": "gsm", "4": "g723", "8": "pcma", "9": "g722",
               "13": "cn", "18": "g729"}
+
+
+def _connection(lines: Iterable[tuple[str, str]]) -> Connection | None:
+    """The first c= line of a section (session or media level)."""
+    for t, v in lines:
+        if t == "c":
+            return Connection.parse(v)
+    return None
+
+
+def _direction(lines: Iterable[tuple[str, str]]) -> str | None:
+    """The direction attribute of a section, if set (RFC 4566 §6)."""
+    for t, v in lines:
+        if t == "a" and v in DIRECTIONS:
+            return v
+    return None
 
 
 def _attributes(lines: Iterable[tuple[str, str]], name: str) -> list[str]:
@@ -294,18 +304,12 @@ class SessionDescription:
     @property
     def connection(self) -> Connection | None:
         """The session-level c= line, if any."""
-        for t, v in self.lines:
-            if t == "c":
-                return Connection.parse(v)
-        return None
+        return _connection(self.lines)
 
     @property
     def direction(self) -> str | None:
         """Session-level direction attribute, if any."""
-        for t, v in self.lines:
-            if t == "a" and v in DIRECTIONS:
-                return v
-        return None
+        return _direction(self.lines)
 
     def __str__(self) -> str:
         out = [f"{t}={v}\r\n" for t, v in self.lines]
