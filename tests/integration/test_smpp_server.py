@@ -13,6 +13,7 @@ import smpplib.consts
 import smpplib.exceptions
 import smpplib.gsm
 import smpplib.smpp
+from sms_helpers import close, connect, join_parts, receive
 
 from relay.io.smpp_server import NoRouteError, SessionRef, SmppServer
 from relay.sms import constants as c
@@ -27,43 +28,9 @@ A = "8613800000001"
 B = "8613900000002"
 
 
-def connect(port: int) -> smpplib.client.Client:
-    cl = smpplib.client.Client("127.0.0.1", port, timeout=5, allow_unknown_opt_params=True)
-    cl.connect()
-    return cl
-
-
-def close(cl: smpplib.client.Client) -> None:
-    try:
-        cl.unbind()
-    finally:
-        cl.disconnect()
-
-
 def submit(cl: smpplib.client.Client, **kw: Any) -> Any:
     cl.send_message(**kw)
     return cl.read_pdu()
-
-
-def receive(cl: smpplib.client.Client, count: int) -> list[Any]:
-    got: list[Any] = []
-    cl.set_message_received_handler(lambda pdu, **_: got.append(pdu))
-    while len(got) < count:
-        cl.read_once()
-    return got
-
-
-def join_parts(pdus: list[Any]) -> tuple[bytes, int]:
-    """Reassemble by hand (independently of relay.sms) from 8-bit-ref UDH parts."""
-    if len(pdus) == 1 and not int(pdus[0].esm_class) & 0x40:
-        return pdus[0].short_message, int(pdus[0].data_coding)
-    parts = {}
-    for p in pdus:
-        sm = p.short_message
-        assert int(p.esm_class) & 0x40 and sm[:3] == b"\x05\x00\x03"
-        parts[sm[5]] = sm[6:]
-        assert sm[4] == len(pdus)
-    return b"".join(parts[i] for i in sorted(parts)), int(pdus[0].data_coding)
 
 
 @pytest.fixture
