@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["InvalidNumber", "from_int", "mask", "normalise", "normalise_ext", "to_int"]
+__all__ = ["InvalidNumber", "mask", "normalise", "normalise_ext", "to_int"]
 
 # ITU-T E.164 §6: at most 15 digits, the country code never starts with 0.
 _E164 = re.compile(r"\+[1-9][0-9]{5,14}")
@@ -53,11 +53,6 @@ def normalise_ext(raw: str) -> str:
 def to_int(e164: str) -> int:
     """`+8613800000001` -> 8613800000001 (the in-memory key form)."""
     return int(e164[1:])
-
-
-def from_int(n: int) -> str:
-    """8613800000001 -> `+8613800000001`."""
-    return "+" + str(n)
 
 
 def mask(e164: str | None) -> str | None:

@@ -59,13 +59,14 @@ class Node:
         m.gauge("relay_numbers", "numbers in the pool", lambda: len(self.pool))
         m.gauge("relay_store_degraded", "1 while the store is unreachable",
                 lambda: 1.0 if f.degraded else 0.0)
-        m.gauge("relay_feed_changes_applied", "changes applied from the feed",
+        m.counter_from("relay_feed_changes_applied_total", "changes applied from the feed",
                 lambda: float(f.applied))
-        m.gauge("relay_feed_reloads", "full reloads of the table", lambda: float(f.reloads))
+        m.counter_from("relay_feed_reloads_total", "full reloads of the table",
+                       lambda: float(f.reloads))
         w = self.record_writer
         m.gauge("relay_records_pending", "call/message records waiting to be written",
                 lambda: float(w.pending))
-        m.gauge("relay_records_dropped", "records dropped (store down too long)",
+        m.counter_from("relay_records_dropped_total", "records dropped (store down too long)",
                 lambda: float(w.dropped))
 
     async def start(self) -> None:

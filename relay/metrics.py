@@ -23,11 +23,12 @@ def _escape(v: str) -> str:
 
 
 class Metrics:
-    """Counters are bumped in place; gauges are read from callables when scraped."""
+    """Counters are bumped in place, or read from a callable when a core keeps its own
+    count; gauges are always read from callables when scraped."""
 
     def __init__(self) -> None:
         self._counters: dict[str, tuple[str, tuple[str, ...], dict[tuple[str, ...], float]]] = {}
-        self._gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        self._read: dict[str, tuple[str, str, Callable[[], float]]] = {}  # name -> type, help
 
     def counter(self, name: str, help_text: str, labels: tuple[str, ...] = ()
                 ) -> dict[tuple[str, ...], float]:
@@ -41,7 +42,11 @@ class Metrics:
         values[label_values] = values.get(label_values, 0.0) + by
 
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
-        self._gauges[name] = (help_text, read)
+        self._read[name] = ("gauge", help_text, read)
+
+    def counter_from(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        """A counter whose value a sans-IO core keeps (it only ever grows)."""
+        self._read[name] = ("counter", help_text, read)
 
     def render(self) -> str:
         out: list[str] = []
@@ -52,8 +57,8 @@ class Metrics:
                 out.append(f"{name} 0")
             for key, v in sorted(values.items()):
                 out.append(f"{name}{_labels(labels, key)} {v:g}")
-        for name, (help_text, read) in sorted(self._gauges.items()):
+        for name, (kind, help_text, read) in sorted(self._read.items()):
             out.append(f"# HELP {name} {help_text}")
-            out.append(f"# TYPE {name} gauge")
+            out.append(f"# TYPE {name} {kind}")
             out.append(f"{name} {float(read()):g}")
         return "\n".join(out) + "\n"

@@ -114,8 +114,3 @@ def _usage(value: str | None) -> tuple[str, int, float]:
     mode, count, until = value.split(",")
     return mode, int(count), float(until)
 
-
-def usage_quarantined_until(value: str | None) -> float:
-    """When a number's quarantine ends (0 when it is in use or never was released)."""
-    _mode, count, until = _usage(value)
-    return until if count == 0 else 0.0

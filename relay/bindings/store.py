@@ -7,7 +7,7 @@ change feed that every node follows to keep its in-memory table current.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from .claims import Op
@@ -56,7 +56,6 @@ class Snapshot:
     numbers: list[NumberRecord]
     offset: str
     epoch: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
 
     def bindings(self) -> Iterator[RouteEntry]:
         """The live bindings as route entries (the follower loads the records directly)."""

@@ -144,11 +144,12 @@ def _metrics(node: Node, switch: Switch, server: SipServer) -> None:
                        ("untrusted", "requests refused from untrusted sources (no lookup)"),
                        ("overload", "INVITEs refused with 503 (limits or drain)"),
                        ("media_errors", "media backend errors")):
-        m.gauge(f"relay_sip_{name}_total", what,
-                lambda n=name: float(switch.counts[n]))  # type: ignore[misc]
+        m.counter_from(f"relay_sip_{name}_total", what,
+                       lambda n=name: float(switch.counts[n]))  # type: ignore[misc]
     layer = switch.layer
-    m.gauge("relay_sip_malformed_total", "unparsable SIP messages (answered 400 if possible)",
-            lambda: float(layer.stats["malformed"]))
+    m.counter_from("relay_sip_malformed_total",
+                   "unparsable SIP messages (answered 400 if possible)",
+                   lambda: float(layer.stats["malformed"]))
     m.gauge("relay_sip_transactions", "live SIP transactions", lambda: float(len(layer)))
-    m.gauge("relay_sip_adapter_errors_total", "exceptions caught in the SIP adapter",
-            lambda: float(server.stats["errors"]))
+    m.counter_from("relay_sip_adapter_errors_total", "exceptions caught in the SIP adapter",
+                   lambda: float(server.stats["errors"]))

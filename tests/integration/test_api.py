@@ -211,6 +211,8 @@ async def test_health_metrics_and_page(client: Client) -> None:
     assert h["status"] == "ok" and h["numbers"] == 2
     m = await (await client.get("/metrics")).text()
     assert "relay_bindings 0" in m and "relay_store_degraded 0" in m
+    assert "# TYPE relay_bindings gauge" in m
+    assert "# TYPE relay_feed_reloads_total counter" in m  # only grows: a counter
     page = await client.get("/")
     assert page.status == 200 and "relay ops" in await page.text()
 
