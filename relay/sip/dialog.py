@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from enum import StrEnum
 
-from .grammar import MAGIC_COOKIE, SipUri, parse_name_addr
+from .grammar import MAGIC_COOKIE, NameAddr, SipUri, parse_name_addr
 from .message import Headers, SipRequest, SipResponse
 
 __all__ = ["Dialog", "DialogState", "new_branch", "new_call_id", "new_tag"]
@@ -224,6 +224,8 @@ class Dialog:
 def _strip_tag(value: str) -> str:
     """A From/To value without its tag, as the dialog's local/remote URI."""
     na = parse_name_addr(value)
-    na.params.pop("tag", None)
+    if "tag" in na.params:  # parsed values are shared (grammar._memo): copy, never mutate
+        na = NameAddr(na.uri, na.display, {k: v for k, v in na.params.items() if k != "tag"},
+                      na.bracketed)
     return str(na) if na.display is not None or na.params or na.bracketed else f"<{na.uri}>"
 

@@ -8,7 +8,11 @@ when the peer sent something the ABNF does not allow. Nothing is repaired.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+_T = TypeVar("_T")
 
 __all__ = [
     "AbsoluteUri",
@@ -150,6 +154,36 @@ def split_commas(value: str) -> list[str]:
     return out
 
 
+#: Entries per memo before it is emptied (see _memo).
+MEMO_LIMIT = 20_000
+
+
+def _memo(parse: Callable[[str], _T]) -> Callable[[str], _T]:
+    """Remember ``parse``'s result per input string, up to MEMO_LIMIT entries.
+
+    A call repeats the same header values many times (From, To, Contact and CSeq of
+    each dialog, our own Via in every response to our requests), and parsing them
+    was most of the relay's signalling CPU. The parsed objects are therefore shared
+    between messages and must be treated as immutable: build a new one to change
+    it. Errors are not remembered (they raise each time). Emptying the whole memo
+    when full keeps it bounded without bookkeeping per hit.
+    """
+    cache: dict[str, _T] = {}
+
+    def parsed(value: str) -> _T:
+        hit = cache.get(value)
+        if hit is None:
+            if len(cache) >= MEMO_LIMIT:
+                cache.clear()
+            hit = cache[value] = parse(value)
+        return hit
+
+    parsed.__doc__ = parse.__doc__
+    parsed.__name__ = parse.__name__
+    parsed.__wrapped__ = parse  # type: ignore[attr-defined]
+    return parsed
+
+
 def parse_params(text: str, pos: int = 0) -> dict[str, str | None]:
     """Parse ``*( SEMI generic-param )`` from ``text[pos:]`` (RFC 3261 §25.1).
 
@@ -244,6 +278,7 @@ def _parse_uri_params(text: str) -> dict[str, str | None]:
     return params
 
 
+@_memo
 def parse_uri(text: str) -> SipUri | AbsoluteUri:
     """Parse a Request-URI or addr-spec (RFC 3261 §19.1.1, §25.1 SIP-URI/SIPS-URI).
 
@@ -348,6 +383,7 @@ _NAME_ADDR_RE = re.compile(
 _DISPLAY_TOKENS_RE = re.compile(rf"[{TOKEN_CHARS}]+(?:[ \t]+[{TOKEN_CHARS}]+)*")
 
 
+@_memo
 def parse_name_addr(value: str) -> NameAddr:
     """Parse ``(name-addr / addr-spec) *(SEMI generic-param)`` (RFC 3261 §20.10, §25.1).
 
@@ -443,6 +479,7 @@ class Via:
         return f"{self.protocol}/{self.transport} {hp}{tail}"
 
 
+@_memo
 def parse_via(value: str) -> Via:
     """Parse one via-parm (RFC 3261 §25.1), not a comma list."""
     m = _VIA_RE.match(value)
@@ -473,6 +510,7 @@ class CSeq:
         return f"{self.number} {self.method}"
 
 
+@_memo
 def parse_cseq(value: str) -> CSeq:
     """Parse CSeq; the number must be below 2**31 (RFC 3261 §8.1.1.5)."""
     m = _CSEQ_RE.fullmatch(value)

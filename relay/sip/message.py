@@ -107,8 +107,17 @@ class Headers:
         self._values: dict[str, list[str]] = {}
         self._names: dict[str, str] = {}
         self._cache: dict[str, Any] = {}
-        for name, value in items:
-            self.add(name, value)
+        values = self._values
+        names = self._names
+        keymap = _KEYMAP
+        for name, value in items:  # add(), inlined: messages are built from lists
+            low, canon = keymap.get(name.lower()) or (name.lower(), name)
+            vals = values.get(low)
+            if vals is None:
+                values[low] = [value]
+                names[low] = canon
+            else:
+                vals.append(value)
 
     @staticmethod
     def _key(name: str) -> tuple[str, str]:
@@ -117,14 +126,15 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         """Append a header line (after existing ones of the same name)."""
-        low, canon = self._key(name)
+        low, canon = _KEYMAP.get(name.lower()) or (name.lower(), name)
         vals = self._values.get(low)
         if vals is None:
             self._values[low] = [value]
             self._names[low] = canon
         else:
             vals.append(value)
-        self._cache.pop(low, None)
+        if self._cache:
+            self._cache.pop(low, None)
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a header line before existing ones of that name (a new top Via)."""
@@ -184,6 +194,8 @@ class Headers:
             return []
         if low not in LIST_HEADERS:
             return list(vals)
+        if len(vals) == 1 and "," not in vals[0]:
+            return [vals[0].strip()]
         out: list[str] = []
         for v in vals:
             out.extend(split_commas(v))
@@ -268,7 +280,11 @@ class SipMessage:
     @property
     def vias(self) -> list[Via]:
         """Every Via value, top first (RFC 3261 §20.42)."""
-        return self.headers.cached("via", _p_via)
+        h = self.headers
+        v = h._cache.get("via")
+        if v is None:
+            v = h._cache["via"] = _p_via(h, "via")
+        return v  # type: ignore[no-any-return]
 
     @property
     def top_via(self) -> Via:
@@ -281,12 +297,20 @@ class SipMessage:
     @property
     def from_(self) -> NameAddr:
         """The From value (RFC 3261 §20.20)."""
-        return self.headers.cached("from", _p_name_addr)
+        h = self.headers
+        v = h._cache.get("from")
+        if v is None:
+            v = h._cache["from"] = _p_name_addr(h, "from")
+        return v  # type: ignore[no-any-return]
 
     @property
     def to(self) -> NameAddr:
         """The To value (RFC 3261 §20.39)."""
-        return self.headers.cached("to", _p_name_addr)
+        h = self.headers
+        v = h._cache.get("to")
+        if v is None:
+            v = h._cache["to"] = _p_name_addr(h, "to")
+        return v  # type: ignore[no-any-return]
 
     @property
     def from_tag(self) -> str | None:
@@ -306,7 +330,11 @@ class SipMessage:
     @property
     def cseq(self) -> CSeq:
         """The CSeq (RFC 3261 §20.16)."""
-        return self.headers.cached("cseq", _p_cseq)
+        h = self.headers
+        v = h._cache.get("cseq")
+        if v is None:
+            v = h._cache["cseq"] = _p_cseq(h, "cseq")
+        return v  # type: ignore[no-any-return]
 
     @property
     def max_forwards(self) -> int | None:
@@ -334,20 +362,25 @@ class SipMessage:
     def __bytes__(self) -> bytes:
         """Serialise; Content-Length is always written from the body (RFC 3261 §20.14)."""
         parts = [self._start_line()]
+        append = parts.append
         names = self.headers._names
+        length = f"Content-Length: {len(self.body)}"
         has_length = False
         for low, vals in self.headers._values.items():
-            name = names[low]
             if low == "content-length":
                 # Written in place, from the body: never trust a stale value.
-                parts.append(f"Content-Length: {len(self.body)}")
+                append(length)
                 has_length = True
                 continue
-            for v in vals:
-                parts.append(f"{name}: {v}")
+            name = names[low]
+            if len(vals) == 1:
+                append(f"{name}: {vals[0]}")
+            else:
+                for v in vals:
+                    append(f"{name}: {v}")
         if not has_length:
-            parts.append(f"Content-Length: {len(self.body)}")
-        parts.append("\r\n")
+            append(length)
+        append("\r\n")
         return "\r\n".join(parts).encode(_ENC, _ERRS) + self.body
 
 
@@ -583,6 +616,11 @@ def stamp_via(request: SipRequest, source: tuple[str, int]) -> None:
     request.headers.prepend("via", str(stamped))
 
 
+# RFC 3261 §8.2.6.2: what a response copies from its request, in this order.
+_COPIED = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"),
+           ("cseq", "CSeq"))
+
+
 def build_response(request: SipRequest, status: int, reason: str | None = None, *,
                    to_tag: str | None = None,
                    extra_headers: Iterable[tuple[str, str]] = (),
@@ -594,16 +632,17 @@ def build_response(request: SipRequest, status: int, reason: str | None = None, 
     """
     src = request.headers
     h = Headers()
-    for name in ("via", "from", "to", "call-id", "cseq"):
-        for v in src._values.get(name, ()):
-            h.add(name, v)
-    if to_tag is not None and status != 100 and "to" in h:
-        to_value = h.get("to") or ""
-        if request.to_tag is None:
-            h.set("to", f"{to_value};tag={to_tag}")
-    if status == 100 and "timestamp" in src:
+    values, names, src_values = h._values, h._names, src._values
+    for low, canon in _COPIED:
+        vals = src_values.get(low)
+        if vals:
+            values[low] = list(vals)
+            names[low] = canon
+    if to_tag is not None and status != 100 and "to" in values and request.to_tag is None:
+        values["to"] = [f"{values['to'][0]};tag={to_tag}"]
+    if status == 100 and "timestamp" in src_values:
         # RFC 3261 §8.2.6.1: a 100 Trying copies Timestamp.
-        h.add("timestamp", src.get("timestamp") or "")
+        h.add("timestamp", src_values["timestamp"][0])
     for name, value in extra_headers:
         h.add(name, value)
     return SipResponse(status, reason if reason is not None else REASONS.get(status, ""), h, body)
