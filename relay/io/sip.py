@@ -2,16 +2,26 @@
 
 Thin by design (STYLE.md point 2): UDP datagrams and TCP messages (cut by
 :class:`relay.sip.StreamFramer`) go into :class:`relay.b2bua.controller.Switch` with
-the wall-clock time; after each input the adapter sends what the switch queued,
-starts the media jobs it asked for, hands records to the record writer, and re-arms
-its single timer. No task per packet: tasks exist only for media jobs (a few per
-call), and ``datagram_received`` never raises.
+the wall-clock time; after each batch of input the adapter sends what the switch
+queued, starts the media jobs it asked for, hands records to the record writer, and
+re-arms its single timer. No task per packet: tasks exist only for media jobs that
+must wait, and the read handler never raises.
+
+UDP is a plain non-blocking socket on the loop's reader callback rather than a
+DatagramProtocol: one wake-up reads every datagram already queued (up to
+``UDP_BATCH``) and flushes once, so under load the per-message cost of the event
+loop, the timer re-arm and the output drain is shared by the batch; and datagrams
+go out with the socket's own ``sendto``. A full send buffer drops the datagram
+(counted): UDP may lose it anyway, and the transaction layer retransmits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
+import socket
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -30,18 +40,13 @@ log = logging.getLogger("relay.sip")
 Address = tuple[str, int]
 RecordSink = Callable[[dict[str, Any]], None]
 
-
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.server: SipServer | None = None  # set once the switch exists
-
-    def datagram_received(self, data: bytes, addr: Address) -> None:  # type: ignore[override]
-        if self.server is not None:
-            self.server.on_message(data, (addr[0], addr[1]), False)
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and the like: the transaction timers will notice.
-        log.debug("UDP error: %s", exc)
+#: Datagrams read per wake-up before the batch is flushed (then the loop runs timers
+#: and other sockets, and wakes us again if more is queued).
+UDP_BATCH = 64
+#: Largest SIP datagram read (RFC 3261 §18.1.1: beyond the path MTU, use TCP).
+MAX_DATAGRAM = 65535
+#: Kernel receive buffer asked for: a burst of INVITEs must wait there, not be lost.
+RCVBUF = 4 << 20
 
 
 class _Tcp(asyncio.Protocol):
@@ -87,32 +92,39 @@ class SipServer:
         self.media = media
         self.records = records
         self.clock = clock
-        self.udp: asyncio.DatagramTransport | None = None
+        self.udp: socket.socket | None = None
         self.tcp_server: asyncio.Server | None = None
         self.tcp: dict[Address, asyncio.Transport] = {}
         self.jobs: set[asyncio.Task[None]] = set()
-        self.stats = {"errors": 0, "tcp_framing_errors": 0}
+        self.stats = {"errors": 0, "tcp_framing_errors": 0, "udp_send_errors": 0,
+                      "udp_receive_errors": 0}
         self._timer: asyncio.TimerHandle | None = None
         self._armed: float | None = None
         self._loop = asyncio.get_running_loop()
 
     # -- sockets --------------------------------------------------------------------
     @staticmethod
-    async def bind_udp(host: str, port: int) -> tuple[asyncio.DatagramTransport, _Udp]:
+    def bind_udp(host: str, port: int) -> socket.socket:
         """Bind the UDP socket before the switch exists (its port goes into Via)."""
-        loop = asyncio.get_running_loop()
-        proto = _Udp()
-        transport, _ = await loop.create_datagram_endpoint(lambda: proto,
-                                                           local_addr=(host, port))
-        return transport, proto
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):  # capped by rmem_max: the default works
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+            sock.bind(addr)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
-    async def start(self, udp: asyncio.DatagramTransport, proto: _Udp, tcp: bool = True
-                    ) -> None:
-        """Attach the bound UDP socket and listen on TCP at the same address."""
-        proto.server = self
+    async def start(self, udp: socket.socket, tcp: bool = True) -> None:
+        """Read the bound UDP socket and listen on TCP at the same address."""
         self.udp = udp
+        self._loop.add_reader(udp.fileno(), self._on_udp)
         if tcp:
-            host, port = udp.get_extra_info("sockname")[:2]
+            host, port = udp.getsockname()[:2]
             try:
                 self.tcp_server = await self._loop.create_server(
                     lambda: _Tcp(self), host, port, reuse_address=True)
@@ -129,9 +141,37 @@ class SipServer:
         for t in list(self.tcp.values()):
             t.close()
         if self.udp is not None:
+            if not self._loop.is_closed():
+                self._loop.remove_reader(self.udp.fileno())
             self.udp.close()
+            self.udp = None
 
     # -- input ------------------------------------------------------------------------
+    def _on_udp(self) -> None:
+        """The UDP socket is readable: take what is queued (a batch), then flush."""
+        sock = self.udp
+        if sock is None:
+            return
+        recvfrom = sock.recvfrom
+        receive = self.switch.receive_datagram
+        clock = self.clock
+        for _ in range(UDP_BATCH):
+            try:
+                data, addr = recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # an ICMP error queued on the socket, say
+                self.stats["udp_receive_errors"] += 1
+                log.debug("UDP receive error: %s", exc)
+                break
+            try:
+                receive(data, (addr[0], addr[1]), clock())
+            except Exception:
+                # A bug in the TU must not kill the socket; count it and keep serving.
+                self.stats["errors"] += 1
+                log.exception("SIP message from %s:%s failed", addr[0], addr[1])
+        self.flush()
+
     def on_message(self, data: bytes, addr: Address, reliable: bool) -> None:
         """One datagram or framed TCP message; never raises."""
         try:
@@ -164,7 +204,14 @@ class SipServer:
                 if conn is not None:
                     conn.write(data)
                 elif udp is not None:
-                    udp.sendto(data, addr)
+                    try:
+                        udp.sendto(data, addr)
+                    except OSError as exc:
+                        # EAGAIN (send buffer full), or an unreachable address: lost
+                        # like any UDP datagram; the transaction retransmits or times out.
+                        self.stats["udp_send_errors"] += 1
+                        if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                            log.debug("UDP send to %s:%s failed: %s", addr[0], addr[1], exc)
             jobs = sw.take_jobs()
             if not jobs:
                 break

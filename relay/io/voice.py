@@ -69,8 +69,8 @@ async def attach_voice(node: Node) -> None:
     from relay.media.inprocess import InProcessBackend
 
     cfg = node.config
-    udp, proto = await SipServer.bind_udp(cfg.sip[0], cfg.sip[1])
-    port = udp.get_extra_info("sockname")[1]
+    udp = SipServer.bind_udp(cfg.sip[0], cfg.sip[1])
+    port = udp.getsockname()[1]
     settings, sip = settings_from(cfg, port)
     media_cfg = dict(cfg.extra.get("media", {}))
     media = InProcessBackend(
@@ -82,7 +82,7 @@ async def attach_voice(node: Node) -> None:
     switch = Switch(settings, node.table)
     writer = node.record_writer
     server = SipServer(switch, media, lambda rec: writer.submit("call", rec))
-    await server.start(udp, proto, tcp=bool(sip.get("tcp", True)))
+    await server.start(udp, tcp=bool(sip.get("tcp", True)))
     node.voice = server  # type: ignore[attr-defined]
     _metrics(node, switch, server)
     add_call_routes(node.api)
@@ -153,3 +153,6 @@ def _metrics(node: Node, switch: Switch, server: SipServer) -> None:
     m.gauge("relay_sip_transactions", "live SIP transactions", lambda: float(len(layer)))
     m.counter_from("relay_sip_adapter_errors_total", "exceptions caught in the SIP adapter",
                    lambda: float(server.stats["errors"]))
+    m.counter_from("relay_sip_udp_send_errors_total",
+                   "SIP datagrams not sent (send buffer full or address unreachable)",
+                   lambda: float(server.stats["udp_send_errors"]))
