@@ -31,7 +31,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .common import RelayChild, free_port, percentile, report
+from .common import RelayChild, cpu_seconds, free_port, percentile, report
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "tests" / "flows" / "sipp"
 X, A, B = "+8617055556666", "+8613811112222", "+8613933334444"
@@ -69,9 +69,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def run_step(work: Path, target: int, rate: int, calls: int, *, rtt: bool = False
-             ) -> dict[str, Any]:
-    """One SIPp caller run: `calls` calls at `rate`/s to 127.0.0.1:`target`."""
+def run_step(work: Path, target: int, rate: int, calls: int, *, rtt: bool = False,
+             pid: int | None = None) -> dict[str, Any]:
+    """One SIPp caller run: `calls` calls at `rate`/s to 127.0.0.1:`target`; with the
+    relay's `pid`, also the relay's CPU per call (ms) over the run."""
     name = f"uac-{target}-{rate}-{calls}"
     out = work / f"{name}.out"
     args = [_sipp(), "-sf", str(SCENARIOS / "uac.xml"), f"127.0.0.1:{target}",
@@ -83,6 +84,7 @@ def run_step(work: Path, target: int, rate: int, calls: int, *, rtt: bool = Fals
     if rtt:
         args += ["-trace_msg", "-message_file", str(work / f"{name}.msg")]
     started = time.monotonic()
+    cpu0 = cpu_seconds(pid) if pid is not None else 0.0
     with open(out, "wb") as f:
         proc = subprocess.run(args, cwd=work, stdout=f, stderr=subprocess.STDOUT,
                               stdin=subprocess.DEVNULL, check=False)
@@ -90,6 +92,8 @@ def run_step(work: Path, target: int, rate: int, calls: int, *, rtt: bool = Fals
     ok, failed = _counts(work / f"{name}.csv")
     result: dict[str, Any] = {"rate": rate, "calls": calls, "ok": ok, "failed": failed,
                               "rc": proc.returncode, "elapsed_s": elapsed}
+    if pid is not None:
+        result["relay_cpu_ms_per_call"] = (cpu_seconds(pid) - cpu0) * 1000.0 / max(1, ok)
     if rtt:
         result["rtt_ms"] = setup_times(work / f"{name}.msg")
     return result
@@ -139,16 +143,19 @@ def setup_times(trace: Path) -> list[float]:
     return out
 
 
-def max_rate(work: Path, target: int, rates: list[int], step: float) -> tuple[int, list[Any]]:
+def max_rate(work: Path, target: int, rates: list[int], step: float,
+             pid: int | None = None) -> tuple[int, list[Any]]:
     """The highest rate whose step has < 0.1% failures (stops at the first that fails)."""
     best = 0
     steps = []
     for rate in rates:
         calls = max(50, int(rate * step))
-        r = run_step(work, target, rate, calls)
+        r = run_step(work, target, rate, calls, pid=pid)
         steps.append(r)
+        cpu = (f", relay {r['relay_cpu_ms_per_call']:.2f} ms CPU/call"
+               if "relay_cpu_ms_per_call" in r else "")
         sys.stdout.write(f"  {target}: {rate}/s -> {r['ok']} ok, {r['failed']} failed "
-                         f"in {r['elapsed_s']:.1f}s\n")
+                         f"in {r['elapsed_s']:.1f}s{cpu}\n")
         sys.stdout.flush()
         if r["ok"] + r["failed"] < calls or r["failed"] * 1000 >= calls:  # not < 0.1%
             break
@@ -208,7 +215,8 @@ def main(argv: list[str]) -> int:
         lat_calls = a.latency_calls
         direct_lat = run_step(work, callee_port, a.latency_rate, lat_calls, rtt=True)
         time.sleep(2)
-        relay_lat = run_step(work, relay.sip, a.latency_rate, lat_calls, rtt=True)
+        relay_lat = run_step(work, relay.sip, a.latency_rate, lat_calls, rtt=True,
+                             pid=relay.proc.pid)
         top: list[tuple[str, float]] = []
         if a.profile:
             # A separate run: py-spy's sampling would distort the latency figures.
@@ -222,7 +230,7 @@ def main(argv: list[str]) -> int:
         sys.stdout.write("max rate, direct (SIPp -> SIPp):\n")
         direct_max, direct_steps = max_rate(work, callee_port, rates, a.step)
         sys.stdout.write("max rate, through the relay:\n")
-        relay_max, relay_steps = max_rate(work, relay.sip, rates, a.step)
+        relay_max, relay_steps = max_rate(work, relay.sip, rates, a.step, relay.proc.pid)
     finally:
         _stop(callee)
         relay.stop()
@@ -240,6 +248,8 @@ def main(argv: list[str]) -> int:
         ("p50 ratio relay/direct", r50 / d50 if d50 else float("nan"), "x", ""),
         ("p99 ratio relay/direct", r99 / d99 if d99 else float("nan"), "x", ""),
         ("failed calls via relay @latency rate", float(relay_lat["failed"]), "calls", "0"),
+        (f"relay CPU per call @{a.latency_rate}/s", relay_lat["relay_cpu_ms_per_call"], "ms",
+         "1 core / 1000 calls/s = 1 ms"),
     ]
     report("sip", rows, {"direct_steps": direct_steps, "relay_steps": relay_steps,
                          "latency": {"direct": {k: v for k, v in direct_lat.items()
