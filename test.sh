@@ -7,6 +7,7 @@ cd "$(dirname "$0")"
 need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v sipp >/dev/null || need_apt+=(sip-tester)
+command -v baresip >/dev/null || need_apt+=(baresip-core)  # softphones (`baresip` adds GUI, video)
 command -v chromium >/dev/null || need_apt+=(chromium)  # the ops page, in a real browser
 need_rtpengine=0
 command -v rtpengine >/dev/null || need_rtpengine=1  # the second media backend

@@ -15,7 +15,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -189,8 +189,18 @@ def write_config(workdir: Path, sip: dict[str, Any]) -> Path:
     return path
 
 
-def assert_private(to_caller: list[str], to_callee: list[str], caller_peer: Sipp,
-                   callee_peer: Sipp, a: str = A, b: str = B) -> None:
+class Peer(Protocol):
+    """What the privacy check needs of a peer: its SIP and RTP ports (a SIPp or a softphone)."""
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def media_port(self) -> int: ...
+
+
+def assert_private(to_caller: list[str], to_callee: list[str], caller_peer: Peer,
+                   callee_peer: Peer, a: str = A, b: str = B) -> None:
     """Nothing of one side in any message the relay sent to the other side."""
     assert to_caller and to_callee
     a_digits, b_digits = a.lstrip("+"), b.lstrip("+")

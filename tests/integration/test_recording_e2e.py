@@ -4,35 +4,17 @@ recording is as long as the call."""
 
 from __future__ import annotations
 
-import array
-import math
-import sys
 import urllib.request
 import wave
 from pathlib import Path
 from typing import Any
 
+from audio_check import goertzel, samples
 from sipp_harness import A, B, X, api, bind, callee, caller, calls, relay_args, udp_port
 
 from loadtest.tones import write_tone_pcap
 
 CALLER_HZ, CALLEE_HZ = 440.0, 1000.0
-
-
-def goertzel(xs: Any, freq: float) -> float:
-    """Energy of `freq` in 8 kHz samples (one DFT bin, Goertzel's recurrence)."""
-    coeff = 2 * math.cos(2 * math.pi * freq / 8000)
-    s1 = s2 = 0.0
-    for x in xs:
-        s1, s2 = x + coeff * s1 - s2, s1
-    return s1 * s1 + s2 * s2 - coeff * s1 * s2
-
-
-def samples(data: bytes) -> array.array[int]:
-    xs = array.array("h", data)
-    if sys.byteorder == "big":
-        xs.byteswap()
-    return xs
 
 
 def test_each_leg_records_its_own_voice(relay_factory: Any, tmp_path: Path) -> None:
