@@ -98,19 +98,21 @@ class Sipp:
         """Every message this SIPp received, as text."""
         if not self.trace.exists():
             return []
-        text = self.trace.read_text(errors="replace")
-        parts = re.split(r"-{20,} [^\n]*\n", text)
-        return [p.split(":\n", 1)[1].strip() for p in parts
-                if p.startswith("UDP message received") and ":\n" in p]
+        return self._messages("received")
 
     def sent(self) -> list[str]:
         """Every message this SIPp sent, as text."""
         if not self.trace.exists():
             return []
+        return self._messages("sent")
+
+    def _messages(self, way: str) -> list[str]:
+        # SIPp's -trace_msg blocks start "UDP message sent" or "TCP message received"...
         text = self.trace.read_text(errors="replace")
         parts = re.split(r"-{20,} [^\n]*\n", text)
         return [p.split(":\n", 1)[1].strip() for p in parts
-                if p.startswith("UDP message sent") and ":\n" in p]
+                if p[:3] in ("UDP", "TCP") and p[4:].startswith(f"message {way}")
+                and ":\n" in p]
 
 
 def caller(workdir: Path, relay_port: int, scenario: str = "uac.xml", *,

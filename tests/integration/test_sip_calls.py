@@ -90,6 +90,27 @@ def test_bridged_call_both_directions_is_private_and_recorded(relay_factory: Any
     assert one["id"] == first["id"]
 
 
+def test_call_from_a_tcp_trunk(relay_factory: Any, tmp_path: Path) -> None:
+    """RFC 3261 §18: the caller's trunk speaks TCP (responses and the BYE's 200 go back on
+    its connection); the relay places the callee leg over UDP as configured."""
+    out = udp_port()
+    relay = _relay(relay_factory, tmp_path, out)
+    bind(relay.base)
+    uas = callee(tmp_path, out, name="callee-udp", extra=["-m", "3"])
+    uac = caller(tmp_path, relay.sip_port, name="caller-tcp",
+                 extra=["-t", "t1", "-m", "3", "-d", "200"])
+    _run(uas, uac)
+    to_caller, to_callee = uac.received(), uas.received()
+    assert_private(to_caller, to_callee, uac, uas, A, B)
+    assert sum(m.startswith("SIP/2.0 200") and "CSeq: 1 INVITE" in m for m in to_caller) == 3
+    assert all("Via: SIP/2.0/TCP" in m for m in to_caller if m.startswith("SIP/2.0"))
+    invites = [m for m in to_callee if m.startswith("INVITE")]
+    assert len(invites) == 3 and all("Via: SIP/2.0/UDP" in m for m in invites)
+    found = calls(relay.base, want=3)
+    assert [c["sip_code"] for c in found] == [200, 200, 200]
+    assert {c["released_by"] for c in found} == {"caller"}
+
+
 def test_refusals_on_the_wire(relay_factory: Any, tmp_path: Path) -> None:
     out = udp_port()
     relay = _relay(relay_factory, tmp_path, out)
