@@ -22,6 +22,10 @@ Decisions an operator should know:
   side's Contact or a challenge meant for the relay): the caller hears 480.
 - REFER is refused (403): a transfer would move or reveal a real party.
 - A re-INVITE without SDP is answered with the SDP last sent to that side.
+- No SIP extension is implemented (no PRACK/100rel, no session timers): the relay
+  never sends Supported or Require, drops them from what it relays, and answers a
+  request that *requires* one with 420 and ``Unsupported`` (RFC 3261 §8.2.2.3). A
+  callee may then not send reliable provisionals (RFC 3262 §3), so none need PRACK.
 - Refusals carry ``Reason: Q.850;cause=N;text="..."`` (RFC 3326); overload and drain
   are 503 with Retry-After.
 """

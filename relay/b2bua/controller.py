@@ -309,7 +309,8 @@ class Switch:
             if leg is None:
                 self._reply(req, 481, now)  # RFC 3261 §12.2.2
                 return
-            self._route(leg, leg.on_request(req, now), now)
+            if not self._unsupported(req, now):
+                self._route(leg, leg.on_request(req, now), now)
             return
         if not self._trusted(ev.source[0]):
             # Never a lookup for an untrusted source (DESIGN.md), just a counter.
@@ -317,6 +318,12 @@ class Switch:
             self._reply(req, 403, now)
             if req.method == "INVITE":
                 self._refused_record(req, None, None, 403, 21, "untrusted", now)
+            return
+        if self._unsupported(req, now):
+            if req.method == "INVITE":
+                self.counts["refused"] += 1
+                self.refusals[420] = self.refusals.get(420, 0) + 1
+                self._refused_record(req, None, None, 420, 79, "error", now)
             return
         method = req.method
         if method == "INVITE":
@@ -327,6 +334,17 @@ class Switch:
             self._reply(req, 481, now)
         else:
             self._reply(req, 405, now, [("Allow", ALLOW)])  # RFC 3261 §8.2.1
+
+    def _unsupported(self, req: SipRequest, now: float) -> bool:
+        """RFC 3261 §8.2.2.3: a Require naming an extension we lack (100rel, timer...:
+        we implement none) gets 420 with those option-tags in Unsupported."""
+        if "require" not in req.headers:
+            return False
+        tags = [t for t in req.headers.get_list("require") if t]
+        if not tags:
+            return False
+        self._reply(req, 420, now, [("Unsupported", ", ".join(tags))])
+        return True
 
     def _reply(self, req: SipRequest, status: int, now: float,
                extra: list[tuple[str, str]] | None = None) -> None:

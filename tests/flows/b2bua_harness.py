@@ -180,7 +180,8 @@ class Harness:
         self.deliver(bytes(resp), CALLER)
 
     def in_dialog(self, side: str, method: str, *, cseq: int, body: bytes = b"",
-                  branch: str | None = None, content_type: str = "application/sdp") -> SipRequest:
+                  branch: str | None = None, content_type: str = "application/sdp",
+                  extra: list[tuple[str, str]] | None = None) -> SipRequest:
         """A request from caller ("C") or callee ("B") inside its dialog with the relay."""
         if side == "C":
             ok = self.last("C", SipResponse, status=200)
@@ -198,6 +199,7 @@ class Harness:
                    ("Contact", f"<sip:peer@{src[0]}:{src[1]}>")]
         if body:
             headers.append(("Content-Type", content_type))
+        headers += extra or []
         req = SipRequest(method, f"sip:{X}@{RELAY[0]}:{RELAY[1]}", headers, body)
         self.deliver(bytes(req), src)
         return req
