@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from procs import stop_process
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -115,13 +116,7 @@ class RelayProcess:
         raise RuntimeError(f"relay did not start: {self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, grace=15.0)
         self.proc = None
 
 

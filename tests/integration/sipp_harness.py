@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+from procs import stop_process
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "flows" / "sipp"
 X = "+8617055556666"
@@ -82,13 +83,7 @@ class Sipp:
             raise AssertionError(f"{self.name} did not finish: {self.tail()}") from None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def tail(self) -> str:
         err = self.errors.read_text(errors="replace")[-3000:] if self.errors.exists() else ""

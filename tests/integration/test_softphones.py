@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 from audio_check import amplitude, goertzel, read_wav, write_tone_wav
+from procs import stop_process
 from sipp_harness import A, B, X, assert_private, bind, calls, relay_args
 
 pytestmark = pytest.mark.integration
@@ -201,13 +202,7 @@ class Softphone:
 
     def stop(self) -> None:
         """SIGTERM (baresip exits cleanly and flushes its log), SIGKILL after 5 s."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
