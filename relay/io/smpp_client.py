@@ -185,7 +185,8 @@ class SmppClient:
 
     def message_received(self, conn: SmppConnection, event: MessageReceived) -> None:
         """deliver_sm from the SMSC: parts answered at once, whole messages to the hook."""
-        now = asyncio.get_running_loop().time()
+        loop = conn.loop
+        now = loop.time()
         try:
             msg = self._assembler.add(self.system_id, event, now)
         except ConcatError:
@@ -195,7 +196,7 @@ class SmppClient:
         if msg is None:
             conn.respond(event, c.ESME_ROK)
             return
-        task = asyncio.get_running_loop().create_task(self._answer(conn, event, msg))
+        task = loop.create_task(self._answer(conn, event, msg))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -111,11 +111,20 @@ class SmppConnection(asyncio.Protocol):
         self.closed = asyncio.Event()
         self.protocol_errors = 0
         self.rejected = 0
+        self._ref: SessionRef | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The link's event loop (cheaper than asyncio.get_running_loop(): no getpid())."""
+        return self._loop
 
     @property
     def ref(self) -> SessionRef:
         """The application's handle on this link."""
-        return SessionRef(self.conn_id, self.session.peer_system_id, self.peer)
+        ref = self._ref
+        if ref is None or ref.system_id != self.session.peer_system_id or ref.peer != self.peer:
+            ref = self._ref = SessionRef(self.conn_id, self.session.peer_system_id, self.peer)
+        return ref
 
     # ---- asyncio.Protocol ----
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -343,9 +352,12 @@ class SmppServer:
             raise NoRouteError(f"no receiver bound for {system_id!r}")
         start = self._rr.get(system_id, 0)
         self._rr[system_id] = start + 1
-        # Round-robin, skipping links whose window is full while another has room.
-        order = [conns[(start + k) % len(conns)] for k in range(len(conns))]
-        conn = next((x for x in order if x.session.window_free > 0), order[0])
+        n = len(conns)
+        conn = conns[start % n]
+        if n > 1 and conn.session.window_free == 0:
+            # Round-robin, skipping links whose window is full while another has room.
+            order = [conns[(start + k) % n] for k in range(n)]
+            conn = next((x for x in order if x.session.window_free > 0), order[0])
         return await conn.request(pdu)
 
     async def deliver_text(
@@ -379,15 +391,15 @@ class SmppServer:
 
     def message_received(self, conn: SmppConnection, event: MessageReceived) -> None:
         """Answer parts as they come; hand a complete message to the hook once."""
-        now = asyncio.get_running_loop().time()
+        loop = conn.loop
         try:
-            msg = self._assembler.add(conn.session.peer_system_id, event, now)
+            msg = self._assembler.add(conn.session.peer_system_id, event, loop.time())
         except ConcatError as exc:
             log.debug("smpp bad concatenation from %s: %s", conn.peer, exc)
             conn.respond(event, c.ESME_RINVESMCLASS)
             return
-        self._arm_expiry()
         if msg is None:
+            self._arm_expiry()  # a part is waiting for the rest of its set
             conn.respond(event, c.ESME_ROK, self._ids())
             return
         self.messages_in += 1
@@ -395,7 +407,9 @@ class SmppServer:
             log.debug("smpp message %s -> %s parts=%d from %s",
                       mask(msg.source_addr), mask(msg.destination_addr),
                       len(msg.parts), conn.session.peer_system_id)
-        task = asyncio.get_running_loop().create_task(self._answer(conn, event, msg))
+        if self._expiry is not None:
+            self._arm_expiry()  # this message may have completed the last waiting set
+        task = loop.create_task(self._answer(conn, event, msg))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -412,6 +426,8 @@ class SmppServer:
     def _arm_expiry(self) -> None:
         when = self._assembler.next_deadline()
         if self._expiry is not None:
+            if when is not None and self._expiry.when() <= when:
+                return  # keep it: an early wake-up only re-arms (no timer per part)
             self._expiry.cancel()
             self._expiry = None
         if when is not None:

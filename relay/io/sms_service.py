@@ -269,8 +269,9 @@ class SmsService:
                              retain_text=self.settings.retain_text, action=action, route=route)
         if isinstance(action, Reject):
             self._counts[(origin, action.reason)] = self._counts.get((origin, action.reason), 0) + 1
-            log.debug("sms %s refused %s -> %s: %s (0x%02X)", msg_id, mask(sender), x,
-                     action.reason, action.command_status)
+            if log.isEnabledFor(logging.DEBUG):  # mask() costs, even when nothing is logged
+                log.debug("sms %s refused %s -> %s: %s (0x%02X)", msg_id, mask(sender), x,
+                          action.reason, action.command_status)
             self._save(rec)
             return action, msg_id
         origin_ref = Origin(msg_id, system_id, sender, x, registered_delivery, now)

@@ -23,12 +23,18 @@ class State(enum.Enum):
     UNBOUND = "UNBOUND"
     CLOSED = "CLOSED"
 
+    # Members are singletons compared by identity, so the identity hash agrees with ==;
+    # Enum's own __hash__ is Python code, and the tables below are probed per PDU.
+    __hash__ = object.__hash__
+
 
 class Role(enum.Enum):
     """Which end of the link this session is (§2.1): we are the SMSC or the ESME."""
 
     SERVER = "smsc"
     CLIENT = "esme"
+
+    __hash__ = object.__hash__  # see State
 
 
 class Transition(enum.Enum):

@@ -24,6 +24,12 @@ GSM_EXTENSION = {
 
 _ENCODE: dict[str, bytes] = {ch: bytes([i]) for i, ch in enumerate(GSM_BASIC) if i != ESCAPE}
 _ENCODE.update({ch: bytes([ESCAPE, code]) for code, ch in GSM_EXTENSION.items()})
+# The same tables for str.translate, so a whole message is converted in one C pass; the
+# per-character loops remain for what the tables cannot say (which character is not
+# GSM, what an escape stands for).
+_GSM_CHARS = frozenset(_ENCODE)
+_ENCODE_TRANSLATE = {ord(ch): code.decode("latin-1") for ch, code in _ENCODE.items()}
+_DECODE_TRANSLATE = {i: ch for i, ch in enumerate(GSM_BASIC)}
 
 
 class TextEncodingError(ValueError):
@@ -32,11 +38,13 @@ class TextEncodingError(ValueError):
 
 def gsm_fits(text: str) -> bool:
     """True if every character of `text` is in the GSM default or extension table."""
-    return all(ch in _ENCODE for ch in text)
+    return _GSM_CHARS.issuperset(text)
 
 
 def gsm_encode(text: str) -> bytes:
     """Encode to unpacked GSM septets (one per octet); extension chars become ESC+code."""
+    if _GSM_CHARS.issuperset(text):
+        return text.translate(_ENCODE_TRANSLATE).encode("latin-1")
     try:
         return b"".join(_ENCODE[ch] for ch in text)
     except KeyError as exc:
@@ -54,6 +62,8 @@ def gsm_units(text: str) -> list[bytes]:
 def gsm_decode(septets: bytes) -> str:
     """Decode unpacked GSM septets. An unknown escape shows the basic character
     (GSM 03.38 §6.2.1.1: a receiver without the extension displays the default one)."""
+    if septets.isascii() and ESCAPE not in septets:
+        return septets.decode("ascii").translate(_DECODE_TRANSLATE)
     out: list[str] = []
     escaped = False
     for b in septets:

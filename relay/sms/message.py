@@ -43,7 +43,7 @@ def segment_of(event: MessageReceived) -> tuple[Segment | None, bytes]:
     segment: Segment | None = None
     if event.esm_class & c.ESM_CLASS_UDHI:
         segment, body = parse_udh(body)
-    if segment is None:
+    if segment is None and event.pdu.tlvs:
         sar = {t.tag: t.as_int() for t in event.pdu.tlvs if t.tag in _SAR_TAGS}
         segment = sar_segment(sar)
     return segment, body

@@ -2,7 +2,9 @@
 
 Every PDU is a frozen, slotted dataclass. The body layout of each type is declared on
 its fields (kind, maximum size, the command_status a bad value deserves), so the
-codec is one loop instead of one hand-written parser per PDU (SMPP 3.4 §4).
+codec is one loop instead of one hand-written parser per PDU (SMPP 3.4 §4). That loop
+is the checked path and the reference; relay/sms/_codegen.py compiles each layout into
+a fast path for well-formed PDUs that defers to it for anything it would have to judge.
 
 Errors split as in h11: `SmppError` is *remote* (the peer sent bytes we refuse; it
 carries the command_status to answer with), `LocalSmppError` is *local* (we tried to
@@ -11,12 +13,15 @@ encode a value that SMPP cannot carry).
 
 from __future__ import annotations
 
+import dataclasses
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from dataclasses import fields as dc_fields
 from typing import Any, ClassVar, Self, dataclass_transform
 
 from relay.sms import constants as c
+from relay.sms._codegen import CSTR, SM, TIME, U8, Layout, compile_pdu
 
 HEADER = struct.Struct(">IIII")
 HEADER_SIZE = 16
@@ -120,32 +125,25 @@ _TLV_MAX_LENGTH: dict[int, int] = {
 }
 
 
-# Field kinds of a PDU body (SMPP 3.4 §3.1): C-Octet string, time (C17: empty or
-# exactly 16 characters, §7.1), 1-octet integer, short_message (preceded by sm_length).
-_CSTR, _TIME, _U8, _SM = "cstr", "time", "u8", "sm"
-
-
+# Field kinds of a PDU body (SMPP 3.4 §3.1): CSTR, TIME, U8, SM (see _codegen.py).
 def _cstr(size: int, status: int = c.ESME_RINVCMDLEN) -> Any:
     """A C-Octet string field of at most `size` octets including its NUL."""
-    return field(default="", metadata={"kind": _CSTR, "size": size, "status": status})
+    return field(default="", metadata={"kind": CSTR, "size": size, "status": status})
 
 
 def _time(status: int) -> Any:
     """An absolute or relative time field, SMPP 3.4 §7.1 (NULL or 16 characters + NUL)."""
-    return field(default="", metadata={"kind": _TIME, "size": 17, "status": status})
+    return field(default="", metadata={"kind": TIME, "size": 17, "status": status})
 
 
 def _u8(default: int = 0) -> Any:
     """A one-octet integer field."""
-    return field(default=default, metadata={"kind": _U8})
+    return field(default=default, metadata={"kind": U8})
 
 
 def _sm() -> Any:
     """sm_length + short_message, SMPP 3.4 §4.4.1: 0..254 octets."""
-    return field(default=b"", metadata={"kind": _SM})
-
-
-_Layout = tuple[tuple[str, str, int, int], ...]
+    return field(default=b"", metadata={"kind": SM})
 
 
 class Pdu:
@@ -154,7 +152,11 @@ class Pdu:
     __slots__ = ()
     command_id: ClassVar[int]
     has_tlvs: ClassVar[bool]
-    layout: ClassVar[_Layout]
+    layout: ClassVar[Layout]
+    # Generated per type (relay/sms/_codegen.py): the fast encoder and body parser
+    # (None: take the checked path, which raises the exact error).
+    _encode: Callable[[], bytes | None]
+    _decode: ClassVar[Callable[[bytes, int, int], Pdu | None]]
     # SMPP 3.4 §4.4.2 etc.: some responses carry no body when command_status != 0.
     empty_body_on_error: ClassVar[bool] = False
 
@@ -176,6 +178,13 @@ class Pdu:
 
     def __bytes__(self) -> bytes:
         """Encode the whole PDU, header included."""
+        if not (self.empty_body_on_error and self.command_status != c.ESME_ROK):
+            data = self._encode()  # the fast path; None if any value needs a closer look
+            if data is not None:
+                return data
+        return self._encode_checked()
+
+    def _encode_checked(self) -> bytes:
         body = bytearray()
         if not self._omit_body():
             for name, kind, size, _status in self.layout:
@@ -185,7 +194,7 @@ class Pdu:
             for t in self.tlvs:
                 if len(t.value) > 0xFFFF:
                     raise LocalSmppError(f"TLV 0x{t.tag:04X} longer than 65535 octets")
-                body += struct.pack(">HH", t.tag, len(t.value)) + t.value
+                body += _TLV_HEADER.pack(t.tag, len(t.value)) + t.value
         length = HEADER_SIZE + len(body)
         if length > MAX_PDU_SIZE:
             raise LocalSmppError(f"PDU of {length} octets exceeds {MAX_PDU_SIZE}")
@@ -194,6 +203,14 @@ class Pdu:
         if not 0 <= self.sequence <= 0xFFFFFFFF:
             raise LocalSmppError(f"sequence {self.sequence} does not fit 32 bits")
         return HEADER.pack(length, self.command_id, self.command_status, self.sequence) + body
+
+    def with_sequence(self, sequence: int) -> Self:
+        """A copy carrying `sequence` (what `dataclasses.replace` does, without its cost).
+
+        The session stamps every request it sends with a fresh sequence number, so this
+        is on the per-message path. Each PDU type gets its own (relay/sms/_codegen.py).
+        """
+        return dataclasses.replace(self, sequence=sequence)  # type: ignore[type-var]
 
     def _omit_body(self) -> bool:
         # §4.4.2, §4.6.2, §4.8.2: an error response may carry no body; we omit it when
@@ -213,11 +230,11 @@ class Pdu:
 
 
 def _encode_field(out: bytearray, name: str, kind: str, size: int, value: Any) -> None:
-    if kind == _U8:
+    if kind == U8:
         if not 0 <= value <= 0xFF:
             raise LocalSmppError(f"{name}={value} does not fit one octet")
         out.append(value)
-    elif kind == _SM:
+    elif kind == SM:
         if len(value) > 254:
             raise LocalSmppError("short_message over 254 octets (§4.4.1): use message_payload")
         out.append(len(value))
@@ -229,9 +246,31 @@ def _encode_field(out: bytearray, name: str, kind: str, size: int, value: Any) -
             raise LocalSmppError(f"{name} must be ASCII") from None
         if b"\x00" in raw or len(raw) + 1 > size:
             raise LocalSmppError(f"{name} must be ASCII of at most {size - 1} characters")
-        if kind == _TIME and len(raw) not in (0, 16):
+        if kind == TIME and len(raw) not in (0, 16):
             raise LocalSmppError(f"{name} must be empty or 16 characters (§7.1)")
         out += raw + b"\x00"
+
+
+_TLV_HEADER = struct.Struct(">HH")
+
+
+def _parse_tlvs(body: bytes, pos: int, end: int) -> tuple[Tlv, ...]:
+    out: list[Tlv] = []
+    while pos < end:
+        if end - pos < 4:  # §3.2.4.1: every TLV has a 4-octet tag+length
+            raise SmppError(c.ESME_RINVOPTPARSTREAM, "truncated TLV header")
+        tag, length = _TLV_HEADER.unpack_from(body, pos)
+        pos += 4
+        if pos + length > end:
+            raise SmppError(c.ESME_RINVOPTPARSTREAM, f"TLV 0x{tag:04X} runs past the PDU")
+        fixed = _TLV_FIXED_LENGTH.get(tag)
+        if fixed is not None and length != fixed:
+            raise SmppError(c.ESME_RINVPARLEN, f"TLV 0x{tag:04X} length {length} != {fixed}")
+        if length > _TLV_MAX_LENGTH.get(tag, 0xFFFF):
+            raise SmppError(c.ESME_RINVPARLEN, f"TLV 0x{tag:04X} length {length} too long")
+        out.append(Tlv(tag, body[pos : pos + length]))
+        pos += length
+    return tuple(out)
 
 
 _REGISTRY: dict[int, type[Pdu]] = {}
@@ -251,6 +290,9 @@ def _pdu(command_id: int, *, tlvs: bool = False, empty_on_error: bool = False) -
             for f in dc_fields(dc)
             if "kind" in f.metadata
         )
+        compile_pdu(dc, dc.layout, {"pack_header": HEADER.pack_into,
+                                    "tlv_header": _TLV_HEADER.pack,
+                                    "parse_tlvs": _parse_tlvs}, MAX_PDU_SIZE)
         _REGISTRY[command_id] = dc
         return dc
 
@@ -585,6 +627,11 @@ def parse_pdu(data: bytes) -> Pdu:
 
 
 def _parse_body(cls: type[Pdu], body: bytes, status: int, sequence: int) -> Pdu:
+    pdu = cls._decode(body, status, sequence)  # the fast path; None if anything is off
+    return pdu if pdu is not None else _parse_body_checked(cls, body, status, sequence)
+
+
+def _parse_body_checked(cls: type[Pdu], body: bytes, status: int, sequence: int) -> Pdu:
     # Offsets are absolute in the whole PDU: no slicing or copying until a value is cut.
     values: dict[str, Any] = {"sequence": sequence, "command_status": status}
     pos = HEADER_SIZE
@@ -596,10 +643,10 @@ def _parse_body(cls: type[Pdu], body: bytes, status: int, sequence: int) -> Pdu:
     for name, kind, size, err in cls.layout:
         if pos >= end:
             raise SmppError(c.ESME_RINVCMDLEN, f"body ends before {name}")
-        if kind == _U8:
+        if kind == U8:
             values[name] = body[pos]
             pos += 1
-        elif kind == _SM:
+        elif kind == SM:
             sm_length = body[pos]
             if sm_length > 254:  # §5.2.21: 0..254
                 raise SmppError(c.ESME_RINVMSGLEN, f"sm_length {sm_length} > 254")
@@ -626,32 +673,13 @@ def _parse_cstr(
         if limit == end and end - pos < size:
             raise SmppError(c.ESME_RINVCMDLEN, f"{name} has no NUL before the end")
         raise SmppError(err, f"{name} longer than {size - 1} characters")
-    if kind == _TIME and nul not in (0, 16):  # §7.1: NULL or exactly 16 characters
+    if kind == TIME and nul not in (0, 16):  # §7.1: NULL or exactly 16 characters
         raise SmppError(err, f"{name} is {nul} characters, not 0 or 16")
     try:
         text = body[pos : pos + nul].decode("ascii")
     except UnicodeDecodeError:
         raise SmppError(err, f"{name} is not ASCII") from None
     return text, pos + nul + 1
-
-
-def _parse_tlvs(body: bytes, pos: int, end: int) -> tuple[Tlv, ...]:
-    out: list[Tlv] = []
-    while pos < end:
-        if end - pos < 4:  # §3.2.4.1: every TLV has a 4-octet tag+length
-            raise SmppError(c.ESME_RINVOPTPARSTREAM, "truncated TLV header")
-        tag, length = struct.unpack_from(">HH", body, pos)
-        pos += 4
-        if pos + length > end:
-            raise SmppError(c.ESME_RINVOPTPARSTREAM, f"TLV 0x{tag:04X} runs past the PDU")
-        fixed = _TLV_FIXED_LENGTH.get(tag)
-        if fixed is not None and length != fixed:
-            raise SmppError(c.ESME_RINVPARLEN, f"TLV 0x{tag:04X} length {length} != {fixed}")
-        if length > _TLV_MAX_LENGTH.get(tag, 0xFFFF):
-            raise SmppError(c.ESME_RINVPARLEN, f"TLV 0x{tag:04X} length {length} too long")
-        out.append(Tlv(tag, body[pos : pos + length]))
-        pos += length
-    return tuple(out)
 
 
 class PduFramer:

@@ -8,7 +8,6 @@ touches a socket (STYLE point 1); the asyncio adapters in relay/io do that.
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -109,6 +108,8 @@ class _Outstanding:
 
 
 _MESSAGE_IDS = (c.SUBMIT_SM, c.DELIVER_SM, c.DATA_SM)
+# enquire_link and unbind keep the link healthy, so they never wait for window room.
+_CONTROL = frozenset({c.ENQUIRE_LINK, c.UNBIND})
 
 
 class SmppSession:
@@ -130,6 +131,7 @@ class SmppSession:
         self._out = bytearray()
         self._seq = 0
         self._outstanding: dict[int, _Outstanding] = {}
+        self._in_window = 0  # outstanding requests that hold a window slot
         self._unanswered: dict[int, int] = {}  # sequence -> command_id of peer messages
         self._opened_at = now
         self._last_rx = now
@@ -164,7 +166,7 @@ class SmppSession:
     @property
     def window_free(self) -> int:
         """How many more requests fit in the window now."""
-        return max(0, self.config.window - self._in_window())
+        return max(0, self.config.window - self._in_window)
 
     @property
     def unanswered(self) -> int:
@@ -184,19 +186,8 @@ class SmppSession:
         Raises LocalSmppError if the state forbids it or the window is full
         (enquire_link and unbind bypass the window: they keep the link healthy).
         """
-        allowed = OUTBOUND_REQUESTS[self.role].get(pdu.command_id)
-        if allowed is None or self.state not in allowed:
-            raise LocalSmppError(
-                f"cannot send {type(pdu).__name__} as {self.role.name} in state {self.state.name}"
-            )
-        control = pdu.command_id in (c.ENQUIRE_LINK, c.UNBIND)
-        if not control and self._in_window() >= self.config.window:
-            raise LocalSmppError(f"window full ({self.config.window} outstanding)")
-        seq = self._allocate_sequence()
-        pdu = dataclasses.replace(pdu, sequence=seq)  # type: ignore[type-var]
-        self._out += bytes(pdu)
-        self._outstanding[seq] = _Outstanding(pdu, now + self.config.response_timeout)
-        return pdu
+        self._check_request(pdu.command_id, type(pdu).__name__)
+        return self._queue_request(pdu.with_sequence(self._allocate_sequence()), now)
 
     def bind(self, now: float, system_id: str, password: str, mode: str = "trx",
              system_type: str = "") -> Pdu:
@@ -208,11 +199,15 @@ class SmppSession:
 
     def submit(self, now: float, **fields: Any) -> Pdu:
         """Client role: send a submit_sm built from SubmitSm fields."""
-        return self.send_request(SubmitSm(**fields), now)
+        self._check_request(c.SUBMIT_SM, "SubmitSm")
+        fields["sequence"] = self._allocate_sequence()  # built once, already numbered
+        return self._queue_request(SubmitSm(**fields), now)
 
     def deliver(self, now: float, **fields: Any) -> Pdu:
         """Server role: send a deliver_sm built from DeliverSm fields."""
-        return self.send_request(DeliverSm(**fields), now)
+        self._check_request(c.DELIVER_SM, "DeliverSm")
+        fields["sequence"] = self._allocate_sequence()
+        return self._queue_request(DeliverSm(**fields), now)
 
     def unbind(self, now: float) -> Pdu:
         """Send unbind (§4.2.1); the session goes UNBOUND on the unbind_resp."""
@@ -260,7 +255,7 @@ class SmppSession:
         if self.state == State.CLOSED:
             return events
         for seq in [s for s, o in self._outstanding.items() if o.deadline <= now]:
-            req = self._outstanding.pop(seq).pdu
+            req = self._take_outstanding(seq)
             if req.command_id in (c.ENQUIRE_LINK, c.UNBIND) or req.command_id in BIND_TRANSITION:
                 # §7.2: no answer to a link probe, a bind or an unbind: the link is dead.
                 if req.command_id in BIND_TRANSITION:
@@ -289,7 +284,7 @@ class SmppSession:
                 if item.fatal:
                     events.extend(self._close(item.detail))
                     break
-            elif item.is_response:
+            elif item.command_id & c.RESPONSE_BIT:
                 events.extend(self._on_response(item, now))
             else:
                 events.extend(self._on_request(item, now))
@@ -413,7 +408,7 @@ class SmppSession:
         expected = response_class(req.command_id)
         if not isinstance(pdu, GenericNack) and type(pdu) is not expected:
             return []  # same sequence, wrong response type: keep waiting
-        del self._outstanding[pdu.sequence]
+        self._take_outstanding(pdu.sequence)
         if req.command_id in BIND_TRANSITION:
             sid = getattr(req, "system_id", "")
             if pdu.command_status != c.ESME_ROK or self.state != State.OPEN:
@@ -430,6 +425,28 @@ class SmppSession:
         return [ResponseReceived(req, pdu)]
 
     # ---- helpers ----
+    def _check_request(self, command_id: int, name: str) -> None:
+        allowed = OUTBOUND_REQUESTS[self.role].get(command_id)
+        if allowed is None or self.state not in allowed:
+            raise LocalSmppError(
+                f"cannot send {name} as {self.role.name} in state {self.state.name}"
+            )
+        if command_id not in _CONTROL and self._in_window >= self.config.window:
+            raise LocalSmppError(f"window full ({self.config.window} outstanding)")
+
+    def _queue_request(self, pdu: Pdu, now: float) -> Pdu:
+        self._out += bytes(pdu)
+        self._outstanding[pdu.sequence] = _Outstanding(pdu, now + self.config.response_timeout)
+        if pdu.command_id not in _CONTROL:
+            self._in_window += 1
+        return pdu
+
+    def _take_outstanding(self, seq: int) -> Pdu:
+        pdu = self._outstanding.pop(seq).pdu
+        if pdu.command_id not in _CONTROL:
+            self._in_window -= 1
+        return pdu
+
     def _send(self, pdu: Pdu) -> None:
         self._out += bytes(pdu)
 
@@ -440,17 +457,13 @@ class SmppSession:
         self._seq = seq
         return seq
 
-    def _in_window(self) -> int:
-        # enquire_link and unbind do not use window slots (see send_request).
-        return sum(1 for o in self._outstanding.values()
-                   if o.pdu.command_id not in (c.ENQUIRE_LINK, c.UNBIND))
-
     def _enquire_outstanding(self) -> bool:
         return any(o.pdu.command_id == c.ENQUIRE_LINK for o in self._outstanding.values())
 
     def _close(self, reason: str) -> list[Event]:
         pending = tuple(o.pdu for o in self._outstanding.values())
         self._outstanding.clear()
+        self._in_window = 0
         self.state = transition(self.state, Transition.CLOSE)
         return [ConnectionClosed(reason, pending)]
 
