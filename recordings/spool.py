@@ -1,23 +1,32 @@
-"""The recording spool: an append-only framed log of one leg's received RTP packets.
+"""The recording spool: an append-only log of one leg's received RTP datagrams.
 
-Sans-IO-ish: the writer is handed an open binary file object and only appends to
-its own buffer until the caller decides to `flush`; `append` says when a flush is
-due (every `flush_packets` packets or `flush_interval` seconds of wall time), so a
-crash loses at most about a second of audio. The finisher (`recordings.finish`)
-turns spools into WAV files later, off the event loop.
+Sans-IO: `SpoolBuffer` collects datagrams and their arrival times in memory (two
+appends per packet, nothing parsed) and `take()` frames what it holds as one chunk;
+`SpoolWriter` adds a file for callers that own one (tests, the pcap converter). The
+relay writes a chunk about once a second per leg, so a crash loses at most about a
+second of audio; every header is parsed later, by the reader, off the event loop
+(`recordings.finish` turns spools into WAV files).
 
 File format (all little-endian):
-    header  b"RSPL" version:u8 (=1)
+    header  b"RSPL" version:u8 (=2)
+    chunk   count:u32 | size:u32 | offset:f64
+            | times:  count x f64   arrival clock; wall time (epoch s) = time + offset
+            | lengths: count x u16  of each datagram
+            | datagrams: `size` bytes, the raw RTP datagrams back to back
+A chunk cut short at the end of the file (a crash mid-write) is ignored by the reader.
+Datagrams that are not valid RTP (RFC 3550 §5.1), or are RTCP multiplexed on the RTP
+port (RFC 5761 §4), are skipped by the reader (the relay still forwarded them).
+
+Version 1, still read (spools a crash left behind by an older relay):
     record  length:u16 | wall:f64 | seq:u16 | ts:u32 | ssrc:u32 | m_pt:u8 | payload
-            `length` counts everything after itself; `m_pt` is the marker bit (0x80)
-            and the payload type, as in the second RTP header octet (RFC 3550 §5.1).
-A record cut short at the end of the file (a crash mid-write) is ignored by the reader.
 """
 
 from __future__ import annotations
 
+import array
 import json
 import struct
+import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO
@@ -25,17 +34,20 @@ from typing import Any, BinaryIO
 __all__ = [
     "MAGIC",
     "CallMeta",
+    "SpoolBuffer",
     "SpoolError",
     "SpoolRecord",
     "SpoolWriter",
     "read_spool",
 ]
 
-MAGIC = b"RSPL\x01"
+MAGIC = b"RSPL\x02"
+MAGIC_V1 = b"RSPL\x01"
+_CHUNK = struct.Struct("<IId")
 _LEN = struct.Struct("<H")
-_REC = struct.Struct("<dHIIB")
-_FRAME = struct.Struct("<HdHIIB")  # length prefix and record header in one pack
+_REC_V1 = struct.Struct("<dHIIB")
 _RTP_FIXED = struct.Struct("!xBHII")
+_SWAP = sys.byteorder != "little"  # arrays are written little-endian
 
 
 class SpoolError(ValueError):
@@ -68,6 +80,12 @@ def _payload_bounds(data: bytes) -> tuple[int, int] | None:
     return start, end
 
 
+def _is_spoolable(data: bytes) -> bool:
+    """True for a valid RTP datagram that is not RTCP (what the reader keeps)."""
+    return (_payload_bounds(data) is not None
+            and not 200 <= data[1] <= 204)  # RTCP multiplexed on the RTP port (RFC 5761 §4)
+
+
 @dataclass(frozen=True, slots=True)
 class SpoolRecord:
     """One received packet as the spool holds it."""
@@ -81,63 +99,110 @@ class SpoolRecord:
     payload: bytes
 
 
-class SpoolWriter:
-    """Buffers framed records for one leg and writes them to `file` on `flush`."""
+class SpoolBuffer:
+    """One leg's datagrams and arrival times since the last `take`.
 
-    # Slots and precomputed flush thresholds: `append` runs once per relayed packet.
-    __slots__ = ("_buf", "_file", "_flush_at_count", "_flush_at_wall", "closed",
-                 "flush_interval", "flush_packets", "invalid", "packets")
+    The relay's hot path appends to `datagrams` and `times` directly (two C-level
+    appends, no call of ours); both keep their identity across `take`, so bound
+    `append` methods stay valid. `clock_offset` turns the arrival clock into wall
+    time (epoch seconds): the relay passes its monotonic clock and the offset fixed
+    when the call started, the pcap converter wall times and 0.
+    """
+
+    __slots__ = ("clock_offset", "datagrams", "packets", "times")
+
+    def __init__(self, clock_offset: float = 0.0) -> None:
+        """An empty buffer."""
+        self.clock_offset = clock_offset
+        self.datagrams: list[bytes] = []
+        self.times = array.array("d")
+        self.packets = 0  # datagrams taken so far
+
+    def add(self, data: bytes, now: float) -> None:
+        """Buffer one datagram received at `now` (the relay inlines this)."""
+        self.datagrams.append(data)
+        self.times.append(now)
+
+    def __len__(self) -> int:
+        """Datagrams buffered."""
+        return len(self.datagrams)
+
+    def take(self) -> bytes:
+        """The buffered datagrams framed as one chunk (b"" if none); empties the buffer."""
+        datagrams = self.datagrams
+        n = len(datagrams)
+        if not n:
+            return b""
+        times = self.times
+        if len(times) != n:  # a local error: someone appended to one list only
+            raise ValueError(f"spool buffer holds {n} datagrams but {len(times)} times")
+        lengths = array.array("H", map(len, datagrams))
+        body = b"".join(datagrams)
+        if _SWAP:
+            times = array.array("d", times)
+            times.byteswap()
+            lengths.byteswap()
+        chunk = b"".join((_CHUNK.pack(n, len(body), self.clock_offset), times.tobytes(),
+                          lengths.tobytes(), body))
+        datagrams.clear()
+        del self.times[:]
+        self.packets += n
+        return chunk
+
+
+class SpoolWriter:
+    """A `SpoolBuffer` that writes its chunks to `file` on `flush`.
+
+    `append` validates what it is given (the relay does not: the reader skips what
+    is not RTP) and says when a flush is due: every `flush_packets` packets or
+    `flush_interval` seconds of wall time.
+    """
+
+    __slots__ = ("_file", "_flush_at_count", "_flush_at_wall", "_header", "buffer", "closed",
+                 "flush_interval", "flush_packets", "invalid")
 
     def __init__(self, file: BinaryIO, *, flush_interval: float = 1.0,
                  flush_packets: int = 50) -> None:
-        """Wrap an open, empty (or new) binary file; the header is written on first flush."""
+        """Wrap an open, empty (or new) binary file; the header goes with the first flush."""
         self._file = file
-        self._buf = bytearray(MAGIC)
+        self._header = True
+        self.buffer = SpoolBuffer()
         self.flush_interval = flush_interval
         self.flush_packets = flush_packets
         self._flush_at_count = flush_packets  # `packets` value that asks for a flush
         self._flush_at_wall: float | None = None  # set by the first packet
-        self.packets = 0
         self.invalid = 0
         self.closed = False
+
+    @property
+    def packets(self) -> int:
+        """Datagrams spooled (buffered or written)."""
+        return self.buffer.packets + len(self.buffer)
 
     def append(self, data: bytes, wall: float) -> bool:
         """Spool one raw RTP datagram received at `wall` (epoch seconds).
 
-        Invalid or RTCP datagrams are counted and skipped (the relay still forwards
-        them). Returns True when the caller should call `flush` now.
+        Invalid or RTCP datagrams are counted and skipped. Returns True when the
+        caller should call `flush` now.
         """
-        n = len(data)
-        if n >= 12 and data[0] == 0x80:
-            start, end = 12, n  # the usual packet: no CSRC, extension or padding
-        else:
-            bounds = _payload_bounds(data)
-            if bounds is None:
-                self.invalid += 1
-                return False
-            start, end = bounds
-        m_pt, seq, ts, ssrc = _RTP_FIXED.unpack_from(data)
-        if 200 <= m_pt <= 204:  # RTCP multiplexed on the RTP port (RFC 5761 §4)
+        if not _is_spoolable(data):
             self.invalid += 1
             return False
-        length = _REC.size + (end - start)
-        if length > 0xFFFF:
-            self.invalid += 1
-            return False
-        buf = self._buf
-        buf += _FRAME.pack(length, wall, seq, ts, ssrc, m_pt)
-        buf += data[start:end]  # a 160-byte slice copies faster than a memoryview
-        self.packets = packets = self.packets + 1
+        buf = self.buffer
+        buf.add(data, wall)
         flush_at_wall = self._flush_at_wall
         if flush_at_wall is None:
             self._flush_at_wall = flush_at_wall = wall + self.flush_interval
-        return packets >= self._flush_at_count or wall >= flush_at_wall
+        return self.packets >= self._flush_at_count or wall >= flush_at_wall
 
     def flush(self, wall: float | None = None) -> None:
-        """Write the buffered records to the file and flush it (the caller's IO)."""
-        if self._buf:
-            self._file.write(self._buf)
-            self._buf = bytearray()
+        """Write the buffered datagrams to the file and flush it (the caller's IO)."""
+        chunk = self.buffer.take()
+        if self._header:
+            chunk = MAGIC + chunk
+            self._header = False
+        if chunk:
+            self._file.write(chunk)
         self._file.flush()
         self._flush_at_count = self.packets + self.flush_packets
         if wall is not None:
@@ -151,28 +216,77 @@ class SpoolWriter:
             self.closed = True
 
 
-def read_spool(data: bytes) -> Iterator[SpoolRecord]:
-    """Yield the records of a spool file's bytes in arrival order.
+def _record(wall: float, data: bytes) -> SpoolRecord | None:
+    bounds = _payload_bounds(data)
+    if bounds is None:
+        return None
+    m_pt, seq, ts, ssrc = _RTP_FIXED.unpack_from(data)
+    if 200 <= m_pt <= 204:  # RTCP (RFC 5761 §4)
+        return None
+    start, end = bounds
+    return SpoolRecord(wall, seq, ts, ssrc, m_pt & 0x7F, bool(m_pt & 0x80),
+                       bytes(data[start:end]))
 
-    A truncated final record (crash) ends the iteration quietly; a wrong magic or a
-    record too short for its header raises `SpoolError`.
+
+def read_spool(data: bytes) -> Iterator[SpoolRecord]:
+    """Yield the valid RTP records of a spool file's bytes in arrival order.
+
+    A truncated final chunk or record (crash) ends the iteration quietly; a wrong
+    magic or a corrupt frame raises `SpoolError`.
     """
-    if not data.startswith(MAGIC):
-        if MAGIC.startswith(data):
-            return  # an empty or header-less spool: the call ended before any packet
+    if data.startswith(MAGIC):
+        yield from _read_v2(data)
+    elif data.startswith(MAGIC_V1):
+        yield from _read_v1(data)
+    elif MAGIC.startswith(data) or MAGIC_V1.startswith(data):
+        return  # an empty or header-less spool: the call ended before any packet
+    else:
         raise SpoolError("not a spool file (bad magic)")
+
+
+def _read_v2(data: bytes) -> Iterator[SpoolRecord]:
     offset = len(MAGIC)
+    n = len(data)
+    view = memoryview(data)
+    while offset + _CHUNK.size <= n:
+        count, size, clock_offset = _CHUNK.unpack_from(data, offset)
+        times_at = offset + _CHUNK.size
+        lengths_at = times_at + 8 * count
+        body_at = lengths_at + 2 * count
+        end = body_at + size
+        if end > n:
+            return  # cut short by a crash
+        times = array.array("d")
+        times.frombytes(view[times_at:lengths_at])
+        lengths = array.array("H")
+        lengths.frombytes(view[lengths_at:body_at])
+        if _SWAP:
+            times.byteswap()
+            lengths.byteswap()
+        if sum(lengths) != size:
+            raise SpoolError(f"chunk at {offset}: datagram lengths do not add up to {size}")
+        pos = body_at
+        for t, length in zip(times, lengths, strict=True):
+            rec = _record(t + clock_offset, data[pos : pos + length])
+            pos += length
+            if rec is not None:
+                yield rec
+        offset = end
+
+
+def _read_v1(data: bytes) -> Iterator[SpoolRecord]:
+    offset = len(MAGIC_V1)
     n = len(data)
     while offset + 2 <= n:
         (length,) = _LEN.unpack_from(data, offset)
         body = offset + 2
         if body + length > n:
             return  # cut short by a crash
-        if length < _REC.size:
+        if length < _REC_V1.size:
             raise SpoolError(f"record at {offset} is {length} bytes, shorter than its header")
-        wall, seq, ts, ssrc, m_pt = _REC.unpack_from(data, body)
+        wall, seq, ts, ssrc, m_pt = _REC_V1.unpack_from(data, body)
         yield SpoolRecord(wall, seq, ts, ssrc, m_pt & 0x7F, bool(m_pt & 0x80),
-                          data[body + _REC.size : body + length])
+                          data[body + _REC_V1.size : body + length])
         offset = body + length
 
 

@@ -1,8 +1,15 @@
-"""The in-process media backend: port pool + sans-IO relay session + asyncio sockets.
+"""The in-process media backend: port pool + sans-IO relay session + plain sockets.
 
-Recording: each accepted RTP packet is appended to the leg's spool buffer (a memory
-copy); the buffer is written about once a second. At release the spools are
-finished into WAV files in an executor, off the event loop.
+Allocation is synchronous underneath (binding a socket never blocks and needs no
+name lookup), so `allocate` returns without suspending its caller and without a
+thread hop. All calls' sockets are read through one `RtpPoller` (relay/io/rtp.py).
+
+Recording: the session's tap appends each accepted RTP datagram to the leg's spool
+buffer; `relay.media.recorder` opens the files, frames the buffers about once a
+second and writes them, all on its IO thread. Allocation does not wait for the
+disk: if the spools cannot be created, the call goes on unrecorded (counted in
+`recording_errors`, logged), as it does when a write fails mid-call. At release the
+spools are finished into WAV files in an executor, off the event loop.
 """
 
 from __future__ import annotations
@@ -11,16 +18,15 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from recordings.finish import RecordingResult, call_dir, finish_call, finish_pending
-from recordings.spool import CallMeta, SpoolError, SpoolWriter
-from relay.io.rtp import CallSockets, RtpPortProtocol, bind_side
+from recordings.spool import CallMeta, SpoolError
+from relay.io.rtp import CallSockets, RelayPort, RtpPoller, open_side
 from relay.media.backend import MediaCall, MediaStats
+from relay.media.recorder import LEG_NAMES, CallRecording, Recorder
 from relay.rtp.ports import PortPool, PortsExhausted
 from relay.rtp.session import RelaySession, Side
 from relay.sdp import RelayOrigin, SessionDescription, remote_media, rewrite_for_peer
@@ -28,16 +34,6 @@ from relay.sdp import RelayOrigin, SessionDescription, remote_media, rewrite_for
 __all__ = ["InProcessBackend"]
 
 log = logging.getLogger(__name__)
-_LEG_NAMES = {Side.CALLER: "caller", Side.CALLEE: "callee"}
-
-
-@dataclass(eq=False)
-class _Recording:
-    directory: Path
-    meta: CallMeta
-    writers: dict[Side, SpoolWriter]
-    wall_offset: float  # epoch seconds minus loop.time(), fixed at allocation
-    failed: bool = False
 
 
 @dataclass(eq=False)
@@ -45,7 +41,7 @@ class _CallState:
     session: RelaySession
     sockets: CallSockets
     origins: dict[Side, RelayOrigin]  # the o= the relay owns toward each side
-    recording: _Recording | None = None
+    recording: CallRecording | None = None
     codecs: dict[Side, str | None] = field(default_factory=dict)
 
 
@@ -70,105 +66,77 @@ class InProcessBackend:
         self.latch_any_ip = latch_any_ip
         self.bind_attempts = bind_attempts
         self.calls: dict[str, MediaCall] = {}
-        self._allocating: set[str] = set()
-        self.recording_errors = 0
+        self.recorder = Recorder()
+        self._poller: RtpPoller | None = None  # made on the loop, at the first call
+
+    @property
+    def poller(self) -> RtpPoller | None:
+        """The poller reading every call's sockets (None before the first call)."""
+        return self._poller
+
+    @property
+    def recording_errors(self) -> int:
+        """Recordings stopped by a failed spool write."""
+        return self.recorder.errors
 
     # --- allocation ---
 
-    async def _bind(self, session: RelaySession, side: Side
-                    ) -> tuple[int, dict[tuple[Side, bool], RtpPortProtocol]]:
+    def _bind(self, session: RelaySession, side: Side) -> tuple[int, list[RelayPort]]:
         """Take a pair from the pool and bind it; a pair some other program holds is
         skipped (given back to the end of the pool) and the next one tried."""
         for _ in range(self.bind_attempts):
             port = self.pool.allocate()
             try:
-                return port, await bind_side(session, self.bind_host, side, port)
+                return port, open_side(session, self.bind_host, side, port)
             except OSError:
                 self.pool.release(port)
         raise PortsExhausted(f"no bindable port pair after {self.bind_attempts} attempts")
 
     async def allocate(self, call_id: str, record: bool) -> MediaCall:
-        """Reserve and bind both sides' port pairs; open the spools if `record`."""
-        if call_id in self.calls or call_id in self._allocating:
-            raise ValueError(f"call {call_id} already has media")
-        self._allocating.add(call_id)  # allocation awaits: keep the id taken meanwhile
-        try:
-            return await self._allocate(call_id, record)
-        finally:
-            self._allocating.discard(call_id)
+        """Reserve and bind both sides' port pairs; start the spools if `record`.
 
-    async def _allocate(self, call_id: str, record: bool) -> MediaCall:
+        Never suspends: the files are opened on the recorder's IO thread meanwhile.
+        """
+        if call_id in self.calls:
+            raise ValueError(f"call {call_id} already has media")
         loop = asyncio.get_running_loop()
         started_at = time.time()
+        recording = None
+        if record:
+            if self.recordings_dir is None:
+                raise ValueError("record=True but the backend has no recordings_dir")
+            legs: dict[str, dict[str, object]] = {n: {"codec": None} for n in LEG_NAMES}
+            recording = CallRecording(call_dir(self.recordings_dir, call_id, started_at),
+                                      CallMeta(call_id, started_at, legs),
+                                      started_at - loop.time())
         session = RelaySession(loop.time(), latch_any_ip=self.latch_any_ip)
         bound: dict[Side, int] = {}
-        endpoints: dict[tuple[Side, bool], RtpPortProtocol] = {}
+        ports: list[RelayPort] = []
         try:
             for side in (Side.CALLER, Side.CALLEE):
-                port, eps = await self._bind(session, side)
+                port, pair = self._bind(session, side)
                 bound[side] = port
-                endpoints.update(eps)
-            recording = None
-            if record:
-                # A thread (not `executor`, which may be a process pool): the files
-                # opened here must belong to this process.
-                recording = await loop.run_in_executor(
-                    None, self._open_recording, call_id, started_at,
-                    started_at - loop.time())
-                session.tap = self._tap(recording)
+                ports += pair
         except BaseException:
-            for ep in endpoints.values():
-                if ep.transport is not None:
-                    ep.transport.close()
+            for p in ports:
+                p.close()
             for port in bound.values():
                 self.pool.release(port)
             raise
-        origins = {side: RelayOrigin(secrets.randbelow(1 << 31), 1) for side in Side}
-        state = _CallState(session, CallSockets(endpoints), origins, recording)
+        sockets = CallSockets(ports)
+        if self._poller is None:
+            self._poller = RtpPoller(loop)
+        sockets.start(self._poller)
+        if recording is not None:
+            session.tap = recording.tap()
+            self.recorder.start(recording, lambda: setattr(session, "tap", None))
+        ids = secrets.randbits(62)  # one draw for both legs' o= session ids
+        origins = {Side.CALLER: RelayOrigin(ids >> 31, 1),
+                   Side.CALLEE: RelayOrigin(ids & 0x7FFFFFFF, 1)}
+        state = _CallState(session, sockets, origins, recording)
         call = MediaCall(call_id, record, started_at, bound, state)
         self.calls[call_id] = call
         return call
-
-    def _open_recording(self, call_id: str, started_at: float, offset: float) -> _Recording:
-        if self.recordings_dir is None:
-            raise ValueError("record=True but the backend has no recordings_dir")
-        directory = call_dir(self.recordings_dir, call_id, started_at)
-        directory.mkdir(parents=True, exist_ok=True)
-        legs: dict[str, dict[str, object]] = {n: {"codec": None} for n in _LEG_NAMES.values()}
-        meta = CallMeta(call_id, started_at, legs)
-        (directory / "meta.json").write_text(meta.to_json())
-        writers = {}
-        for side, name in _LEG_NAMES.items():
-            f: BinaryIO = open(directory / f"{name}.spool", "wb", buffering=0)  # noqa: SIM115
-            # Jittered flush points: calls that start together (a burst of INVITEs,
-            # a benchmark) would otherwise all write in the same packet period every
-            # second, a periodic stall of the event loop.
-            spread = 0.5 + secrets.randbelow(1000) / 1000
-            writers[side] = SpoolWriter(f, flush_interval=spread,
-                                        flush_packets=max(1, round(50 * spread)))
-        return _Recording(directory, meta, writers, offset)
-
-    def _tap(self, rec: _Recording) -> Callable[[int, bytes, float], None]:
-        writers = rec.writers
-        offset = rec.wall_offset
-
-        def tap(side: int, data: bytes, now: float) -> None:
-            # Called from the hot path: a buffered append, a write about once a second.
-            if rec.failed:
-                return
-            wall = now + offset
-            try:
-                writer = writers[side]  # type: ignore[index]
-                if writer.append(data, wall):
-                    writer.flush(wall)
-            except OSError:
-                # Disk full or similar: keep relaying, stop recording this call.
-                rec.failed = True
-                self.recording_errors += 1
-                log.warning("recording stopped for call %s: write failed",
-                            rec.meta.call_id, exc_info=True)
-
-        return tap
 
     # --- SDP ---
 
@@ -188,7 +156,7 @@ class InProcessBackend:
         state.session.mark_active(asyncio.get_running_loop().time())
         state.codecs[from_side] = remote.codec
         if state.recording is not None:
-            state.recording.meta.legs[_LEG_NAMES[from_side]]["codec"] = remote.codec
+            state.recording.meta.legs[LEG_NAMES[from_side]]["codec"] = remote.codec
         return bytes(out)
 
     async def offer(self, call: MediaCall, from_side: Side, sdp: bytes) -> bytes:
@@ -229,11 +197,10 @@ class InProcessBackend:
         rec = state.recording
         if rec is None:
             return None
-        loop = asyncio.get_running_loop()
-        # Closing the spools needs this process (it owns the files): a thread. The
-        # finish is a pure function of the folder, so `executor` may be a process pool.
-        if not await loop.run_in_executor(None, _close_spools, rec):
+        if not await self.recorder.stop(rec):
             return None
+        loop = asyncio.get_running_loop()
+        # The finish is a pure function of the folder, so `executor` may be a process pool.
         try:
             return await loop.run_in_executor(self.executor, finish_call, rec.directory)
         except (OSError, SpoolError):
@@ -253,6 +220,10 @@ class InProcessBackend:
         """Release every live call (shutdown)."""
         for call in list(self.calls.values()):
             await self.release(call)
+        self.recorder.shutdown()
+        if self._poller is not None:
+            self._poller.close()
+            self._poller = None
 
 
 def _state(call: MediaCall) -> _CallState:
@@ -260,20 +231,3 @@ def _state(call: MediaCall) -> _CallState:
     if not isinstance(state, _CallState):
         raise TypeError(f"call {call.call_id} was not allocated by InProcessBackend")
     return state
-
-
-def _close_spools(rec: _Recording) -> bool:
-    """Flush and close the spools and write the final meta.json; False if IO failed."""
-    ok = True
-    for writer in rec.writers.values():
-        try:
-            writer.close()
-        except OSError:
-            ok = False
-    try:
-        (rec.directory / "meta.json").write_text(rec.meta.to_json())
-    except OSError:
-        ok = False
-    if not ok:
-        log.warning("closing the spools of call %s failed", rec.meta.call_id, exc_info=True)
-    return ok

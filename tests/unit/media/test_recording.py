@@ -9,6 +9,7 @@ import io
 import json
 import math
 import random
+import struct
 import sys
 import wave
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import pytest
 
 from recordings.finish import RenderStats, call_dir, finish_call, finish_pending, render_leg
 from recordings.g711 import PT_PCMA, PT_PCMU, decode, encode, tone
-from recordings.spool import CallMeta, SpoolError, SpoolWriter, read_spool
+from recordings.spool import MAGIC, CallMeta, SpoolBuffer, SpoolError, SpoolWriter, read_spool
 from relay.rtp.packet import RtpPacket
 
 T0 = 1_763_800_000.0  # 2025-11-22 08:26:40 UTC
@@ -257,3 +258,83 @@ def test_spool_strips_csrc_extension_and_padding() -> None:
     (rec,) = read_spool(buf.getvalue())
     assert (rec.seq, rec.ts, rec.ssrc, rec.payload) == (5, 6, 7, b"\xff" * 8)
     assert w.invalid == 1
+
+
+# --- spool format 2, the version 1 reader, and what the relay's recorder writes ---
+
+
+def _v1_spool(stream: list[Sent]) -> bytes:
+    """The version 1 framing, as an older relay wrote it (recordings.spool docstring)."""
+    out = bytearray(b"RSPL\x01")
+    for s in stream:
+        rec = next(read_spool(_spooled(s)))
+        body = struct.pack("<dHIIB", rec.wall, rec.seq, rec.ts, rec.ssrc,
+                           rec.pt | (0x80 if rec.marker else 0)) + rec.payload
+        out += struct.pack("<H", len(body)) + body
+    return bytes(out)
+
+
+def test_relay_spools_and_version_1_spools_finish_to_identical_files(tmp_path: Path) -> None:
+    """The relay's path (monotonic arrival clock + offset, a chunk now and then) and
+    the old per-record format give the same records and byte-identical WAVs."""
+    offset = T0 - 1000.0  # wall minus the relay's monotonic clock
+    outputs = []
+    for version in (1, 2):
+        rng = random.Random(4733)
+        directory = call_dir(tmp_path / f"v{version}", "same-call", T0)
+        directory.mkdir(parents=True)
+        (directory / "meta.json").write_text(CallMeta("same-call", T0).to_json())
+        for leg, stream in (("caller", caller_stream(rng)), ("callee", callee_stream(rng))):
+            if version == 1:
+                # The old relay's tap: wall = monotonic arrival + offset, per packet.
+                data = _v1_spool([Sent((s.wall - offset) + offset, s.data) for s in stream])
+            else:
+                buf = SpoolBuffer(offset)
+                data = MAGIC
+                for n, s in enumerate(stream):
+                    buf.datagrams.append(s.data)  # what the relay's tap does
+                    buf.times.append(s.wall - offset)
+                    if n % 37 == 0:
+                        data += buf.take()
+                data += buf.take()
+            (directory / f"{leg}.spool").write_bytes(data)
+        records = [list(read_spool((directory / f"{leg}.spool").read_bytes()))
+                   for leg in ("caller", "callee")]
+        result = finish_call(directory)
+        outputs.append((records, {n: f.sha256 for n, f in result.files.items()}))
+    assert outputs[0] == outputs[1]
+
+
+def test_spool_chunks_survive_a_crash_and_reject_corruption() -> None:
+    pkt = bytes(RtpPacket(0, 1, 160, 5, payload=b"\xff" * 160))
+    buf = SpoolBuffer(100.0)
+    buf.add(pkt, 1.5)
+    buf.add(b"\x80\xc9\x00\x01" + bytes(4), 1.6)  # RTCP on the RTP port: skipped on reading
+    buf.add(b"\x00garbage", 1.7)  # not RTP: skipped on reading
+    first = buf.take()
+    assert buf.take() == b"" and len(buf) == 0 and buf.packets == 3
+    buf.add(pkt, 2.5)
+    second = buf.take()
+    spool = MAGIC + first + second
+    assert [(r.wall, r.seq) for r in read_spool(spool)] == [(101.5, 1), (102.5, 1)]
+    # A crash mid-write: the cut chunk is ignored, the ones before it are kept.
+    assert [r.wall for r in read_spool(spool[:-10])] == [101.5]
+    assert list(read_spool(MAGIC)) == [] and list(read_spool(MAGIC[:3])) == []
+    corrupt = bytearray(MAGIC + first)
+    corrupt[len(MAGIC) + 16 + 3 * 8] ^= 0x01  # the first datagram's length
+    with pytest.raises(SpoolError):
+        list(read_spool(bytes(corrupt)))
+
+
+def test_spool_buffer_keeps_its_lists_for_the_relays_bound_appends() -> None:
+    buf = SpoolBuffer()
+    add_data, add_time = buf.datagrams.append, buf.times.append
+    add_data(b"\x80\x00" + bytes(10))
+    add_time(1.0)
+    assert buf.take()
+    add_data(b"\x80\x00" + bytes(10))
+    add_time(2.0)
+    assert len(buf) == 1  # still the same lists after take
+    add_data(b"\x80\x00" + bytes(10))  # a time missing: a local error, not a bad file
+    with pytest.raises(ValueError):
+        buf.take()
