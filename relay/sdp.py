@@ -11,6 +11,7 @@ leg, no ICE, and only the codecs the relay can carry and record.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -345,12 +346,14 @@ class RemoteMedia:
 def _relayable_formats(md: MediaDescription) -> list[str]:
     """Formats the relay can carry and record: PCMU, PCMA and telephone-event (RFC 4733)."""
     kept = []
+    rtpmap = md.rtpmap  # once: each read scans the section's lines
     for pt in md.formats:
-        enc = md.encoding(pt)
+        mapped = rtpmap.get(pt)
+        enc = mapped.split("/", 1)[0].lower() if mapped is not None else _STATIC_PT.get(pt)
         g711 = (pt == "0" and enc == "pcmu") or (pt == "8" and enc == "pcma")
         # RFC 4733 §2.1: events share the audio clock; only the 8 kHz one fits G.711.
         dtmf = (enc == "telephone-event" and _is_uint(pt, 127) and int(pt) >= 96
-                and md.rtpmap.get(pt, "").split("/")[1:2] == ["8000"])
+                and (mapped or "").split("/")[1:2] == ["8000"])
         if g711 or dtmf:
             kept.append(pt)
     return kept
@@ -410,6 +413,7 @@ class RelayOrigin:
         return self.version
 
 
+@functools.lru_cache(maxsize=1024)
 def _addrtype(address: str) -> str:
     try:
         return "IP6" if ipaddress.ip_address(address).version == 6 else "IP4"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import heapq
 import ipaddress
-import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from relay.sip import (
     TransportError,
     build_response,
     new_tag,
+    system_random,
 )
 
 from ._state import LegState
@@ -178,7 +178,7 @@ class Switch:
         self._nets = [ipaddress.ip_network(n, strict=False) for n in settings.trunks]
         self._tokens = settings.cps
         self._tokens_at = 0.0
-        self._new_id = clock_id or (lambda: secrets.token_hex(8))
+        self._new_id = clock_id or (lambda: system_random(8).hex())
         self.counts: dict[str, int] = {
             "invites": 0, "bridged": 0, "answered": 0, "refused": 0, "untrusted": 0,
             "overload": 0, "media_errors": 0,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from relay.media.recorder import LEG_NAMES, CallRecording, Recorder
 from relay.rtp.ports import PortPool, PortsExhausted
 from relay.rtp.session import RelaySession, Side
 from relay.sdp import RelayOrigin, SessionDescription, remote_media, rewrite_for_peer
+from relay.sip import system_random
 
 __all__ = ["InProcessBackend"]
 
@@ -68,6 +68,14 @@ class InProcessBackend:
         self.calls: dict[str, MediaCall] = {}
         self.recorder = Recorder()
         self._poller: RtpPoller | None = None  # made on the loop, at the first call
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        # Looked up once: on Python 3.11 get_running_loop() costs a getpid() each time.
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     @property
     def poller(self) -> RtpPoller | None:
@@ -99,7 +107,7 @@ class InProcessBackend:
         """
         if call_id in self.calls:
             raise ValueError(f"call {call_id} already has media")
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         started_at = time.time()
         recording = None
         if record:
@@ -130,7 +138,7 @@ class InProcessBackend:
         if recording is not None:
             session.tap = recording.tap()
             self.recorder.start(recording, lambda: setattr(session, "tap", None))
-        ids = secrets.randbits(62)  # one draw for both legs' o= session ids
+        ids = int.from_bytes(system_random(8), "big") >> 2  # both legs' o= session ids
         origins = {Side.CALLER: RelayOrigin(ids >> 31, 1),
                    Side.CALLEE: RelayOrigin(ids & 0x7FFFFFFF, 1)}
         state = _CallState(session, sockets, origins, recording)
@@ -153,7 +161,7 @@ class InProcessBackend:
         state.session.set_remote(from_side, remote.address, remote.rtp_port,
                                  remote.rtcp_port, remote.rtcp_address)
         # Ringing is not silence: the idle clock restarts at each negotiation.
-        state.session.mark_active(asyncio.get_running_loop().time())
+        state.session.mark_active(self._running_loop().time())
         state.codecs[from_side] = remote.codec
         if state.recording is not None:
             state.recording.meta.legs[LEG_NAMES[from_side]]["codec"] = remote.codec
@@ -172,13 +180,13 @@ class InProcessBackend:
     def stats(self, call: MediaCall) -> MediaStats:
         """Per-side counters and idle time."""
         session = _state(call).session
-        now = asyncio.get_running_loop().time()
+        now = self._running_loop().time()
         return MediaStats(call.call_id, session.stats(Side.CALLER),
                           session.stats(Side.CALLEE), session.idle_for(now))
 
     def idle_calls(self, timeout: float) -> list[MediaCall]:
         """Live calls with no accepted RTP/RTCP from either side for `timeout` seconds."""
-        now = asyncio.get_running_loop().time()
+        now = self._running_loop().time()
         return [c for c in self.calls.values() if _state(c).session.idle_for(now) >= timeout]
 
     # --- release ---

@@ -20,7 +20,7 @@ An adapter's whole job, for UDP::
 On TCP, :class:`StreamFramer` cuts the byte stream into messages first.
 """
 
-from .dialog import Dialog, DialogState, new_branch, new_call_id, new_tag
+from .dialog import Dialog, DialogState, new_branch, new_call_id, new_tag, system_random
 from .events import (
     AckReceived,
     CancelReceived,
@@ -60,5 +60,5 @@ __all__ = [
     "StrayResponse", "StreamFramer", "TimerConfig", "TransactionKey", "TransactionLayer",
     "TransactionStateError", "TransactionTimeout", "TransportError", "Via",
     "build_ack_for_non2xx", "build_cancel", "build_error_response", "build_response",
-    "new_branch", "new_call_id", "new_tag", "parse_message", "stamp_via",
+    "new_branch", "new_call_id", "new_tag", "parse_message", "stamp_via", "system_random",
 ]

@@ -1,4 +1,4 @@
-"""The parse memo (relay.sip.grammar._memo): shared values, bounded, errors not kept."""
+"""The parse memo (relay.sip.grammar._memo) and the pooled identifier source."""
 
 from __future__ import annotations
 
@@ -56,3 +56,25 @@ def test_errors_are_raised_every_time_and_not_remembered() -> None:
             parse_via("not a via")
     cache = parse_via.__closure__[0].cell_contents  # type: ignore[attr-defined, index]
     assert "not a via" not in cache
+
+
+def test_identifiers_come_from_the_pool_fresh_and_unshared_after_fork() -> None:
+    import os
+
+    from relay.sip.dialog import new_random_pool
+
+    take = new_random_pool(block=32)
+    seen = {take(8) for _ in range(100)}  # crosses many block boundaries
+    assert len(seen) == 100 and all(len(v) == 8 for v in seen)
+    assert len(take(100)) == 100  # larger than a block
+    take(4)  # the pool now holds bytes a fork must not reuse
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what it would hand out next
+        os.write(w, take(8))
+        os._exit(0)
+    os.close(w)
+    child = os.read(r, 8)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert len(child) == 8 and child != take(8)
