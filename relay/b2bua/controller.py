@@ -705,6 +705,16 @@ class Switch:
             direction=call.direction, times=times, sip_code=call.a.code, cause=call.cause,
             released_by=call.released_by, unconnected="none" if answered or b else "error",
             recording=call.recording))
+        if b is None or b.state is not LegState.CANCELLING:
+            # Break the call <-> leg cycles (and the queue's closures) so that
+            # reference counting frees the call now: left to the cycle collector,
+            # every call was garbage it had to find, and its pauses were most of the
+            # relay's p99 setup latency. A leg whose CANCEL a 2xx may still cross
+            # keeps its call (it must ACK and BYE), and the collector takes it later.
+            call.queue.clear()
+            del call.a.call
+            if b is not None:
+                del b.call
 
 
 def _nojob() -> MediaJob | None:
