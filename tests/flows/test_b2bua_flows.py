@@ -438,3 +438,31 @@ def test_required_extensions_we_lack_get_420() -> None:
     assert [m.method for m in h2.to_callee if isinstance(m, SipRequest)] == ["INVITE", "ACK"]
     h2.in_dialog("C", "BYE", cseq=3)
     assert h2.last("B", SipRequest).method == "BYE"
+
+
+def test_a_finished_call_is_freed_without_the_cycle_collector() -> None:
+    """Switch._finish breaks the call <-> leg cycles: with the collector off (the relay
+    runs young collections only, see relay.io.voice._tune_gc), reference counting alone
+    frees a finished call, and the transactions that linger keep no parsed request."""
+    import gc
+    import weakref
+
+    gc.collect()
+    gc.disable()
+    try:
+        h = Harness()
+        h.bind()
+        _answered(h)
+        (call,) = h.switch.calls.values()
+        refs = [weakref.ref(call), weakref.ref(call.a), weakref.ref(call.b)]
+        del call
+        h.in_dialog("C", "BYE", cseq=2)
+        h.callee_reply(h.last("B", SipRequest, method="BYE"), 200)
+        assert not h.switch.calls and h.records
+        assert [r() for r in refs] == [None, None, None]
+        layer = h.switch.layer
+        assert len(layer) > 0  # RFC 3261 timers keep them a while...
+        lingering = [*layer._servers.values(), *layer._clients.values()]
+        assert all(t.request is None for t in lingering)  # ...but lean
+    finally:
+        gc.enable()
