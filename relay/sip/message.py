@@ -107,17 +107,8 @@ class Headers:
         self._values: dict[str, list[str]] = {}
         self._names: dict[str, str] = {}
         self._cache: dict[str, Any] = {}
-        values = self._values
-        names = self._names
-        keymap = _KEYMAP
-        for name, value in items:  # add(), inlined: messages are built from lists
-            low, canon = keymap.get(name.lower()) or (name.lower(), name)
-            vals = values.get(low)
-            if vals is None:
-                values[low] = [value]
-                names[low] = canon
-            else:
-                vals.append(value)
+        for name, value in items:
+            self.add(name, value)
 
     @staticmethod
     def _key(name: str) -> tuple[str, str]:
