@@ -41,7 +41,8 @@ async def get_call(request: web.Request) -> web.Response:
 
 _CALL = {"type": "object", "description": "A call record: legs with invite_at, ring_at, "
          "answer_at, end_at (UTC ms) and sip_code; sip_code, cause (Q.850), released_by, "
-         "unconnected_cause, recording files"}
+         "end_reason (why the relay ended it: max_duration, frozen, drain, media_timeout, "
+         "media; null otherwise), unconnected_cause, recording files"}
 
 
 def add_call_routes(app: web.Application) -> None:

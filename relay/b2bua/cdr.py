@@ -45,9 +45,10 @@ def build_record(*, call_id: str, started_at: float, x: str | None, caller: str 
                  callee: str | None, binding: str | None, out_id: str | None,
                  direction: str | None, times: CallTimes, sip_code: int | None,
                  cause: int | None, released_by: str | None, unconnected: str,
-                 recording: Any) -> dict[str, Any]:
+                 recording: Any, end_reason: str | None = None) -> dict[str, Any]:
     """One call record. `unconnected` is none, no_binding, frozen, stranger, policy,
-    untrusted or error."""
+    untrusted or error. `end_reason` says why the relay ended a call (max_duration,
+    frozen, drain, media_timeout), None when a party did or it never connected."""
     legs = times.legs
     caller_leg = legs["caller"]
     answer = caller_leg["answer_at"]
@@ -66,6 +67,7 @@ def build_record(*, call_id: str, started_at: float, x: str | None, caller: str 
         "sip_code": sip_code,
         "cause": cause,
         "released_by": released_by,
+        "end_reason": end_reason,
         "unconnected_cause": unconnected,
         "duration_ms": (end - answer) if answer is not None and end is not None else 0,
         "recording": _recording(recording),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 import ipaddress
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -151,6 +151,7 @@ class Call:
         self.client_keys: list[TransactionKey] = []
         self.ended = False
         self.released_by: str | None = None
+        self.end_reason: str | None = None  # why the relay ended it (record's end_reason)
         self.cause: int | None = None
         self.recording: object = None
 
@@ -260,6 +261,8 @@ class Switch:
         """The relay ends a call (max duration, freeze, drain): BYE or 480 to both."""
         if call.ended:
             return
+        if reason:
+            call.end_reason = reason
         ev = Disconnect("relay", cause)
         call.a.disconnect(ev, now)
         if call.b is not None:
@@ -273,6 +276,20 @@ class Switch:
         for call in live:
             self.hangup(call, now, reason="drain")
         return len(live)
+
+    def media_timeout(self, idle: Iterable[object], now: float) -> int:
+        """End answered calls whose media handle is in `idle` (the backend's
+        `idle_calls(timeout)`: no RTP or RTCP from either side): BYE both legs,
+        Q.850 cause 41 (temporary failure), end_reason "media_timeout". Returns how many."""
+        handles = {id(h) for h in idle}
+        if not handles:
+            return 0
+        ended = [c for c in self.calls.values()
+                 if not c.ended and id(c.media) in handles
+                 and c.times.legs["caller"]["answer_at"] is not None]
+        for call in ended:
+            self.hangup(call, now, cause=41, reason="media_timeout")
+        return len(ended)
 
     def sweep(self, now: float) -> None:
         """Once a second: hang up calls whose binding froze, if so configured."""
@@ -492,7 +509,7 @@ class Switch:
                     return
                 if error is not None or sdp is None:
                     a.fail(Fail(488, 65, "media"), now)
-                    self.hangup(call, now, cause=65)
+                    self.hangup(call, now, cause=65, reason="media")
                     return
                 a.connect(Connect(sdp), now)
                 if call.b is not None and call.b.late:
@@ -532,7 +549,7 @@ class Switch:
                 return
             if error is not None or out is None:
                 b.ack_with(b"")  # complete the callee's transaction, then end the call
-                self.hangup(call, now, cause=65 if error is not None else 31)
+                self.hangup(call, now, cause=65 if error is not None else 31, reason="media")
                 return
             b.ack_with(out)
 
@@ -704,7 +721,7 @@ class Switch:
             callee=call.callee, binding=call.binding, out_id=call.out_id,
             direction=call.direction, times=times, sip_code=call.a.code, cause=call.cause,
             released_by=call.released_by, unconnected="none" if answered or b else "error",
-            recording=call.recording))
+            recording=call.recording, end_reason=call.end_reason))
         if b is None or b.state is not LegState.CANCELLING:
             # Break the call <-> leg cycles (and the queue's closures) so that
             # reference counting frees the call now: left to the cycle collector,

@@ -18,6 +18,10 @@ Tunables live in relay.toml (see README "Configuration" and DESIGN.md):
     [media]
     bind = "127.0.0.1"           # RTP sockets (default: the SIP host)
     advertise = "198.51.100.7"   # c= address in the SDP we send (default: [sip] advertise)
+    timeout = 60                 # no RTP/RTCP either way this long on an answered call:
+                                 # BYE both legs, cause 41, end_reason "media_timeout" (0: off)
+    backend = "inprocess"        # or "rtpengine": media handed to rtpengine over ng
+    rtpengine = "127.0.0.1:2223" # its --listen-ng (with backend = "rtpengine")
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from relay.b2bua.controller import Settings, Switch
+from relay.media.backend import MediaBackend
 from relay.sip import TimerConfig
 
 from .sip import SipServer
@@ -64,20 +69,40 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
     return s, sip
 
 
+async def _media_backend(cfg: Any, media_cfg: dict[str, Any], advertise: str,
+                         poll: float) -> MediaBackend:
+    """The `[media] backend`: the in-process relay, or rtpengine over ng (its stats,
+    for the media timeout, refreshed every `poll` seconds)."""
+    kind = str(media_cfg.get("backend", "inprocess"))
+    if kind == "rtpengine":
+        from relay.media.rtpengine import RtpengineBackend
+
+        host, _, port = str(media_cfg.get("rtpengine", "127.0.0.1:2223")).rpartition(":")
+        engine = RtpengineBackend((host, int(port)), recordings_dir=Path(cfg.recordings))
+        await engine.start(poll_interval=poll)
+        return engine
+    if kind != "inprocess":
+        raise ValueError(f"[media] backend must be inprocess or rtpengine, not {kind!r}")
+    from relay.media.inprocess import InProcessBackend
+
+    return InProcessBackend(
+        bind_host=str(media_cfg.get("bind", cfg.sip[0])),
+        advertise_host=str(media_cfg.get("advertise", advertise)),
+        port_range=cfg.media_ports, recordings_dir=Path(cfg.recordings))
+
+
 async def attach_voice(node: Node) -> None:
     """Start the SIP B2BUA and its media backend on `node` (called from Node.start)."""
     from relay.api.calls import add_call_routes
-    from relay.media.inprocess import InProcessBackend
 
     cfg = node.config
     udp = SipServer.bind_udp(cfg.sip[0], cfg.sip[1])
     port = udp.getsockname()[1]
     settings, sip = settings_from(cfg, port)
     media_cfg = dict(cfg.extra.get("media", {}))
-    media = InProcessBackend(
-        bind_host=str(media_cfg.get("bind", cfg.sip[0])),
-        advertise_host=str(media_cfg.get("advertise", settings.host)),
-        port_range=cfg.media_ports, recordings_dir=Path(cfg.recordings))
+    media_timeout = float(media_cfg.get("timeout", 60.0))
+    media = await _media_backend(cfg, media_cfg, settings.host,
+                                 poll=min(5.0, media_timeout / 4) if media_timeout > 0 else 0)
     with contextlib.suppress(OSError):
         await media.finish_pending()
     switch = Switch(settings, node.table)
@@ -98,6 +123,10 @@ async def attach_voice(node: Node) -> None:
             if settings.hangup_on_freeze:
                 switch.sweep(time.time())
                 server.flush()
+            if media_timeout > 0:
+                idle = media.idle_calls(media_timeout)
+                if idle and switch.media_timeout(idle, time.time()):
+                    server.flush()
             if tuned and full_every > 0 and time.monotonic() - last_full >= full_every:
                 started = time.perf_counter()
                 found = gc.collect()

@@ -71,3 +71,11 @@ class MediaBackend(Protocol):
     async def release(self, call: MediaCall) -> RecordingResult | None:
         """Free the call's ports; finish and return its recording (None if not recorded)."""
         ...
+
+    async def finish_pending(self) -> list[RecordingResult]:
+        """Finish recordings a crash left behind (at start-up)."""
+        ...
+
+    async def close(self) -> None:
+        """Release every live call (shutdown)."""
+        ...

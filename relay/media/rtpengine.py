@@ -504,6 +504,7 @@ class RtpengineDaemon:
         if exe is None:
             raise FileNotFoundError("rtpengine is not installed (Debian: rtpengine-daemon)")
         self.ng_addr = (interface, ng_port)
+        self.port_range = port_range
         self.args = [
             exe, "--foreground", "--log-stderr", "--table=-1", f"--interface={interface}",
             f"--listen-ng={interface}:{ng_port}", f"--port-min={port_range[0]}",

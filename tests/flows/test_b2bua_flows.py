@@ -466,3 +466,23 @@ def test_a_finished_call_is_freed_without_the_cycle_collector() -> None:
         assert all(t.request is None for t in lingering)  # ...but lean
     finally:
         gc.enable()
+
+
+def test_media_timeout_ends_answered_calls_only() -> None:
+    h = Harness()
+    h.bind()
+    h.caller_invite()
+    inv = h.last("B", SipRequest, method="INVITE")
+    h.callee_reply(inv, 180)
+    (ringing,) = h.switch.calls.values()
+    assert h.switch.media_timeout([ringing.media], h.now) == 0  # not answered: no timeout
+    h.callee_reply(inv, 200, body=sdp("bob", 32000))
+    h.caller_ack()
+    assert h.switch.media_timeout([], h.now) == 0
+    assert h.switch.media_timeout([ringing.media], h.now) == 1
+    h.pump()
+    assert h.last("C", SipRequest).method == "BYE" and h.last("B", SipRequest).method == "BYE"
+    assert h.last("B", SipRequest).headers.get("reason") == "Q.850;cause=41"
+    (rec,) = h.records
+    assert rec["released_by"] == "relay" and rec["cause"] == 41
+    assert rec["end_reason"] == "media_timeout"

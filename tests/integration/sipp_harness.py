@@ -174,13 +174,15 @@ def relay_args(outbound_port: int, workdir: Path, *more: str) -> list[str]:
             "--log-level", "WARNING", *more]
 
 
-def write_config(workdir: Path, sip: dict[str, Any]) -> Path:
-    """A relay.toml with a [sip] section (tunables that have no flag)."""
+def write_config(workdir: Path, sip: dict[str, Any], **sections: dict[str, Any]) -> Path:
+    """A relay.toml with a [sip] section and any others (tunables that have no flag)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    lines = ["[sip]"]
-    for k, v in sip.items():
-        lines.append(f"{k} = {json.dumps(v)}" if not isinstance(v, bool)
-                     else f"{k} = {'true' if v else 'false'}")
+    lines: list[str] = []
+    for name, values in {"sip": sip, **sections}.items():
+        lines.append(f"[{name}]")
+        for k, v in values.items():
+            lines.append(f"{k} = {json.dumps(v)}" if not isinstance(v, bool)
+                         else f"{k} = {'true' if v else 'false'}")
     path = workdir / "relay.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -7,6 +7,7 @@ import json
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import free_port
@@ -121,3 +122,33 @@ async def test_timeout_when_nobody_listens() -> None:
         await client.request({"command": "ping"})
     assert e.value.status == 503
     client.close()
+
+
+@needs_rtpengine
+async def test_relay_serve_hands_media_to_rtpengine(engine: RtpengineDaemon,
+                                                    relay_factory: Any,
+                                                    tmp_path: Path) -> None:
+    """`[media] backend = "rtpengine"`: a SIPp call through `relay serve` gets rtpengine's
+    ports in both SDPs and still leaves a normal call record."""
+    from sipp_harness import bind, callee, caller, calls, relay_args, udp_port, write_config
+
+    out = udp_port()
+    host, port = engine.ng_addr
+    cfg = write_config(tmp_path / "cfg", {},
+                       media={"backend": "rtpengine", "rtpengine": f"{host}:{port}"})
+    relay = relay_factory(f"sqlite:///{tmp_path}/relay.db",
+                          relay_args(out, tmp_path, "--config", str(cfg)))
+    bind(relay.base)
+    uas = callee(tmp_path, out, extra=["-m", "1"]).start()
+    await asyncio.sleep(0.3)
+    uac = caller(tmp_path, relay.sip_port, extra=["-m", "1", "-d", "300"]).start()
+    assert await asyncio.to_thread(uac.wait, 30) == 0, uac.tail()
+    assert await asyncio.to_thread(uas.wait, 30) == 0, uas.tail()
+    low, high = engine.port_range
+    invite = next(m for m in uas.received() if m.startswith("INVITE"))
+    ok = next(m for m in uac.received() if m.startswith("SIP/2.0 200") and "INVITE" in m)
+    for sdp_text in (invite, ok):
+        media_port = int(sdp_text.split("m=audio ", 1)[1].split()[0])
+        assert low <= media_port <= high, sdp_text
+    (rec,) = await asyncio.to_thread(calls, relay.base)
+    assert rec["sip_code"] == 200 and rec["released_by"] == "caller"

@@ -377,6 +377,24 @@ def test_max_call_duration_byes_both_sides(relay_factory: Any, tmp_path: Path) -
     assert rec["released_by"] == "relay" and 900 <= rec["duration_ms"] <= 3000
 
 
+def test_media_timeout_byes_both_sides(relay_factory: Any, tmp_path: Path) -> None:
+    """Issue 4: an answered call with no RTP either way for [media] timeout seconds is
+    ended by the relay (SIPp here sends signalling only), with a recorded cause."""
+    out = udp_port()
+    cfg = write_config(tmp_path / "cfg", {}, media={"timeout": 1.5})
+    relay = _relay(relay_factory, tmp_path, out, "--config", str(cfg))
+    bind(relay.base)
+    uac, uas = _pair(tmp_path, relay, out, "uac_wait_bye.xml", "uas.xml", ["-m", "1"],
+                     ["-m", "1"])
+    _run(uas, uac)  # each side receives the relay's BYE and answers it
+    rec = calls(relay.base)[0]
+    assert rec["released_by"] == "relay" and rec["end_reason"] == "media_timeout"
+    assert rec["cause"] == 41 and rec["sip_code"] == 200
+    assert 1400 <= rec["duration_ms"] <= 4500
+    bye = next(m for m in uas.received() if m.startswith("BYE"))
+    assert "Reason: Q.850;cause=41" in bye
+
+
 def test_freeze_during_a_call_hangs_up_when_configured(relay_factory: Any,
                                                        tmp_path: Path) -> None:
     out = udp_port()
