@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from b2bua_harness import CALLEE, CALLER, A, B, Harness, X, sdp
 
@@ -454,7 +456,8 @@ def test_a_finished_call_is_freed_without_the_cycle_collector() -> None:
         h.bind()
         _answered(h)
         (call,) = h.switch.calls.values()
-        refs = [weakref.ref(call), weakref.ref(call.a), weakref.ref(call.b)]
+        refs: list[weakref.ref[Any]] = [weakref.ref(call), weakref.ref(call.a),
+                                        weakref.ref(call.b)]
         del call
         h.in_dialog("C", "BYE", cseq=2)
         h.callee_reply(h.last("B", SipRequest, method="BYE"), 200)
