@@ -363,27 +363,29 @@ def _has_audio_codec(formats: list[str]) -> bool:
     return "0" in formats or "8" in formats
 
 
-def _relayed_index(sdp: SessionDescription) -> int | None:
-    """Index of the one m= line the relay carries: the first usable audio stream."""
+def _relayed(sdp: SessionDescription) -> tuple[int, list[str]] | None:
+    """The one m= line the relay carries (the first usable audio stream): its index
+    and its relayable formats."""
     for i, md in enumerate(sdp.media):
-        if (md.media == "audio" and md.port != 0 and md.proto in RELAYED_PROTOS
-                and _has_audio_codec(_relayable_formats(md))):
-            return i
+        if md.media == "audio" and md.port != 0 and md.proto in RELAYED_PROTOS:
+            formats = _relayable_formats(md)
+            if _has_audio_codec(formats):
+                return i, formats
     return None
 
 
 def remote_media(sdp: SessionDescription) -> RemoteMedia:
     """The peer's media address for the stream the relay carries; `NoCommonCodec` if none."""
-    i = _relayed_index(sdp)
-    if i is None:
+    relayed = _relayed(sdp)
+    if relayed is None:
         raise NoCommonCodec("no audio stream with PCMU or PCMA")
+    i, formats = relayed
     md = sdp.media[i]
     conn = md.connection or sdp.connection
     assert conn is not None  # _validate guarantees it for an active stream
     direction = md.direction or sdp.direction or "sendrecv"
     address: str | None = None if conn.is_hold else conn.address
     rtcp = md.rtcp
-    formats = _relayable_formats(md)
     codec = next(("PCMU" if pt == "0" else "PCMA" for pt in formats if pt in ("0", "8")), None)
     return RemoteMedia(address, md.port, rtcp[0] if rtcp else None, rtcp[1] if rtcp else None,
                        direction, tuple(int(pt) for pt in formats), codec)
@@ -438,9 +440,10 @@ def rewrite_for_peer(sdp: SessionDescription, *, relay_address: str, relay_port:
 
     Raises `NoCommonCodec` (488) when no audio stream with PCMU or PCMA is left.
     """
-    index = _relayed_index(sdp)
-    if index is None:
+    relayed = _relayed(sdp)
+    if relayed is None:
         raise NoCommonCodec("no audio stream with PCMU or PCMA")
+    index, kept = relayed
     addrtype = _addrtype(relay_address)
 
     def conn_value(c: Connection) -> str:
@@ -465,7 +468,6 @@ def rewrite_for_peer(sdp: SessionDescription, *, relay_address: str, relay_port:
             # Disabled stream: port 0, one format, no attributes (RFC 3264 §8.2).
             media.append(MediaDescription(md.media, 0, None, md.proto, md.formats[:1]))
             continue
-        kept = _relayable_formats(md)
         kept_set = set(kept)
         lines: list[tuple[str, str]] = []
         has_conn = False
