@@ -365,29 +365,29 @@ def test_info_is_relayed(relay_factory: Any, tmp_path: Path) -> None:
     assert_private(uac.received(), uas.received(), uac, uas)
 
 
-def test_max_call_duration_byes_both_sides(relay_factory: Any, tmp_path: Path) -> None:
+def _relay_ends_call(relay_factory: Any, tmp_path: Path, sip: dict[str, Any],
+                     **sections: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """One call that the relay ends, configured by `sip`/`sections`: each side waits for
+    the relay's BYE and answers it. Returns the call record and the callee SIPp."""
     out = udp_port()
-    cfg = write_config(tmp_path / "cfg", {"max_call_seconds": 1.0})
+    cfg = write_config(tmp_path / "cfg", sip, **sections)
     relay = _relay(relay_factory, tmp_path, out, "--config", str(cfg))
     bind(relay.base)
     uac, uas = _pair(tmp_path, relay, out, "uac_wait_bye.xml", "uas.xml", ["-m", "1"],
                      ["-m", "1"])
-    _run(uas, uac)  # each side receives the relay's BYE and answers it
-    rec = calls(relay.base)[0]
+    _run(uas, uac)
+    return calls(relay.base)[0], uas
+
+
+def test_max_call_duration_byes_both_sides(relay_factory: Any, tmp_path: Path) -> None:
+    rec, _ = _relay_ends_call(relay_factory, tmp_path, {"max_call_seconds": 1.0})
     assert rec["released_by"] == "relay" and 900 <= rec["duration_ms"] <= 3000
 
 
 def test_media_timeout_byes_both_sides(relay_factory: Any, tmp_path: Path) -> None:
     """Issue 4: an answered call with no RTP either way for [media] timeout seconds is
     ended by the relay (SIPp here sends signalling only), with a recorded cause."""
-    out = udp_port()
-    cfg = write_config(tmp_path / "cfg", {}, media={"timeout": 1.5})
-    relay = _relay(relay_factory, tmp_path, out, "--config", str(cfg))
-    bind(relay.base)
-    uac, uas = _pair(tmp_path, relay, out, "uac_wait_bye.xml", "uas.xml", ["-m", "1"],
-                     ["-m", "1"])
-    _run(uas, uac)  # each side receives the relay's BYE and answers it
-    rec = calls(relay.base)[0]
+    rec, uas = _relay_ends_call(relay_factory, tmp_path, {}, media={"timeout": 1.5})
     assert rec["released_by"] == "relay" and rec["end_reason"] == "media_timeout"
     assert rec["cause"] == 41 and rec["sip_code"] == 200
     assert 1400 <= rec["duration_ms"] <= 4500
