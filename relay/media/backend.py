@@ -8,13 +8,18 @@ Backends: `relay.media.inprocess.InProcessBackend` (default) and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from recordings.finish import RecordingResult
 from relay.rtp.session import LegStats, Side
 
-__all__ = ["MediaBackend", "MediaCall", "MediaStats", "Side"]
+__all__ = [
+    "DigitReceived", "MediaBackend", "MediaCall", "MediaEvent", "MediaStats", "PlaybackEnded",
+    "Side",
+]
 
 
 @dataclass(eq=False)
@@ -41,6 +46,30 @@ class MediaStats:
     caller: LegStats
     callee: LegStats
     idle_for: float  # seconds since the last packet from either side
+
+
+@dataclass(frozen=True, slots=True)
+class DigitReceived:
+    """A DTMF digit that `side` sent as RFC 4733 telephone-events (reported once, at the
+    event's end; retransmitted end packets are not reported again)."""
+
+    call_id: str
+    side: Side
+    digit: str  # "0"-"9", "*", "#", "A"-"D"
+    at: float  # epoch seconds (UTC) of the event's end
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackEnded:
+    """A prompt started with `play` ended: it ran out (`completed`) or was stopped."""
+
+    call_id: str
+    side: Side
+    play_id: int
+    completed: bool
+
+
+MediaEvent = DigitReceived | PlaybackEnded
 
 
 class MediaBackend(Protocol):
@@ -70,6 +99,41 @@ class MediaBackend(Protocol):
 
     async def release(self, call: MediaCall) -> RecordingResult | None:
         """Free the call's ports; finish and return its recording (None if not recorded)."""
+        ...
+
+    # --- the relay's own voice (prompts, tones, digits: issue 9) ---
+
+    def set_listener(self, listener: Callable[[MediaEvent], None]) -> None:
+        """Where the backend reports `MediaEvent` s (called on the event loop)."""
+        ...
+
+    async def answer_locally(self, call: MediaCall, side: Side) -> bytes:
+        """The relay itself answers the offer `side` made (already given to `offer`):
+        an SDP answer with the relay's port facing `side`, one audio codec chosen from
+        the offer (PCMU, else PCMA) and telephone-event when offered. Afterwards the
+        offer toward the other side (`local_offer`) carries only that codec."""
+        ...
+
+    async def local_offer(self, call: MediaCall, to_side: Side) -> bytes:
+        """A fresh offer toward `to_side` (a new version of the relay's o= line) with the
+        relay's port facing it and the codec settled with the other side."""
+        ...
+
+    async def play(self, call: MediaCall, side: Side, prompt: Path, *,
+                   repeat: bool = False) -> int:
+        """Start playing `prompt` (a WAV: 8 kHz mono 16-bit PCM) into `side`, replacing
+        what plays there now; returns a play id for `PlaybackEnded`. While a prompt plays
+        into `side`, media from the other side is recorded but not relayed to it."""
+        ...
+
+    async def stop_play(self, call: MediaCall, side: Side) -> None:
+        """Stop what plays into `side` (PlaybackEnded with completed=False); relaying
+        resumes. No-op when nothing plays."""
+        ...
+
+    async def detect_digits(self, call: MediaCall, side: Side, on: bool) -> None:
+        """Report (`DigitReceived`) or stop reporting the digits `side` sends; while on,
+        those telephone-events are not relayed to the other side."""
         ...
 
     async def finish_pending(self) -> list[RecordingResult]:
