@@ -106,8 +106,10 @@ class _Leg:
         if body:
             headers.append(("Content-Type", SDP))
             self.last_sdp_sent = body
+        # §12.1.1: 18x and 2xx that make the dialog echo the INVITE's Record-Route.
         resp = build_response(request, status, to_tag=self.local_tag, extra_headers=headers,
-                              body=body)
+                              body=body, record_route=100 < status < 300
+                              and request.method == "INVITE" and request.to_tag is None)
         self.wire.respond(resp, now)
 
     def _send_in_dialog(self, method: str, purpose: str, now: float, *, body: bytes = b"",

@@ -615,11 +615,14 @@ _COPIED = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"
 def build_response(request: SipRequest, status: int, reason: str | None = None, *,
                    to_tag: str | None = None,
                    extra_headers: Iterable[tuple[str, str]] = (),
-                   body: bytes = b"") -> SipResponse:
+                   body: bytes = b"", record_route: bool = False) -> SipResponse:
     """Build a response to ``request`` (RFC 3261 §8.2.6).
 
     Via (all values, in order), From, To, Call-ID and CSeq are copied; ``to_tag`` is
     added to To when the request's To has no tag (§8.2.6.2; 100 Trying gets none).
+    ``record_route`` copies the request's Record-Route values too, in order: a UAS
+    must, in every response that establishes a dialog (§12.1.1: 18x with a tag, 2xx),
+    or the proxies that asked to stay in the path never see the dialog's requests.
     """
     src = request.headers
     h = Headers()
@@ -631,6 +634,11 @@ def build_response(request: SipRequest, status: int, reason: str | None = None, 
             names[low] = canon
     if to_tag is not None and status != 100 and "to" in values and request.to_tag is None:
         values["to"] = [f"{values['to'][0]};tag={to_tag}"]
+    if record_route:
+        rr = src_values.get("record-route")
+        if rr:
+            values["record-route"] = list(rr)
+            names["record-route"] = "Record-Route"
     if status == 100 and "timestamp" in src_values:
         # RFC 3261 §8.2.6.1: a 100 Trying copies Timestamp.
         h.add("timestamp", src_values["timestamp"][0])

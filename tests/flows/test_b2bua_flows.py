@@ -489,3 +489,41 @@ def test_media_timeout_ends_answered_calls_only() -> None:
     (rec,) = h.records
     assert rec["released_by"] == "relay" and rec["cause"] == 41
     assert rec["end_reason"] == "media_timeout"
+
+
+def test_dialog_responses_echo_record_route_in_order() -> None:
+    """RFC 3261 §12.1.1: behind a record-routing proxy, the 180 and the 200 (and its
+    retransmissions) carry the INVITE's Record-Route in order, so the caller's ACK and
+    BYE go through the proxy; the 100 and the callee leg carry none of it."""
+    h = Harness()
+    h.bind()
+    rr = ["<sip:192.0.2.5;lr;ftag=atag1>", "<sip:192.0.2.6:5070;transport=udp;lr>"]
+    h.caller_invite(extra=[("Record-Route", rr[0]), ("Record-Route", rr[1])])
+    inv = h.last("B", SipRequest, method="INVITE")
+    h.callee_reply(inv, 180)
+    h.callee_reply(inv, 200, body=sdp("bob", 32000))
+    ringing = h.last("C", SipResponse, status=180)
+    ok = h.last("C", SipResponse, status=200)
+    trying = h.last("C", SipResponse, status=100)
+    assert ringing.headers.get_list("record-route") == rr
+    assert ok.headers.get_list("record-route") == rr
+    assert trying.headers.get_list("record-route") == []
+    h.advance(0.6)  # no ACK yet: the 200 is retransmitted (Timer G), still with the routes
+    again = [m for m in h.to_caller if isinstance(m, SipResponse) and m.status == 200]
+    assert len(again) >= 2 and all(m.headers.get_list("record-route") == rr for m in again)
+    h.caller_ack()
+    for _addr, data in (r for r in h.raw if r[0] == CALLEE):
+        assert b"192.0.2.5" not in data and b"192.0.2.6" not in data
+    # The relay's own BYE toward the caller follows the route set (loose routing).
+    h.switch.hangup(next(iter(h.switch.calls.values())), h.now)
+    h.pump()
+    bye = h.last("C", SipRequest, method="BYE")
+    assert bye.headers.get_list("route") == rr
+    assert bye.uri == f"sip:{A}@{CALLER[0]}:{CALLER[1]}"
+
+
+def test_refusals_and_in_dialog_answers_carry_no_record_route() -> None:
+    h = Harness()
+    h.caller_invite(extra=[("Record-Route", "<sip:192.0.2.5;lr>")])  # no binding: 404
+    refusal = h.last("C", SipResponse, status=404)
+    assert refusal.headers.get_list("record-route") == []
