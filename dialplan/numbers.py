@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["InvalidNumber", "mask", "normalise", "normalise_ext", "to_int"]
+__all__ = ["InvalidNumber", "mask", "normalise", "normalise_ext", "split_extension", "to_int"]
 
 # ITU-T E.164 §6: at most 15 digits, the country code never starts with 0.
 _E164 = re.compile(r"\+[1-9][0-9]{5,14}")
@@ -48,6 +48,26 @@ def normalise_ext(raw: str) -> str:
     if not isinstance(raw, str) or not _EXT.fullmatch(raw):
         raise InvalidNumber("extension must be 1 to 8 digits")
     return raw
+
+
+def split_extension(user: str) -> tuple[str, str | None]:
+    """A dialled string as (number, extension): `X;ext=E` (RFC 3966 §5.1.1: the `ext`
+    parameter of a telephone-subscriber, carried in a SIP URI's user part, RFC 3261
+    §19.1.6) or `X,E` (the dial-string pause that PBXs and carriers use). Other
+    parameters (`;isub=`, `;phone-context=`) are dropped. The extension is checked
+    with `normalise_ext`; InvalidNumber for a malformed one."""
+    number, sep, rest = user.partition(";")
+    ext: str | None = None
+    if sep:
+        for param in rest.split(";"):
+            name, _, value = param.partition("=")
+            if name.lower() == "ext":
+                ext = normalise_ext(value)
+    if "," in number:
+        number, _, tail = number.partition(",")
+        if ext is None:
+            ext = normalise_ext(tail)
+    return number, ext
 
 
 def to_int(e164: str) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Protocol
 
-__all__ = ["Bridge", "Decision", "Refuse", "RouteView", "decide"]
+__all__ = ["Bridge", "Collect", "Decision", "Refuse", "RouteView", "decide"]
 
 
 class RouteView(Protocol):
@@ -55,7 +55,14 @@ class Refuse(NamedTuple):
     action: str = "refuse"
 
 
-Decision = Bridge | Refuse
+class Collect(NamedTuple):
+    """X is shared (AXE) and no extension came with the call: answer the caller, prompt,
+    and collect the extension as digits (DESIGN.md "SIP behaviour", AXE)."""
+
+    action: str = "collect"
+
+
+Decision = Bridge | Refuse | Collect
 
 # reason -> (SIP status, Q.850 cause); one table so SIP and SMS refuse alike.
 REFUSALS: dict[str, tuple[int, int]] = {
@@ -65,6 +72,7 @@ REFUSALS: dict[str, tuple[int, int]] = {
     "stranger": (403, 21),  # call rejected
     "disabled": (403, 21),  # voice or SMS switched off on this binding
     "no_party": (480, 18),  # AXN: B called X but no A is set
+    "no_extension": (404, 1),  # AXE: no live binding has the extension dialled
 }
 
 
@@ -74,13 +82,18 @@ def _refuse(reason: str, binding: str | None = None) -> Refuse:
 
 
 def decide(entry: RouteView | None, x_in_use: bool, caller: str | None, now: float,
-           service: str = "voice") -> Decision:
+           service: str = "voice", *, shared: bool = False, ext: str | None = None
+           ) -> Decision:
     """Where a call (or SMS, `service="sms"`) from `caller` to X goes, or why not.
 
     `entry` is the binding found for (X, caller[, ext]); `x_in_use` tells whether any live
     binding holds X, which separates a stranger (403) from an unknown number (404).
+    `shared` says X serves AXE extensions: a call that came without `ext` collects one
+    (`Collect`); an extension no live binding has is refused `no_extension`.
     """
     if entry is None:
+        if shared and service == "voice":
+            return Collect() if ext is None else _refuse("no_extension")
         return _refuse("stranger" if x_in_use else "no_binding")
     state = entry.effective_state(now)
     if state != "active":

@@ -1,12 +1,12 @@
-"""B2BUA core micro-benchmark: CPU per bridged call inside :class:`Switch`, no sockets.
+"""B2BUA core micro-benchmark: CPU per bridged call inside :class:`CallMap`, no sockets.
 
     python -m loadtest.switch_bench [--calls 2000] [--rounds 5] [--profile]
 
-Drives complete AXB calls through one Switch in memory: the caller's INVITE (with SDP),
+Drives complete AXB calls through one CallMap in memory: the caller's INVITE (with SDP),
 the callee's 100/180/200, the caller's ACK and BYE, the callee's 200 to BYE, and the
 2xx's ACK to the callee; media jobs are answered at once with a canned SDP (the media
 backend is measured by `loadtest media`). Peers are string templates filled from the
-relay's own messages with a few regexes, and only the time spent inside the Switch is
+relay's own messages with a few regexes, and only the time spent inside the CallMap is
 counted (thread CPU time, best of several rounds, so other load on the machine counts
 less): the figure is the relay's signalling cost per call. At 1,000 calls/s on one core
 the budget is 1,000 us for this, the socket calls and the media setup together.
@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any
 
-from relay.b2bua.controller import Settings, Switch
+from relay.b2bua.callmap import CallMap, Settings
 from relay.bindings.model import Binding, Mode
 from relay.bindings.table import BindingTable
 
@@ -83,9 +83,9 @@ class Driver:
         table = BindingTable()
         table.apply(Binding(id="00000000000000aa", mode=Mode.AXB, x=X, a=A, b=B,
                             created_at=time.time() - 10))
-        self.switch = Switch(Settings(host="127.0.0.1", port=5060, outbound=CALLEE,
+        self.switch = CallMap(Settings(host="127.0.0.1", port=5060, outbound=CALLEE,
                                       trunks=("127.0.0.0/8",)), table)
-        self.inside = 0.0  # seconds spent in the Switch
+        self.inside = 0.0  # seconds spent in the CallMap
         self.to_caller: list[str] = []
         self.to_callee: list[str] = []
 
@@ -105,7 +105,7 @@ class Driver:
         while True:
             sent += sw.datagrams_to_send()
             jobs = sw.take_jobs()
-            sw.take_records()
+            sw.take_call_events()
             if not jobs:
                 return sent
             for job in jobs:
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="loadtest.switch_bench")
     ap.add_argument("--calls", type=int, default=2000, help="calls per round")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--profile", action="store_true", help="cProfile the Switch calls")
+    ap.add_argument("--profile", action="store_true", help="cProfile the CallMap calls")
     a = ap.parse_args(argv)
     d = Driver()
     gc.freeze()  # as `relay serve` does ([sip] gc_threshold, relay.io.voice._tune_gc)
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             prof.disable()
             pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(35)
         best = min(best, d.inside / a.calls * 1e6)
-    sys.stdout.write(f"Switch CPU per bridged call: {best:.0f} us, best of {a.rounds} "
+    sys.stdout.write(f"CallMap CPU per bridged call: {best:.0f} us, best of {a.rounds} "
                      f"({1e6 / best:.0f} calls/s of one core for signalling alone)\n")
     return 0
 

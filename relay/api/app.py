@@ -213,8 +213,10 @@ async def route(request: web.Request) -> web.Response:
     service = q.get("service", "voice")
     if service not in ("voice", "sms"):
         raise BadRequest("service must be voice or sms")
-    entry = node.table.lookup(x, caller, ext)
-    decision = decide(entry, node.table.in_use(x), caller, node.clock(), service)
+    table = node.table
+    entry = table.lookup(x, caller, ext)
+    decision = decide(entry, table.in_use(x), caller, node.clock(), service,
+                      shared=table.shared(x), ext=ext)
     return web.json_response(route_view(decision, request[ROLE]))
 
 

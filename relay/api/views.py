@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dialplan.numbers import mask
-from dialplan.route import Decision, Refuse
+from dialplan.route import Collect, Decision, Refuse
 
 from ..bindings.model import Binding
 
@@ -55,6 +55,8 @@ def binding_view(b: Binding, role: str, now: float) -> dict[str, Any]:
 
 
 def route_view(d: Decision, role: str) -> dict[str, Any]:
+    if isinstance(d, Collect):
+        return {"action": "collect"}
     if isinstance(d, Refuse):
         return {"action": "refuse", "code": d.code, "reason": d.reason, "cause": d.cause,
                 "binding": d.binding}

@@ -1,14 +1,27 @@
-"""The B2BUA core (sans-IO): two leg machines and a call controller.
+"""The B2BUA core (sans-IO): a SIP call map, two leg machines per call, call control.
 
+Stacked as sippy's B2BUA and aioquic's h3-over-quic are: each layer takes the events
+of the one below and returns its own.
+
+- :mod:`.callmap` — :class:`~.callmap.CallMap`, the only SIP-reading layer: admission
+  (trusted trunks, Max-Forwards, Require, OPTIONS, drain, concurrency and CPS limits),
+  the transaction layer, dialogs, and the legs of every call; it reads the dialled X,
+  extension (``X;ext=E``, ``X,E``) and caller of an INVITE into a leg-neutral
+  :class:`~.events.Incoming`.
 - :mod:`._state` — the leg state tables (caller-facing UAS, callee-facing UAC).
 - :mod:`.legs` — the legs: SIP in, leg-neutral events out (:mod:`.events`: Try, Ring,
-  Connect, Fail, Disconnect, Offer/Answer, Info/InfoReply) and back. Every message a
-  leg sends is built from its own dialog: only SDP (rewritten by the media backend)
-  and INFO bodies cross between legs (privacy whitelist).
-- :mod:`.controller` — :class:`~.controller.Switch`: admission (trusted trunks,
-  Max-Forwards, drain, concurrency and CPS limits), routing (the in-memory binding
-  table and :func:`dialplan.route.decide`), the per-call event queue that threads
-  media jobs in order, call timers (ring timeout, max duration), and call records.
+  Connect, Fail, Disconnect, Offer/Answer, Info/InfoReply, Ack) and back through
+  ``leg.deliver`` (a dispatch table). Every message a leg sends is built from its own
+  dialog: only SDP (rewritten by the media backend) and INFO bodies cross between legs
+  (privacy whitelist).
+- :mod:`._phases` — the call's phases as a table (routing, collecting, placing,
+  ringing, connected, ending, ended) and its named timers.
+- :mod:`.controller` — :class:`~.controller.CallController`, one per call, never SIP:
+  routing (the in-memory binding table and :func:`dialplan.route.decide`), the
+  per-call queue that threads media jobs in order, named timers, the relay's own
+  voice (prompts, ringback, announcements) and call events (ringing, answered,
+  ended, refused) that the adapter drains; records ride on ended and refused.
+- :mod:`.ivr` — collecting an AXE extension from digits (RFC 4733 or SIP INFO).
 - :mod:`.cdr` — the call record (kind "call").
 
 The asyncio side lives in :mod:`relay.io.sip` (sockets, one timer, media jobs) and
@@ -22,6 +35,13 @@ Decisions an operator should know:
   side's Contact or a challenge meant for the relay): the caller hears 480.
 - REFER is refused (403): a transfer would move or reveal a real party.
 - A re-INVITE without SDP is answered with the SDP last sent to that side.
+- AXE: an extension in the Request-URI routes at once; without one the relay answers
+  the caller (200 with its own SDP), plays ``enter_extension``, collects digits ended
+  by ``#`` or a pause, and plays ``not_found`` on a wrong one (3 tries, then BYE and
+  ``unconnected_cause: no_extension``); the caller hears ringback while B is called.
+  An AXE call without an offer (late offer) cannot be prompted: 484.
+- Refusals for an unknown (404) or frozen (410) X are announced in 183 early media
+  first (``[sip] announce_refusals``, except trunks in ``no_early_media``).
 - No SIP extension is implemented (no PRACK/100rel, no session timers): the relay
   never sends Supported or Require, drops them from what it relays, and answers a
   request that *requires* one with 420 and ``Unsupported`` (RFC 3261 §8.2.2.3). A

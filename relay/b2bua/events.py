@@ -8,13 +8,29 @@ SDP) and never touches SIP itself. Frozen, slotted, no logic (STYLE.md point 5).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from relay.rtp.session import Side
 
 __all__ = [
-    "Answer", "CCEvent", "Connect", "Disconnect", "Fail", "Info", "InfoReply", "MediaJob",
-    "Offer", "Ring", "Try",
+    "Ack", "Answer", "CCEvent", "CallAnswered", "CallEnded", "CallEvent", "CallRefused",
+    "CallRinging", "Connect", "Disconnect", "Fail", "Incoming", "Info", "InfoReply",
+    "MediaJob", "Offer", "Ring", "Try",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A new call as the call map read it from the caller's INVITE: the dialled X and
+    extension (AXE), the caller's number, its offer (empty: late offer), the hops left,
+    and whether its trunk takes early media (announcements in a 183)."""
+
+    x: str
+    caller: str | None
+    ext: str | None
+    sdp: bytes
+    max_forwards: int = 70
+    early_media: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +53,10 @@ class Ring:
 
 @dataclass(frozen=True, slots=True)
 class Connect:
-    """The callee answered; `sdp` is its answer."""
+    """The callee answered; `sdp` is its answer (or, late offer, its `offer`)."""
 
     sdp: bytes
+    offer: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +66,7 @@ class Fail:
     code: int
     cause: int
     reason: str = ""
+    retry_after: int | None = None  # only when the relay itself is short of resources
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +99,7 @@ class Info:
 
     content_type: str | None
     body: bytes
+    digit: str | None = None  # the DTMF digit a dtmf-relay/dtmf body carries
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +109,53 @@ class InfoReply:
     code: int
 
 
-CCEvent = Try | Ring | Connect | Fail | Disconnect | Offer | Answer | Info | InfoReply
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Late offer: acknowledge the callee's 2xx with the caller's (rewritten) answer."""
+
+    sdp: bytes
+
+
+CCEvent = Try | Ring | Connect | Fail | Disconnect | Offer | Answer | Info | InfoReply | Ack
+
+
+# -- call events: what the controller reports (the adapter drains them) ---------------
+@dataclass(frozen=True, slots=True)
+class CallRinging:
+    """The callee is alerting (its first provisional)."""
+
+    call_id: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallAnswered:
+    """The callee answered and the media is bridged."""
+
+    call_id: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    """A call that was routed (bridged, or collecting an extension) is over; `record`
+    is its whole call record."""
+
+    call_id: str
+    at: float
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CallRefused:
+    """The relay refused an attempt; `record` is its call record."""
+
+    call_id: str
+    at: float
+    record: dict[str, Any]
+
+
+CallEvent = CallRinging | CallAnswered | CallEnded | CallRefused
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +163,12 @@ class MediaJob:
     """Work for the (asynchronous) media backend; the adapter runs it and hands the
     result back with `Switch.media_done(job, result, error, now)`.
 
-    `op` is "setup" (allocate, then offer from the caller), "offer", "answer" or
-    "release". Jobs of one call are issued one at a time, in order.
+    `op` is "setup" (allocate, then offer from the caller), "offer", "answer",
+    "release", or the relay's own voice: "answer_local" (the relay answers `side`'s
+    offer), "local_offer" (a fresh offer toward `side`), "play" (the prompt named
+    `prompt` into `side`, looped when `flag`), "stop_play", "detect" (digits from
+    `side` reported and kept from the other side while `flag`). Jobs of one call are
+    issued one at a time, in order.
     """
 
     seq: int
@@ -109,3 +178,5 @@ class MediaJob:
     sdp: bytes = b""
     record: bool = False
     handle: object = None  # the backend's MediaCall, once allocated
+    prompt: str = ""
+    flag: bool = False

@@ -11,7 +11,8 @@ P-Asserted-Identity, User-Agent...) cannot cross.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from relay.sip import (
     Dialog,
@@ -27,6 +28,7 @@ from relay.sip import (
 
 from ._state import LegKind, LegState, allowed, transition
 from .events import (
+    Ack,
     Answer,
     CCEvent,
     Connect,
@@ -40,9 +42,9 @@ from .events import (
 )
 
 if TYPE_CHECKING:
-    from .controller import Call, Wire
+    from .callmap import Wire
 
-__all__ = ["CalleeLeg", "CallerLeg", "reason_header"]
+__all__ = ["CalleeLeg", "CallerLeg", "dtmf_digit", "reason_header"]
 
 Address = tuple[str, int]
 SDP = "application/sdp"
@@ -59,6 +61,31 @@ def reason_header(cause: int, text: str = "") -> tuple[str, str]:
     return ("Reason", value)
 
 
+_DIGITS = frozenset("0123456789*#ABCD")
+# RFC 4733 §3.2 event codes 10-15, as some dtmf-relay senders write them.
+_EVENT_DIGITS = {"10": "*", "11": "#", "12": "A", "13": "B", "14": "C", "15": "D"}
+
+
+def dtmf_digit(content_type: str, body: bytes) -> str | None:
+    """The digit of a DTMF INFO body: `application/dtmf-relay` ("Signal=5" lines, the
+    de-facto format of Cisco and most trunks) or `application/dtmf` (the digit alone);
+    None for anything else."""
+    try:
+        text = body.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None
+    if content_type == "application/dtmf-relay":
+        for line in text.splitlines():
+            name, _, value = line.partition("=")
+            if name.strip().lower() == "signal":
+                text = value.strip()
+                break
+        else:
+            return None
+    text = _EVENT_DIGITS.get(text, text).upper()
+    return text if text in _DIGITS else None
+
+
 def _body_headers(body: bytes, content_type: str = SDP) -> list[tuple[str, str]]:
     return [("Content-Type", content_type)] if body else []
 
@@ -68,10 +95,15 @@ class _Leg:
 
     kind: LegKind
     role: str  # "caller" or "callee": who released, in call records
+    late = False  # callee leg: our INVITE had no offer (the 2xx offers, the ACK answers)
+    # Call-control event -> what the leg does with it (dispatch by table, STYLE.md).
+    HANDLERS: dict[type, Callable[[Any, Any, float], None]]
 
-    def __init__(self, wire: Wire, call: Call, peer: Address) -> None:
+    def __init__(self, wire: Wire, x: str, peer: Address) -> None:
         self.wire = wire
-        self.call = call
+        self.x = x  # the virtual number: our identity toward this leg's peer
+        self.control: Any = None  # the CallController this leg reports to
+        self.client_keys: list[TransactionKey] = []  # our client transactions
         self.peer = peer
         self.state = LegState.IDLE
         self.dialog: Dialog | None = None
@@ -92,6 +124,15 @@ class _Leg:
         """Whether `event` is allowed now (remote inputs are checked, then dropped)."""
         return allowed(self.kind, self.state, event)
 
+    def deliver(self, ev: CCEvent, now: float) -> None:
+        """Act on a call-control event from the controller (the leg-neutral way in)."""
+        self.HANDLERS[type(ev)](self, ev, now)
+
+    @property
+    def negotiating(self) -> bool:
+        """An offer/answer exchange with this peer is open (a new one would glare)."""
+        return self.pending_out or self.pending_in is not None
+
     @property
     def dead(self) -> bool:
         """The leg has ended."""
@@ -102,7 +143,7 @@ class _Leg:
                  body: bytes = b"", extra: list[tuple[str, str]] | None = None) -> None:
         headers = list(extra or ())
         if status < 300 or body:
-            headers.append(("Contact", self.wire.contact(self.call.x)))
+            headers.append(("Contact", self.wire.contact(self.x)))
         if body:
             headers.append(("Content-Type", SDP))
             self.last_sdp_sent = body
@@ -213,7 +254,8 @@ class _Leg:
                 return []
             self._go("remote_info")
             self.infos_in.append(req)
-            return [Info(req.headers.get("content-type"), req.body)]
+            ctype_raw = req.headers.get("content-type")
+            return [Info(ctype_raw, req.body, dtmf_digit(ctype, req.body) if req.body else None)]
         if method == "OPTIONS":
             self._respond(req, 200, now, extra=[("Allow", ALLOW)])
             return []
@@ -254,15 +296,15 @@ class CallerLeg(_Leg):
     kind = LegKind.UAS
     role = "caller"
 
-    def __init__(self, wire: Wire, call: Call, invite: SipRequest, key: TransactionKey,
+    def __init__(self, wire: Wire, x: str, invite: SipRequest, key: TransactionKey,
                  source: Address) -> None:
-        super().__init__(wire, call, source)
+        super().__init__(wire, x, source)
         self.state = LegState.TRYING
         self.invite = invite
         self.key = key
         self.late_answer_pending = False  # late offer: the answer comes in the ACK
         self.dialog = Dialog.from_uas(invite, local_tag=self.local_tag,
-                                      local_contact=wire.contact(call.x),
+                                      local_contact=wire.contact(x),
                                       sent_by=wire.sent_by)
         if not self.dialog.remote_target:
             # No Contact (a broken trunk): aim in-dialog requests at its From URI; they
@@ -278,17 +320,18 @@ class CallerLeg(_Leg):
         """200 OK with the rewritten answer (§13.3.1.4)."""
         self._go("connect")
         self.code = 200
+        self.late_answer_pending = ev.offer
         self._respond(self.invite, 200, now, body=ev.sdp, extra=[("Allow", ALLOW)])
 
-    def fail(self, ev: Fail, now: float, *, retry_after: int | None = None) -> None:
+    def fail(self, ev: Fail, now: float) -> None:
         """A final error response with a Reason (RFC 3326). Retry-After only when the
         relay itself is short of resources: a callee's 503 must not make the trunk
         back off from the whole relay (RFC 3261 §21.5.4)."""
         self._go("fail")
         self.code = ev.code
         extra = [reason_header(ev.cause, ev.reason)]
-        if retry_after is not None:
-            extra.append(("Retry-After", str(retry_after)))
+        if ev.retry_after is not None:
+            extra.append(("Retry-After", str(ev.retry_after)))
         self._respond(self.invite, ev.code, now, extra=extra)
 
     def disconnect(self, ev: Disconnect, now: float) -> None:
@@ -341,8 +384,8 @@ class CalleeLeg(_Leg):
     kind = LegKind.UAC
     role = "callee"
 
-    def __init__(self, wire: Wire, call: Call, peer: Address) -> None:
-        super().__init__(wire, call, peer)
+    def __init__(self, wire: Wire, x: str, peer: Address) -> None:
+        super().__init__(wire, x, peer)
         self.invite: SipRequest | None = None
         self.key: TransactionKey | None = None
         self.provisional = False  # §9.1: CANCEL only after a provisional response
@@ -433,8 +476,9 @@ class CalleeLeg(_Leg):
         code, cause = map_failure(status)
         return [Fail(code, cause)]
 
-    def ack_with(self, sdp: bytes) -> None:
+    def ack_with(self, ev: Ack, now: float) -> None:
         """Late offer: the ACK for the 2xx carries the (rewritten) answer (RFC 3264)."""
+        sdp = ev.sdp
         if self.dialog is None or self.invite is None or self.last_ack is not None:
             return
         cseq = self.invite.cseq.number
@@ -453,6 +497,15 @@ class CalleeLeg(_Leg):
         self._go("rejected")
         self.code = 503 if transport else 408
         return [Fail(503 if transport else 408, 41 if transport else 102)]
+
+
+_MID_CALL: dict[type, Callable[[Any, Any, float], None]] = {
+    Offer: _Leg.offer, Answer: _Leg.answer, Info: _Leg.info, InfoReply: _Leg.info_reply,
+}
+CallerLeg.HANDLERS = {**_MID_CALL, Ring: CallerLeg.ring, Connect: CallerLeg.connect,
+                      Fail: CallerLeg.fail, Disconnect: CallerLeg.disconnect}
+CalleeLeg.HANDLERS = {**_MID_CALL, Try: CalleeLeg.place, Disconnect: CalleeLeg.disconnect,
+                      Ack: CalleeLeg.ack_with}
 
 
 # Callee failure -> (status for the caller, Q.850 cause). 3xx would hand the caller a

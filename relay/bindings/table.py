@@ -322,6 +322,11 @@ class BindingTable:
         """Some live binding holds X."""
         return int(x[1:]) in self._usage
 
+    def shared(self, x: str) -> bool:
+        """X serves AXE extensions (a call needs an extension to find its binding)."""
+        use = self._usage.get(int(x[1:]))
+        return use is not None and _MODES[use[0]] is Mode.AXE
+
     def usage(self, x: str) -> tuple[Mode, int] | None:
         """(mode, live bindings) on X, or None when X is free."""
         use = self._usage.get(int(x[1:]))

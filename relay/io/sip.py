@@ -1,11 +1,13 @@
 """The asyncio adapter of the B2BUA: sockets, one timer, and the media jobs.
 
 Thin by design (STYLE.md point 2): UDP datagrams and TCP messages (cut by
-:class:`relay.sip.StreamFramer`) go into :class:`relay.b2bua.controller.Switch` with
-the wall-clock time; after each batch of input the adapter sends what the switch
-queued, starts the media jobs it asked for, hands records to the record writer, and
-re-arms its single timer. No task per packet: tasks exist only for media jobs that
-must wait, and the read handler never raises.
+:class:`relay.sip.StreamFramer`) go into :class:`relay.b2bua.callmap.CallMap` with
+the wall-clock time; after each batch of input the adapter sends what the call map
+queued, starts the media jobs it asked for, hands the records of ended and refused
+calls (their call events) to the record writer, and re-arms its single timer. The
+media backend's own events (digits, prompt ends) go in the same way. No task per
+packet: tasks exist only for media jobs that must wait, and the read handler never
+raises.
 
 UDP is a plain non-blocking socket on the loop's reader callback rather than a
 DatagramProtocol: one wake-up reads every datagram already queued (up to
@@ -26,9 +28,9 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from relay.b2bua.controller import Switch
-from relay.b2bua.events import MediaJob
-from relay.media.backend import MediaBackend
+from relay.b2bua.callmap import CallMap
+from relay.b2bua.events import CallEnded, CallEvent, CallRefused, MediaJob
+from relay.media.backend import MediaBackend, MediaCall, MediaEvent
 from relay.rtp.session import Side
 from relay.sdp import SdpError
 from relay.sip import SipParseError, StreamFramer
@@ -39,6 +41,8 @@ log = logging.getLogger("relay.sip")
 
 Address = tuple[str, int]
 RecordSink = Callable[[dict[str, Any]], None]
+EventSink = Callable[[CallEvent], None]
+PromptPath = Callable[[str], Any]
 
 #: Datagrams read per wake-up before the batch is flushed (then the loop runs timers
 #: and other sockets, and wakes us again if more is queued).
@@ -84,13 +88,21 @@ class _Tcp(asyncio.Protocol):
 
 
 class SipServer:
-    """Runs one Switch on a UDP socket (and a TCP listener on the same port)."""
+    """Runs one CallMap on a UDP socket (and a TCP listener on the same port).
 
-    def __init__(self, switch: Switch, media: MediaBackend, records: RecordSink,
-                 clock: Callable[[], float] = time.time) -> None:
+    `records` receives the record of every ended or refused call; `events`, when
+    given, every call event (ringing, answered, ended, refused) as it happens.
+    `prompts` turns a prompt's name into the file the media backend plays.
+    """
+
+    def __init__(self, switch: CallMap, media: MediaBackend, records: RecordSink,
+                 clock: Callable[[], float] = time.time, *, events: EventSink | None = None,
+                 prompts: PromptPath | None = None) -> None:
         self.switch = switch
         self.media = media
         self.records = records
+        self.events = events
+        self.prompts = prompts
         self.clock = clock
         self.udp: socket.socket | None = None
         self.tcp_server: asyncio.Server | None = None
@@ -101,6 +113,9 @@ class SipServer:
         self._timer: asyncio.TimerHandle | None = None
         self._armed: float | None = None
         self._loop = asyncio.get_running_loop()
+        set_listener = getattr(media, "set_listener", None)
+        if set_listener is not None:
+            set_listener(self.on_media_event)
 
     # -- sockets --------------------------------------------------------------------
     @staticmethod
@@ -182,6 +197,15 @@ class SipServer:
             log.exception("SIP message from %s:%s failed", addr[0], addr[1])
         self.flush()
 
+    def on_media_event(self, ev: MediaEvent) -> None:
+        """A digit or a prompt's end from the media backend; never raises."""
+        try:
+            self.switch.media_event(ev, self.clock())
+        except Exception:
+            self.stats["errors"] += 1
+            log.exception("media event for call %s failed", ev.call_id)
+        self.flush()
+
     def _on_timer(self) -> None:
         self._timer = None
         self._armed = None
@@ -217,9 +241,14 @@ class SipServer:
                 break
             for job in jobs:
                 self._start_job(job)
-        records = sw.take_records()
-        for rec in records:
-            self.records(rec)
+        events = sw.take_call_events()
+        if events:
+            sink = self.events
+            for ev in events:
+                if type(ev) in _RECORDED:
+                    self.records(ev.record)  # type: ignore[union-attr]
+                if sink is not None:
+                    sink(ev)
         self._rearm(sw.get_timer())
 
     def _start_job(self, job: MediaJob) -> None:
@@ -253,25 +282,10 @@ class SipServer:
         self._timer = self._loop.call_later(delay, self._on_timer)
 
     async def _run(self, job: MediaJob) -> None:
-        media = self.media
         result: Any = None
         error: BaseException | None = None
         try:
-            if job.op == "setup":
-                call = await media.allocate(job.call_id, job.record)
-                try:
-                    # An INVITE without SDP (late offer): the callee will offer.
-                    sdp = await media.offer(call, Side.CALLER, job.sdp) if job.sdp else b""
-                except BaseException:
-                    await media.release(call)
-                    raise
-                result = (call, sdp)
-            elif job.op == "offer":
-                result = await media.offer(job.handle, job.side, job.sdp)  # type: ignore[arg-type]
-            elif job.op == "answer":
-                result = await media.answer(job.handle, job.side, job.sdp)  # type: ignore[arg-type]
-            else:
-                result = await media.release(job.handle)  # type: ignore[arg-type]
+            result = await _OPS[job.op](self, job)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # SdpError (400/488), PortsExhausted, OSError...
@@ -284,11 +298,64 @@ class SipServer:
             self.stats["errors"] += 1
             log.exception("media result for call %s failed", job.call_id)
 
+    # -- media operations, one per MediaJob.op ---------------------------------------------
+    async def _setup(self, job: MediaJob) -> tuple[MediaCall, bytes]:
+        media = self.media
+        call = await media.allocate(job.call_id, job.record)
+        try:
+            # An INVITE without SDP (late offer): the callee will offer.
+            sdp = await media.offer(call, Side.CALLER, job.sdp) if job.sdp else b""
+        except BaseException:
+            await media.release(call)
+            raise
+        return (call, sdp)
+
+    async def _offer(self, job: MediaJob) -> bytes:
+        return await self.media.offer(_handle(job), job.side, job.sdp)
+
+    async def _answer(self, job: MediaJob) -> bytes:
+        return await self.media.answer(_handle(job), job.side, job.sdp)
+
+    async def _release(self, job: MediaJob) -> Any:
+        return await self.media.release(_handle(job))
+
+    async def _answer_local(self, job: MediaJob) -> bytes:
+        return await self.media.answer_locally(_handle(job), job.side)
+
+    async def _local_offer(self, job: MediaJob) -> bytes:
+        return await self.media.local_offer(_handle(job), job.side)
+
+    async def _play(self, job: MediaJob) -> int:
+        if self.prompts is None:
+            raise LookupError("no prompts configured")
+        return await self.media.play(_handle(job), job.side, self.prompts(job.prompt),
+                                     repeat=job.flag)
+
+    async def _stop_play(self, job: MediaJob) -> None:
+        await self.media.stop_play(_handle(job), job.side)
+
+    async def _detect(self, job: MediaJob) -> None:
+        await self.media.detect_digits(_handle(job), job.side, job.flag)
+
     async def drain_jobs(self) -> None:
         """Wait for running media jobs (at shutdown)."""
         while self.jobs:
             await asyncio.gather(*list(self.jobs), return_exceptions=True)
 
+
+
+def _handle(job: MediaJob) -> MediaCall:
+    return job.handle  # type: ignore[return-value]
+
+
+# MediaJob.op -> the operation that runs it (dispatch by table).
+_OPS: dict[str, Callable[[SipServer, MediaJob], Any]] = {
+    "setup": SipServer._setup, "offer": SipServer._offer, "answer": SipServer._answer,
+    "release": SipServer._release, "answer_local": SipServer._answer_local,
+    "local_offer": SipServer._local_offer, "play": SipServer._play,
+    "stop_play": SipServer._stop_play, "detect": SipServer._detect,
+}
+_RECORDED = (CallEnded, CallRefused)
 
 
 async def _resume(coro: Any, suspended: Any, after: Callable[[], None]) -> None:

@@ -14,6 +14,11 @@ Tunables live in relay.toml (see README "Configuration" and DESIGN.md):
     tcp = true                   # also listen on TCP at the SIP address
     gc_threshold = [2000, 1000000, 1000000]  # process-wide GC thresholds ([]: Python's)
     gc_full_seconds = 3600       # a full collection this often (0: never; see _tune_gc)
+    announce_refusals = true     # unknown or frozen X hears why in 183 early media first
+    no_early_media = []          # trunks (CIDRs) that get refusals unannounced
+    ivr_tries = 3                # AXE: extensions a caller may key before the hang-up
+    ivr_first_digit = 10         # seconds after the prompt for the first digit
+    ivr_pause = 3                # a pause this long ends the extension
 
     [media]
     bind = "127.0.0.1"           # RTP sockets (default: the SIP host)
@@ -34,7 +39,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relay.b2bua.controller import Settings, Switch
+from relay.b2bua.callmap import CallMap, Settings
 from relay.media.backend import MediaBackend
 from relay.sip import TimerConfig
 
@@ -63,6 +68,11 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
         max_calls=int(sip.get("max_calls", 5000)),
         cps=float(sip.get("cps", 0.0)),
         hangup_on_freeze=bool(sip.get("hangup_on_freeze", False)),
+        announce_refusals=bool(sip.get("announce_refusals", True)),
+        no_early_media=tuple(str(n) for n in sip.get("no_early_media", ())),
+        ivr_tries=int(sip.get("ivr_tries", 3)),
+        ivr_first_digit=float(sip.get("ivr_first_digit", 10.0)),
+        ivr_pause=float(sip.get("ivr_pause", 3.0)),
         timers=TimerConfig(t1=t1, t2=min(4.0, 8 * t1), t4=min(5.0, 10 * t1),
                            timer_d=max(32.0 * t1 / 0.5, 0.0)),
     )
@@ -105,7 +115,7 @@ async def attach_voice(node: Node) -> None:
                                  poll=min(5.0, media_timeout / 4) if media_timeout > 0 else 0)
     with contextlib.suppress(OSError):
         await media.finish_pending()
-    switch = Switch(settings, node.table)
+    switch = CallMap(settings, node.table)
     writer = node.record_writer
     server = SipServer(switch, media, lambda rec: writer.submit("call", rec))
     await server.start(udp, tcp=bool(sip.get("tcp", True)))
@@ -185,7 +195,7 @@ def _tune_gc(threshold: Any) -> bool:
     return True
 
 
-def _metrics(node: Node, switch: Switch, server: SipServer) -> None:
+def _metrics(node: Node, switch: CallMap, server: SipServer) -> None:
     m = node.metrics
     m.gauge("relay_calls_live", "calls in progress", lambda: float(switch.live))
     for name, what in (("invites", "INVITEs that started a call attempt"),

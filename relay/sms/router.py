@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dialplan.numbers import normalise
-from dialplan.route import Bridge, Decision
+from dialplan.route import Bridge, Collect, Decision
 from relay.sms import constants as c
 from relay.sms.concat import split_text, udh_8bit
 
@@ -45,6 +45,7 @@ REFUSALS: dict[str, tuple[int, int]] = {
     "stranger": (c.ESME_RX_P_APPN, 403),  # sender is no party of X's binding
     "disabled": (c.ESME_RX_P_APPN, 403),  # SMS switched off on the binding
     "no_party": (c.ESME_RX_T_APPN, 409),  # AXN: B texted X but no A set (may change)
+    "no_extension": (c.ESME_RINVDSTADR, 404),  # AXE X without (or with a wrong) extension
     "invalid_source": (c.ESME_RINVSRCADR, 422),  # not an E.164 number
     "invalid_destination": (c.ESME_RINVDSTADR, 422),
     "undecodable": (c.ESME_RX_P_APPN, 422),  # data_coding we cannot carry
@@ -107,6 +108,8 @@ def plan(sender: str, x: str, decision: Decision) -> Action:
     """Turn the dialplan's decision for (sender -> X) into a forward or a refusal."""
     if isinstance(decision, Bridge):
         return Forward(decision.binding, x, sender, decision.to, decision.direction)
+    if isinstance(decision, Collect):  # a text cannot key an extension
+        return reject("no_extension")
     return reject(decision.reason, decision.binding)
 
 

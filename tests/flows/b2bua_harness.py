@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from relay.b2bua.controller import Settings, Switch
+from relay.b2bua.callmap import CallMap, Settings
+from relay.b2bua.events import CallEnded, CallRefused
 from relay.bindings.model import Binding, Mode
 from relay.bindings.table import BindingTable
 from relay.sip import SipRequest, SipResponse, build_response, parse_message
@@ -61,7 +62,7 @@ class Harness:
         s = Settings(host=RELAY[0], port=RELAY[1], outbound=CALLEE,
                      trunks=("192.0.2.0/24",), **settings)
         self.table = BindingTable()
-        self.switch = Switch(s, self.table)
+        self.switch = CallMap(s, self.table)
         self.media = FakeMedia()
         self.now = T0
         self.to_caller: list[SipRequest | SipResponse] = []
@@ -69,6 +70,7 @@ class Harness:
         self.raw: list[tuple[tuple[str, int], bytes]] = []
         self.transcript: list[str] = []
         self.records: list[dict[str, Any]] = []
+        self.events: list[Any] = []
         self.drop: Callable[[str, bytes], bool] = lambda _d, _b: False
         self._n = 0
 
@@ -94,7 +96,10 @@ class Harness:
         while True:
             out = sw.datagrams_to_send()
             jobs = sw.take_jobs()
-            self.records += sw.take_records()
+            for ev in sw.take_call_events():
+                self.events.append(ev)
+                if isinstance(ev, (CallEnded, CallRefused)):
+                    self.records.append(ev.record)
             if not out and not jobs:
                 return
             for data, addr in out:

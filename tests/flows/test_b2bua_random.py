@@ -76,5 +76,5 @@ def test_random_flows_always_end_cleanly(seed: int) -> None:
         leaks = (("11112222", "AliceSecret", "caller-secret", "atag1", "a-call", "alice")
                  if addr != CALLER else ("33334444", "BobSecret", "callee-secret", "bob"))
         assert not [w for w in leaks if w in text], text
-    assert not h.switch._clients or all(leg.call.ended for leg, _p in
+    assert not h.switch._clients or all(leg.control is None or leg.control.ended for leg, _p in
                                         h.switch._clients.values())
