@@ -720,8 +720,8 @@ class CallController:
         answered = a.code == 200
         if self.unconnected is not None:
             unconnected = self.unconnected
-        elif self.ivr is not None:
-            unconnected = "none" if b is not None else "error"
+        elif self.ivr is not None:  # no callee yet: no extension reached anybody
+            unconnected = "none" if b is not None else "no_extension"
         else:
             unconnected = "none" if answered or b else "error"
         sip_code = a.code

@@ -15,6 +15,8 @@ from relay.b2bua.callmap import CallMap, Settings
 from relay.b2bua.events import CallEnded, CallRefused
 from relay.bindings.model import Binding, Mode
 from relay.bindings.table import BindingTable
+from relay.media.backend import DigitReceived, PlaybackEnded
+from relay.rtp.session import Side
 from relay.sip import SipRequest, SipResponse, build_response, parse_message
 
 CALLER = ("192.0.2.10", 5060)
@@ -27,20 +29,45 @@ T0 = 1_800_000_000.0
 
 
 class FakeMedia:
-    """Rewrites SDP into a tag naming the side it is for; errors on demand."""
+    """Rewrites SDP into a tag naming the side it is for; errors on demand. The relay's
+    own voice is remembered: what plays (prompt, play id), digit detection, and
+    `played` lists every prompt started, in order."""
 
     def __init__(self) -> None:
         self.fail: dict[str, BaseException] = {}  # op -> error to raise once
         self.released: list[str] = []
         self.ops: list[tuple[str, int, bytes]] = []
+        self.played: list[tuple[str, int, bool]] = []  # (prompt, play id, repeat)
+        self.playing: dict[str, tuple[str, int]] = {}  # call id -> (prompt, play id)
+        self.detecting: dict[str, bool] = {}
+        self._plays = 0
 
-    def run(self, op: str, side: int, sdp: bytes, call_id: str) -> Any:
+    def run(self, op: str, side: int, sdp: bytes, call_id: str, prompt: str = "",
+            flag: bool = False) -> Any:
         self.ops.append((op, side, sdp))
         if op in self.fail:
             raise self.fail.pop(op)
         if op == "release":
             self.released.append(call_id)
+            self.playing.pop(call_id, None)
             return None
+        if op == "play":
+            self._plays += 1
+            self.played.append((prompt, self._plays, flag))
+            self.playing[call_id] = (prompt, self._plays)
+            return self._plays
+        if op == "stop_play":
+            self.playing.pop(call_id, None)
+            return None
+        if op == "detect":
+            self.detecting[call_id] = flag
+            return None
+        if op == "answer_local":
+            return (b"v=0\r\no=relay 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\n"
+                    b"t=0 0\r\nm=audio 40000 RTP/AVP 0 101\r\na=x-local:caller\r\n")
+        if op == "local_offer":
+            return (b"v=0\r\no=relay 1 2 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\n"
+                    b"t=0 0\r\nm=audio 40002 RTP/AVP 0 101\r\na=x-local:callee\r\n")
         to = "callee" if side == 0 else "caller"
         rewritten = (b"v=0\r\no=relay 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\n"
                      b"t=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=x-for:" + to.encode() + b"\r\n")
@@ -114,10 +141,24 @@ class Harness:
             for job in jobs:
                 try:
                     result, error = self.media.run(job.op, int(job.side), job.sdp,
-                                                   job.call_id), None
+                                                   job.call_id, job.prompt, job.flag), None
                 except Exception as exc:
                     result, error = None, exc
                 sw.media_done(job, result, error, self.now)
+
+    def digit(self, d: str, call_id: str | None = None) -> None:
+        """The caller's RTP carried digit `d` (the media backend reports it)."""
+        cid = call_id or next(iter(self.switch.calls))
+        self.switch.media_event(DigitReceived(cid, Side.CALLER, d, self.now), self.now)
+        self.pump()
+
+    def prompt_ends(self, call_id: str | None = None) -> str:
+        """The prompt playing now ran out; returns its name."""
+        cid = call_id or next(iter(self.switch.calls))
+        prompt, play_id = self.media.playing.pop(cid)
+        self.switch.media_event(PlaybackEnded(cid, Side.CALLER, play_id, True), self.now)
+        self.pump()
+        return prompt
 
     def advance(self, seconds: float) -> None:
         """Move the clock, firing every timer due on the way."""

@@ -111,6 +111,34 @@ async def test_patch(client: Client) -> None:
     assert route["to"] == A
 
 
+async def test_route_for_axe_agrees_with_the_switch(client: Client) -> None:
+    """GET /v1/route answers as the call controller routes: the extension picks B, no
+    extension means the relay collects one, a wrong one is refused no_extension."""
+    made = []
+    for ext, b in (("101", B), ("0202", C)):
+        r = await client.post("/v1/bindings", headers=ADMIN,
+                              json={"mode": "AXE", "x": X2, "b": b, "ext": ext})
+        assert r.status == 201, await r.text()
+        made.append(await r.json())
+
+    async def route(**params: str) -> dict[str, Any]:
+        r = await client.get("/v1/route", params={"from": A, "to": X2, **params},
+                             headers=ADMIN)
+        assert r.status == 200
+        return dict(await r.json())
+
+    assert await route(ext="0202") == {"action": "bridge", "to": C, "binding": made[1]["id"],
+                                       "direction": "a_to_b"}
+    assert (await route(ext="101"))["to"] == B
+    assert await route() == {"action": "collect"}
+    wrong = await route(ext="999")
+    assert wrong["action"] == "refuse" and wrong["code"] == 404
+    assert wrong["reason"] == "no_extension"
+    ops = await (await client.get("/v1/route", params={"from": A, "to": X2, "ext": "101"},
+                                  headers=OPS)).json()
+    assert ops["to"] != B and "****" in ops["to"]  # the ops role sees B masked
+
+
 BAD: list[tuple[str, str, Any, int, str]] = [
     ("POST", "/v1/bindings", b"{not json", 400, "invalid_json"),
     ("POST", "/v1/bindings", b"", 400, "invalid_json"),
