@@ -30,7 +30,7 @@ from dialplan.route import Bridge, Collect, Refuse, decide
 from relay.media.backend import DigitReceived, PlaybackEnded
 from relay.rtp.session import Side
 
-from ._phases import Phase, Timer, allowed, transition
+from ._phases import TABLE, Phase, PhaseError, Timer
 from .cdr import CallTimes, build_record
 from .events import (
     Ack,
@@ -137,6 +137,7 @@ class CallController:
         self.caller = incoming.caller
         self.ext = incoming.ext
         self.phase = Phase.ROUTING
+        self.ended = False  # both legs told; the media is being released or is gone
         self.callee: str | None = None
         self.binding: str | None = None
         self.direction: str | None = None
@@ -163,13 +164,11 @@ class CallController:
         self.after_play: Callable[[float], None] | None = None
         self.times.stamp("caller", "invite_at", now)
 
-    @property
-    def ended(self) -> bool:
-        """Both legs have been told; the media is being released or is gone."""
-        return self.phase in (Phase.ENDING, Phase.ENDED)
-
     def _go(self, event: str) -> None:
-        self.phase = transition(self.phase, event)
+        try:
+            self.phase = TABLE[(self.phase, event)]
+        except KeyError:
+            raise PhaseError(self.phase, event) from None
 
     # -- routing ------------------------------------------------------------------------
     def start(self, now: float) -> None:
@@ -427,7 +426,7 @@ class CallController:
         self.times.stamp("callee", "ring_at", now)
         if self.ivr is not None:
             # The caller was answered long ago and hears ringback: nothing to relay.
-            if allowed(self.phase, "ring"):
+            if (self.phase, "ring") in TABLE:
                 self._go("ring")
                 self.host.emit(CallRinging(self.id, now))
             return
@@ -436,7 +435,7 @@ class CallController:
             if self.a.can("ring") and not self.ended:
                 self.a.deliver(Ring(ev.code, sdp or b""), now)
                 self.times.stamp("caller", "ring_at", now)
-                if allowed(self.phase, "ring"):
+                if (self.phase, "ring") in TABLE:
                     first = self.phase is Phase.PLACING
                     self._go("ring")
                     if first:
@@ -587,7 +586,7 @@ class CallController:
 
     def _ring_timeout(self, now: float) -> None:
         """No answer within ring_timeout: CANCEL the callee, 480 (or BYE) to the caller."""
-        if not allowed(self.phase, Timer.RING):
+        if (self.phase, Timer.RING) not in TABLE:
             return
         if self.b is not None:
             self.b.deliver(Disconnect("relay", 19), now)
@@ -675,6 +674,7 @@ class CallController:
         if self.ended:
             return
         self._go(event)
+        self.ended = True
         self.host.ending(self)
         self.released_by = by
         self.cause = cause
