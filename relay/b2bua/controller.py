@@ -368,6 +368,8 @@ class CallController:
         """Play `prompt` into the caller; `then` runs when it ends (or its guard fires)."""
         self.prompts.append(prompt)
         self.after_play = then
+        self.play_id = None  # what played is replaced: its end, if reported, is stale
+        self.timers.pop(Timer.PROMPT, None)
 
         def started(play_id: Any, error: BaseException | None, now: float) -> None:
             if self.ended:
@@ -402,12 +404,16 @@ class CallController:
         """A digit from the caller's RTP, or the end of a prompt."""
         if self.ended:
             return
-        if isinstance(ev, DigitReceived):
-            if ev.side is Side.CALLER:
-                self._digit(ev.digit, now)
-        elif ev.play_id == self.play_id:
-            self._played(now)
+        _FROM_MEDIA[type(ev)](self, ev, now)
         self._pump(now)
+
+    def _on_digit(self, ev: DigitReceived, now: float) -> None:
+        if ev.side is Side.CALLER:
+            self._digit(ev.digit, now)
+
+    def _on_played(self, ev: PlaybackEnded, now: float) -> None:
+        if ev.play_id == self.play_id:  # an older prompt's end (stopped, replaced): stale
+            self._played(now)
 
     # -- events from the legs -----------------------------------------------------------
     def leg_events(self, leg: LegPort, events: list[CCEvent], now: float) -> None:
@@ -766,6 +772,10 @@ _FROM_LEG: dict[type, Callable[[CallController, LegPort, Any, float], None]] = {
     Answer: CallController._on_answer,
     Info: CallController._on_info,
     InfoReply: CallController._on_info_reply,
+}
+_FROM_MEDIA: dict[type, Callable[[CallController, Any, float], None]] = {
+    DigitReceived: CallController._on_digit,
+    PlaybackEnded: CallController._on_played,
 }
 _TIMERS: dict[Timer, Callable[[CallController, float], None]] = {
     Timer.RING: CallController._ring_timeout,
