@@ -243,3 +243,32 @@ async def test_prompt_replaces_and_stops_and_keeps_the_other_side_out(
     await backend.release(call)
     await asyncio.sleep(0.1)
     assert len(events.seen) == 2
+
+
+@needs_rtpengine
+async def test_play_dtmf_injects_events_toward_one_side(tmp_path: Path) -> None:
+    """`play_dtmf` (rtpengine only): needs `inject_dtmf` and media from the other side."""
+    base = min(free_port(socket.SOCK_DGRAM), 64000) & ~1
+    daemon = RtpengineDaemon(free_port(socket.SOCK_DGRAM), (base, base + 100),
+                             log_path=tmp_path / "rtpengine.log")
+    await daemon.start()
+    backend = RtpengineBackend(daemon.ng_addr, inject_dtmf=True)
+    try:
+        caller, callee = await peer(), await peer()
+        call = await backend.allocate("voice-3", record=False)
+        await backend.offer(call, Side.CALLER, sdp(caller.port, PT_PCMU))
+        await backend.answer(call, Side.CALLEE, sdp(callee.port, PT_PCMU))
+        to_callee = call.local_ports[Side.CALLEE]
+        with pytest.raises(ValueError):
+            await backend.play_dtmf(call, Side.CALLER, "55")
+        sending = asyncio.create_task(send_audio(callee, to_callee, CALLEE_SSRC, 1000, 40))
+        await asyncio.sleep(0.2)
+        await backend.play_dtmf(call, Side.CALLER, "#")
+        got = await collect(caller, 0.8)
+        await sending
+        events = [p.payload for p, _ in got if p.payload_type == PT_EVENT]
+        assert events and {e[0] for e in events} == {11}
+        assert any(e[1] & 0x80 for e in events)  # an end packet (RFC 4733 §2.5.1.4)
+    finally:
+        await backend.close()
+        daemon.stop()
