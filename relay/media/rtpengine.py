@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import secrets
 import shutil
@@ -201,10 +202,7 @@ class RtpengineBackend:
         if self.client.transport is None:
             await self.client.connect()
         if self.dtmf_addr is not None and self._dtmf_log is None:
-            # Only rtpengine's host may report digits, when we know it (not a wildcard).
-            host = self.client.addr[0]
-            source = None if host in ("0.0.0.0", "::", "") else host
-            self._dtmf_log = _DtmfLog(self, source)
+            self._dtmf_log = _DtmfLog(self, _source_ip(self.client.addr[0]))
             await asyncio.get_running_loop().create_datagram_endpoint(
                 lambda: cast(_DtmfLog, self._dtmf_log), local_addr=self.dtmf_addr)
         if poll_interval > 0 and self._poller is None:
@@ -376,9 +374,8 @@ class RtpengineBackend:
         state = _state(call)
         if call.released or state.offered_by is None:
             raise RuntimeError(f"call {call.call_id}: no media to play into")
-        path = prompt.resolve()
         loop = asyncio.get_running_loop()
-        seconds = await loop.run_in_executor(self.executor, wav_seconds, path)
+        path, seconds = await loop.run_in_executor(self.executor, _prompt_info, prompt)
         await self.client.request({
             "command": "play media", "call-id": call.call_id, "from-tag": _TAGS[side],
             "file": str(path), "repeat-times": _REPEAT_FOREVER if repeat else 1})
@@ -618,6 +615,22 @@ def _finish(root: Path, call: MediaCall, state: _CallState, remove: bool) -> Rec
         meta_file = pcap.parent.parent / "metadata" / f"rtpengine-meta-{pcap.stem}.txt"
         meta_file.unlink(missing_ok=True)
     return result
+
+
+def _source_ip(host: str) -> str | None:
+    """The address rtpengine's DTMF log must come from: its ng host when that is one
+    IP address (not a wildcard, not a name that may resolve to several), else None."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return None if ip.is_unspecified else str(ip)
+
+
+def _prompt_info(prompt: Path) -> tuple[Path, float]:
+    """Blocking: the absolute path rtpengine gets (its cwd is not ours) and the length."""
+    path = prompt.resolve()
+    return path, wav_seconds(path)
 
 
 def _add_flag(msg: dict[str, Any], flag: str) -> None:

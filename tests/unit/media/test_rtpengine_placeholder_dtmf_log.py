@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import wave
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
+from relay.media.backend import DigitReceived, MediaEvent
+from relay.media.bencode import decode_ng, encode_ng
+from relay.media.rtpengine import RtpengineBackend
 from relay.media.rtpengine_voice import (
     DtmfLogEntry,
     DtmfLogError,
@@ -15,6 +21,7 @@ from relay.media.rtpengine_voice import (
     placeholder_answer,
     wav_seconds,
 )
+from relay.rtp.session import Side
 from relay.sdp import NoCommonCodec, SessionDescription, remote_media
 
 # Captured from rtpengine 10.5.3.5 (--dtmf-log-dest), one digit "5" from the caller.
@@ -89,3 +96,57 @@ def test_wav_seconds(tmp_path: Path) -> None:
         wav_seconds(tmp_path / "bad.wav")
     with pytest.raises(OSError):
         wav_seconds(tmp_path / "missing.wav")
+
+
+class OkEngine(asyncio.DatagramProtocol):
+    """Answers every ng request `result: ok` and keeps the commands."""
+
+    def __init__(self) -> None:
+        self.commands: list[bytes] = []
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        cookie, body = decode_ng(data)
+        self.commands.append(body[b"command"])  # type: ignore[arg-type]
+        assert self.transport is not None
+        self.transport.sendto(encode_ng(cookie, {"result": "ok"}), addr)
+
+
+def _send(data: bytes, to: tuple[str, int], source: str = "127.0.0.1") -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((source, 0))
+        s.sendto(data, to)
+
+
+async def test_dtmf_log_reports_detected_sides_of_live_calls_from_rtpengine_only() -> None:
+    loop = asyncio.get_running_loop()
+    transport, engine = await loop.create_datagram_endpoint(OkEngine,
+                                                            local_addr=("127.0.0.1", 0))
+    dtmf = ("127.0.0.1", free_port(socket.SOCK_DGRAM))
+    backend = RtpengineBackend(transport.get_extra_info("sockname"), dtmf_addr=dtmf)
+    events: list[MediaEvent] = []
+    backend.set_listener(events.append)
+    call = await backend.allocate("c1", record=False)
+    call.state.offered_by = Side.CALLER  # type: ignore[attr-defined]  # as after an offer
+    await backend.detect_digits(call, Side.CALLER, True)
+    assert engine.commands == [b"block DTMF"]
+
+    _send(CAPTURED, dtmf)  # "5" from the caller: reported
+    _send(CAPTURED.replace(b'"caller","tags"', b'"callee","tags"'), dtmf)  # B: not detected
+    _send(CAPTURED.replace(b'"c1"', b'"c2"'), dtmf)  # no such call
+    _send(b"garbage", dtmf)
+    _send(CAPTURED, dtmf, source="127.0.0.2")  # not rtpengine's address
+    await asyncio.sleep(0.2)
+    assert [(e.call_id, e.side, e.digit) for e in events if isinstance(e, DigitReceived)] == [
+        ("c1", Side.CALLER, "5")]
+    assert len(events) == 1 and backend.bad_dtmf_logs == 2
+
+    await backend.detect_digits(call, Side.CALLER, False)
+    _send(CAPTURED, dtmf)
+    await asyncio.sleep(0.2)
+    assert len(events) == 1 and engine.commands[-1] == b"unblock DTMF"
+    await backend.close()
+    transport.close()
