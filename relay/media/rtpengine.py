@@ -157,7 +157,8 @@ class _CallState:
     negotiated_at: float = 0.0  # epoch seconds of the last offer/answer
     offers: dict[Side, bytes] = field(default_factory=dict)  # each side's last offer SDP
     engine_address: str | None = None  # rtpengine's media address (from its replies)
-    local: Side | None = None  # answered by the relay; its peer is the placeholder
+    local: Side | None = None  # the side the relay answered itself (keeps its port)
+    placeholder: bool = False  # the other side of `local` is still the placeholder
     settled: str | None = None  # the codec of the local answer ("PCMU"/"PCMA")
     playing: dict[Side, _Play] = field(default_factory=dict)  # side -> what it hears
     digits: set[Side] = field(default_factory=set)  # sides whose digits are reported
@@ -308,17 +309,18 @@ class RtpengineBackend:
     async def answer(self, call: MediaCall, from_side: Side, sdp: bytes) -> bytes:
         """ng `answer` with `from_side`'s SDP; returns the sanitised answer for the other.
 
-        After `answer_locally` this is the real party replacing the placeholder: the
-        other side keeps the rtpengine port it was given (`port latching`), and its
-        media flows again. The returned answer then need not be sent (same port and
-        codec as the local answer).
+        After `answer_locally` this is the real party replacing the placeholder (or a
+        party that gave early media and failed): the side answered locally keeps the
+        rtpengine port it was given (`port latching`: it will get no other answer),
+        and its media flows again. The returned answer then need not be sent (same
+        port and codec as the local answer).
         """
         state = _state(call)
-        replacing = state.local is not None and state.local == from_side.other
-        extra = {"flags": ["port latching"]} if replacing else None
+        latch = state.local is not None and state.local == from_side.other
+        extra = {"flags": ["port latching"]} if latch else None
         out = await self._negotiate(call, "answer", from_side, sdp, extra)
-        if replacing:
-            state.local = None
+        if latch and state.placeholder:
+            state.placeholder = False
             await self._sync_blocks(call)
         return out
 
@@ -347,7 +349,7 @@ class RtpengineBackend:
             SessionDescription.parse(offer), state.engine_address,
             state.origins[side.other].sess_id)
         out = await self._negotiate(call, "answer", side.other, placeholder)
-        state.local, state.settled = side, codec
+        state.local, state.settled, state.placeholder = side, codec, True
         await self._sync_blocks(call)  # nothing goes toward the placeholder
         return out
 
@@ -469,7 +471,7 @@ class RtpengineBackend:
             if call.released:
                 return
             want = {side.other for side in state.playing}
-            if state.local is not None:
+            if state.local is not None and state.placeholder:
                 want.add(state.local)
             for side in Side:
                 if (side in want) == (side in state.blocked):

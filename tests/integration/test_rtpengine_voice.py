@@ -181,6 +181,11 @@ async def test_answer_locally_prompt_digits_then_bridge(
     to_callee = call.local_ports[Side.CALLEE]
     assert offer.media[0].port == to_callee and offer.media[0].formats == ["0", "101"]
     assert str(caller.port) not in str(offer) and b"=phone" not in bytes(offer)
+    # Early media from one address, then the final answer from another: A never gets
+    # another answer, so its port must not move (rtpengine keys it on B's address).
+    early = await peer()
+    await backend.answer(call, Side.CALLEE, sdp(early.port, PT_PCMU, session_id=9))
+    assert call.local_ports[Side.CALLER] == to_caller
     await backend.answer(call, Side.CALLEE, sdp(callee.port, PT_PCMU, session_id=9))
     assert call.local_ports[Side.CALLER] == to_caller
     await asyncio.gather(send_audio(caller, to_caller, CALLER_SSRC, 440, 10),
