@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port
-from test_rtp_relay import LOCAL, Peer, goertzel, peer, sdp
+from test_rtp_relay import LOCAL, Peer, goertzel, peer, sdp, wav_samples
 
 from recordings.g711 import PT_PCMU, decode, encode, tone
 from relay.media.backend import DigitReceived, MediaBackend, MediaEvent, PlaybackEnded
@@ -277,3 +277,39 @@ async def test_play_dtmf_injects_events_toward_one_side(tmp_path: Path) -> None:
     finally:
         await backend.close()
         daemon.stop()
+
+
+@needs_rtpengine
+async def test_locally_answered_call_is_recorded(tmp_path: Path) -> None:
+    """What the caller says before the callee exists (blocked toward the placeholder)
+    is still in caller.wav; the call record is the usual one."""
+    base = min(free_port(socket.SOCK_DGRAM), 64000) & ~1
+    pcaps = tmp_path / "rtpengine"
+    pcaps.mkdir()
+    daemon = RtpengineDaemon(free_port(socket.SOCK_DGRAM), (base, base + 100),
+                             recording_dir=pcaps, log_path=tmp_path / "rtpengine.log")
+    await daemon.start()
+    backend = RtpengineBackend(daemon.ng_addr, recordings_dir=tmp_path / "rec")
+    try:
+        caller, callee = await peer(), await peer()
+        call = await backend.allocate("voice-4", record=True)
+        await backend.offer(call, Side.CALLER, sdp(caller.port, PT_PCMU))
+        await backend.answer_locally(call, Side.CALLER)
+        to_caller = call.local_ports[Side.CALLER]
+        await send_audio(caller, to_caller, CALLER_SSRC, 440, 25)
+        await backend.local_offer(call, Side.CALLEE)
+        await backend.answer(call, Side.CALLEE, sdp(callee.port, PT_PCMU))
+        to_callee = call.local_ports[Side.CALLEE]
+        await asyncio.gather(send_audio(caller, to_caller, CALLER_SSRC, 440, 25, start=25),
+                             send_audio(callee, to_callee, CALLEE_SSRC, 1000, 25))
+        assert len(await drain(callee)) == 25  # only what A said after B answered
+        result = await backend.release(call)
+    finally:
+        await backend.close()
+        daemon.stop()
+    assert result is not None and set(result.files) == {"caller", "callee", "mix"}
+    caller_pcm = wav_samples(result.directory / "caller.wav")
+    callee_pcm = wav_samples(result.directory / "callee.wav")
+    assert len(caller_pcm) >= 160 * 49
+    assert goertzel(caller_pcm[:1600], 440) > 10 * goertzel(caller_pcm[:1600], 1000)
+    assert goertzel(callee_pcm[-1600:], 1000) > 10 * goertzel(callee_pcm[-1600:], 440)
