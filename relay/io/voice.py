@@ -27,6 +27,7 @@ Tunables live in relay.toml (see README "Configuration" and DESIGN.md):
                                  # BYE both legs, cause 41, end_reason "media_timeout" (0: off)
     backend = "inprocess"        # or "rtpengine": media handed to rtpengine over ng
     rtpengine = "127.0.0.1:2223" # its --listen-ng (with backend = "rtpengine")
+    rtpengine_dtmf = "127.0.0.1:2224"  # where we hear its --dtmf-log-dest (digits; unset: none)
 """
 
 from __future__ import annotations
@@ -88,7 +89,13 @@ async def _media_backend(cfg: Any, media_cfg: dict[str, Any], advertise: str,
         from relay.media.rtpengine import RtpengineBackend
 
         host, _, port = str(media_cfg.get("rtpengine", "127.0.0.1:2223")).rpartition(":")
-        engine = RtpengineBackend((host, int(port)), recordings_dir=Path(cfg.recordings))
+        dtmf = media_cfg.get("rtpengine_dtmf")
+        dtmf_addr = None
+        if dtmf:
+            dhost, _, dport = str(dtmf).rpartition(":")
+            dtmf_addr = (dhost.strip("[]"), int(dport))
+        engine = RtpengineBackend((host, int(port)), recordings_dir=Path(cfg.recordings),
+                                  dtmf_addr=dtmf_addr)
         await engine.start(poll_interval=poll)
         return engine
     if kind != "inprocess":

@@ -1,12 +1,10 @@
 """`MediaBackend` over rtpengine's ng control protocol (for scale: rtpengine relays).
 
-The ng protocol (rtpengine's docs, "ng control protocol"): one UDP datagram per
-request, `<cookie> <bencoded dict>`; the reply carries the same cookie. UDP loses
-datagrams, so a request is resent with the *same* cookie after `timeout`:
-rtpengine keeps a cookie cache and answers a resent request from it instead of
-running the command twice (an offer run twice would allocate twice).
+The ng transport (one UDP socket, cookies, resends) is `relay.media.ng`.
 
-Commands used: `ping`, `offer`, `answer`, `delete`, `query`. Sides map onto ng tags:
+Commands used: `ping`, `offer`, `answer`, `delete`, `query`, and for the relay's own
+voice `play media`, `stop media`, `play DTMF`, `block`/`unblock media`, `block`/`unblock
+DTMF` (below). Sides map onto ng tags:
 the caller's tag is `caller`, the callee's `callee`; `from-tag` always names the
 side that sent the SDP offer (rtpengine's rule), so an offer from the callee (a
 re-INVITE from B, RFC 3261 §14) swaps them.
@@ -27,18 +25,55 @@ this process (same host or a shared mount).
 `stats`/`idle_calls` are synchronous in the protocol; rtpengine's counters are
 remote. They answer from the last `query` of each call, refreshed by `refresh()`
 (call it periodically, or pass `poll_interval` to `start`).
+
+The relay's own voice (issue 9), checked against rtpengine 10.5 on the wire:
+
+- `answer_locally(call, side)`: rtpengine anchors media only between two tags that
+  both gave SDP, so the relay answers for the missing party: ng `answer` (from-tag
+  the offerer, to-tag the other side) with a placeholder SDP
+  (`relay.media.rtpengine_voice.placeholder_answer`: the one settled codec and
+  telephone-event, at rtpengine's own address, port 9). rtpengine's reply toward
+  `side` is the local answer. `block media` from `side` until the real party
+  answers, so nothing is sent toward the placeholder.
+- `local_offer(call, to_side)`: a re-`offer` with the offerer's own SDP and
+  `codec: {strip: [all], except: [<codec>, telephone-event]}`: the callee is offered
+  only what the caller settled on, at the same rtpengine port as the first offer.
+  The callee's answer then goes through `answer` with the `port latching` flag:
+  rtpengine keys the ports it shows the caller on the *other* party's SDP address,
+  and without the flag the placeholder's replacement moves the caller to new ports
+  (seen on 10.5: the caller kept sending to the old port and received from a new one).
+- `play`: ng `play media` (`file`, `repeat-times`) selects the party that *hears* it
+  (10.5 `media_player`: the player's sink is the selected tag's own stream). ng has
+  no end-of-playback notice, so `PlaybackEnded` comes from a timer set to the WAV's
+  length (from its header); `stop_play` sends `stop media`. While a prompt plays into
+  a side, `block media` from the other side keeps it out (rtpengine still records
+  what it receives: the pcap dump runs before blocking).
+- `detect_digits`: ng `block DTMF` from that side (its RFC 4733 packets are not
+  forwarded); rtpengine, started with `--dtmf-log-dest` at this backend's
+  `dtmf_addr`, sends one JSON datagram per digit at the event's end, which becomes
+  `DigitReceived` (only while detection is on for that side).
+- `play_dtmf` (rtpengine only, not in `MediaBackend`): ng `play DTMF`. rtpengine
+  injects into a stream that already flows from the other party and only with the
+  `inject DTMF` flag on offer and answer (`inject_dtmf=True`), which sends all audio
+  through its transcoder.
+
+Listener contract: `set_listener` takes a plain callable, called on the event loop
+(from the DTMF log socket's `datagram_received` and from playback timers), never from
+another thread; an exception it raises is logged and swallowed. Events are not
+reported for a call after `release`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +82,16 @@ from typing import Any, cast
 from recordings.finish import RecordingResult, call_dir, finish_pending
 from recordings.pcap import finish_from_pcap
 from recordings.spool import CallMeta, SpoolError
-from relay.media.backend import MediaCall, MediaStats
-from relay.media.bencode import BencodeError, Value, decode_ng, encode_ng
+from relay.media.backend import DigitReceived, MediaCall, MediaEvent, MediaStats, PlaybackEnded
+from relay.media.bencode import Value
+from relay.media.ng import NgClient, NgError, NgTimeout, text
+from relay.media.rtpengine_voice import (
+    DtmfLogError,
+    dtmf_digit,
+    parse_dtmf_log,
+    placeholder_answer,
+    wav_seconds,
+)
 from relay.rtp.ports import PortsExhausted
 from relay.rtp.session import Address, LegStats, Side
 from relay.sdp import RelayOrigin, SdpError, SessionDescription, remote_media, rewrite_for_peer
@@ -57,122 +100,50 @@ __all__ = ["NgClient", "NgError", "NgTimeout", "RtpengineBackend", "RtpengineDae
 
 log = logging.getLogger(__name__)
 _TAGS = {Side.CALLER: "caller", Side.CALLEE: "callee"}
+_SIDES = {tag: side for side, tag in _TAGS.items()}
+#: `repeat-times` for a prompt played until stopped (rtpengine has no "forever";
+#: a million plays of even a 1 s tone outlast any call's maximum duration).
+_REPEAT_FOREVER = 1_000_000
 _EMPTY = LegStats(0, 0, 0, 0, 0, None, None)
 
 
-class NgError(Exception):
-    """rtpengine answered `result: error` (or garbage). `status` is a SIP hint (500)."""
-
-    status = 500
-
-    def __init__(self, command: str, reason: str) -> None:
-        """`reason` is rtpengine's `error-reason`."""
-        super().__init__(f"rtpengine {command}: {reason}")
-        self.command = command
-        self.reason = reason
+# --- the DTMF log socket ---
 
 
-class NgTimeout(NgError):
-    """No reply after every retry: rtpengine is down or unreachable (SIP hint 503)."""
+class _DtmfLog(asyncio.DatagramProtocol):
+    """Receives rtpengine's `--dtmf-log-dest` datagrams and hands them to the backend."""
 
-    status = 503
-
-
-# --- the ng transport: one socket, futures keyed by cookie ---
-
-
-class NgClient(asyncio.DatagramProtocol):
-    """Sends ng requests to one rtpengine and matches replies by cookie."""
-
-    def __init__(self, addr: tuple[str, int], *, timeout: float = 0.5,
-                 retries: int = 3) -> None:
-        """`timeout` per try; `retries` resends after the first try."""
-        self.addr = addr
-        self.timeout = timeout
-        self.retries = retries
+    def __init__(self, backend: RtpengineBackend, source: str | None) -> None:
+        self.backend = backend
+        self.source = source  # only this IP may report digits (None: any)
         self.transport: asyncio.DatagramTransport | None = None
-        self._pending: dict[bytes, asyncio.Future[dict[bytes, Value]]] = {}
-        self._prefix = secrets.token_hex(4)
-        self._counter = 0
-        self.bad_replies = 0
-
-    async def connect(self) -> None:
-        """Open the UDP socket (connected, so only rtpengine's replies arrive)."""
-        loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(lambda: self, remote_addr=self.addr)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the transport."""
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
-        """Resolve the request this reply's cookie names; never raises (STYLE 6)."""
-        try:
-            cookie, body = decode_ng(data)
-        except BencodeError:
-            self.bad_replies += 1
+        """Parse and report one event; bad or foreign datagrams are counted (STYLE 6)."""
+        if self.source is not None and addr[0] != self.source:
+            self.backend.bad_dtmf_logs += 1
+            log.warning("DTMF log datagram from %s, not rtpengine (%s): dropped",
+                        addr[0], self.source)
             return
-        fut = self._pending.get(cookie)
-        if fut is not None and not fut.done():
-            fut.set_result(body)
-
-    def error_received(self, exc: Exception) -> None:
-        """ICMP port unreachable: rtpengine is not there yet; the retry loop decides."""
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Fail whatever is still waiting."""
-        self.transport = None
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(NgTimeout("request", "control socket closed"))
-
-    def close(self) -> None:
-        """Close the socket."""
-        if self.transport is not None:
-            self.transport.close()
-
-    async def request(self, message: Mapping[str, Any]) -> dict[bytes, Value]:
-        """Send `message` and return rtpengine's reply dict (`result` checked).
-
-        Raises `NgTimeout` after `retries` resends, `NgError` on `result: error`.
-        """
-        if self.transport is None:
-            raise NgTimeout(str(message.get("command")), "not connected")
-        command = str(message.get("command"))
-        self._counter += 1
-        cookie = f"{self._prefix}_{self._counter}".encode()
-        datagram = encode_ng(cookie, message)
-        fut: asyncio.Future[dict[bytes, Value]] = asyncio.get_running_loop().create_future()
-        self._pending[cookie] = fut
         try:
-            for _ in range(1 + self.retries):
-                if self.transport is None:
-                    break
-                self.transport.sendto(datagram)  # same cookie: rtpengine dedups it
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(fut), self.timeout)
-                    break
-            if not fut.done():
-                raise NgTimeout(command, f"no reply after {1 + self.retries} tries")
-            reply = fut.result()
-        finally:
-            self._pending.pop(cookie, None)
-            if not fut.done():
-                fut.cancel()
-        result = reply.get(b"result")
-        if result == b"error":
-            reason = reply.get(b"error-reason", b"unknown error")
-            raise NgError(command, _text(reason))
-        if result not in (b"ok", b"pong"):
-            raise NgError(command, f"unexpected result {_text(result)!r}")
-        return reply
-
-
-def _text(value: Value | None) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            entry = parse_dtmf_log(data)
+        except DtmfLogError:
+            self.backend.bad_dtmf_logs += 1
+            return
+        self.backend._on_dtmf(entry.call_id, entry.source_tag, entry.event)
 
 
 # --- the backend ---
+
+
+@dataclass(eq=False)
+class _Play:
+    play_id: int
+    timer: asyncio.TimerHandle | None  # fires at the prompt's end; None: repeats
 
 
 @dataclass(eq=False)
@@ -184,6 +155,15 @@ class _CallState:
     pcaps: list[str] = field(default_factory=list)
     query: dict[bytes, Value] = field(default_factory=dict)  # the last `query` reply
     negotiated_at: float = 0.0  # epoch seconds of the last offer/answer
+    offers: dict[Side, bytes] = field(default_factory=dict)  # each side's last offer SDP
+    engine_address: str | None = None  # rtpengine's media address (from its replies)
+    local: Side | None = None  # the side the relay answered itself (keeps its port)
+    placeholder: bool = False  # the other side of `local` is still the placeholder
+    settled: str | None = None  # the codec of the local answer ("PCMU"/"PCMA")
+    playing: dict[Side, _Play] = field(default_factory=dict)  # side -> what it hears
+    digits: set[Side] = field(default_factory=set)  # sides whose digits are reported
+    blocked: set[Side] = field(default_factory=set)  # sides under ng `block media`
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # serialises block/unblock
 
 
 class RtpengineBackend:
@@ -191,25 +171,41 @@ class RtpengineBackend:
 
     def __init__(self, ng_addr: tuple[str, int], *, recordings_dir: Path | None = None,
                  executor: Executor | None = None, timeout: float = 0.5, retries: int = 3,
-                 flags: Mapping[str, Any] | None = None, keep_pcap: bool = False) -> None:
+                 flags: Mapping[str, Any] | None = None, keep_pcap: bool = False,
+                 dtmf_addr: tuple[str, int] | None = None, inject_dtmf: bool = False) -> None:
         """`ng_addr` is rtpengine's `--listen-ng`; `flags` are extra ng keys for offer/answer.
 
         `recordings_dir` is our recordings root (calls allocated with record=True
-        need it); `executor` runs the pcap conversion (None: the default threads).
+        need it); `executor` runs the pcap conversion and reads prompt headers (None:
+        the default threads). `dtmf_addr` is where this backend listens for
+        rtpengine's `--dtmf-log-dest` (needed by `detect_digits`); `inject_dtmf`
+        marks every call for `play_dtmf` (rtpengine then transcodes all audio).
         """
         self.client = NgClient(ng_addr, timeout=timeout, retries=retries)
         self.recordings_dir = recordings_dir
         self.executor = executor
         self.flags = dict(flags or {})
         self.keep_pcap = keep_pcap
+        self.dtmf_addr = dtmf_addr
+        self.inject_dtmf = inject_dtmf
         self.calls: dict[str, MediaCall] = {}
         self.recording_errors = 0
+        self.bad_dtmf_logs = 0
         self._poller: asyncio.Task[None] | None = None
+        self._dtmf_log: _DtmfLog | None = None
+        self._listener: Callable[[MediaEvent], None] | None = None
+        self._play_ids = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # unblocks after a prompt's end
 
     async def start(self, poll_interval: float = 0.0) -> None:
-        """Open the control socket; with `poll_interval` > 0 refresh stats that often."""
+        """Open the control socket (and the DTMF log socket); with `poll_interval` > 0
+        refresh stats that often."""
         if self.client.transport is None:
             await self.client.connect()
+        if self.dtmf_addr is not None and self._dtmf_log is None:
+            self._dtmf_log = _DtmfLog(self, _source_ip(self.client.addr[0]))
+            await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: cast(_DtmfLog, self._dtmf_log), local_addr=self.dtmf_addr)
         if poll_interval > 0 and self._poller is None:
             self._poller = asyncio.create_task(self._poll(poll_interval))
 
@@ -255,10 +251,12 @@ class RtpengineBackend:
             msg["to-tag"] = _TAGS[to_tag]
         if call.record:
             msg["record call"] = "yes"
+        if self.inject_dtmf:
+            _add_flag(msg, "inject DTMF")
         return msg
 
-    async def _negotiate(self, call: MediaCall, command: str, from_side: Side,
-                         sdp: bytes) -> bytes:
+    async def _negotiate(self, call: MediaCall, command: str, from_side: Side, sdp: bytes,
+                         extra: Mapping[str, Any] | None = None) -> bytes:
         if call.released:
             raise RuntimeError(f"call {call.call_id}: media already released")
         state = _state(call)
@@ -268,9 +266,15 @@ class RtpengineBackend:
         else:
             offerer = state.offered_by if state.offered_by is not None else from_side.other
             from_tag, to_tag = offerer, from_side
+        msg = self._message(call, command, from_tag, to_tag, sdp)
+        for key, value in (extra or {}).items():
+            if key == "flags":
+                for flag in value:
+                    _add_flag(msg, flag)
+            else:
+                msg[key] = value
         try:
-            reply = await self.client.request(
-                self._message(call, command, from_tag, to_tag, sdp))
+            reply = await self.client.request(msg)
         except NgError as e:
             raise _map_error(e) from e
         out_sdp = reply.get(b"sdp")
@@ -281,10 +285,12 @@ class RtpengineBackend:
         to_side = from_side.other
         if engine.address is not None and engine.rtp_port:
             call.local_ports[to_side] = engine.rtp_port
+            state.engine_address = engine.address
         out = rewrite_for_peer(parsed, relay_address=engine.address or "0.0.0.0",
                                relay_port=engine.rtp_port, origin=state.origins[to_side])
         if command == "offer":
             state.offered_by = from_side
+            state.offers[from_side] = sdp
         else:
             state.answered = True
         state.codecs[from_side] = remote.codec
@@ -301,8 +307,186 @@ class RtpengineBackend:
         return await self._negotiate(call, "offer", from_side, sdp)
 
     async def answer(self, call: MediaCall, from_side: Side, sdp: bytes) -> bytes:
-        """ng `answer` with `from_side`'s SDP; returns the sanitised answer for the other."""
-        return await self._negotiate(call, "answer", from_side, sdp)
+        """ng `answer` with `from_side`'s SDP; returns the sanitised answer for the other.
+
+        After `answer_locally` this is the real party replacing the placeholder (or a
+        party that gave early media and failed): the side answered locally keeps the
+        rtpengine port it was given (`port latching`: it will get no other answer),
+        and its media flows again. The returned answer then need not be sent (same
+        port and codec as the local answer).
+        """
+        state = _state(call)
+        latch = state.local is not None and state.local == from_side.other
+        extra = {"flags": ["port latching"]} if latch else None
+        out = await self._negotiate(call, "answer", from_side, sdp, extra)
+        if latch and state.placeholder:
+            state.placeholder = False
+            await self._sync_blocks(call)
+        return out
+
+    # --- the relay's own voice ---
+
+    def set_listener(self, listener: Callable[[MediaEvent], None]) -> None:
+        """Where `DigitReceived` and `PlaybackEnded` go (called on the event loop)."""
+        self._listener = listener
+
+    def _emit(self, event: MediaEvent) -> None:
+        if self._listener is None:
+            return
+        try:
+            self._listener(event)
+        except Exception:  # a datagram handler or timer must not die of it (STYLE 6)
+            log.exception("media listener failed on %s", event)
+
+    async def answer_locally(self, call: MediaCall, side: Side) -> bytes:
+        """Answer `side`'s offer ourselves: ng `answer` with a placeholder for the other
+        side (see the module docstring); returns the SDP answer for `side`."""
+        state = _state(call)
+        offer = state.offers.get(side)
+        if state.offered_by != side or offer is None or state.engine_address is None:
+            raise RuntimeError(f"call {call.call_id}: no offer from the {side.name.lower()}")
+        placeholder, codec = placeholder_answer(
+            SessionDescription.parse(offer), state.engine_address,
+            state.origins[side.other].sess_id)
+        out = await self._negotiate(call, "answer", side.other, placeholder)
+        state.local, state.settled, state.placeholder = side, codec, True
+        await self._sync_blocks(call)  # nothing goes toward the placeholder
+        return out
+
+    async def local_offer(self, call: MediaCall, to_side: Side) -> bytes:
+        """A fresh offer toward `to_side`: ng re-`offer` of the other side's SDP limited
+        to the settled codec and telephone-event; returns the SDP for `to_side`."""
+        state = _state(call)
+        offerer = to_side.other
+        offer = state.offers.get(offerer)
+        if offer is None or state.settled is None:
+            raise RuntimeError(f"call {call.call_id}: nothing settled with the "
+                               f"{offerer.name.lower()} to offer on")
+        codecs = {"strip": ["all"], "except": [state.settled, "telephone-event"]}
+        return await self._negotiate(call, "offer", offerer, offer, {"codec": codecs})
+
+    async def play(self, call: MediaCall, side: Side, prompt: Path, *,
+                   repeat: bool = False) -> int:
+        """ng `play media` of `prompt` into `side`; returns the play id.
+
+        `prompt` must be readable by rtpengine at the same path (same host or a
+        shared mount). Raises `OSError`/`ValueError` for an unreadable or non-WAV
+        file, `NgError` if rtpengine cannot play it.
+        """
+        state = _state(call)
+        if call.released or state.offered_by is None:
+            raise RuntimeError(f"call {call.call_id}: no media to play into")
+        loop = asyncio.get_running_loop()
+        path, seconds = await loop.run_in_executor(self.executor, _prompt_info, prompt)
+        await self.client.request({
+            "command": "play media", "call-id": call.call_id, "from-tag": _TAGS[side],
+            "file": str(path), "repeat-times": _REPEAT_FOREVER if repeat else 1})
+        self._play_ids += 1
+        play_id = self._play_ids
+        timer = None if repeat else loop.call_later(seconds, self._play_done, call, side,
+                                                    play_id)
+        replaced = state.playing.get(side)
+        state.playing[side] = _Play(play_id, timer)
+        if replaced is not None:
+            if replaced.timer is not None:
+                replaced.timer.cancel()
+            self._emit(PlaybackEnded(call.call_id, side, replaced.play_id, False))
+        await self._sync_blocks(call)
+        return play_id
+
+    def _play_done(self, call: MediaCall, side: Side, play_id: int) -> None:
+        """Timer: the prompt ran out (rtpengine's player stops by itself at EOF)."""
+        state = _state(call)
+        current = state.playing.get(side)
+        if call.released or current is None or current.play_id != play_id:
+            return
+        del state.playing[side]
+        self._emit(PlaybackEnded(call.call_id, side, play_id, True))
+        task = asyncio.get_running_loop().create_task(self._sync_blocks(call))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop_play(self, call: MediaCall, side: Side) -> None:
+        """ng `stop media` into `side` (PlaybackEnded, completed=False); no-op if silent."""
+        state = _state(call)
+        current = state.playing.pop(side, None)
+        if current is None or call.released:
+            return
+        if current.timer is not None:
+            current.timer.cancel()
+        try:
+            await self.client.request({"command": "stop media", "call-id": call.call_id,
+                                       "from-tag": _TAGS[side]})
+        except NgTimeout:
+            raise
+        except NgError as e:
+            # "Not currently playing media": it ended at rtpengine just before our timer.
+            log.debug("stop media in call %s: %s", call.call_id, e.reason)
+        self._emit(PlaybackEnded(call.call_id, side, current.play_id, False))
+        await self._sync_blocks(call)
+
+    async def detect_digits(self, call: MediaCall, side: Side, on: bool) -> None:
+        """ng `block DTMF` (on) or `unblock DTMF` (off) from `side`, and report its
+        digits from rtpengine's DTMF log while on."""
+        state = _state(call)
+        if call.released or state.offered_by is None:
+            raise RuntimeError(f"call {call.call_id}: no media to detect digits in")
+        if on and self._dtmf_log is None:
+            raise RuntimeError("detect_digits needs dtmf_addr (rtpengine's --dtmf-log-dest)")
+        await self.client.request({"command": "block DTMF" if on else "unblock DTMF",
+                                   "call-id": call.call_id, "from-tag": _TAGS[side]})
+        if on:
+            state.digits.add(side)
+        else:
+            state.digits.discard(side)
+
+    def _on_dtmf(self, call_id: str, tag: str, event: int) -> None:
+        """One event from rtpengine's DTMF log (already deduplicated by rtpengine)."""
+        call = self.calls.get(call_id)
+        side = _SIDES.get(tag)
+        digit = dtmf_digit(event)
+        if call is None or side is None or digit is None:
+            return
+        if side in _state(call).digits:
+            self._emit(DigitReceived(call_id, side, digit, time.time()))
+
+    async def play_dtmf(self, call: MediaCall, side: Side, digit: str, *,
+                        duration_ms: int = 250) -> None:
+        """ng `play DTMF`: `side` hears `digit` (rtpengine extra, not in `MediaBackend`).
+
+        rtpengine injects it into the stream from the other side, so that side must
+        be sending media, and the backend must run with `inject_dtmf=True`.
+        """
+        if len(digit) != 1 or digit.upper() not in "0123456789*#ABCD":
+            raise ValueError(f"not a DTMF digit: {digit!r}")
+        await self.client.request({"command": "play DTMF", "call-id": call.call_id,
+                                   "from-tag": _TAGS[side.other], "digit": digit.upper(),
+                                   "duration": duration_ms})
+
+    async def _sync_blocks(self, call: MediaCall) -> None:
+        """Bring rtpengine's `block media` per side in line with what the call needs:
+        nothing toward a placeholder, nothing into a side that hears a prompt."""
+        state = _state(call)
+        async with state.lock:  # compute under the lock: the last caller wins
+            if call.released:
+                return
+            want = {side.other for side in state.playing}
+            if state.local is not None and state.placeholder:
+                want.add(state.local)
+            for side in Side:
+                if (side in want) == (side in state.blocked):
+                    continue
+                command = "block media" if side in want else "unblock media"
+                try:
+                    await self.client.request({"command": command, "call-id": call.call_id,
+                                               "from-tag": _TAGS[side]})
+                except NgError as e:
+                    log.warning("%s in call %s failed: %s", command, call.call_id, e.reason)
+                    continue
+                if side in want:
+                    state.blocked.add(side)
+                else:
+                    state.blocked.discard(side)
 
     # --- observation ---
 
@@ -352,6 +536,10 @@ class RtpengineBackend:
         call.released = True
         self.calls.pop(call.call_id, None)
         state = _state(call)
+        for play in state.playing.values():  # no events after release
+            if play.timer is not None:
+                play.timer.cancel()
+        state.playing.clear()
         deleted = state.offered_by is None  # nothing to delete before the first offer
         if not deleted:
             try:
@@ -407,6 +595,11 @@ class RtpengineBackend:
             self._poller = None
         for call in list(self.calls.values()):
             await self.release(call)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._dtmf_log is not None and self._dtmf_log.transport is not None:
+            self._dtmf_log.transport.close()
+        self._dtmf_log = None
         self.client.close()
 
 
@@ -424,6 +617,30 @@ def _finish(root: Path, call: MediaCall, state: _CallState, remove: bool) -> Rec
         meta_file = pcap.parent.parent / "metadata" / f"rtpengine-meta-{pcap.stem}.txt"
         meta_file.unlink(missing_ok=True)
     return result
+
+
+def _source_ip(host: str) -> str | None:
+    """The address rtpengine's DTMF log must come from: its ng host when that is one
+    IP address (not a wildcard, not a name that may resolve to several), else None."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return None if ip.is_unspecified else str(ip)
+
+
+def _prompt_info(prompt: Path) -> tuple[Path, float]:
+    """Blocking: the absolute path rtpengine gets (its cwd is not ours) and the length."""
+    path = prompt.resolve()
+    return path, wav_seconds(path)
+
+
+def _add_flag(msg: dict[str, Any], flag: str) -> None:
+    """Add one entry to the ng `flags` list (a copy: `self.flags` may hold the list)."""
+    flags = list(msg.get("flags", []))
+    if flag not in flags:
+        flags.append(flag)
+    msg["flags"] = flags
 
 
 def _map_error(e: NgError) -> Exception:
@@ -462,7 +679,7 @@ def _leg_stats(query: Mapping[bytes, Value], tag: str) -> LegStats:
     latched = None
     if rtp is not None and isinstance(rtp.get(b"endpoint"), dict) and packets:
         ep = cast(dict[bytes, Value], rtp[b"endpoint"])
-        latched = (_text(ep.get(b"address")), ep.get(b"port"))
+        latched = (text(ep.get(b"address")), ep.get(b"port"))
     return LegStats(packets, nbytes, errors, rpackets, rerrors,
                     float(last_rx) if isinstance(last_rx, int) and packets else None, latched)
 
@@ -492,13 +709,15 @@ class RtpengineDaemon:
     Flags: `--table=-1` (no kernel forwarding table, so no module is needed),
     `--interface`, `--listen-ng`, `--port-min/--port-max`, `--foreground`,
     `--log-stderr`, and `--recording-dir` + `--recording-method=pcap`
-    + `--recording-format=raw` when `recording_dir` is given.
+    + `--recording-format=raw` when `recording_dir` is given, `--dtmf-log-dest`
+    when `dtmf_log_dest` is (the backend's `dtmf_addr`).
     """
 
     def __init__(self, ng_port: int, port_range: tuple[int, int], *,
                  interface: str = "127.0.0.1", recording_dir: Path | None = None,
                  log_path: Path | None = None, threads: int = 2,
-                 binary: str | None = None, extra: Sequence[str] = ()) -> None:
+                 binary: str | None = None, extra: Sequence[str] = (),
+                 dtmf_log_dest: tuple[str, int] | None = None) -> None:
         """Build the command line; `start` runs it."""
         exe = binary or shutil.which("rtpengine")
         if exe is None:
@@ -514,6 +733,9 @@ class RtpengineDaemon:
         if recording_dir is not None:
             self.args += [f"--recording-dir={recording_dir}", "--recording-method=pcap",
                           "--recording-format=raw"]
+        if dtmf_log_dest is not None:
+            host, port = dtmf_log_dest
+            self.args.append(f"--dtmf-log-dest={f'[{host}]' if ':' in host else host}:{port}")
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 

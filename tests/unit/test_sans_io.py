@@ -18,6 +18,7 @@ PACKAGES = {"relay/sip": 7, "relay/sms": 8, "relay/b2bua": 5, "dialplan": 2}  # 
 MODULES = [
     "relay/sdp.py", "relay/rtp/packet.py", "relay/rtp/session.py", "relay/rtp/ports.py",
     "recordings/g711.py", "recordings/spool.py", "recordings/finish.py",
+    "relay/media/rtpengine_voice.py",
 ]
 
 
