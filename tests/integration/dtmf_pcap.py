@@ -34,6 +34,7 @@ from typing import NamedTuple
 from audio_check import goertzel
 
 from recordings.g711 import PT_PCMA, PT_PCMU, decode, encode, tone
+from recordings.pcap import udp_datagrams
 
 __all__ = [
     "EVENT_CODES",
@@ -211,8 +212,6 @@ def write_tone_pcap(path: Path | str, freq_hz: float, seconds: float, codec: str
 
 def pcap_rtp(path: Path | str) -> list[tuple[float, bytes]]:
     """(capture time, UDP payload) of each packet of a libpcap file (ours or SIPp's)."""
-    from recordings.pcap import udp_datagrams
-
     return [(t, p) for t, _port, p in udp_datagrams(Path(path).read_bytes())]
 
 
