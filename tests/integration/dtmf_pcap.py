@@ -136,13 +136,15 @@ def _slots(ms: int) -> int:
 def dtmf_packets(digits: str, *, pt: int = 101, event_ms: int = 100, gap_ms: int = 200,
                  lead_ms: int = 500, tail_ms: int = 500, pause_ms: int = 2000,
                  ssrc: int = 0x7E1E7E11, seq: int = 4000, ts: int = 160_000,
-                 volume: int = 10, with_audio: bool = True, audio_pt: int = PT_PCMU
-                 ) -> list[tuple[float, bytes]]:
+                 volume: int = 10, with_audio: bool = True, audio_pt: int = PT_PCMU,
+                 audio_hz: float | None = None) -> list[tuple[float, bytes]]:
     """The (seconds from start, RTP bytes) of one stream that keys `digits`.
 
     `digits` holds 0-9, *, #, A-D; a "," adds `pause_ms` of audio (a caller who waits,
     e.g. between two tries). Time advances 20 ms a slot and the RTP clock 160 a slot,
-    whether a slot carries audio (when `with_audio`), an event packet, or nothing.
+    whether a slot carries audio (when `with_audio`), an event packet, or nothing. The
+    audio is G.711 silence, or a sine at `audio_hz` (the caller's voice, to find in what
+    the other side hears and in the recording; one frequency is never a DTMF pair).
     """
     out: list[tuple[float, bytes]] = []
     slot = 0
@@ -157,7 +159,9 @@ def dtmf_packets(digits: str, *, pt: int = 101, event_ms: int = 100, gap_ms: int
         nonlocal slot
         for _ in range(_slots(ms)):
             if with_audio:
-                send(audio_pt, False, ts + slot * SAMPLES, _SILENCE[audio_pt])
+                voice = _SILENCE[audio_pt] if audio_hz is None else encode(
+                    tone(audio_hz, SAMPLES, start=slot * SAMPLES), audio_pt)
+                send(audio_pt, False, ts + slot * SAMPLES, voice)
             slot += 1
 
     audio(lead_ms)
@@ -186,14 +190,14 @@ def dtmf_packets(digits: str, *, pt: int = 101, event_ms: int = 100, gap_ms: int
 
 def write_dtmf_pcap(path: Path | str, digits: str, *, pt: int = 101, event_ms: int = 100,
                     gap_ms: int = 200, lead_ms: int = 500, tail_ms: int = 500,
-                    pause_ms: int = 2000, ssrc: int = 0x7E1E7E11, with_audio: bool = True
-                    ) -> Path:
+                    pause_ms: int = 2000, ssrc: int = 0x7E1E7E11, with_audio: bool = True,
+                    audio_hz: float | None = None) -> Path:
     """A pcap of `digits` as RFC 4733 telephone-events (payload type `pt`) inside a PCMU
-    stream (see `dtmf_packets`; "," pauses `pause_ms`). Plays for about
-    `pcap_seconds(path)`."""
+    stream (see `dtmf_packets`; "," pauses `pause_ms`; `audio_hz` a tone instead of
+    silence). Plays for about `pcap_seconds(path)`."""
     return write_rtp_pcap(path, dtmf_packets(
         digits, pt=pt, event_ms=event_ms, gap_ms=gap_ms, lead_ms=lead_ms, tail_ms=tail_ms,
-        pause_ms=pause_ms, ssrc=ssrc, with_audio=with_audio))
+        pause_ms=pause_ms, ssrc=ssrc, with_audio=with_audio, audio_hz=audio_hz))
 
 
 def write_tone_pcap(path: Path | str, freq_hz: float, seconds: float, codec: str = "PCMU",

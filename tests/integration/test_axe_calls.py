@@ -13,15 +13,21 @@ Timing knobs (the prompt's length, ringing, talk) are the constants below.
 
 from __future__ import annotations
 
-import re
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from audio_check import goertzel, read_wav
-from axe_peers import dtmf_caller, info_caller, tone_callee
+from audio_check import goertzel
+from axe_peers import (
+    dtmf_caller,
+    event_pts,
+    fetch_wav,
+    info_caller,
+    is_sip,
+    rtp_to,
+    tone_callee,
+)
 from dtmf_pcap import (
     dominant_frequency,
     is_audible,
@@ -46,7 +52,7 @@ from sipp_harness import (
     relay_args,
     udp_port,
 )
-from sniff import Capture, Datagram, sniff
+from sniff import Capture, sniff
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skip(reason="AXE call control not merged yet")]
@@ -58,8 +64,8 @@ WRONG_PROMPT_MS = 4000  # between tries: "wrong extension", then the prompt agai
 END_PAUSE_MS = 6000  # longer than the relay's inter-digit timeout (input ended by a pause)
 RING_MS = 1500  # the callee rings this long before it answers
 TALK_MS = 3000  # the bridged part of the call
-B_HZ = 1000.0
-TONES = (440.0, 697.0, 770.0, 852.0, 941.0, 1209.0, 1336.0, 1477.0, B_HZ, 2000.0)
+A_HZ, B_HZ = 440.0, 1000.0  # the caller's voice around its digits, the callee's
+TONES = (A_HZ, 697.0, 770.0, 852.0, 941.0, 1209.0, 1336.0, 1477.0, B_HZ, 2000.0)
 
 
 def _relay(relay_factory: Any, tmp_path: Path, out: int) -> Any:
@@ -76,35 +82,12 @@ def _axe_bindings(base: str) -> dict[str, Any]:
     return mine
 
 
-def _is_sip(d: Datagram, start: str, method: str | None = None) -> bool:
-    """A SIP message starting with `start` (with CSeq method `method`, for responses)."""
-    if not d.payload.startswith(start.encode()):
-        return False
-    cseq = rb"CSeq:\s*\d+\s+" + (method or "").encode()
-    return method is None or re.search(cseq, d.payload) is not None
-
-
-def _rtp_to(wire: Capture, port: int, after: float = 0.0,
-            before: float = float("inf")) -> list[Datagram]:
-    return [d for d in wire.to_port(port) if after <= d.at < before and parse_rtp(d.payload)]
-
-
-def _event_pts(sdp_message: str) -> set[int]:
-    """Payload types mapped to telephone-event in an SDP (a=rtpmap), plus 101."""
-    return {101, *(int(pt) for pt in re.findall(r"a=rtpmap:(\d+) telephone-event/", sdp_message))}
-
-
-def _wav(base: str, call_id: str, leg: str, dest: Path) -> list[int]:
-    with urllib.request.urlopen(f"{base}/v1/recordings/{call_id}/{leg}.wav", timeout=10) as r:
-        dest.write_bytes(r.read())
-    xs, channels = read_wav(dest)
-    assert channels == 1
-    return list(xs)
-
-
 def _bridged_checks(relay: Any, wire: Capture, uac: Sipp, uas: Sipp, out: int,
-                    binding: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
-    """What every call that keys EXT and reaches B must show; returns its record."""
+                    binding: dict[str, Any], tmp_path: Path, *, voiced: bool
+                    ) -> dict[str, Any]:
+    """What every call that keys EXT and reaches B must show; returns its record.
+    `voiced`: the caller kept talking (A_HZ) after its digits, until the call ended."""
+    assert wire.drops == 0  # else "never reached" below would prove nothing
     to_callee = uas.received()
     invite = next(m for m in to_callee if m.startswith("INVITE"))
     assert invite.startswith(f"INVITE sip:{B}@")  # B, no extension
@@ -113,25 +96,30 @@ def _bridged_checks(relay: Any, wire: Capture, uac: Sipp, uas: Sipp, out: int,
 
     # The relay answered the caller and spoke (the prompt) before it called B.
     answered = wire.first(lambda d: d.dst[1] == uac.port
-                          and _is_sip(d, "SIP/2.0 200", "INVITE"))
-    invite_b = wire.first(lambda d: d.dst[1] == out and _is_sip(d, "INVITE "))
-    b_answer = wire.first(lambda d: d.src[1] == out and _is_sip(d, "SIP/2.0 200", "INVITE"))
+                          and is_sip(d, "SIP/2.0 200", "INVITE"))
+    invite_b = wire.first(lambda d: d.dst[1] == out and is_sip(d, "INVITE "))
+    b_answer = wire.first(lambda d: d.src[1] == out and is_sip(d, "SIP/2.0 200", "INVITE"))
     assert answered and invite_b and b_answer
     assert answered.at < invite_b.at < b_answer.at
-    prompt = [d for d in _rtp_to(wire, uac.media_port, before=invite_b.at)
+    prompt = [d for d in rtp_to(wire, uac.media_port, before=invite_b.at)
               if is_audible(d.payload)]
     assert prompt, "the caller heard nothing before the relay called B"
     # Ringback while B rings (RING_MS), then B's tone once bridged.
-    ringback = [d for d in _rtp_to(wire, uac.media_port, invite_b.at, b_answer.at)
+    ringback = [d for d in rtp_to(wire, uac.media_port, invite_b.at, b_answer.at)
                 if is_audible(d.payload)]
     assert len(ringback) >= 10, "no ringback while B was called"  # 200 ms of any cadence
-    talk = pcm_of(d.payload for d in _rtp_to(wire, uac.media_port, b_answer.at + 0.3))
+    talk = pcm_of(d.payload for d in rtp_to(wire, uac.media_port, b_answer.at + 0.3))
     assert len(talk) > 8000, "the caller heard nothing of B once bridged"
     assert dominant_frequency(talk, TONES) == B_HZ
 
-    # The caller's digits stayed with the relay: no event reached B's media port.
+    # The caller's digits stayed with the relay: no event reached B's media port, though
+    # the caller's voice did once bridged.
     to_b = [d.payload for d in wire.to_port(uas.media_port)]
-    assert telephone_events(to_b, pt=sorted(_event_pts(invite))) == []
+    assert telephone_events(to_b, pt=event_pts(invite)) == []
+    if voiced:
+        heard = pcm_of(d.payload for d in rtp_to(wire, uas.media_port, b_answer.at + 0.3))
+        assert len(heard) > 8000, "B heard nothing of the caller"
+        assert dominant_frequency(heard, TONES) == A_HZ
 
     rec = calls(relay.base, f"?binding={binding['id']}")[0]
     assert rec["x"] == X and rec["callee"] == B and rec["ext"] == EXT
@@ -145,9 +133,12 @@ def _bridged_checks(relay: Any, wire: Capture, uac: Sipp, uas: Sipp, out: int,
     assert abs(legs["callee"]["invite_at"] - invite_b.at * 1000) < 500  # the record = wire
 
     # B's voice is in B's recording, and it is B's tone (not the prompt or ringback).
-    xs = _wav(relay.base, rec["id"], "callee", tmp_path / "callee.wav")
+    xs = fetch_wav(relay.base, rec["id"], "callee", tmp_path / "callee.wav")
     assert dominant_frequency(xs, TONES) == B_HZ
     assert goertzel(xs, B_HZ) > 100 * max(goertzel(xs, f) for f in TONES if f != B_HZ)
+    if voiced:
+        xs = fetch_wav(relay.base, rec["id"], "caller", tmp_path / "caller.wav")
+        assert dominant_frequency(xs, TONES) == A_HZ
     return rec
 
 
@@ -157,13 +148,16 @@ def test_caller_keys_the_extension_in_band(relay_factory: Any, tmp_path: Path,
     out = udp_port()
     relay = _relay(relay_factory, tmp_path, out)
     binding = _axe_bindings(relay.base)
-    pcap = write_dtmf_pcap(tmp_path / "ext.pcap", f"{EXT}{end}")
-    play_ms = int(pcap_seconds(pcap) * 1000) + (0 if end else END_PAUSE_MS)
+    # The caller talks (A_HZ) before its digits and on to the end of the call.
+    after_ms = (0 if end else END_PAUSE_MS) + RING_MS + TALK_MS
+    pcap = write_dtmf_pcap(tmp_path / "ext.pcap", f"{EXT}{end}", audio_hz=A_HZ,
+                           tail_ms=after_ms + 2000)
+    play_ms = int(pcap_seconds(pcap) * 1000) - 2000
     uas = tone_callee(tmp_path, out, write_tone_pcap(tmp_path / "b.pcap", B_HZ, 60.0),
                       ring_ms=RING_MS).start()
     time.sleep(0.3)
     uac = dtmf_caller(tmp_path, relay.sip_port, pcap, wait_ms=PROMPT_WAIT_MS,
-                      hold_ms=play_ms + RING_MS + TALK_MS + 1000)
+                      hold_ms=play_ms)
     with sniff([uac.port, uac.media_port, out, uas.media_port]) as wire:
         uac.start()
         assert uac.wait(60) == 0, uac.tail()
@@ -171,7 +165,7 @@ def test_caller_keys_the_extension_in_band(relay_factory: Any, tmp_path: Path,
     # The digits did leave the caller (so a failure below is the relay's).
     keyed = telephone_events(d.payload for d in wire.from_port(uac.media_port))
     assert "".join(g[0].digit for g in iter_events_by_digit(keyed)) == f"{EXT}{end}"
-    _bridged_checks(relay, wire, uac, uas, out, binding, tmp_path)
+    _bridged_checks(relay, wire, uac, uas, out, binding, tmp_path, voiced=True)
 
 
 def test_three_wrong_extensions_and_the_relay_hangs_up(relay_factory: Any,
@@ -186,7 +180,7 @@ def test_three_wrong_extensions_and_the_relay_hangs_up(relay_factory: Any,
     with sniff([uac.port, uac.media_port, out]) as wire:
         uac.start()
         assert uac.wait(90) == 0, uac.tail()  # it got the relay's BYE and answered it
-    assert not wire.to_port(out), "the relay called someone"
+    assert wire.drops == 0 and not wire.to_port(out), "the relay called someone"
     assert any(m.startswith("BYE") for m in uac.received())
     # Each try ended with its # on the wire; the relay hung up only after the third, and
     # spoke ("wrong extension", the prompt again) after each of the first two.
@@ -195,10 +189,10 @@ def test_three_wrong_extensions_and_the_relay_hangs_up(relay_factory: Any,
     assert len(hashes) == 3
     hash_at = [next(d.at for d in wire.from_port(uac.media_port)
                     if (r := parse_rtp(d.payload)) and r.ts == h.ts) for h in hashes]
-    bye = wire.first(lambda d: d.dst[1] == uac.port and _is_sip(d, "BYE "))
+    bye = wire.first(lambda d: d.dst[1] == uac.port and is_sip(d, "BYE "))
     assert bye is not None and bye.at > hash_at[2]
     for start, end in ((hash_at[0], hash_at[1]), (hash_at[1], hash_at[2])):
-        assert any(is_audible(d.payload) for d in _rtp_to(wire, uac.media_port, start, end))
+        assert any(is_audible(d.payload) for d in rtp_to(wire, uac.media_port, start, end))
 
     rec = calls(relay.base)[0]  # no extension, so perhaps no binding on the record
     assert rec.get("binding") in (None, binding["id"])
@@ -226,7 +220,7 @@ def test_caller_keys_the_extension_by_sip_info(relay_factory: Any, tmp_path: Pat
         assert uas.wait(60) == 0, uas.tail()
     assert sum(m.startswith("INFO") for m in uac.sent()) == len(EXT) + 1
     assert not any(m.startswith("INFO") for m in uas.received()), "a digit reached B"
-    _bridged_checks(relay, wire, uac, uas, out, binding, tmp_path)
+    _bridged_checks(relay, wire, uac, uas, out, binding, tmp_path, voiced=False)
 
 
 @pytest.mark.parametrize("dialled", [f"{X};ext={EXT}", f"{X},{EXT}"])
@@ -247,13 +241,13 @@ def test_extension_in_the_request_uri_goes_straight_to_b(relay_factory: Any, tmp
     assert invite.startswith(f"INVITE sip:{B}@") and EXT not in invite.split("\n", 1)[0]
     assert_private(uac.received(), uas.received(), uac, uas, A, B)
     # No prompt: the relay called B at once and answered the caller only with B's answer.
-    invite_b = wire.first(lambda d: d.dst[1] == out and _is_sip(d, "INVITE "))
-    b_answer = wire.first(lambda d: d.src[1] == out and _is_sip(d, "SIP/2.0 200", "INVITE"))
+    invite_b = wire.first(lambda d: d.dst[1] == out and is_sip(d, "INVITE "))
+    b_answer = wire.first(lambda d: d.src[1] == out and is_sip(d, "SIP/2.0 200", "INVITE"))
     answered = wire.first(lambda d: d.dst[1] == uac.port
-                          and _is_sip(d, "SIP/2.0 200", "INVITE"))
+                          and is_sip(d, "SIP/2.0 200", "INVITE"))
     assert invite_b and b_answer and answered
     assert invite_b.at < b_answer.at < answered.at
-    assert not [d for d in _rtp_to(wire, uac.media_port, before=invite_b.at)
+    assert not [d for d in rtp_to(wire, uac.media_port, before=invite_b.at)
                 if is_audible(d.payload)]
     rec = calls(relay.base, f"?binding={binding['id']}")[0]
     assert rec["ext"] == EXT and rec["callee"] == B and rec["sip_code"] == 200

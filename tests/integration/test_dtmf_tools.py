@@ -11,26 +11,40 @@ import time
 from collections.abc import Callable, Iterator
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import pytest
 from audio_check import amplitude
-from axe_peers import dtmf_caller, info_caller, tone_callee
+from axe_peers import (
+    dtmf_caller,
+    event_pts,
+    fetch_wav,
+    info_caller,
+    is_sip,
+    rtp_to,
+    tone_callee,
+)
 from dtmf_pcap import (
+    SAMPLES,
     digits,
     dominant_frequency,
     dtmf_packets,
+    is_audible,
     iter_events_by_digit,
     parse_rtp,
     pcap_rtp,
     pcap_seconds,
     pcm_of,
+    rms,
     telephone_events,
     write_dtmf_pcap,
     write_tone_pcap,
 )
-from sipp_harness import Sipp, callee, caller, udp_port
+from sipp_harness import Sipp, bind, callee, caller, calls, relay_args, udp_port
+from sniff import sniff
 
 _SO_TIMESTAMPNS = 35
+TONES = (440.0, 697.0, 770.0, 852.0, 941.0, 1000.0, 1209.0, 1336.0, 1477.0, 2000.0)
 SHIPPED = Path("/usr/share/sip-tester")
 
 
@@ -77,6 +91,21 @@ def test_dtmf_pcap_options(tmp_path: Path) -> None:
     assert pcap_seconds(other) == pytest.approx(0.5 + 0.2 + 0.06 + 0.5 - 0.02, abs=0.001)
     with pytest.raises(ValueError, match="not a DTMF digit"):
         write_dtmf_pcap(tmp_path / "bad.pcap", "12x")
+
+
+def test_dtmf_pcap_voice_and_audibility(tmp_path: Path) -> None:
+    voiced = pcap_rtp_payloads(write_dtmf_pcap(tmp_path / "v.pcap", "7", audio_hz=440.0))
+    assert digits(telephone_events(voiced)) == "7"
+    xs = pcm_of(voiced)
+    assert len(xs) == 50 * SAMPLES  # 500 ms before the event, 500 ms after
+    assert dominant_frequency(xs, (440.0, 852.0, 1209.0, 1000.0)) == 440.0
+    audio = [p for p in voiced if p[1] & 0x7F == 0]  # PT 0
+    assert len(audio) == 50 and all(is_audible(p) for p in audio)
+    quiet = pcap_rtp_payloads(write_dtmf_pcap(tmp_path / "q.pcap", "7"))
+    assert not any(is_audible(p) for p in quiet)  # silence, and events are not audio
+    assert rms(b"\xff" * 160) == 0.0
+    assert not is_audible(b"\x81\xc8\x00\x06" + b"\0" * 24)  # an RTCP sender report
+    assert not is_audible(b"not rtp at all")
 
 
 def test_shipped_sipp_digit_pcaps_reuse_their_stream() -> None:
@@ -232,3 +261,54 @@ def test_sipp_callee_plays_the_tone(tmp_path: Path, rtp_socket: socket.socket) -
     assert 1.0 < len(xs) / 8000 < 2.0  # played from the ACK until the BYE cut it
     assert dominant_frequency(xs, (440.0, 697.0, 1000.0, 1336.0, 2000.0)) == 1000.0
     assert {addr[1] for _, addr, _ in got} == {uas.media_port}
+
+
+# --- the AXE checks have teeth: through today's relay -------------------------------------
+
+@pytest.mark.integration
+def test_the_wire_checks_see_digits_and_voices_through_an_axb_call(relay_factory: Any,
+                                                                   tmp_path: Path) -> None:
+    """A control for test_axe_calls: on an AXB call the relay passes telephone-event
+    through (DESIGN.md "Media and recordings"), so the digits the AXE tests require
+    never to reach B's media port must be seen there by the same checks; the voices
+    are where those tests look for them (the wire both ways, the leg recordings); the
+    record's times agree with the wire."""
+    out = udp_port()
+    relay = relay_factory(f"sqlite:///{tmp_path}/relay.db", relay_args(out, tmp_path))
+    bind(relay.base)
+    keyed = "1234#"
+    pcap = write_dtmf_pcap(tmp_path / "ext.pcap", keyed, audio_hz=440.0, tail_ms=3000)
+    uas = tone_callee(tmp_path, out, write_tone_pcap(tmp_path / "b.pcap", 1000.0, 30.0),
+                      ring_ms=300).start()
+    time.sleep(0.3)
+    uac = dtmf_caller(tmp_path, relay.sip_port, pcap, wait_ms=300,
+                      hold_ms=int(pcap_seconds(pcap) * 1000) - 500)
+    with sniff([uac.port, uac.media_port, out, uas.media_port]) as wire:
+        uac.start()
+        assert uac.wait(60) == 0, uac.tail()
+        assert uas.wait(60) == 0, uas.tail()
+    assert wire.drops == 0
+    invite = next(m for m in uas.received() if m.startswith("INVITE"))
+    invite_b = wire.first(lambda d: d.dst[1] == out and is_sip(d, "INVITE "))
+    b_answer = wire.first(lambda d: d.src[1] == out and is_sip(d, "SIP/2.0 200", "INVITE"))
+    answered = wire.first(lambda d: d.dst[1] == uac.port and is_sip(d, "SIP/2.0 200", "INVITE"))
+    bye_200 = wire.first(lambda d: d.dst[1] == uac.port and is_sip(d, "SIP/2.0 200", "BYE"))
+    assert invite_b and b_answer and answered and bye_200
+    assert invite_b.at < b_answer.at < answered.at < bye_200.at
+    to_b = [d.payload for d in rtp_to(wire, uas.media_port)]
+    assert digits(telephone_events(to_b, pt=event_pts(invite))) == keyed
+    heard_by_b = pcm_of(d.payload for d in rtp_to(wire, uas.media_port))
+    assert dominant_frequency(heard_by_b, TONES) == 440.0
+    heard_by_a = pcm_of(d.payload for d in rtp_to(wire, uac.media_port, b_answer.at))
+    assert len(heard_by_a) > 8000 and dominant_frequency(heard_by_a, TONES) == 1000.0
+    assert not any(is_audible(d.payload) for d in rtp_to(wire, uac.media_port,
+                                                         before=invite_b.at))
+
+    rec = calls(relay.base)[0]
+    legs = rec["legs"]
+    assert abs(legs["callee"]["invite_at"] - invite_b.at * 1000) < 500
+    assert abs(legs["caller"]["answer_at"] - answered.at * 1000) < 500
+    assert dominant_frequency(fetch_wav(relay.base, rec["id"], "callee", tmp_path / "b.wav"),
+                              TONES) == 1000.0
+    assert dominant_frequency(fetch_wav(relay.base, rec["id"], "caller", tmp_path / "a.wav"),
+                              TONES) == 440.0

@@ -55,6 +55,7 @@ def test_captures_to_and_from_the_watched_ports_in_order(sockets: list[socket.so
     assert all(isinstance(d, Datagram) for d in seen)
     # The recipients still got theirs: the sniffer only looks.
     assert b.recv(100) == b"one" and a.recv(100) == b"two"
+    assert wire.drops == 0
 
 
 def test_sees_datagrams_to_a_port_nobody_listens_on(sockets: list[socket.socket]) -> None:
