@@ -6,8 +6,10 @@ cut from one old call: playing "55" sends the same RTP timestamp *and* the same 
 numbers twice (a receiver rightly takes it as one event), the files' sequence numbers and
 timestamps run backwards between some digits ("1" after "0"), each ends with three
 copies of one packet (same sequence number, sent back to back), and there is no audio
-before the first event to latch a relay's media. SIPp 3.6's `play_dtmf` action sends
-payload type 96 whatever the SDP says, and a "noop" PT 97 filler first.
+before the first event to latch a relay's media. SIPp 3.6.1's `play_dtmf` action sends
+payload type 96 whatever the SDP says, after 400 ms of "noop" PT 97 filler whose
+sequence numbers step by 2, from an SSRC of its own, and its events' timestamps advance
+400 a digit though each event lasts 1600 (seen on the wire here).
 
 Here one call is one stream (one SSRC, one clock): optional PCMU before, between and
 after the events; each digit a new event (a new RTP timestamp, RFC 4733 §2.5.1.2), the
