@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import wave
 from pathlib import Path
 
@@ -37,8 +38,7 @@ def test_ringback_is_one_cadence_450hz_1s_on_4s_off() -> None:
     assert len(samples) == 5 * 8000
     assert max(abs(s) for s in samples[:8000]) > 4000
     assert not any(samples[8000:])
-    crossings = sum(1 for a, b in zip(samples[:7999], samples[1:8000], strict=True)
-                    if a < 0 <= b)
+    crossings = sum(1 for a, b in itertools.pairwise(samples[:8000]) if a < 0 <= b)
     assert 445 <= crossings <= 455
 
 
@@ -61,7 +61,7 @@ def test_a_missing_prompt_falls_back_to_english_then_fails_at_check(tmp_path: Pa
 
 def test_check_refuses_a_prompt_in_the_wrong_format(tmp_path: Path) -> None:
     write_wav(tmp_path / "goodbye.wav", rate=16000)
-    with pytest.raises(PromptError, match="16000 Hz, 1 channel.s., 16-bit; prompts must be"):
+    with pytest.raises(PromptError, match=r"16000 Hz, 1 channel\(s\), 16-bit; prompts must be"):
         PromptSet("en", tmp_path).check()
     (tmp_path / "goodbye.wav").write_bytes(b"RIFF junk")
     with pytest.raises(PromptError, match="not a readable WAV file"):
