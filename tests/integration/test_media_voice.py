@@ -284,3 +284,37 @@ async def test_a_new_play_replaces_the_old_and_digits_pass_unless_detected(
     for p in (caller, callee):
         assert p.transport is not None
         p.transport.close()
+
+
+async def test_one_timer_paces_every_call_that_plays(tmp_path: Path) -> None:
+    backend = InProcessBackend(bind_host=LOCAL, port_range=port_range())
+    phones = [await peer() for _ in range(4)]
+    calls = []
+    for k, phone in enumerate(phones):
+        call = await backend.allocate(f"voice-4-{k}", record=False)
+        await backend.offer(call, CALLER, sdp(phone.port, PT_PCMU))
+        await backend.answer_locally(call, CALLER)
+        calls.append(call)
+    ringback = PromptSet("en").path("ringback")
+    for call in calls:
+        await backend.play(call, CALLER, ringback, repeat=True)
+    clock = backend._clock
+    assert clock is not None and len(clock) == 4
+    before = clock.ticks
+    heard = [await collect(phone, 15) for phone in phones]
+    ticks = clock.ticks - before
+    # Four calls, 15 frames each, and about 15 ticks: one timer, not one per call.
+    assert 12 <= ticks <= 22
+    for got in heard:
+        assert_one_stream([p for p, _ in got])
+    for call in calls:
+        await backend.release(call)
+    assert len(clock) == 0
+    await asyncio.sleep(0.05)
+    idle = clock.ticks
+    await asyncio.sleep(0.1)
+    assert clock.ticks == idle  # nothing plays: the timer is off
+    await backend.close()
+    for phone in phones:
+        assert phone.transport is not None
+        phone.transport.close()
