@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 
-from relay.rtp.packet import RTP_HEADER_SIZE, seq_diff, ts_diff
+from relay.rtp.packet import RTP_HEADER_SIZE, is_rtcp, seq_diff, ts_diff
 
 __all__ = ["FRAME_BYTES", "FRAME_SECONDS", "SILENCE", "OutboundStream", "Pacer", "Player"]
 
@@ -125,9 +125,11 @@ class OutboundStream:
 
         Dropped: anything while a prompt plays (the listener hears only the prompt),
         packets older than the current spurt's first (they would step back into a
-        prompt's numbers), and datagrams too short to be RTP.
+        prompt's numbers), and datagrams that are not RTP (too short, not version 2,
+        or RTCP multiplexed on the RTP port, RFC 5761 §4: not ours to renumber).
         """
-        if self.playing or len(data) < RTP_HEADER_SIZE:
+        if (self.playing or len(data) < RTP_HEADER_SIZE or data[0] >> 6 != 2
+                or is_rtcp(data)):
             self.skipped += 1
             return None
         seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)

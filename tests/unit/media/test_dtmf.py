@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relay.rtp.dtmf import DIGITS, DigitDetector, TelephoneEvent, TelephoneEventError
 from relay.rtp.packet import RtpPacket
@@ -198,3 +200,34 @@ def test_bad_packets_are_counted_and_dropped() -> None:
     assert feed(det, [b"\x80\x65\x00", short_payload, b"\x00" * 16, audio]) == []
     assert det.invalid == 3  # truncated RTP, truncated payload, RTP version 0
     assert feed(det, tx.press("D")) == ["D"]
+
+
+# --- properties: the only failure a peer can cause is the remote-error type ---
+
+
+@given(st.binary(max_size=12))
+def test_parse_fails_only_with_the_remote_error(data: bytes) -> None:
+    try:
+        ev = TelephoneEvent.parse(data)
+    except TelephoneEventError:
+        assert len(data) != 4
+    else:
+        assert bytes(ev) == data[:1] + bytes([data[1] & 0xBF]) + data[2:]
+
+
+@settings(max_examples=300)
+@given(st.lists(st.one_of(
+    st.binary(max_size=40),
+    st.builds(lambda seq, ts, m, ev, end, dur: bytes(RtpPacket(
+        PT, seq, ts, 0x1234, m, payload=bytes(TelephoneEvent(ev, end, 10, dur)))),
+        st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF), st.booleans(),
+        st.integers(0, 20), st.booleans(), st.integers(0, 0xFFFF))), max_size=30))
+def test_the_detector_never_raises_and_reports_each_timestamp_once(
+        packets: list[bytes]) -> None:
+    det = DigitDetector(PT)
+    seen: list[int] = []
+    for k, p in enumerate(packets):
+        seen += [d.timestamp for d in det.receive(p, float(k))]
+    seen += [d.timestamp for d in det.expire(1e9)]
+    assert det.deadline is None
+    assert all(isinstance(t, int) for t in seen)

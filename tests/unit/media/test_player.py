@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from relay.rtp.packet import RtpPacket, seq_diff, ts_diff
 from relay.rtp.player import FRAME_BYTES, OutboundStream, Pacer, Player
@@ -122,9 +124,12 @@ def test_a_new_source_starts_a_new_spurt() -> None:
     assert_continuous(pkts, 7)
 
 
-def test_short_datagrams_are_not_relayed() -> None:
+def test_datagrams_that_are_not_rtp_are_not_relayed() -> None:
     s = OutboundStream(7, 1, 0, now=0.0)
-    assert s.relay(b"\x80\x00\x00", 0.0) is None and s.skipped == 1
+    assert s.relay(b"\x80\x00\x00", 0.0) is None  # short
+    assert s.relay(b"\x40" + bytes(171), 0.0) is None  # version 1
+    assert s.relay(bytes.fromhex("80c90001000000aa") + bytes(4), 0.0) is None  # an RR
+    assert s.skipped == 3 and s.relayed == 0
 
 
 def test_pacer_keeps_an_absolute_20ms_schedule() -> None:
@@ -134,3 +139,17 @@ def test_pacer_keeps_an_absolute_20ms_schedule() -> None:
     assert p.due(10.021) == 1 and p.deadline == pytest.approx(10.04)
     assert p.due(10.085) == 3 and p.deadline == pytest.approx(10.1)  # the loop was late
     assert p.due(11.0) == 5 and p.deadline == pytest.approx(11.02)  # too late: restart
+
+
+@given(st.lists(st.binary(max_size=30), max_size=20))
+def test_relaying_garbage_never_raises_nor_steps_back(datagrams: list[bytes]) -> None:
+    s = OutboundStream(7, 1, 0, now=0.0)
+    prompt(s, 1, now=0.0)
+    sent = []
+    for k, d in enumerate(datagrams):
+        out = s.relay(d, 0.02 * (k + 1))
+        if out is not None:
+            assert len(out) == len(d)
+            sent.append(int.from_bytes(out[2:4], "big"))
+    nxt = prompt(s, 1, now=1.0)[0]
+    assert all(seq_diff(nxt.sequence_number, seq) > 0 for seq in sent)
