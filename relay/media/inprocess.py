@@ -110,6 +110,11 @@ class InProcessBackend:
         return self._poller
 
     @property
+    def playout(self) -> PlayoutClock | None:
+        """The one timer that paces every prompt (None before the first play)."""
+        return self._clock
+
+    @property
     def recording_errors(self) -> int:
         """Recordings stopped by a failed spool write."""
         return self.recorder.errors

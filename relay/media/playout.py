@@ -146,6 +146,9 @@ class CallVoice:
                     sendto(packet, dest)
                 except OSError:
                     self.send_errors += 1
+        # The relay speaking is media too: a caller who listens in silence (VAD) to a
+        # prompt or to ringback is not an idle call for the media timeout.
+        self.session.mark_active(now)
         if player.done:
             self.stop(side, completed=True)
 

@@ -223,7 +223,7 @@ async def test_release_while_playing_ends_the_play_and_pcma_only_is_answered_pcm
     drain(caller)
     await asyncio.sleep(0.1)
     assert caller.received.empty()  # nothing plays after release
-    assert backend._clock is not None and len(backend._clock) == 0
+    assert backend.playout is not None and len(backend.playout) == 0
     await backend.stop_play(call, CALLER)  # a no-op after release
     await backend.close()
     assert caller.transport is not None
@@ -298,7 +298,7 @@ async def test_one_timer_paces_every_call_that_plays(tmp_path: Path) -> None:
     ringback = PromptSet("en").path("ringback")
     for call in calls:
         await backend.play(call, CALLER, ringback, repeat=True)
-    clock = backend._clock
+    clock = backend.playout
     assert clock is not None and len(clock) == 4
     before = clock.ticks
     heard = [await collect(phone, 15) for phone in phones]
@@ -307,6 +307,8 @@ async def test_one_timer_paces_every_call_that_plays(tmp_path: Path) -> None:
     assert 12 <= ticks <= 22
     for got in heard:
         assert_one_stream([p for p, _ in got])
+    # The phones sent nothing for 300 ms, but the relay spoke: no call is idle.
+    assert backend.idle_calls(0.2) == []
     for call in calls:
         await backend.release(call)
     assert len(clock) == 0
