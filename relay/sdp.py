@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "Connection",
+    "LocalMedia",
     "MediaDescription",
     "NoCommonCodec",
     "Origin",
@@ -26,6 +27,9 @@ __all__ = [
     "RemoteMedia",
     "SdpError",
     "SessionDescription",
+    "choose_local_media",
+    "local_answer",
+    "local_offer",
     "remote_media",
     "rewrite_for_peer",
 ]
@@ -495,8 +499,93 @@ def rewrite_for_peer(sdp: SessionDescription, *, relay_address: str, relay_port:
             lines.insert(0, ("c", f"IN {addrtype} {relay_address}"))
         media.append(MediaDescription(md.media, relay_port, None, md.proto, kept, lines))
 
-    out = SessionDescription([("v", "0"), ("o", ""), *session], media)
-    body = str(out)
-    version = origin.stamp(body)
-    out.lines[1] = ("o", f"- {origin.sess_id} {version} IN {addrtype} {relay_address}")
+    return _stamped(SessionDescription([("v", "0"), ("o", ""), *session], media),
+                    origin, relay_address)
+
+
+def _stamped(out: SessionDescription, origin: RelayOrigin,
+             relay_address: str) -> SessionDescription:
+    """Fill in the relay's o= line, its version stamped from the body below it."""
+    version = origin.stamp(str(out))
+    out.lines[1] = ("o", f"- {origin.sess_id} {version} IN {_addrtype(relay_address)} "
+                         f"{relay_address}")
     return out
+
+
+# --- the relay's own media (it answers and offers itself: prompts, digits) ---
+
+
+@dataclass(frozen=True, slots=True)
+class LocalMedia:
+    """The format the relay settled on when it answered a side itself."""
+
+    codec: str  # "PCMU" or "PCMA"
+    payload_type: int  # 0 or 8
+    event_pt: int | None  # the offer's telephone-event payload type (RFC 4733), if any
+
+
+#: RFC 3264 §6.1: the answer's direction for each offered one.
+_ANSWER_DIRECTION = {"sendrecv": "sendrecv", "sendonly": "recvonly",
+                     "recvonly": "sendonly", "inactive": "inactive"}
+
+
+def choose_local_media(offer: SessionDescription) -> LocalMedia:
+    """PCMU if offered, else PCMA, plus telephone-event if offered; `NoCommonCodec` if
+    neither codec is there."""
+    relayed = _relayed(offer)
+    if relayed is None:
+        raise NoCommonCodec("no audio stream with PCMU or PCMA")
+    _, formats = relayed
+    pt = 0 if "0" in formats else 8
+    event = next((int(f) for f in formats if f not in ("0", "8")), None)
+    return LocalMedia("PCMU" if pt == 0 else "PCMA", pt, event)
+
+
+def _local_audio(media: LocalMedia, port: int, proto: str, direction: str) -> MediaDescription:
+    formats = [str(media.payload_type)]
+    lines = [("a", f"rtpmap:{media.payload_type} {media.codec}/8000")]
+    if media.event_pt is not None:
+        formats.append(str(media.event_pt))
+        # RFC 4733 §2.4.1, §7.1.1: we receive (and detect) the DTMF events 0-15.
+        lines += [("a", f"rtpmap:{media.event_pt} telephone-event/8000"),
+                  ("a", f"fmtp:{media.event_pt} 0-15")]
+    lines += [("a", "ptime:20"), ("a", direction)]
+    return MediaDescription("audio", port, None, proto, formats, lines)
+
+
+def _local_session(relay_address: str) -> list[tuple[str, str]]:
+    return [("v", "0"), ("o", ""), ("s", "-"),
+            ("c", f"IN {_addrtype(relay_address)} {relay_address}"), ("t", "0 0")]
+
+
+def local_answer(offer: SessionDescription, *, relay_address: str, relay_port: int,
+                 origin: RelayOrigin) -> tuple[SessionDescription, LocalMedia]:
+    """The relay's own answer to `offer` (RFC 3264 §6): one codec, its port, its o=.
+
+    The relayed stream gets `choose_local_media`'s formats (payload types as offered,
+    §6.1) and the mirrored direction; every other m= line is refused with port 0, so
+    the answer has as many m= lines as the offer.
+    """
+    media = choose_local_media(offer)
+    relayed = _relayed(offer)
+    assert relayed is not None  # choose_local_media raised otherwise
+    index = relayed[0]
+    sections = []
+    for i, md in enumerate(offer.media):
+        if i != index:
+            sections.append(MediaDescription(md.media, 0, None, md.proto, md.formats[:1]))
+            continue
+        offered = md.direction or offer.direction or "sendrecv"
+        sections.append(_local_audio(media, relay_port, md.proto, _ANSWER_DIRECTION[offered]))
+    out = SessionDescription(_local_session(relay_address), sections)
+    return _stamped(out, origin, relay_address), media
+
+
+def local_offer(media: LocalMedia, *, relay_address: str, relay_port: int,
+                origin: RelayOrigin) -> SessionDescription:
+    """A fresh offer from the relay: one audio stream with the settled codec (and
+    telephone-event), sendrecv, at `relay_port`. The o= version goes up whenever the
+    body differs from what `origin` last stamped (RFC 3264 §8)."""
+    audio = _local_audio(media, relay_port, "RTP/AVP", "sendrecv")
+    return _stamped(SessionDescription(_local_session(relay_address), [audio]),
+                    origin, relay_address)

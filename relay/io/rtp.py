@@ -67,7 +67,10 @@ class RelayPort:
         self.rtcp = rtcp
         self.errors = 0
         # The hot path's attribute loads: the session's decision and the two socket calls.
-        self.receive = session.receive_rtcp if rtcp else session.receive
+        # The relay's own voice (relay.media.playout) swaps this for a side it plays
+        # into or listens to; every other call keeps the session's own.
+        self.receive: Callable[[int, bytes, Address, float], Address | None] = (
+            session.receive_rtcp if rtcp else session.receive)
         self.recvfrom = sock.recvfrom
         self.send: Callable[[bytes, Address], int] = _not_wired
 

@@ -10,6 +10,12 @@ second and writes them, all on its IO thread. Allocation does not wait for the
 disk: if the spools cannot be created, the call goes on unrecorded (counted in
 `recording_errors`, logged), as it does when a write fails mid-call. At release the
 spools are finished into WAV files in an executor, off the event loop.
+
+The relay's own voice (answer a side itself, play prompts, detect digits) lives in
+`relay.media.playout`; a call gets a `CallVoice` at its first `play` or
+`detect_digits`, and only then leaves the zero-copy relay (see that module).
+Events go to the listener through `loop.call_soon`, never from inside the datagram
+handler, in the order they happened.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +31,21 @@ from pathlib import Path
 from recordings.finish import RecordingResult, call_dir, finish_call, finish_pending
 from recordings.spool import CallMeta, SpoolError
 from relay.io.rtp import CallSockets, RelayPort, RtpPoller, open_side
-from relay.media.backend import MediaCall, MediaStats
+from relay.media.backend import MediaCall, MediaEvent, MediaStats
+from relay.media.playout import CallVoice, PlayoutClock, PromptCache
 from relay.media.recorder import LEG_NAMES, CallRecording, Recorder
 from relay.rtp.ports import PortPool, PortsExhausted
 from relay.rtp.session import RelaySession, Side
-from relay.sdp import RelayOrigin, SessionDescription, remote_media, rewrite_for_peer
+from relay.sdp import (
+    LocalMedia,
+    RelayOrigin,
+    SessionDescription,
+    choose_local_media,
+    local_answer,
+    local_offer,
+    remote_media,
+    rewrite_for_peer,
+)
 from relay.sip import system_random
 
 __all__ = ["InProcessBackend"]
@@ -41,8 +58,14 @@ class _CallState:
     session: RelaySession
     sockets: CallSockets
     origins: dict[Side, RelayOrigin]  # the o= the relay owns toward each side
+    loop_started: float  # the loop's clock at allocation (MediaCall.started_at in epoch)
     recording: CallRecording | None = None
     codecs: dict[Side, str | None] = field(default_factory=dict)
+    offers: dict[Side, SessionDescription] = field(default_factory=dict)  # as received
+    event_pts: dict[Side, int | None] = field(default_factory=dict)  # telephone-event PT
+    settled: LocalMedia | None = None  # the format the relay answered with itself
+    answered_by: Side | None = None  # whose answer (or ours) settled the codec
+    voice: CallVoice | None = None  # made at the first play or detect_digits
 
 
 class InProcessBackend:
@@ -69,6 +92,10 @@ class InProcessBackend:
         self.recorder = Recorder()
         self._poller: RtpPoller | None = None  # made on the loop, at the first call
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._clock: PlayoutClock | None = None  # made at the first play
+        self.prompts = PromptCache()
+        self._listener: Callable[[MediaEvent], None] | None = None
+        self._play_ids = 0
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         # Looked up once: on Python 3.11 get_running_loop() costs a getpid() each time.
@@ -81,6 +108,11 @@ class InProcessBackend:
     def poller(self) -> RtpPoller | None:
         """The poller reading every call's sockets (None before the first call)."""
         return self._poller
+
+    @property
+    def playout(self) -> PlayoutClock | None:
+        """The one timer that paces every prompt (None before the first play)."""
+        return self._clock
 
     @property
     def recording_errors(self) -> int:
@@ -141,17 +173,15 @@ class InProcessBackend:
         ids = int.from_bytes(system_random(8), "big") >> 2  # both legs' o= session ids
         origins = {Side.CALLER: RelayOrigin(ids >> 31, 1),
                    Side.CALLEE: RelayOrigin(ids & 0x7FFFFFFF, 1)}
-        state = _CallState(session, sockets, origins, recording)
+        state = _CallState(session, sockets, origins, loop.time(), recording)
         call = MediaCall(call_id, record, started_at, bound, state)
         self.calls[call_id] = call
         return call
 
     # --- SDP ---
 
-    def _apply(self, call: MediaCall, from_side: Side, sdp: bytes) -> bytes:
-        if call.released:
-            raise RuntimeError(f"call {call.call_id}: media already released")
-        state = _state(call)
+    def _apply(self, call: MediaCall, from_side: Side, sdp: bytes, is_offer: bool) -> bytes:
+        state = _live_state(call)
         parsed = SessionDescription.parse(sdp)
         remote = remote_media(parsed)  # NoCommonCodec (488) before any state changes
         to_side = from_side.other
@@ -163,17 +193,135 @@ class InProcessBackend:
         # Ringing is not silence: the idle clock restarts at each negotiation.
         state.session.mark_active(self._running_loop().time())
         state.codecs[from_side] = remote.codec
+        # RFC 4733: the formats kept are PCMU, PCMA and telephone-event; the event PT
+        # is the one this side sends its digits with.
+        state.event_pts[from_side] = next(
+            (pt for pt in remote.payload_types if pt not in (0, 8)), None)
+        if is_offer:
+            state.offers[from_side] = parsed
+        else:
+            state.answered_by = from_side
         if state.recording is not None:
             state.recording.meta.legs[LEG_NAMES[from_side]]["codec"] = remote.codec
         return bytes(out)
 
     async def offer(self, call: MediaCall, from_side: Side, sdp: bytes) -> bytes:
         """Rewrite `from_side`'s offer for the other side; learn `from_side`'s address."""
-        return self._apply(call, from_side, sdp)
+        return self._apply(call, from_side, sdp, True)
 
     async def answer(self, call: MediaCall, from_side: Side, sdp: bytes) -> bytes:
         """Rewrite `from_side`'s answer for the other side; learn `from_side`'s address."""
-        return self._apply(call, from_side, sdp)
+        return self._apply(call, from_side, sdp, False)
+
+    async def answer_locally(self, call: MediaCall, side: Side) -> bytes:
+        """The relay's own answer to the offer `side` made (given to `offer` before):
+        PCMU if offered, else PCMA (`NoCommonCodec`, 488, otherwise), telephone-event
+        with the offer's payload type if offered, the port facing `side`."""
+        state = _live_state(call)
+        offer = state.offers.get(side)
+        if offer is None:
+            raise RuntimeError(f"call {call.call_id}: no offer from {side.name} to answer")
+        answer, media = local_answer(offer, relay_address=self.advertise_host,
+                                     relay_port=call.local_ports[side],
+                                     origin=state.origins[side])
+        state.settled = media
+        state.answered_by = None  # the relay itself
+        state.codecs[side] = media.codec
+        if state.recording is not None:
+            state.recording.meta.legs[LEG_NAMES[side]]["codec"] = media.codec
+        # `offer` already learnt the address and started latching; the call is live now.
+        state.session.mark_active(self._running_loop().time())
+        return bytes(answer)
+
+    async def local_offer(self, call: MediaCall, to_side: Side) -> bytes:
+        """A fresh offer toward `to_side` with the codec settled with the other side
+        (by `answer_locally`, else chosen from the other side's offer)."""
+        state = _live_state(call)
+        media = state.settled
+        if media is None:
+            other_offer = state.offers.get(to_side.other)
+            if other_offer is None:
+                raise RuntimeError(f"call {call.call_id}: no codec settled to offer")
+            media = choose_local_media(other_offer)
+        out = local_offer(media, relay_address=self.advertise_host,
+                          relay_port=call.local_ports[to_side], origin=state.origins[to_side])
+        return bytes(out)
+
+    # --- the relay's own voice ---
+
+    def set_listener(self, listener: Callable[[MediaEvent], None]) -> None:
+        """Where `DigitReceived` and `PlaybackEnded` go (called on the event loop, via
+        `call_soon`, outside the datagram handler; an exception in it is logged)."""
+        self._listener = listener
+
+    def _emit(self, event: MediaEvent) -> None:
+        self._running_loop().call_soon(self._deliver, event)
+
+    def _deliver(self, event: MediaEvent) -> None:
+        listener = self._listener
+        if listener is None:
+            return
+        try:
+            listener(event)
+        except Exception:  # the controller's bug must not break the media path
+            log.exception("call %s: media event listener failed on %r", event.call_id, event)
+
+    def _voice(self, call: MediaCall, state: _CallState) -> CallVoice:
+        voice = state.voice
+        if voice is None:
+            loop = self._running_loop()
+            if self._clock is None:
+                self._clock = PlayoutClock(loop)
+            voice = state.voice = CallVoice(call.call_id, state.session, state.sockets,
+                                            self._clock, self._emit,
+                                            call.started_at - state.loop_started)
+        return voice
+
+    def _payload_type(self, call: MediaCall, state: _CallState, side: Side) -> int:
+        """The G.711 payload type `side` receives: what the relay answered with, else
+        the answerer's first codec (RFC 3264 §6.1: the answer leads with the choice)."""
+        if state.settled is not None:
+            return state.settled.payload_type
+        codec = state.codecs.get(state.answered_by) if state.answered_by is not None else None
+        codec = codec or state.codecs.get(side)
+        if codec is None:
+            raise RuntimeError(f"call {call.call_id}: no codec negotiated with {side.name}")
+        return 0 if codec == "PCMU" else 8
+
+    async def play(self, call: MediaCall, side: Side, prompt: Path, *,
+                   repeat: bool = False) -> int:
+        """Play `prompt` into `side` (ending what played there). Raises `PromptError`
+        for a file that is not 8 kHz mono 16-bit PCM, RuntimeError after release."""
+        state = _live_state(call)
+        pt = self._payload_type(call, state, side)
+        audio = await self.prompts.get(prompt, pt)
+        state = _live_state(call)  # released while the file was read?
+        self._play_ids += 1
+        self._voice(call, state).play(side, audio, pt, self._play_ids, repeat=repeat,
+                                      now=self._running_loop().time())
+        return self._play_ids
+
+    async def stop_play(self, call: MediaCall, side: Side) -> None:
+        """Stop what plays into `side` (PlaybackEnded, completed=False); no-op if nothing."""
+        state = _state(call)
+        if state.voice is not None and not call.released:
+            state.voice.stop(side)
+
+    async def detect_digits(self, call: MediaCall, side: Side, on: bool) -> None:
+        """Report `side`'s RFC 4733 digits and keep them from the other side (or stop).
+
+        With no telephone-event negotiated with `side` there is nothing to detect
+        in the media (digits may still come as SIP INFO); the call is left as it is.
+        """
+        state = _live_state(call)
+        if on:
+            pt = state.event_pts.get(side)
+            if pt is None:
+                log.debug("call %s: no telephone-event from %s", call.call_id, side.name)
+                return
+            self._voice(call, state).detect(side, pt, True)
+        elif state.voice is not None:
+            state.voice.detect(side, None, False)
 
     # --- observation ---
 
@@ -197,6 +345,8 @@ class InProcessBackend:
             return None
         call.released = True
         state = _state(call)
+        if state.voice is not None:
+            state.voice.close()  # PlaybackEnded(completed=False) for what still played
         state.sockets.close()
         state.session.tap = None
         for port in call.local_ports.values():
@@ -229,9 +379,18 @@ class InProcessBackend:
         for call in list(self.calls.values()):
             await self.release(call)
         self.recorder.shutdown()
+        if self._clock is not None:
+            self._clock.close()
+            self._clock = None
         if self._poller is not None:
             self._poller.close()
             self._poller = None
+
+
+def _live_state(call: MediaCall) -> _CallState:
+    if call.released:
+        raise RuntimeError(f"call {call.call_id}: media already released")
+    return _state(call)
 
 
 def _state(call: MediaCall) -> _CallState:

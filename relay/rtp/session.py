@@ -151,6 +151,36 @@ class RelaySession:
             return None
         return other.latched_rtp or other.sdp_rtp
 
+    def accept(self, side: int, data: bytes, source: Address, now: float) -> bool:
+        """The first half of `receive` (latch check, counters, tap) without the forward.
+
+        For the relay's own voice, whose adapter decides itself what to send where;
+        `receive` keeps the same steps inlined for the plain relay's hot path.
+        """
+        leg = self._legs[side]
+        if leg.latched_rtp != source:
+            if (leg.latched_rtp is None and leg.expected_ip is not None
+                    and (source[0] == leg.expected_ip or self.latch_any_ip)):
+                leg.latched_rtp = source
+            else:
+                leg.dropped += 1
+                return False
+        leg.packets += 1
+        leg.bytes += len(data)
+        leg.last_rx = now
+        tap = self.tap
+        if tap is not None:
+            tap(side, data, now)
+        return True
+
+    def destination(self, side: int) -> Address | None:
+        """Where RTP for `side` goes now (its latched source, else its SDP address);
+        None while it is on hold or has announced nothing."""
+        leg = self._legs[side]
+        if leg.held:
+            return None
+        return leg.latched_rtp or leg.sdp_rtp
+
     def receive_rtcp(self, side: int, data: bytes, source: Address, now: float) -> Address | None:
         """Like `receive`, for the RTCP port (+1): relayed opaque, latched separately."""
         leg = self._legs[side]

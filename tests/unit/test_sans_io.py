@@ -17,6 +17,7 @@ BANNED = {"asyncio", "socket", "time", "threading", "selectors", "multiprocessin
 PACKAGES = {"relay/sip": 7, "relay/sms": 8, "relay/b2bua": 5, "dialplan": 2}  # min files
 MODULES = [
     "relay/sdp.py", "relay/rtp/packet.py", "relay/rtp/session.py", "relay/rtp/ports.py",
+    "relay/rtp/dtmf.py", "relay/rtp/player.py",
     "recordings/g711.py", "recordings/spool.py", "recordings/finish.py",
     "relay/media/rtpengine_voice.py",
 ]

@@ -149,3 +149,17 @@ def test_rtcp_latches_on_the_a_rtcp_address() -> None:
     assert s.receive_rtcp(Side.CALLER, rr, (CALLER_IP, 4001), 1.0) is None
     assert s.receive_rtcp(Side.CALLER, rr, ("10.1.1.99", 4555), 1.0) == (CALLEE_IP, 6001)
     assert s.receive_rtcp(Side.CALLEE, rr, (CALLEE_IP, 6001), 1.0) == ("10.1.1.99", 4555)
+
+
+def test_accept_and_destination_are_receive_in_two_halves() -> None:
+    s, plain = session(), session()
+    taps: list[tuple[int, bytes]] = []
+    s.tap = lambda side, data, now: taps.append((side, data))
+    src = (CALLER_IP, 4000)
+    assert s.accept(Side.CALLER, PKT, src, 1.0) is True
+    assert s.destination(Side.CALLEE) == plain.receive(Side.CALLER, PKT, src, 1.0)
+    assert s.accept(Side.CALLER, PKT, ("6.6.6.6", 1), 1.0) is False  # latched: a stranger
+    assert taps == [(Side.CALLER, PKT)]
+    assert (s.stats(Side.CALLER).packets, s.stats(Side.CALLER).dropped) == (1, 1)
+    s.set_remote(Side.CALLEE, None, 0)  # hold: nothing is sent to it
+    assert s.destination(Side.CALLEE) is None

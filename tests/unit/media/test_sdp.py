@@ -7,10 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.sdp import (
+    LocalMedia,
     NoCommonCodec,
     RelayOrigin,
     SdpError,
     SessionDescription,
+    local_answer,
+    local_offer,
     remote_media,
     rewrite_for_peer,
 )
@@ -280,3 +283,56 @@ def test_shuffled_real_lines_parse_and_rewrite_without_leaks(lines: list[str], e
     for secret in ("10.0.0.15", "203.0.113.77", "10350", "1414471423", "baresip"):
         assert secret not in text
     SessionDescription.parse(out)
+
+
+# --- the relay's own answer and offer (prompts and digits before a callee exists) ---
+
+
+def _offer(formats: str, extra: str = "", direction: str = "sendrecv") -> SessionDescription:
+    lines = ["v=0", "o=alice 7 7 IN IP4 10.0.0.1", "s=call", "c=IN IP4 10.0.0.1", "t=0 0",
+             f"m=audio 4000 RTP/AVP {formats}", "a=rtpmap:0 PCMU/8000",
+             "a=rtpmap:8 PCMA/8000", "a=rtpmap:96 opus/48000/2",
+             "a=rtpmap:100 telephone-event/8000", "a=fmtp:100 0-16", f"a={direction}"]
+    if extra:
+        lines.append(extra)
+    return SessionDescription.parse(("\r\n".join(lines) + "\r\n").encode())
+
+
+def test_local_answer_takes_pcmu_and_telephone_event_and_refuses_other_streams() -> None:
+    offer = _offer("96 8 0 100", "m=video 5000 RTP/AVP 97")
+    origin = RelayOrigin(55, 1)
+    answer, media = local_answer(offer, relay_address="192.0.2.1", relay_port=30000,
+                                 origin=origin)
+    assert media == LocalMedia("PCMU", 0, 100)
+    assert str(answer) == (
+        "v=0\r\no=- 55 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+        "m=audio 30000 RTP/AVP 0 100\r\na=rtpmap:0 PCMU/8000\r\n"
+        "a=rtpmap:100 telephone-event/8000\r\na=fmtp:100 0-15\r\na=ptime:20\r\n"
+        "a=sendrecv\r\nm=video 0 RTP/AVP 97\r\n")
+
+
+def test_local_answer_falls_back_to_pcma_mirrors_direction_and_refuses_no_g711() -> None:
+    answer, media = local_answer(_offer("8", direction="sendonly"), relay_address="192.0.2.1",
+                                 relay_port=30000, origin=RelayOrigin(1, 1))
+    assert media == LocalMedia("PCMA", 8, None)
+    assert answer.media[0].formats == ["8"] and answer.media[0].direction == "recvonly"
+    with pytest.raises(NoCommonCodec) as exc:
+        local_answer(_offer("96"), relay_address="192.0.2.1", relay_port=1,
+                     origin=RelayOrigin(1, 1))
+    assert exc.value.status == 488
+
+
+def test_local_offer_carries_the_settled_codec_and_a_new_version() -> None:
+    origin = RelayOrigin(9, 1)
+    # What the relay stamped toward this side before (the caller's offer, rewritten).
+    rewrite_for_peer(_offer("0 8 100"), relay_address="192.0.2.1", relay_port=30002,
+                     origin=origin)
+    offer = local_offer(LocalMedia("PCMU", 0, 100), relay_address="192.0.2.1",
+                        relay_port=30002, origin=origin)
+    assert offer.origin.sess_id == 9 and offer.origin.sess_version == 2
+    md = offer.media[0]
+    assert (md.port, md.formats, md.direction) == (30002, ["0", "100"], "sendrecv")
+    assert md.rtpmap == {"0": "PCMU/8000", "100": "telephone-event/8000"}
+    again = local_offer(LocalMedia("PCMU", 0, 100), relay_address="192.0.2.1",
+                        relay_port=30002, origin=origin)
+    assert again.origin.sess_version == 2  # RFC 3264 §8: unchanged SDP, same version
