@@ -28,6 +28,8 @@ Tunables live in relay.toml (see README "Configuration" and DESIGN.md):
     backend = "inprocess"        # or "rtpengine": media handed to rtpengine over ng
     rtpengine = "127.0.0.1:2223" # its --listen-ng (with backend = "rtpengine")
     rtpengine_dtmf = "127.0.0.1:2224"  # where we hear its --dtmf-log-dest (digits; unset: none)
+    language = "en"              # the prompt set the relay speaks (shipped: en, cmn)
+    prompts = "/srv/prompts"     # a folder of <language>/<name>.wav replacing the shipped set
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from relay.b2bua.callmap import CallMap, Settings
 from relay.media.backend import MediaBackend
+from relay.media.prompts import PromptSet
 from relay.sip import TimerConfig
 
 from .sip import SipServer
@@ -122,9 +125,13 @@ async def attach_voice(node: Node) -> None:
                                  poll=min(5.0, media_timeout / 4) if media_timeout > 0 else 0)
     with contextlib.suppress(OSError):
         await media.finish_pending()
+    prompts = PromptSet(str(media_cfg.get("language", "en")),
+                        Path(media_cfg["prompts"]) if media_cfg.get("prompts") else None)
+    prompts.check()  # a missing prompt is a start-up error, never a mid-call surprise
     switch = CallMap(settings, node.table)
     writer = node.record_writer
-    server = SipServer(switch, media, lambda rec: writer.submit("call", rec))
+    server = SipServer(switch, media, lambda rec: writer.submit("call", rec),
+                       prompts=prompts.path)
     await server.start(udp, tcp=bool(sip.get("tcp", True)))
     node.voice = server  # type: ignore[attr-defined]
     _metrics(node, switch, server)
