@@ -5,7 +5,7 @@ while B is called, and is bridged when B answers. Three wrong extensions and the
 hangs up (`unconnected_cause: no_extension`). `X;ext=E` or `X,E` in the Request-URI goes
 straight to B.
 
-Written ahead of the feature: the whole module is skipped until it is merged. The peers
+The peers
 are SIPp (tests/flows/sipp/uac_axe_*.xml, uas_tone.xml through axe_peers), the digits and
 tones pcaps from dtmf_pcap, and the checks on the wire come from the loopback sniffer.
 Timing knobs (the prompt's length, ringing, talk) are the constants below.
@@ -54,8 +54,7 @@ from sipp_harness import (
 )
 from sniff import Capture, sniff
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skip(reason="AXE call control not merged yet")]
+pytestmark = pytest.mark.integration
 
 EXT = "1234"
 OTHER_EXT, OTHER_B = "5678", "+8613900007777"
