@@ -19,6 +19,8 @@ Tunables live in relay.toml (see README "Configuration" and DESIGN.md):
     ivr_tries = 3                # AXE: extensions a caller may key before the hang-up
     ivr_first_digit = 10         # seconds after the prompt for the first digit
     ivr_pause = 3                # a pause this long ends the extension
+    ivr_record = true            # record AXE calls from the prompt on (binding unknown yet)
+    announce_limit = 8           # the longest an announcement holds a refusal back
 
     [media]
     bind = "127.0.0.1"           # RTP sockets (default: the SIP host)
@@ -77,6 +79,8 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
         ivr_tries=int(sip.get("ivr_tries", 3)),
         ivr_first_digit=float(sip.get("ivr_first_digit", 10.0)),
         ivr_pause=float(sip.get("ivr_pause", 3.0)),
+        ivr_record=bool(sip.get("ivr_record", True)),
+        announce_limit=float(sip.get("announce_limit", 8.0)),
         timers=TimerConfig(t1=t1, t2=min(4.0, 8 * t1), t4=min(5.0, 10 * t1),
                            timer_d=max(32.0 * t1 / 0.5, 0.0)),
     )
