@@ -198,15 +198,10 @@ class CallController:
         self._adopt(decision, entry)
 
         def placed(result: bytes, error: BaseException | None, now: float) -> None:
-            if self.ended:
-                return
             if error is not None:
-                status = int(getattr(error, "status", 503))  # SdpError knows its status
-                self.a.deliver(Fail(status, 65 if status == 488 else 47, "media",
-                                    5 if status == 503 else None), now)
-                self._end("relay", 47, now, "fail")
-                return
-            self._place(result, now)
+                self._media_or_fail(result, error, now)
+            elif not self.ended:
+                self._place(result, now)
 
         self._enqueue(self._setup_job(self.incoming.sdp), placed)
         self._pump(now)
@@ -256,9 +251,9 @@ class CallController:
         d = self.refusal
         if d is None or self.ended:
             return
-        counts = self.host
-        counts.counts["refused"] += 1
-        counts.refusals[d.code] = counts.refusals.get(d.code, 0) + 1
+        host = self.host
+        host.counts["refused"] += 1
+        host.refusals[d.code] = host.refusals.get(d.code, 0) + 1
         if self.a.can("fail"):
             self.a.deliver(Fail(d.code, d.cause, d.reason), now)
         self.unconnected = UNCONNECTED.get(d.reason, "policy")
@@ -279,8 +274,10 @@ class CallController:
         self._pump(now)
 
     def _media_or_fail(self, result: Any, error: BaseException | None, now: float) -> None:
+        """A media step failed before the caller was answered: 488 for SDP we cannot
+        take, else 503 with Retry-After (the relay is short of ports or the backend)."""
         if error is not None and not self.ended:
-            status = int(getattr(error, "status", 503))
+            status = int(getattr(error, "status", 503))  # SdpError knows its status
             self.a.deliver(Fail(status, 65 if status == 488 else 47, "media",
                                 5 if status == 503 else None), now)
             self._end("relay", 47, now, "fail")
