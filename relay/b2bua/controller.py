@@ -52,7 +52,7 @@ from .events import (
     Ring,
     Try,
 )
-from .ivr import Collector, Outcome
+from .ivr import Collector, ExtensionPrompt
 
 __all__ = ["CallController", "ControlSettings", "Host", "LegPort"]
 
@@ -156,7 +156,7 @@ class CallController:
         self.recording: object = None
         self.refusal: Refuse | None = None
         self.unconnected: str | None = None  # set when the relay gave up before routing
-        self.ivr: Collector | None = None
+        self.ivr: ExtensionPrompt | None = None  # AXE by digits: the IVR layer
         self.ivr_start_at: float | None = None
         self.ivr_end_at: float | None = None
         self.prompts: list[str] = []  # names of the prompts played, in order
@@ -268,7 +268,9 @@ class CallController:
             self._refuse_now(now)
             return
         self.record_media = self.settings.ivr_record
-        self.ivr = Collector(self.settings.ivr_tries, self.settings.ivr_max_digits)
+        st = self.settings
+        self.ivr = ExtensionPrompt(self, Collector(st.ivr_tries, st.ivr_max_digits),
+                                   first_digit=st.ivr_first_digit, pause=st.ivr_pause)
         self._enqueue(self._setup_job(self.incoming.sdp), self._media_or_fail)
         self._enqueue(self._job("answer_local", Side.CALLER), self._answered_locally)
         self._pump(now)
@@ -294,61 +296,55 @@ class CallController:
         self._go("collect")
         self.ivr_start_at = now
         self._enqueue(self._job("detect", Side.CALLER, flag=True), _ignore)
-        self._prompt_for_extension(now)
-
-    def _prompt_for_extension(self, now: float) -> None:
         assert self.ivr is not None
-        self.ivr.restart()
-        self._play("enter_extension", now, then=self._await_digits)
+        self.ivr.start(now)
 
-    def _await_digits(self, now: float) -> None:
-        if self.phase is Phase.COLLECTING and self.ivr is not None and not self.ivr.digits:
-            self._arm(Timer.DIGITS, now + self.settings.ivr_first_digit)
+    # -- what the IVR layer (.ivr.ExtensionPrompt) asks of the call -------------------
+    @property
+    def playing(self) -> bool:
+        """A prompt plays into the caller now."""
+        return self.play_id is not None
 
-    def _digit(self, digit: str, now: float) -> None:
-        ivr = self.ivr
-        if self.phase is not Phase.COLLECTING or ivr is None:
-            return
-        if self.play_id is not None and not ivr.digits:
-            self._stop_play(now)  # barge-in: the first digit cuts the prompt short
-        outcome = ivr.digit(digit)
-        if outcome is Outcome.COMPLETE:
-            self._extension(now)
-        else:
-            self._arm(Timer.DIGITS, now + self.settings.ivr_pause)
+    def arm_digits(self, deadline: float) -> None:
+        """(Re)start the wait for the next digit."""
+        self._arm(Timer.DIGITS, deadline)
 
-    def _digits_timeout(self, now: float) -> None:
-        ivr = self.ivr
-        if self.phase is not Phase.COLLECTING or ivr is None:
-            return
-        self._extension(now)
-
-    def _extension(self, now: float) -> None:
-        """The caller keyed an extension (or paused): route it, or say not found."""
-        ivr = self.ivr
-        assert ivr is not None
+    def disarm_digits(self) -> None:
+        """No digit is awaited (a try ended)."""
         self.timers.pop(Timer.DIGITS, None)
-        ext = ivr.take()
+
+    def route_extension(self, ext: str | None, now: float) -> bool:
+        """Route a keyed extension: ringback to the caller and the callee's INVITE, and
+        True; False when no live binding has it (the caller hears "not found")."""
         entry = self.table.lookup(self.x, self.caller, ext) if ext else None
         decision = (decide(entry, True, self.caller, now, "voice", shared=True, ext=ext)
                     if ext else None)
-        if isinstance(decision, Bridge):
-            self.ext = ext
-            self.ivr_end_at = now
-            self._adopt(decision, entry)
-            self._play("ringback", now, repeat=True)
-            self._enqueue(self._job("local_offer", Side.CALLEE), self._offer_to_callee)
-            self._pump(now)
-            return
-        if isinstance(decision, Refuse):
-            self.refusal = decision
-        if ivr.failed():
-            self.ivr_end_at = now
-            self.unconnected = "no_extension"
-            self._play("not_found", now, then=lambda now: self.hangup(
-                now, cause=28 if ext else 102, reason="no_extension"))
-        else:
-            self._play("not_found", now, then=self._prompt_for_extension)
+        if not isinstance(decision, Bridge):
+            if isinstance(decision, Refuse):
+                self.refusal = decision
+            return False
+        self.ext = ext
+        self.ivr_end_at = now
+        self._adopt(decision, entry)
+        self._play("ringback", now, repeat=True)
+        self._enqueue(self._job("local_offer", Side.CALLEE), self._offer_to_callee)
+        self._pump(now)
+        return True
+
+    def give_up(self, keyed: bool, now: float) -> None:
+        """Every try failed: the relay hangs up (Q.850 28 invalid number format, or 102
+        recovery on timer expiry when nothing was keyed)."""
+        self.ivr_end_at = self.ivr_end_at or now
+        self.unconnected = "no_extension"
+        self.hangup(now, cause=28 if keyed else 102, reason="no_extension")
+
+    def _digit(self, digit: str, now: float) -> None:
+        if self.phase is Phase.COLLECTING and self.ivr is not None:
+            self.ivr.digit(digit, now)
+
+    def _digits_timeout(self, now: float) -> None:
+        if self.phase is Phase.COLLECTING and self.ivr is not None:
+            self.ivr.timeout(now)
 
     def _offer_to_callee(self, sdp: bytes | None, error: BaseException | None,
                          now: float) -> None:
@@ -360,6 +356,15 @@ class CallController:
         self._place(sdp, now)
 
     # -- the relay's voice -----------------------------------------------------------------
+    def play(self, prompt: str, now: float, *,
+             then: Callable[[float], None] | None = None) -> None:
+        """Play `prompt` into the caller; `then` runs when it ends (the IVR layer's way)."""
+        self._play(prompt, now, then=then)
+
+    def stop_play(self, now: float) -> None:
+        """Stop the prompt playing into the caller (barge-in)."""
+        self._stop_play(now)
+
     def _play(self, prompt: str, now: float, *, repeat: bool = False,
               then: Callable[[float], None] | None = None, limit: float | None = None) -> None:
         """Play `prompt` into the caller; `then` runs when it ends (or its guard fires)."""

@@ -1,16 +1,20 @@
-"""Collecting an AXE extension from digits: a pure layer the call controller drives.
+"""Collecting an AXE extension from digits: a layer on call control, pure.
 
-The controller answers the caller, plays the prompt and hands every digit here (from
-RFC 4733 telephone-events or a SIP INFO, it does not matter which); this object says
-when the extension is complete (`#`, or the maximum length) and keeps the tries. A
-pause is the controller's timer: it then calls `take` as it does on `#`.
+Once the controller has answered the caller, :class:`ExtensionPrompt` runs the dialogue:
+the prompt, barge-in on the first digit, `#` or a pause to end the extension, "not
+found" and another try, and after the last try the hang-up. It knows the call only
+through :class:`VoicePort` (play a prompt, stop it, a digit timer, route an extension,
+give up), which the call controller implements; digits come from RFC 4733
+telephone-events or SIP INFO alike. :class:`Collector` keeps one try's digits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
+from typing import Protocol
 
-__all__ = ["Collector", "Outcome"]
+__all__ = ["Collector", "ExtensionPrompt", "Outcome", "VoicePort"]
 
 
 class Outcome(Enum):
@@ -62,3 +66,67 @@ class Collector:
     def failed(self) -> bool:
         """Every try is used up."""
         return self.used >= self.tries
+
+
+class VoicePort(Protocol):
+    """What the IVR layer asks of the call below it (the call controller)."""
+
+    @property
+    def playing(self) -> bool: ...
+    def play(self, prompt: str, now: float, *,
+             then: Callable[[float], None] | None = None) -> None: ...
+    def stop_play(self, now: float) -> None: ...
+    def arm_digits(self, deadline: float) -> None: ...
+    def disarm_digits(self) -> None: ...
+    def route_extension(self, ext: str | None, now: float) -> bool: ...
+    def give_up(self, keyed: bool, now: float) -> None: ...
+
+
+class ExtensionPrompt:
+    """Prompt, collect, route or retry (DESIGN.md: three tries, then the relay hangs up)."""
+
+    def __init__(self, call: VoicePort, collector: Collector, *, first_digit: float,
+                 pause: float) -> None:
+        self.call = call
+        self.collector = collector
+        self.first_digit = first_digit  # the wait for a first digit after the prompt
+        self.pause = pause  # a pause this long ends the extension
+        self.done = False  # routed, or given up
+
+    def start(self, now: float) -> None:
+        """A try begins: forget its digits and ask for the extension."""
+        self.collector.restart()
+        self.call.play("enter_extension", now, then=self._listen)
+
+    def _listen(self, now: float) -> None:
+        if not self.done and not self.collector.digits:
+            self.call.arm_digits(now + self.first_digit)
+
+    def digit(self, d: str, now: float) -> None:
+        """A digit from the caller (RFC 4733 or INFO)."""
+        if self.done:
+            return
+        if self.call.playing and not self.collector.digits:
+            self.call.stop_play(now)  # barge-in: the first digit cuts the prompt short
+        if self.collector.digit(d) is Outcome.COMPLETE:
+            self._end_try(now)
+        else:
+            self.call.arm_digits(now + self.pause)
+
+    def timeout(self, now: float) -> None:
+        """The digit timer fired: a pause ended the extension (or none came)."""
+        if not self.done:
+            self._end_try(now)
+
+    def _end_try(self, now: float) -> None:
+        call = self.call
+        call.disarm_digits()
+        ext = self.collector.take()
+        if ext is not None and call.route_extension(ext, now):
+            self.done = True
+            return
+        if self.collector.failed():
+            self.done = True
+            call.play("not_found", now, then=lambda now: call.give_up(ext is not None, now))
+        else:
+            call.play("not_found", now, then=self.start)
