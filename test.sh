@@ -9,6 +9,8 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v sipp >/dev/null || need_apt+=(sip-tester)
 command -v baresip >/dev/null || need_apt+=(baresip-core)  # softphones (`baresip` adds GUI, video)
 command -v chromium >/dev/null || need_apt+=(chromium)  # the ops page, in a real browser
+# a record-routing proxy in front of the relay (issue 18); kamailio lives in /usr/sbin
+command -v kamailio >/dev/null || [ -x /usr/sbin/kamailio ] || need_apt+=(kamailio)
 need_rtpengine=0
 command -v rtpengine >/dev/null || need_rtpengine=1  # the second media backend
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then need_apt+=(python3-venv); fi
@@ -29,7 +31,7 @@ if [ ${#need_apt[@]} -gt 0 ] || [ "$need_rtpengine" = 1 ]; then
   # rtpengine's recommends would try to build its kernel module: userspace is enough here.
   [ "$need_rtpengine" = 0 ] || apt-get install -y -qq --no-install-recommends rtpengine-daemon \
     >/dev/null || echo "test.sh: rtpengine-daemon unavailable; its tests will be skipped"
-  # redis-server's package starts a system service; the tests start their own.
+  # redis-server's and kamailio's packages start system services; the tests start their own.
 fi
 
 if [ ! -x .venv/bin/python ]; then
