@@ -259,3 +259,17 @@ def test_20_calls_at_5_per_second_through_the_proxy(proxied: Setup) -> None:
     assert len(found) == 20
     assert all(r["sip_code"] == 200 and r["released_by"] == "caller" for r in found)
     assert_no_lingering_transactions(proxied.relay.base)
+
+
+def test_unmatchable_487_behind_the_proxy_leaves_no_transaction(proxied: Setup) -> None:
+    """Issue 18's lingering ``relay_sip_transactions``: uas_ring.xml answers the INVITE
+    with the Via of the CANCEL, which Kamailio sent hop by hop with its own Via only, so
+    the 487 it relays to the relay has no Via left (malformed, dropped). The relay's
+    INVITE to the callee then gets no final response; RFC 3261 §9.1 ends it 64*T1 after
+    the CANCEL instead of leaving it in Proceeding for ever."""
+    uac, _uas = _run(proxied, "uac_cancel.xml", "uas_ring.xml", ["-m", "1"], ["-m", "1"])
+    assert any(m.startswith("SIP/2.0 487") for m in uac.received())
+    with urllib.request.urlopen(proxied.relay.base + "/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    assert re.search(r"^relay_sip_malformed_total [1-9]", metrics, re.M), metrics
+    assert_no_lingering_transactions(proxied.relay.base)
