@@ -11,25 +11,31 @@ command -v baresip >/dev/null || need_apt+=(baresip-core)  # softphones (`baresi
 command -v chromium >/dev/null || need_apt+=(chromium)  # the ops page, in a real browser
 need_rtpengine=0
 command -v rtpengine >/dev/null || need_rtpengine=1  # the second media backend
+need_kamailio=0  # a record-routing proxy in front of the relay (issue 18); in /usr/sbin
+command -v kamailio >/dev/null || [ -x /usr/sbin/kamailio ] || need_kamailio=1
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then need_apt+=(python3-venv); fi
-if [ ${#need_apt[@]} -gt 0 ] || [ "$need_rtpengine" = 1 ]; then
+if [ ${#need_apt[@]} -gt 0 ] || [ "$need_rtpengine" = 1 ] || [ "$need_kamailio" = 1 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     if [ ${#need_apt[@]} -gt 0 ]; then
       echo "test.sh: please install: ${need_apt[*]} (or run as root)" >&2
       exit 1
     fi
     need_rtpengine=0  # optional: its tests skip without it
+    need_kamailio=0  # likewise
   fi
 fi
-if [ ${#need_apt[@]} -gt 0 ] || [ "$need_rtpengine" = 1 ]; then
-  echo "test.sh: installing ${need_apt[*]} $([ "$need_rtpengine" = 1 ] && echo rtpengine-daemon)"
+if [ ${#need_apt[@]} -gt 0 ] || [ "$need_rtpengine" = 1 ] || [ "$need_kamailio" = 1 ]; then
+  echo "test.sh: installing ${need_apt[*]} $([ "$need_rtpengine" = 1 ] && echo rtpengine-daemon)" \
+    "$([ "$need_kamailio" = 1 ] && echo kamailio)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   [ ${#need_apt[@]} -eq 0 ] || apt-get install -y -qq "${need_apt[@]}" >/dev/null
   # rtpengine's recommends would try to build its kernel module: userspace is enough here.
   [ "$need_rtpengine" = 0 ] || apt-get install -y -qq --no-install-recommends rtpengine-daemon \
     >/dev/null || echo "test.sh: rtpengine-daemon unavailable; its tests will be skipped"
-  # redis-server's package starts a system service; the tests start their own.
+  [ "$need_kamailio" = 0 ] || apt-get install -y -qq kamailio >/dev/null \
+    || echo "test.sh: kamailio unavailable; its tests will be skipped"
+  # redis-server's and kamailio's packages start system services; the tests start their own.
 fi
 
 if [ ! -x .venv/bin/python ]; then

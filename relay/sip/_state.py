@@ -66,8 +66,11 @@ TABLE: dict[tuple[Kind, State, str], Row] = {
     (Kind.ICT, _C, "recv_3456"): (_CO, ("stop_A", "stop_B", "ack", "pass", "start_D")),
     (Kind.ICT, _C, "transport_error"): (_X, ("transport_error",)),
     (Kind.ICT, _P, "recv_1xx"): (_P, ("pass",)),
-    (Kind.ICT, _P, "recv_2xx"): (_A, ("pass", "start_M")),
-    (Kind.ICT, _P, "recv_3456"): (_CO, ("ack", "pass", "start_D")),
+    (Kind.ICT, _P, "recv_2xx"): (_A, ("stop_B", "pass", "start_M")),
+    (Kind.ICT, _P, "recv_3456"): (_CO, ("stop_B", "ack", "pass", "start_D")),
+    # §9.1: no final response 64*T1 after our CANCEL: the INVITE is given up (the layer
+    # re-arms Timer B in Proceeding when the CANCEL is sent; nothing else arms it here).
+    (Kind.ICT, _P, "timer_B"): (_X, ("timeout",)),
     # Accepted: further 2xx (retransmissions or other forks) go to the TU, which
     # ACKs them end to end (RFC 6026 §7.2); provisional responses are dropped.
     (Kind.ICT, _A, "recv_2xx"): (_A, ("pass",)),

@@ -369,7 +369,19 @@ class TransactionLayer:
         first, final = ("A", "B") if kind is Kind.ICT else ("E", "F")
         self._start(txn, first, "send", now)
         self._start(txn, final, "send", now)
+        if request.method == "CANCEL":
+            self._guard_cancelled_invite(key, now)
         return key
+
+    def _guard_cancelled_invite(self, cancel_key: TransactionKey, now: float) -> None:
+        """RFC 3261 §9.1: with no final response to the INVITE 64*T1 after its CANCEL,
+        the client transaction is destroyed. Proceeding has no timer of its own
+        (§17.1.1.2), so without this an INVITE whose final response never comes (a
+        peer gone after its 1xx, a 487 that cannot be matched) would live for ever.
+        Timer B is re-armed; the TU hears of it as a TransactionTimeout."""
+        txn = self._clients.get(cancel_key._replace(method="INVITE"))
+        if txn is not None and txn.state is State.PROCEEDING:
+            self._start(txn, "B", "send", now)
 
     def send_response(self, response: SipResponse, now: float) -> list[Event]:
         """Hand a response to its server transaction (matched by Via and CSeq)."""

@@ -86,6 +86,30 @@ def test_caller_cancel_before_answer() -> None:
     assert rec["sip_code"] == 487 and rec["released_by"] == "caller"
 
 
+def test_cancelled_callee_that_never_sends_its_487_is_forgotten() -> None:
+    """Issue 18: the callee answers our CANCEL but its 487 never arrives (behind Kamailio
+    a 487 with the CANCEL's Via lost its only Via). RFC 3261 §9.1: 64*T1 after the CANCEL
+    the INVITE client transaction ends, so no transaction and no call state lingers."""
+    h = Harness()
+    h.bind()
+    req = h.caller_invite()
+    inv = h.last("B", SipRequest, method="INVITE")
+    h.callee_reply(inv, 180)
+    cancel = SipRequest("CANCEL", req.uri, [(n, req.headers.get(n) or "") for n in
+                                           ("via", "from", "to", "call-id")] +
+                        [("CSeq", "1 CANCEL"), ("Max-Forwards", "70")])
+    h.deliver(bytes(cancel), CALLER)
+    h.callee_reply(h.last("B", SipRequest, method="CANCEL"), 200)
+    (rec,) = h.records
+    assert rec["sip_code"] == 487 and rec["released_by"] == "caller"
+    h.advance(31.0)
+    # the callee INVITE is still in Proceeding (the caller side's own timers run too)
+    assert [k.method for k in h.switch.layer._clients] == ["INVITE"]
+    h.advance(2.0)
+    assert len(h.switch.layer) == 0 and not h.switch._clients
+    assert len(h.records) == 1  # the late timeout changes no record
+
+
 def test_200_crossing_cancel_is_acked_and_byed() -> None:
     h = Harness()
     h.bind()

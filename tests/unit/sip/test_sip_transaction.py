@@ -226,6 +226,53 @@ def test_cancel_matches_invite_server_transaction() -> None:
     assert len(p.client) == 0 and len(p.server) == 0
 
 
+def _cancelled_after_180(p: Pair) -> tuple[object, RequestReceived]:
+    """INVITE, 100/180 back, then our CANCEL answered 200: the INVITE is in Proceeding."""
+    invite = make_request()
+    ikey = p.client.send_request(invite, SERVER, p.now)
+    p.flush()
+    [rr] = requests(p.server_events)
+    p.server.send_response(build_response(rr.request, 180, to_tag="c1"), p.now)
+    p.flush()
+    p.client.send_request(build_cancel(invite), SERVER, p.now)
+    p.flush()
+    [cancel] = [e for e in p.server_events if isinstance(e, CancelReceived)]
+    p.server.send_response(build_response(cancel.request, 200, to_tag="c1"), p.now)
+    p.flush()
+    assert p.client.state_of(ikey) is State.PROCEEDING
+    return ikey, rr
+
+
+def test_cancelled_invite_without_final_response_ends_64_t1_after_the_cancel() -> None:
+    """RFC 3261 §9.1: the peer answers our CANCEL but never the INVITE (seen behind a
+    proxy when a 487 lost its Via): the INVITE client transaction must not live for ever."""
+    p = Pair()
+    p.advance(3.0)
+    ikey, _ = _cancelled_after_180(p)
+    p.advance(31.9)  # 64*T1 counted from the CANCEL, not from the INVITE
+    assert p.client.state_of(ikey) is State.PROCEEDING
+    assert not [e for e in p.client_events if isinstance(e, TransactionTimeout)]
+    p.advance(0.2)
+    assert [e for e in p.client_events if isinstance(e, TransactionTimeout)] == [
+        TransactionTimeout(ikey, "B")]
+    assert p.client.state_of(ikey) is None and p.client.get_timer() is None
+    p.advance(40)  # the server side still ends by itself (its INVITE got no final)
+    assert len(p.client) == 0
+
+
+def test_cancelled_invite_487_or_crossing_200_stops_the_cancel_guard() -> None:
+    for status in (487, 200):
+        p = Pair()
+        ikey, rr = _cancelled_after_180(p)
+        p.server.send_response(build_response(rr.request, status, to_tag="c1"), p.now)
+        p.flush()
+        assert p.client.state_of(ikey) is (State.COMPLETED if status == 487
+                                           else State.ACCEPTED)
+        p.advance(40)  # Timer B must not fire in Completed or Accepted
+        assert not [e for e in p.client_events if isinstance(e, TransactionTimeout)]
+        assert len(p.client) == 0
+
+
 def test_cancel_without_invite_has_no_invite_key() -> None:
     layer = TransactionLayer()
     events = layer.receive(build_cancel(make_request()), CLIENT, 0.0)
