@@ -1,7 +1,8 @@
 """End to end, AXE through `relay serve` with `[media] backend = "rtpengine"` (issue 9):
-the same call as test_axe_calls.py's in-band case, but every packet goes through a real
-userspace rtpengine, and the digits reach the relay as rtpengine's `--dtmf-log-dest`
-JSON (`[media] rtpengine_dtmf`), not from the relay's own RTP relay.
+the same calls as test_axe_calls.py's in-band case (input ended by # or by a pause), but
+every packet goes through a real userspace rtpengine, and the digits reach the relay as
+rtpengine's `--dtmf-log-dest` JSON (`[media] rtpengine_dtmf`), not from the relay's own
+RTP relay.
 
 The caller (SIPp) keys EXT as RFC 4733 events from a pcap after the relay's 200, hears
 the prompt before the relay calls B, B (SIPp) answers with a tone, and rtpengine's pcap
@@ -33,6 +34,7 @@ from sniff import sniff
 from test_axe_calls import (
     A_HZ,
     B_HZ,
+    END_PAUSE_MS,
     EXT,
     PROMPT_WAIT_MS,
     RING_MS,
@@ -68,9 +70,10 @@ def engine(tmp_path: Path) -> Iterator[tuple[RtpengineDaemon, tuple[str, int]]]:
         daemon.stop()
 
 
+@pytest.mark.parametrize("end", ["#", ""], ids=["hash", "pause"])
 def test_caller_keys_the_extension_through_rtpengine(
         engine: tuple[RtpengineDaemon, tuple[str, int]], relay_factory: Any,
-        tmp_path: Path) -> None:
+        tmp_path: Path, end: str) -> None:
     daemon, dtmf = engine
     out = udp_port()
     host, port = daemon.ng_addr
@@ -80,8 +83,8 @@ def test_caller_keys_the_extension_through_rtpengine(
     relay = relay_factory(f"sqlite:///{tmp_path}/relay.db",
                           relay_args(out, tmp_path, "--config", str(cfg)))
     binding = _axe_bindings(relay.base)
-    after_ms = RING_MS + TALK_MS
-    pcap = write_dtmf_pcap(tmp_path / "ext.pcap", f"{EXT}#", audio_hz=A_HZ,
+    after_ms = (0 if end else END_PAUSE_MS) + RING_MS + TALK_MS
+    pcap = write_dtmf_pcap(tmp_path / "ext.pcap", f"{EXT}{end}", audio_hz=A_HZ,
                            tail_ms=after_ms + 2000)
     play_ms = int(pcap_seconds(pcap) * 1000) - 2000
     uas = tone_callee(tmp_path, out, write_tone_pcap(tmp_path / "b.pcap", B_HZ, 60.0),
@@ -95,7 +98,7 @@ def test_caller_keys_the_extension_through_rtpengine(
         assert uac.wait(60) == 0, uac.tail()
         assert uas.wait(60) == 0, uas.tail()
     keyed = telephone_events(d.payload for d in wire.from_port(uac.media_port))
-    assert "".join(g[0].digit for g in iter_events_by_digit(keyed)) == f"{EXT}#"
+    assert "".join(g[0].digit for g in iter_events_by_digit(keyed)) == f"{EXT}{end}"
     # Both SDPs the relay sent name rtpengine's ports: the media went through it.
     invite = next(m for m in uas.received() if m.startswith("INVITE"))
     ok = next(m for m in uac.received() if m.startswith("SIP/2.0 200") and "INVITE" in m)
