@@ -11,14 +11,18 @@ the phone reports CALL_ESTABLISHED on the same connection: a `-e` command would 
 start-up, before there is a call.
 
 The phones are test_softphones.Softphone (headless: aufile source, aubridge player,
-sndfile dumps, G.711 only, 127.0.0.1) with ctrl_tcp added.
+sndfile dumps, G.711 only, 127.0.0.1) with ctrl_tcp added. B's ctrl_tcp events show
+that no digit reached it (CALL_DTMF_START; baresip 1.0 logs no line for an RFC 4733
+digit it receives).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -83,7 +87,28 @@ class Netstring:
         self.sock.close()
 
 
-class KeyingPhone(Softphone):
+class EventLog(threading.Thread):
+    """Every event a phone reports on its own ctrl_tcp connection, until it exits."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.conn = Netstring(port)
+        self.conn.sock.settimeout(None)
+        self.events: list[dict[str, Any]] = []
+
+    def run(self) -> None:
+        with contextlib.suppress(OSError, ValueError):  # ConnectionError at the phone's exit
+            while True:
+                msg = self.conn.recv()
+                if msg.get("event"):
+                    self.events.append(msg)
+
+    def types(self) -> list[str]:
+        self.join(5)
+        return [str(e.get("type")) for e in self.events]
+
+
+class ControlledPhone(Softphone):
     """A Softphone with baresip's ctrl_tcp on a free port (`ctrl`)."""
 
     ctrl = 0
@@ -97,14 +122,16 @@ class KeyingPhone(Softphone):
 
 def test_baresip_keys_the_extension_and_the_phones_hear_each_other(
         relay_factory: Any, tmp_path: Path) -> None:
-    callee = Softphone(tmp_path, "callee", B,
+    callee = ControlledPhone(tmp_path, "callee", B,
                        write_tone_wav(tmp_path / "talk-1000.wav", CALLEE_HZ, 30.0))
-    caller = KeyingPhone(tmp_path, "caller", A,
+    caller = ControlledPhone(tmp_path, "caller", A,
                          write_tone_wav(tmp_path / "talk-440.wav", CALLER_HZ, CALLER_TALK_S))
     if not (caller.modules / "ctrl_tcp.so").exists():
         pytest.skip("baresip's ctrl_tcp module is not installed")
     try:
         callee.start()  # first: its port is the relay's outbound trunk
+        heard_by_callee = EventLog(callee.ctrl)
+        heard_by_callee.start()
         relay = relay_factory(f"sqlite:///{tmp_path}/relay.db",
                               relay_args(callee.port, tmp_path))
         caller.relay = callee.relay = relay_sip = f"127.0.0.1:{relay.sip_port}"
@@ -138,6 +165,10 @@ def test_baresip_keys_the_extension_and_the_phones_hear_each_other(
     sent = re.findall(r"send DTMF digit: '(.)'", log)
     assert "".join(sent) == f"{EXT}#", sent
     assert not any(m.startswith("INFO ") for m in caller.sent())
+    # ...and stayed with the relay: B reports every digit it receives as CALL_DTMF_START
+    # (seen on a direct call between two such phones).
+    events = heard_by_callee.types()
+    assert "CALL_ESTABLISHED" in events and "CALL_DTMF_START" not in events, events
     invite = next(m for m in callee.received() if m.startswith("INVITE "))
     assert invite.startswith(f"INVITE sip:{B}@") and re.search(
         rf"^From: *<sip:{re.escape(X)}@", invite, re.M), invite
