@@ -8,6 +8,9 @@ The caller (SIPp) keys EXT as RFC 4733 events from a pcap after the relay's 200,
 the prompt before the relay calls B, B (SIPp) answers with a tone, and rtpengine's pcap
 recording, converted by the relay, holds B's tone in callee.wav. Skipped without
 rtpengine (Debian: rtpengine-daemon) or without a raw socket for the sniffer.
+
+Also through rtpengine: an unknown X announced in 183 early media (rtpengine's `play
+media`), as test_announced_refusals.py checks it for the in-process relay.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from dtmf_pcap import (
     write_dtmf_pcap,
     write_tone_pcap,
 )
-from sipp_harness import relay_args, udp_port, write_config
+from sipp_harness import calls, relay_args, udp_port, write_config
 from sniff import sniff
+from test_announced_refusals import UNKNOWN_X, announced, plain_refusal, reason, refused
 from test_axe_calls import (
     A_HZ,
     B_HZ,
@@ -70,18 +74,26 @@ def engine(tmp_path: Path) -> Iterator[tuple[RtpengineDaemon, tuple[str, int]]]:
         daemon.stop()
 
 
-@pytest.mark.parametrize("end", ["#", ""], ids=["hash", "pause"])
-def test_caller_keys_the_extension_through_rtpengine(
-        engine: tuple[RtpengineDaemon, tuple[str, int]], relay_factory: Any,
-        tmp_path: Path, end: str) -> None:
+def _rtpengine_relay(engine: tuple[RtpengineDaemon, tuple[str, int]], relay_factory: Any,
+                     tmp_path: Path, out: int) -> Any:
+    """`relay serve` with `[media] backend = "rtpengine"` on `engine`, hearing its DTMF
+    log, with the outbound trunk on `out`."""
     daemon, dtmf = engine
-    out = udp_port()
     host, port = daemon.ng_addr
     cfg = write_config(tmp_path / "cfg", {},
                        media={"backend": "rtpengine", "rtpengine": f"{host}:{port}",
                               "rtpengine_dtmf": f"{dtmf[0]}:{dtmf[1]}"})
-    relay = relay_factory(f"sqlite:///{tmp_path}/relay.db",
-                          relay_args(out, tmp_path, "--config", str(cfg)))
+    return relay_factory(f"sqlite:///{tmp_path}/relay.db",
+                         relay_args(out, tmp_path, "--config", str(cfg)))
+
+
+@pytest.mark.parametrize("end", ["#", ""], ids=["hash", "pause"])
+def test_caller_keys_the_extension_through_rtpengine(
+        engine: tuple[RtpengineDaemon, tuple[str, int]], relay_factory: Any,
+        tmp_path: Path, end: str) -> None:
+    daemon = engine[0]
+    out = udp_port()
+    relay = _rtpengine_relay(engine, relay_factory, tmp_path, out)
     binding = _axe_bindings(relay.base)
     after_ms = (0 if end else END_PAUSE_MS) + RING_MS + TALK_MS
     pcap = write_dtmf_pcap(tmp_path / "ext.pcap", f"{EXT}{end}", audio_hz=A_HZ,
@@ -106,3 +118,13 @@ def test_caller_keys_the_extension_through_rtpengine(
         media_port = int(text.split("m=audio ", 1)[1].split()[0])
         assert low <= media_port <= high, text
     _bridged_checks(relay, wire, uac, uas, out, binding, tmp_path, voiced=True)
+
+
+def test_unknown_x_is_announced_through_rtpengine(
+        engine: tuple[RtpengineDaemon, tuple[str, int]], relay_factory: Any,
+        tmp_path: Path) -> None:
+    relay = _rtpengine_relay(engine, relay_factory, tmp_path, udp_port())
+    uac, wire = refused(relay, tmp_path, UNKNOWN_X, 404)
+    announced(wire, uac, 404, "not_in_service", exact=False)
+    assert "Q.850;cause=1" in reason(uac, 404).replace(" ", "")
+    plain_refusal(calls(relay.base)[0], 404, "no_binding")
