@@ -118,6 +118,7 @@ def test_caller_keys_the_extension_through_rtpengine(
         media_port = int(text.split("m=audio ", 1)[1].split()[0])
         assert low <= media_port <= high, text
     _bridged_checks(relay, wire, uac, uas, out, binding, tmp_path, voiced=True)
+    assert "rtpengine_dtmf is not set" not in relay.log.read_text()
 
 
 def test_unknown_x_is_announced_through_rtpengine(

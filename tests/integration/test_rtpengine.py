@@ -152,6 +152,8 @@ async def test_relay_serve_hands_media_to_rtpengine(engine: RtpengineDaemon,
         assert low <= media_port <= high, sdp_text
     (rec,) = await asyncio.to_thread(calls, relay.base)
     assert rec["sip_code"] == 200 and rec["released_by"] == "caller"
+    # Without [media] rtpengine_dtmf, AXE callers' in-band digits go unheard: said at start.
+    assert "rtpengine_dtmf is not set" in relay.log.read_text()
 
 
 @needs_rtpengine
