@@ -75,6 +75,7 @@ def envelope_match(heard: list[float], prompt: list[float], max_lag: int = 10) -
 
 
 def prompt_seconds(name: str) -> float:
+    """How long the shipped English prompt `name` plays."""
     with wave.open(str(SHIPPED / "en" / f"{name}.wav"), "rb") as w:
         return w.getnframes() / w.getframerate()
 
