@@ -101,6 +101,12 @@ async def _media_backend(cfg: Any, media_cfg: dict[str, Any], advertise: str,
         if dtmf:
             dhost, _, dport = str(dtmf).rpartition(":")
             dtmf_addr = (dhost.strip("[]"), int(dport))
+        else:
+            # Each AXE call would only say so when it asks for digits, and end
+            # no_extension: rtpengine holds the caller's RFC 4733 digits back unheard.
+            log.warning("[media] rtpengine_dtmf is not set: AXE callers' RFC 4733 digits "
+                        "will not be heard (SIP INFO only); set it and start rtpengine "
+                        "with --dtmf-log-dest at that address")
         engine = RtpengineBackend((host, int(port)), recordings_dir=Path(cfg.recordings),
                                   dtmf_addr=dtmf_addr)
         await engine.start(poll_interval=poll)

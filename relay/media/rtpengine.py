@@ -711,6 +711,12 @@ class RtpengineDaemon:
     `--log-stderr`, and `--recording-dir` + `--recording-method=pcap`
     + `--recording-format=raw` when `recording_dir` is given, `--dtmf-log-dest`
     when `dtmf_log_dest` is (the backend's `dtmf_addr`).
+
+    `--config-file=none`: nothing comes from the host's /etc/rtpengine/rtpengine.conf.
+    Debian's has `listen-cli = localhost:2224` and `listen-http = localhost:2225`
+    (TCP), so with it only one daemon could run per host: a second one (another test,
+    a benchmark) exited at once with status 255 ("Failed to open CLI connection port
+    (127.0.0.1:2224): Address already in use").
     """
 
     def __init__(self, ng_port: int, port_range: tuple[int, int], *,
@@ -725,7 +731,8 @@ class RtpengineDaemon:
         self.ng_addr = (interface, ng_port)
         self.port_range = port_range
         self.args = [
-            exe, "--foreground", "--log-stderr", "--table=-1", f"--interface={interface}",
+            exe, "--config-file=none", "--foreground", "--log-stderr", "--table=-1",
+            f"--interface={interface}",
             f"--listen-ng={interface}:{ng_port}", f"--port-min={port_range[0]}",
             f"--port-max={port_range[1]}", f"--num-threads={threads}", "--delete-delay=0",
             "--log-level=5", *extra,

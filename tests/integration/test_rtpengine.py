@@ -152,3 +152,24 @@ async def test_relay_serve_hands_media_to_rtpengine(engine: RtpengineDaemon,
         assert low <= media_port <= high, sdp_text
     (rec,) = await asyncio.to_thread(calls, relay.base)
     assert rec["sip_code"] == 200 and rec["released_by"] == "caller"
+    # Without [media] rtpengine_dtmf, AXE callers' in-band digits go unheard: said at start.
+    assert "rtpengine_dtmf is not set" in relay.log.read_text()
+
+
+@needs_rtpengine
+async def test_two_daemons_run_side_by_side(tmp_path: Path) -> None:
+    """Two daemons on one host: with Debian's /etc/rtpengine/rtpengine.conf read (its
+    CLI on TCP 2224, HTTP on 2225) the second exited at once with status 255."""
+    daemons = []
+    try:
+        for i in range(2):
+            base = _port_base()
+            daemon = RtpengineDaemon(free_port(socket.SOCK_DGRAM), (base, base + 10),
+                                     log_path=tmp_path / f"rtpengine{i}.log")
+            await daemon.start()
+            daemons.append(daemon)
+        for daemon in daemons:
+            assert await RtpengineBackend(daemon.ng_addr).ping()
+    finally:
+        for daemon in daemons:
+            daemon.stop()

@@ -12,7 +12,7 @@ from conftest import free_port
 
 from relay.media.backend import DigitReceived, MediaEvent
 from relay.media.bencode import decode_ng, encode_ng
-from relay.media.rtpengine import RtpengineBackend
+from relay.media.rtpengine import RtpengineBackend, RtpengineDaemon
 from relay.media.rtpengine_voice import (
     DtmfLogEntry,
     DtmfLogError,
@@ -150,3 +150,10 @@ async def test_dtmf_log_reports_detected_sides_of_live_calls_from_rtpengine_only
     assert len(events) == 1 and engine.commands[-1] == b"unblock DTMF"
     await backend.close()
     transport.close()
+
+
+
+def test_daemon_reads_no_host_config() -> None:
+    """The host's rtpengine.conf (Debian's opens TCP 2224 and 2225) is not read."""
+    daemon = RtpengineDaemon(2223, (30000, 30010), binary="/bin/true")
+    assert daemon.args[1] == "--config-file=none"
