@@ -13,7 +13,7 @@ anchor, in the same run.
 
     python -m loadtest axe [--rates 5,10,20,40,80] [--step 20] [--exts 4]
                            [--wait-ms 1000] [--ring-ms 200] [--talk-ms 1000]
-                           [--profile 0] [--profile-rate 10] [--out DIR]
+                           [--profile 0] [--profile-rate 20] [--out DIR]
 
 A call through the relay counts as completed only when its record (GET /v1/calls) names
 the caller's extension and that extension's B, with the callee answered; everything
@@ -203,14 +203,17 @@ def check_records(recs: list[dict[str, Any]], exts: list[Extension]) -> dict[str
     """Sort the records into completed and the ways a call can go wrong; with the
     setup times (ms, from the relay's stamps) of the completed ones."""
     by_caller = {_digits(e.caller): e for e in exts}
-    out: dict[str, Any] = {"completed": 0, "wrong_ext": 0, "wrong_b": 0, "unconnected": 0,
-                           "foreign": 0, "setup_ms": [], "answer_ms": [], "route_ms": []}
+    out: dict[str, Any] = {"completed": 0, "no_ext": 0, "wrong_ext": 0, "wrong_b": 0,
+                           "unconnected": 0, "foreign": 0, "setup_ms": [], "answer_ms": [],
+                           "keying_ms": [], "route_ms": [], "ring_ms": []}
     for rec in recs:
         e = by_caller.get(_digits(rec.get("caller")))
         legs = rec.get("legs") or {}
         a, b = legs.get("caller") or {}, legs.get("callee") or {}
         if e is None:
             out["foreign"] += 1
+        elif not rec.get("ext"):
+            out["no_ext"] += 1  # the relay heard no extension (digits lost or late)
         elif rec.get("ext") != e.ext:
             out["wrong_ext"] += 1
         elif _digits(rec.get("callee")) != _digits(e.b):
@@ -221,7 +224,9 @@ def check_records(recs: list[dict[str, Any]], exts: list[Extension]) -> dict[str
             out["completed"] += 1
             out["setup_ms"].append(float(b["answer_at"] - a["invite_at"]))
             out["answer_ms"].append(float(a["answer_at"] - a["invite_at"]))
+            out["keying_ms"].append(float(rec["ivr_end_at"] - a["answer_at"]))
             out["route_ms"].append(float(b["invite_at"] - rec["ivr_end_at"]))
+            out["ring_ms"].append(float(b["answer_at"] - b["invite_at"]))
     return out
 
 
@@ -290,7 +295,7 @@ def run_step(work: Path, target: int, exts: list[Extension], rate: int, calls: i
     result["ok"] = checked["completed"]
     result["failed"] = calls - checked["completed"]
     result["records"] = {k: v for k, v in checked.items() if not k.endswith("_ms")}
-    for key in ("setup_ms", "answer_ms", "route_ms"):
+    for key in ("setup_ms", "answer_ms", "keying_ms", "route_ms", "ring_ms"):
         result[key] = _pcts(checked[key])
     return result
 
@@ -336,7 +341,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--ring-ms", type=int, default=200, help="the callee rings this long")
     ap.add_argument("--talk-ms", type=int, default=1000, help="bridged talk, about")
     ap.add_argument("--profile", type=int, default=0, help="py-spy seconds (0: off)")
-    ap.add_argument("--profile-rate", type=int, default=10)
+    ap.add_argument("--profile-rate", type=int, default=20)
     ap.add_argument("--out", type=Path, default=OUT, help="where axe.json goes")
     a = ap.parse_args(argv)
     rates = [int(r) for r in a.rates.split(",")]
@@ -365,10 +370,14 @@ def main(argv: list[str]) -> int:
             if spy is not None:
                 spy.wait(timeout=a.profile + 60)
             top = top_frames(work / "profile.txt")
+            if (work / "profile.txt").exists():  # the raw stacks, for a closer look
+                a.out.mkdir(parents=True, exist_ok=True)
+                shutil.copy(work / "profile.txt", a.out / "axe-profile.txt")
             time.sleep(2)
         sys.stdout.write("max rate, direct (SIPp -> SIPp, same pcaps):\n")
         direct_max, direct_steps = ladder(work, callee_port, exts, rates, a.step,
                                           a.wait_ms, hold_ms)
+        time.sleep(20)  # the direct ladder's top step overloads the machine: let it pass
         sys.stdout.write("max rate, through the relay (AXE by digits):\n")
         relay_max, relay_steps = ladder(work, relay.sip, exts, rates, a.step, a.wait_ms,
                                         hold_ms, relay, idle)
@@ -391,7 +400,12 @@ def main(argv: list[str]) -> int:
         (f"direct INVITE->200 p50 @{at}/s", ring.get("p50", float("nan")), "ms", "anchor"),
         (f"direct INVITE->200 p99 @{at}/s", ring.get("p99", float("nan")), "ms", "anchor"),
         (f"relay answers the caller p99 @{at}/s", r["answer_ms"]["p99"], "ms", ""),
+        (f"relay answer -> '#' heard p50 @{at}/s", r["keying_ms"]["p50"], "ms",
+         f"scripted {a.wait_ms + key_s * 1000:.0f}"),
+        (f"relay answer -> '#' heard p99 @{at}/s", r["keying_ms"]["p99"], "ms", ""),
         (f"'#' -> INVITE to B p99 @{at}/s", r["route_ms"]["p99"], "ms", ""),
+        (f"INVITE to B -> B answers p99 @{at}/s", r["ring_ms"]["p99"], "ms",
+         f"scripted {a.ring_ms}"),
         (f"relay CPU per call @{at}/s (idle relay subtracted)", r["relay_cpu_ms_per_call_net"],
          "ms", ""),
         (f"relay CPU @{at}/s", r["relay_cpu_cores"], "cores", ""),
