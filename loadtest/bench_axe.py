@@ -365,8 +365,10 @@ def main(argv: list[str]) -> int:
         if a.profile:
             # First, on a fresh relay: the ladder ends by overloading it.
             spy = start_profile(relay.proc.pid, a.profile, work / "profile.txt")
-            run_step(work, relay.sip, exts, a.profile_rate, a.profile_rate * a.profile,
-                     a.wait_ms, hold_ms, relay, idle)
+            prof = run_step(work, relay.sip, exts, a.profile_rate,
+                            a.profile_rate * a.profile, a.wait_ms, hold_ms, relay, idle)
+            sys.stdout.write(f"profiled step, {a.profile_rate}/s: {prof['ok']} ok, "
+                             f"{prof['failed']} failed ({prof['records']})\n")
             if spy is not None:
                 spy.wait(timeout=a.profile + 60)
             top = top_frames(work / "profile.txt")
