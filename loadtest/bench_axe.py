@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -234,6 +235,12 @@ def _pcts(values: list[float]) -> dict[str, float]:
     return {f"p{p}": percentile(values, p) for p in (50, 95, 99)}
 
 
+def _children_cpu() -> float:
+    """CPU seconds of the children this process has waited for (the SIPp callers)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def idle_cpu_rate(relay: RelayChild, seconds: float = 3.0) -> float:
     """The relay's CPU seconds per second with no call but this benchmark's sampling
     (its timers, the /metrics reads): subtracted to give the CPU a call costs."""
@@ -261,6 +268,7 @@ def run_step(work: Path, target: int, exts: list[Extension], rate: int, calls: i
         sampler = Sampler(relay.base)
         sampler.start()
     started = time.monotonic()
+    harness0 = _children_cpu()
     procs = _callers(work, target, exts, rate, calls, wait_ms, hold_ms, name)
     for p in procs:
         try:
@@ -268,6 +276,7 @@ def run_step(work: Path, target: int, exts: list[Extension], rate: int, calls: i
         except subprocess.TimeoutExpired:
             _stop(p)
     elapsed = time.monotonic() - started
+    callers_cores = (_children_cpu() - harness0) / elapsed
     sipp_ok = sipp_failed = 0
     rtt: list[float] = []
     for e in exts:
@@ -278,6 +287,7 @@ def run_step(work: Path, target: int, exts: list[Extension], rate: int, calls: i
         "rate": rate, "calls": calls, "elapsed_s": round(elapsed, 2),
         "sipp_ok": sipp_ok, "sipp_failed": sipp_failed,
         "rcs": [p.returncode for p in procs], "load_avg_1m": [load0, os.getloadavg()[0]],
+        "sipp_callers_cpu_cores": round(callers_cores, 3),
         "invite_to_200_ms": _pcts(rtt)}
     if relay is None:
         result["ok"], result["failed"] = sipp_ok, calls - sipp_ok
@@ -317,8 +327,8 @@ def ladder(work: Path, target: int, exts: list[Extension], rates: list[int], ste
                      f"({r['relay_cpu_cores']:.2f} cores), prompts playing "
                      f"peak {r['prompts_playing_peak']:.0f}, records {r['records']}")
         sys.stdout.write(f"  {rate}/s: {r['ok']} ok, {r['failed']} failed of {r['calls']} "
-                         f"in {r['elapsed_s']:.1f}s (load {r['load_avg_1m'][0]:.2f})"
-                         f"{extra}\n")
+                         f"in {r['elapsed_s']:.1f}s (load {r['load_avg_1m'][0]:.2f}, SIPp "
+                         f"callers {r['sipp_callers_cpu_cores']:.2f} cores){extra}\n")
         sys.stdout.flush()
         if r["failed"] * 1000 >= r["calls"]:  # not < 0.1%
             break
