@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 BENCHMARKS = {
+    "axe": "loadtest.bench_axe",
     "bindings": "loadtest.bench_bindings",
     "media": "loadtest.bench_media",
     "sip": "loadtest.bench_sip",

@@ -110,13 +110,14 @@ class RelayChild:
         self.log.close()
 
 
-def report(name: str, rows: list[tuple[str, float, str, str]], extra: dict[str, Any]) -> None:
-    """Print `figure  value unit  (target)` lines and save them as JSON."""
+def report(name: str, rows: list[tuple[str, float, str, str]], extra: dict[str, Any],
+           out: Path = OUT) -> None:
+    """Print `figure  value unit  (target)` lines and save them as JSON in `out`."""
     width = max(len(r[0]) for r in rows)
     sys.stdout.write(f"\n== {name} ==\n")
     for label, value, unit, target in rows:
         sys.stdout.write(f"{label.ljust(width)}  {value:>12,.2f} {unit:<10} {target}\n")
-    OUT.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     data = {"benchmark": name, "figures": {r[0]: {"value": r[1], "unit": r[2], "target": r[3]}
                                            for r in rows}, **extra}
-    (OUT / f"{name}.json").write_text(json.dumps(data, indent=2))
+    (out / f"{name}.json").write_text(json.dumps(data, indent=2))

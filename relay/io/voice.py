@@ -144,7 +144,7 @@ async def attach_voice(node: Node) -> None:
                        prompts=prompts.path)
     await server.start(udp, tcp=bool(sip.get("tcp", True)))
     node.voice = server  # type: ignore[attr-defined]
-    _metrics(node, switch, server)
+    _metrics(node, switch, server, media)
     add_call_routes(node.api)
 
     full_every = float(sip.get("gc_full_seconds", 3600.0))
@@ -219,9 +219,12 @@ def _tune_gc(threshold: Any) -> bool:
     return True
 
 
-def _metrics(node: Node, switch: CallMap, server: SipServer) -> None:
+def _metrics(node: Node, switch: CallMap, server: SipServer, media: MediaBackend) -> None:
     m = node.metrics
     m.gauge("relay_calls_live", "calls in progress", lambda: float(switch.live))
+    # The in-process backend paces every prompt on one clock; rtpengine plays its own.
+    m.gauge("relay_media_playing", "prompts the relay is playing now (in-process media)",
+            lambda: float(len(getattr(media, "playout", None) or ())))
     for name, what in (("invites", "INVITEs that started a call attempt"),
                        ("bridged", "attempts routed to a callee"),
                        ("answered", "calls answered"),
