@@ -21,22 +21,24 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import wave
-from collections.abc import Container, Iterable
+import struct
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from recordings.g711 import decode
-from recordings.spool import CallMeta, SpoolError, SpoolRecord, read_spool
+from recordings.spool import CallMeta, SpoolError, SpoolRecord, read_call_spool, read_spool
 
 __all__ = [
     "LEGS",
     "RATE",
+    "SPOOL",
     "RecordedFile",
     "RecordingResult",
     "RenderStats",
     "call_dir",
+    "finish_batch",
     "finish_call",
     "finish_pending",
     "render_leg",
@@ -44,11 +46,16 @@ __all__ = [
 
 RATE = 8000
 LEGS = ("caller", "callee")
+#: The relay's spool (version 3, both legs and the metadata) inside the call's folder.
+SPOOL = "call.spool"
+#: RIFF/WAVE header of 16-bit PCM (what the `wave` module writes, built in one go).
+_WAV_HEADER = struct.Struct("<4sI4s4sIHHIIHH4sI")
 #: Packets this many sequence numbers behind the newest are too late to place.
 REORDER_WINDOW = 100
 #: An RTP timeline this far (samples) from the arrival clock is a timestamp jump.
 MAX_SKEW = 2 * RATE
 _G711 = frozenset({0, 8})
+SPOOLS_V2 = tuple(f"{leg}.spool" for leg in LEGS)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 
 
@@ -159,88 +166,125 @@ def render_leg(records: Iterable[SpoolRecord], origin: float,
     return buf
 
 
-def _write_wav(path: Path, pcm: bytes | bytearray, channels: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with wave.open(str(tmp), "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(pcm)
-    os.replace(tmp, path)  # readers never see a half-written WAV
+def _wav_header(data_bytes: int, channels: int) -> bytes:
+    """The 44-byte header of a 16-bit PCM WAV at RATE holding `data_bytes` of samples."""
+    return _WAV_HEADER.pack(b"RIFF", 36 + data_bytes, b"WAVE", b"fmt ", 16, 1, channels,
+                            RATE, RATE * 2 * channels, 2 * channels, 16, b"data", data_bytes)
 
 
-def _describe(name: str, path: Path, frames: int, start_ms: int) -> RecordedFile:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return RecordedFile(name, path, path.stat().st_size, h.hexdigest(),
-                        frames * 1000 // RATE, start_ms)
+def _write_file(path: Path, parts: Iterable[bytes | bytearray | memoryview]) -> tuple[int, str]:
+    """Write `parts` to `path` through a temporary name; (size, SHA-256) of what was written.
 
-
-def _write_mix(path: Path, left: bytearray, right: bytearray) -> int:
-    """Write the stereo mix (caller left, callee right), padded to the longer leg.
-
-    Interleaves one second at a time so a long call does not hold a second,
-    twice-as-large copy of itself in memory. Returns the number of frames.
+    Hashed as written, so the file is not read back; renamed into place, so readers
+    never see a half-written WAV.
     """
-    n = max(len(left), len(right))
-    block = 2 * RATE
     tmp = path.with_name(f".{path.name}.tmp")
-    with wave.open(str(tmp), "wb") as w:
-        w.setnchannels(2)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        for start in range(0, n, block):
-            end = min(n, start + block)
-            lpart = left[start:end].ljust(end - start, b"\0")
-            rpart = right[start:end].ljust(end - start, b"\0")
-            out = bytearray(2 * (end - start))
-            out[0::4] = lpart[0::2]
-            out[1::4] = lpart[1::2]
-            out[2::4] = rpart[0::2]
-            out[3::4] = rpart[1::2]
-            w.writeframesraw(out)
+    h = hashlib.sha256()
+    size = 0
+    with open(tmp, "wb") as f:
+        for part in parts:
+            h.update(part)
+            f.write(part)
+            size += len(part)
     os.replace(tmp, path)
-    return n // 2
+    return size, h.hexdigest()
+
+
+def _write_wav(name: str, path: Path, pcm: bytes | bytearray, start_ms: int) -> RecordedFile:
+    size, digest = _write_file(path, (_wav_header(len(pcm), 1), pcm))
+    return RecordedFile(name, path, size, digest, len(pcm) // 2 * 1000 // RATE, start_ms)
+
+
+def _mix_blocks(left: bytearray, right: bytearray) -> Iterable[bytes | bytearray]:
+    """The stereo mix (caller left, callee right), padded to the longer leg, one
+    second at a time so a long call does not hold a second, twice-as-large copy."""
+    n = max(len(left), len(right))
+    yield _wav_header(2 * n, 2)
+    block = 2 * RATE
+    for start in range(0, n, block):
+        end = min(n, start + block)
+        lpart = left[start:end].ljust(end - start, b"\0")
+        rpart = right[start:end].ljust(end - start, b"\0")
+        out = bytearray(2 * (end - start))
+        out[0::4] = lpart[0::2]
+        out[1::4] = lpart[1::2]
+        out[2::4] = rpart[0::2]
+        out[3::4] = rpart[1::2]
+        yield out
+
+
+def _write_mix(path: Path, left: bytearray, right: bytearray, start_ms: int) -> RecordedFile:
+    frames = max(len(left), len(right)) // 2
+    size, digest = _write_file(path, _mix_blocks(left, right))
+    return RecordedFile("mix", path, size, digest, frames * 1000 // RATE, start_ms)
+
+
+def _load(directory: Path) -> tuple[CallMeta, dict[str, list[SpoolRecord]], list[Path]]:
+    """The call's metadata, each leg's records and the spool files to remove after.
+
+    The relay's `call.spool` (version 3) when there is one, else the older layout:
+    meta.json beside one spool per leg (versions 1 and 2).
+    """
+    spool = directory / SPOOL
+    try:
+        data = spool.read_bytes()
+    except FileNotFoundError:
+        data = None
+    if data is not None:
+        meta, (caller, callee) = read_call_spool(data)
+        if meta is None:
+            raise SpoolError(f"{spool}: no metadata (the call ended before its first write)")
+        return meta, {"caller": caller, "callee": callee}, [spool]
+    try:
+        meta = CallMeta.from_json((directory / "meta.json").read_bytes())
+    except FileNotFoundError:
+        raise SpoolError(f"{directory}: no meta.json") from None
+    legs: dict[str, list[SpoolRecord]] = {}
+    spools = []
+    for leg in LEGS:
+        path = directory / f"{leg}.spool"
+        spools.append(path)
+        legs[leg] = list(read_spool(path.read_bytes())) if path.exists() else []
+    return meta, legs, spools
 
 
 def finish_call(directory: Path) -> RecordingResult:
     """Turn the spools in `directory` into WAV files; remove the spools when done.
 
     Idempotent after a crash: WAVs are written to temporary names and renamed, and
-    the spools go only once every WAV is in place. Raises `SpoolError` when
-    meta.json is missing or corrupt.
+    the spools go only once every WAV and meta.json are in place. Raises `SpoolError`
+    when the metadata is missing or corrupt.
     """
     directory = Path(directory)
-    try:
-        meta = CallMeta.from_json((directory / "meta.json").read_bytes())
-    except FileNotFoundError:
-        raise SpoolError(f"{directory}: no meta.json") from None
-    legs: dict[str, list[SpoolRecord]] = {}
-    for leg in LEGS:
-        spool = directory / f"{leg}.spool"
-        legs[leg] = list(read_spool(spool.read_bytes())) if spool.exists() else []
+    meta, legs, spools = _load(directory)
     firsts = [recs[0].wall for recs in legs.values() if recs]
     origin = min(firsts) if firsts else meta.started_at
     start_ms = round(origin * 1000)
     pcm = {leg: render_leg(recs, origin) for leg, recs in legs.items()}
     files: dict[str, RecordedFile] = {}
     for leg in LEGS:
-        path = directory / f"{leg}.wav"
-        _write_wav(path, pcm[leg], 1)
-        files[leg] = _describe(leg, path, len(pcm[leg]) // 2, start_ms)
-    path = directory / "mix.wav"
-    frames = _write_mix(path, pcm["caller"], pcm["callee"])
-    files["mix"] = _describe("mix", path, frames, start_ms)
+        files[leg] = _write_wav(leg, directory / f"{leg}.wav", pcm[leg], start_ms)
+    files["mix"] = _write_mix(directory / "mix.wav", pcm["caller"], pcm["callee"], start_ms)
     meta.files = {name: {"size": f.size, "sha256": f.sha256, "duration_ms": f.duration_ms,
                          "record_start_at": f.record_start_at} for name, f in files.items()}
     tmp = directory / ".meta.json.tmp"
     tmp.write_text(meta.to_json())
     os.replace(tmp, directory / "meta.json")
-    for leg in LEGS:
-        (directory / f"{leg}.spool").unlink(missing_ok=True)
+    for path in spools:
+        path.unlink(missing_ok=True)
     return RecordingResult(meta.call_id, directory, files)
+
+
+def finish_batch(directories: Sequence[Path]) -> list[RecordingResult | Exception]:
+    """`finish_call` for each folder, in order: its result or its error (OSError,
+    SpoolError). One executor job (and, in a process pool, one round trip) for many."""
+    out: list[RecordingResult | Exception] = []
+    for directory in directories:
+        try:
+            out.append(finish_call(directory))
+        except (OSError, SpoolError) as exc:
+            out.append(exc)
+    return out
 
 
 def finish_pending(root: Path, skip: Container[str] = ()) -> list[RecordingResult]:
@@ -250,11 +294,12 @@ def finish_pending(root: Path, skip: Container[str] = ()) -> list[RecordingResul
     A folder whose meta.json is unreadable is left alone for an operator.
     """
     results = []
-    for meta_path in sorted(Path(root).glob("*/*/*/*/meta.json")):
-        directory = meta_path.parent
+    folders = {p.parent for p in Path(root).glob(f"*/*/*/*/{SPOOL}")}
+    folders.update(p.parent for p in Path(root).glob("*/*/*/*/meta.json"))
+    for directory in sorted(folders):
         if directory.name in skip:
             continue
-        if not any((directory / f"{leg}.spool").exists() for leg in LEGS):
+        if not any((directory / name).exists() for name in (SPOOL, *SPOOLS_V2)):
             continue
         try:
             results.append(finish_call(directory))

@@ -5,11 +5,13 @@ name lookup), so `allocate` returns without suspending its caller and without a
 thread hop. All calls' sockets are read through one `RtpPoller` (relay/io/rtp.py).
 
 Recording: the session's tap appends each accepted RTP datagram to the leg's spool
-buffer; `relay.media.recorder` opens the files, frames the buffers about once a
-second and writes them, all on its IO thread. Allocation does not wait for the
-disk: if the spools cannot be created, the call goes on unrecorded (counted in
-`recording_errors`, logged), as it does when a write fails mid-call. At release the
-spools are finished into WAV files in an executor, off the event loop.
+buffer; `relay.media.recorder` opens the call's one spool file (in a batch with the
+other calls of the same 40 ms), frames the buffers about once a second and writes
+them, all on its IO thread. Allocation does not wait for the disk: if the spool
+cannot be created, the call goes on unrecorded (counted in `recording_errors`,
+logged), as it does when a write fails mid-call. At release the spool is finished
+into WAV files in `executor` (batched; a process pool keeps that CPU work off this
+process's GIL and so off the event loop).
 """
 
 from __future__ import annotations
@@ -17,15 +19,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import Executor
+from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recordings.finish import RecordingResult, call_dir, finish_call, finish_pending
+from recordings.finish import RecordingResult, call_dir, finish_pending
 from recordings.spool import CallMeta, SpoolError
 from relay.io.rtp import CallSockets, RelayPort, RtpPoller, open_side
 from relay.media.backend import MediaCall, MediaStats
-from relay.media.recorder import LEG_NAMES, CallRecording, Recorder
+from relay.media.recorder import LEG_NAMES, CallRecording, Finisher, Recorder
 from relay.rtp.ports import PortPool, PortsExhausted
 from relay.rtp.session import RelaySession, Side
 from relay.sdp import RelayOrigin, SessionDescription, remote_media, rewrite_for_peer
@@ -67,6 +69,7 @@ class InProcessBackend:
         self.bind_attempts = bind_attempts
         self.calls: dict[str, MediaCall] = {}
         self.recorder = Recorder()
+        self.finisher = Finisher(executor)
         self._poller: RtpPoller | None = None  # made on the loop, at the first call
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -164,7 +167,7 @@ class InProcessBackend:
         state.session.mark_active(self._running_loop().time())
         state.codecs[from_side] = remote.codec
         if state.recording is not None:
-            state.recording.meta.legs[LEG_NAMES[from_side]]["codec"] = remote.codec
+            state.recording.set_codec(LEG_NAMES[from_side], remote.codec)
         return bytes(out)
 
     async def offer(self, call: MediaCall, from_side: Side, sdp: bytes) -> bytes:
@@ -207,11 +210,10 @@ class InProcessBackend:
             return None
         if not await self.recorder.stop(rec):
             return None
-        loop = asyncio.get_running_loop()
         # The finish is a pure function of the folder, so `executor` may be a process pool.
         try:
-            return await loop.run_in_executor(self.executor, finish_call, rec.directory)
-        except (OSError, SpoolError):
+            return await self.finisher.finish(rec.directory)
+        except (OSError, SpoolError, BrokenExecutor):
             log.warning("finishing recording of call %s failed; finish_pending will retry",
                         call.call_id, exc_info=True)
             return None
@@ -228,6 +230,7 @@ class InProcessBackend:
         """Release every live call (shutdown)."""
         for call in list(self.calls.values()):
             await self.release(call)
+        await self.finisher.close()
         self.recorder.shutdown()
         if self._poller is not None:
             self._poller.close()

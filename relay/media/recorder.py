@@ -2,49 +2,71 @@
 
 Per recorded call, each leg has a `SpoolBuffer`; the relay's hot path only appends
 the datagram and its arrival time to it (the session's tap). Nothing is parsed or
-written per packet. A wheel on the event loop frames each leg's buffer into one
-chunk about once a second (calls are spread over the wheel's slots, so the work of
-a thousand calls does not land in one loop iteration) and hands the chunks to a
+written per packet. A wheel on the event loop frames each call's buffers into one
+write about once a second (calls are spread over the wheel's slots, so the work of
+a thousand calls does not land in one loop iteration) and hands the writes to a
 single IO thread, which also opens and closes the files: one thread keeps every
 call's open, writes and close in order without locks, and allocation never waits
 for the disk. A write failure stops that call's recording (the relay goes on) and
 is counted.
+
+Starting a recording costs the loop nothing but two buffers: the call's folder and
+its one spool file (`call.spool`, version 3: both legs and the metadata, see
+`recordings.spool`) are created by the IO thread in the next turn of the wheel,
+together with every other call started in the same 40 ms (one hand-off for all of
+them, not one per call). The day folders are made once a day. A crash then loses
+what a crash lost before: the data of the last second, including the first 40 ms
+of a call whose file was not open yet.
+
+Finishing (spool to WAV files) is CPU work; `Finisher` batches the calls that ended
+within `FINISH_BATCH` seconds into one job of an executor, preferably a process pool
+(`finisher_pool`), so that it neither holds this process's GIL against the event
+loop nor costs one round trip per call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
+import multiprocessing
+import os
+import signal
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
 
-from recordings.spool import MAGIC, CallMeta, SpoolBuffer
+from recordings.finish import SPOOL, RecordingResult, finish_batch
+from recordings.spool import MAGIC_V3, CallMeta, SpoolBuffer, call_frames
 
-__all__ = ["LEG_NAMES", "CallRecording", "Recorder"]
+__all__ = ["LEG_NAMES", "CallRecording", "Finisher", "Recorder", "finisher_pool"]
 
 log = logging.getLogger(__name__)
 
-#: Spool file names, indexed by side (0 caller, 1 callee), as the finisher expects.
+#: Spool leg names, indexed by side (0 caller, 1 callee), as the finisher expects.
 LEG_NAMES = ("caller", "callee")
 #: The wheel: one slot every SLOT seconds, a call's buffers framed once per turn.
 SLOT = 0.04
 SLOTS = 25
+#: Calls whose recording ended within this many seconds are finished in one job.
+FINISH_BATCH = 0.05
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
 
 class CallRecording:
-    """One call's spools: buffers (loop side) and files (IO-thread side)."""
+    """One call's spool: buffers (loop side) and its file (IO-thread side)."""
 
-    __slots__ = ("buffers", "directory", "failed", "files", "meta", "slot")
+    __slots__ = ("buffers", "directory", "failed", "fd", "meta", "meta_dirty", "slot")
 
     def __init__(self, directory: Path, meta: CallMeta, clock_offset: float) -> None:
         """`clock_offset` is wall time (epoch s) minus the loop's clock, fixed at allocation."""
         self.directory = directory
         self.meta = meta
         self.buffers = (SpoolBuffer(clock_offset), SpoolBuffer(clock_offset))
-        self.files: list[BinaryIO] = []  # opened by the IO thread
+        self.fd = -1  # opened by the IO thread
         self.failed = False  # set by either thread; the loop acts on it
+        self.meta_dirty = True  # the metadata goes with the next write
         self.slot = 0
 
     def tap(self) -> Callable[[int, bytes, float], None]:
@@ -61,58 +83,72 @@ class CallRecording:
 
         return tap
 
-    def take(self) -> tuple[bytes, bytes]:
-        """Both legs' buffered datagrams framed as chunks (loop side)."""
-        return self.buffers[0].take(), self.buffers[1].take()
+    def set_codec(self, leg: str, codec: str | None) -> None:
+        """Note a leg's codec (loop side); spooled with the next write."""
+        info = self.meta.legs.setdefault(leg, {})
+        if info.get("codec") != codec:
+            info["codec"] = codec
+            self.meta_dirty = True
+
+    def take(self) -> bytes:
+        """What to append to the spool: the metadata if it changed, then both legs'
+        buffered datagrams as chunks (loop side; b"" if nothing)."""
+        meta = None
+        if self.meta_dirty:
+            self.meta_dirty = False
+            meta = self.meta
+        return call_frames(meta, (self.buffers[0].take(), self.buffers[1].take()))
 
     # --- IO thread ---
 
-    def open(self) -> None:
-        """Create the folder, meta.json and the two spools (IO thread)."""
+    def open(self, days: set[Path]) -> None:
+        """Create the call's folder and its spool, header and metadata first (IO thread).
+
+        `days` holds the day folders known to exist (the IO thread's own set).
+        """
+        if self.fd >= 0 or self.failed:
+            return
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            (self.directory / "meta.json").write_text(self.meta.to_json())
-            for name in LEG_NAMES:
-                f: BinaryIO = open(self.directory / f"{name}.spool", "wb",  # noqa: SIM115
-                                   buffering=0)
-                self.files.append(f)
-                f.write(MAGIC)
+            day = self.directory.parent
+            if day not in days:
+                day.mkdir(parents=True, exist_ok=True)
+                days.add(day)
+            with contextlib.suppress(FileExistsError):  # a test reusing a folder, say
+                os.mkdir(self.directory)
+            self.fd = os.open(self.directory / SPOOL, _OPEN_FLAGS, 0o644)
+            os.write(self.fd, MAGIC_V3)
         except OSError:
             self._fail("opening")
 
-    def write(self, chunks: tuple[bytes, bytes]) -> None:
-        """Append one chunk per leg to the spools (IO thread)."""
-        if self.failed or not self.files:
+    def write(self, data: bytes) -> None:
+        """Append frames to the spool (IO thread)."""
+        if self.failed or self.fd < 0 or not data:
             return
         try:
-            for f, chunk in zip(self.files, chunks, strict=True):
-                if chunk:
-                    f.write(chunk)
+            view = memoryview(data)
+            while view:  # a regular file takes it all at once; a full disk raises
+                view = view[os.write(self.fd, view):]
         except OSError:
             self._fail("writing")
 
-    def close(self, chunks: tuple[bytes, bytes]) -> bool:
-        """Write the last chunks, close the spools, write the final meta.json (IO thread).
+    def close(self, data: bytes, days: set[Path]) -> bool:
+        """Open if not yet done, write the last frames and close (IO thread).
 
         False if the recording failed at any point (nothing to finish).
         """
-        self.write(chunks)
-        for f in self.files:
+        self.open(days)
+        self.write(data)
+        if self.fd >= 0:
             try:
-                f.close()
+                os.close(self.fd)
             except OSError:
                 self._fail("closing")
-        self.files = []
-        if not self.failed:
-            try:
-                (self.directory / "meta.json").write_text(self.meta.to_json())
-            except OSError:
-                self._fail("closing")
+            self.fd = -1
         return not self.failed
 
     def _fail(self, doing: str) -> None:
         if not self.failed:
-            log.warning("recording stopped for call %s: %s the spools failed",
+            log.warning("recording stopped for call %s: %s the spool failed",
                         self.meta.call_id, doing, exc_info=True)
         self.failed = True
 
@@ -130,6 +166,8 @@ class Recorder:
         self.live = 0
         self.errors = 0  # recordings stopped by an IO failure
         self._on_failure: dict[CallRecording, Callable[[], None]] = {}
+        self._opening: list[CallRecording] = []  # started since the last tick
+        self._days: set[Path] = set()  # day folders made (IO thread only)
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._io is None:
@@ -137,12 +175,12 @@ class Recorder:
         return self._io
 
     def start(self, rec: CallRecording, on_failure: Callable[[], None]) -> None:
-        """Open `rec`'s files (in the background) and put it on the wheel.
+        """Put `rec` on the wheel; its file is opened at the next tick, in a batch.
 
         `on_failure` runs on the loop when its IO fails (detach the tap).
         """
         loop = asyncio.get_running_loop()
-        self._executor().submit(rec.open)
+        self._opening.append(rec)
         rec.slot = self._next_slot
         self._next_slot = (self._next_slot + 1) % SLOTS
         self._slots[rec.slot].add(rec)
@@ -154,16 +192,17 @@ class Recorder:
     def _tick(self) -> None:
         """Frame the buffers of one slot's calls and queue their writes."""
         self._turn = turn = (self._turn + 1) % SLOTS
+        opening, self._opening = self._opening, []
         batch = []
         for rec in list(self._slots[turn]):
             if rec.failed:
                 self._drop(rec)
                 continue
-            chunks = rec.take()
-            if chunks[0] or chunks[1]:
-                batch.append((rec, chunks))
-        if batch:
-            self._executor().submit(_write_batch, batch)
+            data = rec.take()
+            if data:
+                batch.append((rec, data))
+        if batch or opening:
+            self._executor().submit(_io_batch, opening, batch, self._days)
         self._timer = (asyncio.get_running_loop().call_later(SLOT, self._tick)
                        if self.live else None)
 
@@ -187,8 +226,10 @@ class Recorder:
         if live:
             self._slots[rec.slot].discard(rec)
             self.live -= 1
-        chunks = rec.take()
-        future: Future[bool] = self._executor().submit(rec.close, chunks)
+        data = rec.take()
+        if rec in self._opening:
+            self._opening.remove(rec)  # (rare: a call shorter than a tick) close opens it
+        future: Future[bool] = self._executor().submit(rec.close, data, self._days)
         ok = await asyncio.wrap_future(future)
         if not ok and live:
             self.errors += 1  # (a recording dropped from the wheel was counted then)
@@ -209,11 +250,92 @@ class Recorder:
             self._io = None
 
 
-def _write_batch(batch: list[tuple[CallRecording, tuple[bytes, bytes]]]) -> None:
-    for rec, chunks in batch:
+def _io_batch(opening: list[CallRecording], batch: list[tuple[CallRecording, bytes]],
+              days: set[Path]) -> None:
+    """One tick's IO: open the recordings started since the last, then the writes."""
+    for rec in opening:
         try:
-            rec.write(chunks)
+            rec.open(days)
         except Exception:  # a bug, not the disk: still only this call's recording stops
+            log.exception("opening the spool of call %s failed", rec.meta.call_id)
+            rec.failed = True
+    for rec, data in batch:
+        try:
+            rec.write(data)
+        except Exception:  # as above
             log.exception("spool write of call %s failed", rec.meta.call_id)
             rec.failed = True
+
+
+class Finisher:
+    """Finishes recordings (`recordings.finish.finish_call`) in batches on `executor`.
+
+    The calls that end within FINISH_BATCH seconds go in one `finish_batch` job: with
+    a process pool that is one pickled round trip for all of them.
+    """
+
+    def __init__(self, executor: Executor | None) -> None:
+        """`executor` None: the loop's default thread pool."""
+        self.executor = executor
+        self._pending: list[tuple[Path, asyncio.Future[RecordingResult]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def finish(self, directory: Path) -> asyncio.Future[RecordingResult]:
+        """The finished recording of `directory` (raises its OSError or SpoolError)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[RecordingResult] = loop.create_future()
+        self._pending.append((directory, future))
+        if self._timer is None:
+            self._timer = loop.call_later(FINISH_BATCH, self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._timer = None
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(self.executor, finish_batch, [d for d, _ in pending])
+
+        def done(job: asyncio.Future[list[RecordingResult | Exception]]) -> None:
+            try:
+                results: list[RecordingResult | Exception] = job.result()
+            except Exception as exc:  # the pool broke (a killed worker, say): all fail
+                results = [exc] * len(pending)
+            for (_, future), result in zip(pending, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+        job.add_done_callback(done)
+
+    async def close(self) -> None:
+        """Finish what is pending now (shutdown)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._flush()
+        await asyncio.sleep(0)
+
+
+def _die_with_parent() -> None:
+    """A finishing worker must not outlive the relay, even after its `kill -9`."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass  # not Linux: the worker exits when its call queue breaks instead
+
+
+def finisher_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of `workers` processes for finishing, started now (not on the first
+    call's path). Spawned, not forked: the relay has threads and sockets by then."""
+    pool = ProcessPoolExecutor(max_workers=workers,
+                               mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_die_with_parent)
+    for _ in range(workers):
+        pool.submit(int).result(timeout=60)
+    return pool
 

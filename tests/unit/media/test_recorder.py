@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 import relay.media.recorder as recorder_mod
-from recordings.finish import finish_call
-from recordings.spool import CallMeta, read_spool
+from recordings.finish import SPOOL, finish_call
+from recordings.spool import CallMeta, read_call_spool
 from relay.media.recorder import CallRecording, Recorder
 from relay.rtp.packet import RtpPacket
 
 
 def recording(directory: Path, call_id: str = "rec-1") -> CallRecording:
-    return CallRecording(directory / call_id, CallMeta(call_id, 1_763_800_000.0,
+    return CallRecording(directory / "2025" / "11" / "22" / call_id, CallMeta(call_id, 1_763_800_000.0,
                                                        {"caller": {}, "callee": {}}),
                          clock_offset=1_763_800_000.0)
 
@@ -39,7 +39,8 @@ async def test_the_wheel_writes_chunks_while_the_call_lasts(tmp_path: Path,
         tap(seq % 2, pkt(seq), 0.02 * seq)
     await asyncio.sleep(0.3)  # more than a turn
     await recorder.drain()
-    caller = list(read_spool((rec.directory / "caller.spool").read_bytes()))
+    meta, (caller, _) = read_call_spool((rec.directory / SPOOL).read_bytes())
+    assert meta is not None and meta.call_id == "rec-1"
     assert [r.seq for r in caller] == [0, 2, 4, 6, 8]  # on disk before the call ended
     assert caller[1].wall == 1_763_800_000.0 + 0.04
     tap(0, pkt(10), 0.2)
@@ -54,16 +55,36 @@ async def test_an_io_failure_stops_the_recording_not_the_call(tmp_path: Path,
                                                              fast_wheel: None) -> None:
     blocked = tmp_path / "not-a-dir"
     blocked.write_text("a file where the folder should go")
-    rec = recording(blocked)
+    rec = CallRecording(blocked / "rec-1", CallMeta("rec-1", 1_763_800_000.0), 0.0)
     detached: list[bool] = []
     recorder = Recorder()
     recorder.start(rec, lambda: detached.append(True))
     tap = rec.tap()
     tap(0, pkt(1), 0.0)
+    await asyncio.sleep(0.02)  # the next tick opens it (and fails)
     await recorder.drain()
     assert rec.failed
     await asyncio.sleep(0.3)  # the wheel notices: tap detached, counted once
     assert detached == [True] and recorder.errors == 1 and len(rec.buffers[0]) == 0
     assert not await recorder.stop(rec)
     assert recorder.errors == 1 and recorder.live == 0
+    recorder.shutdown()
+
+
+async def test_opens_are_batched_and_a_short_call_still_leaves_a_spool(
+        tmp_path: Path, fast_wheel: None) -> None:
+    recorder = Recorder()
+    recs = [recording(tmp_path, f"rec-{i}") for i in range(5)]
+    for rec in recs:
+        recorder.start(rec, lambda: None)
+    assert not any(r.directory.exists() for r in recs)  # nothing on the caller's path
+    assert await recorder.stop(recs[0])  # ended before the wheel turned: close opens it
+    assert (recs[0].directory / SPOOL).exists()
+    await asyncio.sleep(0.02)  # one tick: the other four opened in one IO job
+    await recorder.drain()
+    assert all((r.directory / SPOOL).exists() for r in recs)
+    result = finish_call(recs[0].directory)
+    assert result.files["mix"].duration_ms == 0 and not (recs[0].directory / SPOOL).exists()
+    for rec in recs[1:]:
+        assert await recorder.stop(rec)
     recorder.shutdown()
