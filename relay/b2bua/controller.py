@@ -57,6 +57,7 @@ from .events import (
     Try,
 )
 from .legs import ALLOW, CalleeLeg, CallerLeg, _Leg, reason_header
+from .overload import OverloadGuard
 
 __all__ = ["Call", "Settings", "Switch", "Wire"]
 
@@ -89,6 +90,9 @@ class Settings:
     cps: float = 0.0  # new calls per second admitted; 0 = no limit
     hangup_on_freeze: bool = False
     timers: TimerConfig = field(default_factory=TimerConfig)
+    # Overload control (relay/b2bua/overload.py), fed by the adapter. It lives here
+    # only until the call map owns its admission state.
+    overload: OverloadGuard = field(default_factory=OverloadGuard)
 
 
 class Wire:
@@ -385,6 +389,8 @@ class Switch:
         s = self.settings
         if self.live >= s.max_calls:
             return False
+        if not s.overload.admit(now):
+            return False
         if s.cps > 0:
             self._tokens = min(s.cps, self._tokens + (now - self._tokens_at) * s.cps)
             self._tokens_at = now
@@ -413,7 +419,14 @@ class Switch:
             return
         if self.draining or not self._admit(now):
             self.counts["overload"] += 1
-            self._refuse(req, x, caller, 503, 42, "policy", now, [("Retry-After", "5")])
+            # Cheap: a counter and a record for one refusal in `sample_every` only.
+            extra = [("Retry-After", self.settings.overload.retry_after)]
+            if self.draining or self.settings.overload.sample():
+                self._refuse(req, x, caller, 503, 42, "policy", now, extra)
+            else:
+                self.counts["refused"] += 1
+                self.refusals[503] = self.refusals.get(503, 0) + 1
+                self._reply(req, 503, now, [reason_header(42, "policy"), *extra])
             return
         if x is None:
             self._refuse(req, None, caller, 404, 1, "no_binding", now)

@@ -14,6 +14,14 @@ Tunables live in relay.toml (see README "Configuration" and DESIGN.md):
     tcp = true                   # also listen on TCP at the SIP address
     gc_threshold = [2000, 1000000, 1000000]  # process-wide GC thresholds ([]: Python's)
     gc_full_seconds = 3600       # a full collection this often (0: never; see _tune_gc)
+    # Overload control (relay/b2bua/overload.py): new INVITEs are shed with 503 and
+    # Retry-After when SIP waits in the socket, or the loop lags, longer than this;
+    # in-dialog requests (ACK, BYE, re-INVITE) are never shed.
+    overload_delay_ms = 100      # the delay target (0: off; max_calls and cps still apply)
+    overload_max_jobs = 2000     # media jobs in flight beyond which new calls are shed (0: off)
+    overload_retry_after = 5     # seconds, in the 503
+    overload_sample = 100        # one call record per this many 503s (the rest: a counter)
+    overload_force_after = 0     # test knob: admit this many calls, then shed every new one
 
     [media]
     bind = "127.0.0.1"           # RTP sockets (default: the SIP host)
@@ -22,6 +30,8 @@ Tunables live in relay.toml (see README "Configuration" and DESIGN.md):
                                  # BYE both legs, cause 41, end_reason "media_timeout" (0: off)
     backend = "inprocess"        # or "rtpengine": media handed to rtpengine over ng
     rtpengine = "127.0.0.1:2223" # its --listen-ng (with backend = "rtpengine")
+    finish_workers = 1           # processes turning spools into WAVs (0: a thread here,
+                                 # which holds the GIL against the event loop)
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from relay.b2bua.controller import Settings, Switch
+from relay.b2bua.overload import OverloadConfig, OverloadGuard
 from relay.media.backend import MediaBackend
 from relay.sip import TimerConfig
 
@@ -65,6 +76,12 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
         hangup_on_freeze=bool(sip.get("hangup_on_freeze", False)),
         timers=TimerConfig(t1=t1, t2=min(4.0, 8 * t1), t4=min(5.0, 10 * t1),
                            timer_d=max(32.0 * t1 / 0.5, 0.0)),
+        overload=OverloadGuard(OverloadConfig(
+            delay_ms=float(sip.get("overload_delay_ms", 100.0)),
+            max_jobs=int(sip.get("overload_max_jobs", 2000)),
+            retry_after=int(sip.get("overload_retry_after", 5)),
+            sample_every=int(sip.get("overload_sample", 100)),
+            force_after=int(sip.get("overload_force_after", 0)))),
     )
     return s, sip
 
@@ -84,11 +101,15 @@ async def _media_backend(cfg: Any, media_cfg: dict[str, Any], advertise: str,
     if kind != "inprocess":
         raise ValueError(f"[media] backend must be inprocess or rtpengine, not {kind!r}")
     from relay.media.inprocess import InProcessBackend
+    from relay.media.recorder import finisher_pool
 
+    workers = int(media_cfg.get("finish_workers", 1))
+    loop = asyncio.get_running_loop()
+    pool = await loop.run_in_executor(None, finisher_pool, workers) if workers > 0 else None
     return InProcessBackend(
         bind_host=str(media_cfg.get("bind", cfg.sip[0])),
         advertise_host=str(media_cfg.get("advertise", advertise)),
-        port_range=cfg.media_ports, recordings_dir=Path(cfg.recordings))
+        port_range=cfg.media_ports, recordings_dir=Path(cfg.recordings), executor=pool)
 
 
 async def attach_voice(node: Node) -> None:
@@ -153,6 +174,9 @@ async def attach_voice(node: Node) -> None:
         task.cancel()
         await server.close()
         await media.close()
+        pool = getattr(media, "executor", None)  # the finishing processes, if any
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     node.on_stop.append(stop)
     log.info("SIP on %s:%s (advertised as %s), outbound %s:%s", cfg.sip[0], port,
