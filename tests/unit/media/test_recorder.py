@@ -15,8 +15,8 @@ from relay.rtp.packet import RtpPacket
 
 
 def recording(directory: Path, call_id: str = "rec-1") -> CallRecording:
-    return CallRecording(directory / "2025" / "11" / "22" / call_id, CallMeta(call_id, 1_763_800_000.0,
-                                                       {"caller": {}, "callee": {}}),
+    return CallRecording(directory / "2025" / "11" / "22" / call_id,
+                         CallMeta(call_id, 1_763_800_000.0, {"caller": {}, "callee": {}}),
                          clock_offset=1_763_800_000.0)
 
 
