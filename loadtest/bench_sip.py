@@ -279,7 +279,8 @@ def main(argv: list[str]) -> int:
                 spy.wait(timeout=a.profile + 60)
             top = top_frames(work / "profile.txt")
         time.sleep(3)
-        direct_max, direct_steps = 0, []
+        direct_max = 0
+        direct_steps: list[Any] = []
         if not a.skip_direct_ladder:
             sys.stdout.write("max rate, direct (SIPp -> SIPp):\n")
             direct_max, direct_steps = max_rate(work, callee_port, rates, a.step)
@@ -291,7 +292,8 @@ def main(argv: list[str]) -> int:
             time.sleep(35)
             sys.stdout.write("overload, through the relay (recorded):\n")
             over = overload_step(work, relay, 2 * relay_max, a.overload_step)
-        plain_max, plain_steps = 0, []
+        plain_max = 0
+        plain_steps: list[Any] = []
         if a.unrecorded:
             time.sleep(35)
             _patch(relay.base, f"/v1/bindings/{binding['id']}", {"record": False})

@@ -33,7 +33,7 @@ from recordings.spool import CallMeta, SpoolError, SpoolRecord, read_call_spool,
 __all__ = [
     "LEGS",
     "RATE",
-    "SPOOL",
+    "SPOOL_SUFFIX",
     "RecordedFile",
     "RecordingResult",
     "RenderStats",
@@ -42,12 +42,14 @@ __all__ = [
     "finish_call",
     "finish_pending",
     "render_leg",
+    "spool_path",
 ]
 
 RATE = 8000
 LEGS = ("caller", "callee")
-#: The relay's spool (version 3, both legs and the metadata) inside the call's folder.
-SPOOL = "call.spool"
+#: The relay's spool (version 3, both legs and the metadata) sits beside the call's
+#: folder, in the day folder: starting a recording creates one file and no folder.
+SPOOL_SUFFIX = ".spool"
 #: RIFF/WAVE header of 16-bit PCM (what the `wave` module writes, built in one go).
 _WAV_HEADER = struct.Struct("<4sI4s4sIHHIIHH4sI")
 #: Packets this many sequence numbers behind the newest are too late to place.
@@ -100,6 +102,11 @@ def call_dir(root: Path, call_id: str, started_at: float) -> Path:
         raise ValueError(f"call id {call_id!r} is not safe as a folder name")
     day = datetime.fromtimestamp(started_at, UTC)
     return Path(root) / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}" / call_id
+
+
+def spool_path(directory: Path) -> Path:
+    """Where the relay spools the call that `directory` (its folder) will hold."""
+    return directory.with_name(directory.name + SPOOL_SUFFIX)
 
 
 def _unwrap(value: int, previous: int | None, bits: int) -> int:
@@ -222,10 +229,11 @@ def _write_mix(path: Path, left: bytearray, right: bytearray, start_ms: int) -> 
 def _load(directory: Path) -> tuple[CallMeta, dict[str, list[SpoolRecord]], list[Path]]:
     """The call's metadata, each leg's records and the spool files to remove after.
 
-    The relay's `call.spool` (version 3) when there is one, else the older layout:
-    meta.json beside one spool per leg (versions 1 and 2).
+    The relay's `<call_id>.spool` (version 3) beside the folder when there is one (the
+    folder is made now), else the older layout: meta.json beside one spool per leg
+    (versions 1 and 2) in the folder.
     """
-    spool = directory / SPOOL
+    spool = spool_path(directory)
     try:
         data = spool.read_bytes()
     except FileNotFoundError:
@@ -234,6 +242,7 @@ def _load(directory: Path) -> tuple[CallMeta, dict[str, list[SpoolRecord]], list
         meta, (caller, callee) = read_call_spool(data)
         if meta is None:
             raise SpoolError(f"{spool}: no metadata (the call ended before its first write)")
+        directory.mkdir(exist_ok=True)
         return meta, {"caller": caller, "callee": callee}, [spool]
     try:
         meta = CallMeta.from_json((directory / "meta.json").read_bytes())
@@ -294,12 +303,14 @@ def finish_pending(root: Path, skip: Container[str] = ()) -> list[RecordingResul
     A folder whose meta.json is unreadable is left alone for an operator.
     """
     results = []
-    folders = {p.parent for p in Path(root).glob(f"*/*/*/*/{SPOOL}")}
+    folders = {p.with_suffix("") for p in Path(root).glob(f"*/*/*/*{SPOOL_SUFFIX}")
+               if p.is_file()}
     folders.update(p.parent for p in Path(root).glob("*/*/*/*/meta.json"))
     for directory in sorted(folders):
         if directory.name in skip:
             continue
-        if not any((directory / name).exists() for name in (SPOOL, *SPOOLS_V2)):
+        if not (spool_path(directory).exists()
+                or any((directory / name).exists() for name in SPOOLS_V2)):
             continue
         try:
             results.append(finish_call(directory))

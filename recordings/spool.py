@@ -7,9 +7,10 @@ relay writes a chunk about once a second per leg, so a crash loses at most about
 second of audio; every header is parsed later, by the reader, off the event loop
 (`recordings.finish` turns spools into WAV files).
 
-The relay writes version 3: one file per call (`call.spool` in the call's folder)
-holding both legs and the call's metadata, so that starting a recording costs one
-folder and one file, and a crash still leaves everything the finisher needs:
+The relay writes version 3: one file per call (`<day>/<call_id>.spool`, beside the
+folder its WAVs will go to) holding both legs and the call's metadata, so that
+starting a recording costs one file, and a crash still leaves everything the
+finisher needs:
     header  b"RSPL" version:u8 (=3)
     frame   tag:u8 | length:u32 | body (`length` bytes)
             tag 0, 1: a version 2 chunk (below) of the caller's, the callee's datagrams

@@ -54,7 +54,7 @@ class OverloadGuard:
     """Admission of new calls from the adapter's measurements. See the module docstring."""
 
     __slots__ = ("_credit", "_delay", "_refused", "_until", "admitted", "config", "fraction",
-                 "jobs", "shed")
+                 "jobs", "last_delay", "shed")
 
     def __init__(self, config: OverloadConfig | None = None) -> None:
         """A guard that admits everything until its measurements say otherwise."""
@@ -64,6 +64,7 @@ class OverloadGuard:
         self.admitted = 0
         self.shed = 0
         self._delay = 0.0  # worst delay (s) reported in the current interval
+        self.last_delay = 0.0  # the worst of the last interval decided on (metrics)
         self._until: float | None = None  # end of the current interval
         self._credit = 0.0
         self._refused = 0
@@ -124,6 +125,7 @@ class OverloadGuard:
         interval = self.config.interval
         target = self.config.delay_ms / 1000.0
         delay, self._delay = self._delay, 0.0
+        self.last_delay = delay
         stale = now > until + interval  # no INVITE for a while: old news, no decision
         self._until = now + interval if stale else until + interval
         if target <= 0.0 or stale:

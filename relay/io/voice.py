@@ -221,6 +221,12 @@ def _metrics(node: Node, switch: Switch, server: SipServer) -> None:
                        ("media_errors", "media backend errors")):
         m.counter_from(f"relay_sip_{name}_total", what,
                        lambda n=name: float(switch.counts[n]))  # type: ignore[misc]
+    guard = switch.settings.overload
+    m.gauge("relay_overload_admitted_fraction", "share of new calls admitted (overload control)",
+            lambda: guard.fraction)
+    m.gauge("relay_overload_delay_seconds",
+            "worst SIP queueing delay or loop lag in the last overload interval",
+            lambda: guard.last_delay)
     layer = switch.layer
     m.counter_from("relay_sip_malformed_total",
                    "unparsable SIP messages (answered 400 if possible)",

@@ -10,11 +10,12 @@ call's open, writes and close in order without locks, and allocation never waits
 for the disk. A write failure stops that call's recording (the relay goes on) and
 is counted.
 
-Starting a recording costs the loop nothing but two buffers: the call's folder and
-its one spool file (`call.spool`, version 3: both legs and the metadata, see
-`recordings.spool`) are created by the IO thread in the next turn of the wheel,
+Starting a recording costs the loop nothing but two buffers: the call's one spool
+file (`<day>/<call_id>.spool`, version 3: both legs and the metadata, see
+`recordings.spool`) is created by the IO thread in the next turn of the wheel,
 together with every other call started in the same 40 ms (one hand-off for all of
-them, not one per call). The day folders are made once a day. A crash then loses
+them, not one per call). No folder per call: the day folder is made once a day, and
+the call's folder by the finisher, in its own process. A crash then loses
 what a crash lost before: the data of the last second, including the first 40 ms
 of a call whose file was not open yet.
 
@@ -27,7 +28,6 @@ loop nor costs one round trip per call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -37,7 +37,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
-from recordings.finish import SPOOL, RecordingResult, finish_batch
+from recordings.finish import RecordingResult, finish_batch, spool_path
 from recordings.spool import MAGIC_V3, CallMeta, SpoolBuffer, call_frames
 
 __all__ = ["LEG_NAMES", "CallRecording", "Finisher", "Recorder", "finisher_pool"]
@@ -57,11 +57,12 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0
 class CallRecording:
     """One call's spool: buffers (loop side) and its file (IO-thread side)."""
 
-    __slots__ = ("buffers", "directory", "failed", "fd", "meta", "meta_dirty", "slot")
+    __slots__ = ("buffers", "directory", "failed", "fd", "meta", "meta_dirty", "slot", "spool")
 
     def __init__(self, directory: Path, meta: CallMeta, clock_offset: float) -> None:
         """`clock_offset` is wall time (epoch s) minus the loop's clock, fixed at allocation."""
-        self.directory = directory
+        self.directory = directory  # the finished recording's folder
+        self.spool = spool_path(directory)
         self.meta = meta
         self.buffers = (SpoolBuffer(clock_offset), SpoolBuffer(clock_offset))
         self.fd = -1  # opened by the IO thread
@@ -102,7 +103,7 @@ class CallRecording:
     # --- IO thread ---
 
     def open(self, days: set[Path]) -> None:
-        """Create the call's folder and its spool, header and metadata first (IO thread).
+        """Create the call's spool (IO thread; the metadata goes with the first write).
 
         `days` holds the day folders known to exist (the IO thread's own set).
         """
@@ -113,9 +114,7 @@ class CallRecording:
             if day not in days:
                 day.mkdir(parents=True, exist_ok=True)
                 days.add(day)
-            with contextlib.suppress(FileExistsError):  # a test reusing a folder, say
-                os.mkdir(self.directory)
-            self.fd = os.open(self.directory / SPOOL, _OPEN_FLAGS, 0o644)
+            self.fd = os.open(self.spool, _OPEN_FLAGS, 0o644)
             os.write(self.fd, MAGIC_V3)
         except OSError:
             self._fail("opening")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import relay.media.recorder as recorder_mod
-from recordings.finish import SPOOL, finish_call
+from recordings.finish import finish_call
 from recordings.spool import CallMeta, read_call_spool
 from relay.media.recorder import CallRecording, Recorder
 from relay.rtp.packet import RtpPacket
@@ -39,7 +39,7 @@ async def test_the_wheel_writes_chunks_while_the_call_lasts(tmp_path: Path,
         tap(seq % 2, pkt(seq), 0.02 * seq)
     await asyncio.sleep(0.3)  # more than a turn
     await recorder.drain()
-    meta, (caller, _) = read_call_spool((rec.directory / SPOOL).read_bytes())
+    meta, (caller, _) = read_call_spool(rec.spool.read_bytes())
     assert meta is not None and meta.call_id == "rec-1"
     assert [r.seq for r in caller] == [0, 2, 4, 6, 8]  # on disk before the call ended
     assert caller[1].wall == 1_763_800_000.0 + 0.04
@@ -77,14 +77,14 @@ async def test_opens_are_batched_and_a_short_call_still_leaves_a_spool(
     recs = [recording(tmp_path, f"rec-{i}") for i in range(5)]
     for rec in recs:
         recorder.start(rec, lambda: None)
-    assert not any(r.directory.exists() for r in recs)  # nothing on the caller's path
+    assert not any(r.spool.exists() for r in recs)  # nothing on the caller's path
     assert await recorder.stop(recs[0])  # ended before the wheel turned: close opens it
-    assert (recs[0].directory / SPOOL).exists()
+    assert recs[0].spool.exists() and not recs[0].directory.exists()
     await asyncio.sleep(0.02)  # one tick: the other four opened in one IO job
     await recorder.drain()
-    assert all((r.directory / SPOOL).exists() for r in recs)
+    assert all(r.spool.exists() for r in recs)
     result = finish_call(recs[0].directory)
-    assert result.files["mix"].duration_ms == 0 and not (recs[0].directory / SPOOL).exists()
+    assert result.files["mix"].duration_ms == 0 and not recs[0].spool.exists()
     for rec in recs[1:]:
         assert await recorder.stop(rec)
     recorder.shutdown()

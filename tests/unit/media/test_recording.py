@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 
 from recordings.finish import (
-    SPOOL,
     RenderStats,
     call_dir,
     finish_call,
     finish_pending,
     render_leg,
+    spool_path,
 )
 from recordings.g711 import PT_PCMA, PT_PCMU, decode, encode, tone
 from recordings.spool import (
@@ -120,12 +120,13 @@ def spool_call(root: Path, call_id: str, crash: bool = False) -> Path:
 
 
 def spool_call_v3(root: Path, call_id: str, crash: bool = False) -> Path:
-    """The same call as `spool_call`, as the relay writes it now: one `call.spool`
-    (version 3), both legs' chunks interleaved, the metadata first and again when a
-    codec is learnt; `crash` cuts the last frame short, as a `kill -9` mid-write would."""
+    """The same call as `spool_call`, as the relay writes it now: one spool beside the
+    call's folder-to-be (version 3), both legs' chunks interleaved, the metadata first
+    and again when a codec is learnt; `crash` cuts the last frame short, as a `kill -9`
+    mid-write would."""
     rng = random.Random(4733)
     directory = call_dir(root, call_id, T0)
-    directory.mkdir(parents=True)
+    directory.parent.mkdir(parents=True, exist_ok=True)
     meta = CallMeta(call_id, T0, {"caller": {"codec": None}, "callee": {"codec": None}})
     legs = (caller_stream(rng), callee_stream(rng))
     out = bytearray(MAGIC_V3 + call_frames(meta, (b"", b"")))
@@ -139,7 +140,7 @@ def spool_call_v3(root: Path, call_id: str, crash: bool = False) -> Path:
         out += call_frames(meta if second == 0 else None, (buffers[0].take(), buffers[1].take()))
     if crash:
         out += call_frames(None, (b"\x01" * 40, b""))[:-9]  # half a frame: cut mid-write
-    (directory / SPOOL).write_bytes(out)
+    spool_path(directory).write_bytes(out)
     return directory
 
 
@@ -255,7 +256,8 @@ def test_crash_recovery_finishes_a_version_3_spool_identically(tmp_path: Path) -
     assert [r.call_id for r in results] == ["crashed"]
     for name, f in results[0].files.items():  # same audio as the per-leg spools gave
         assert f.sha256 == old.files[name].sha256
-    assert not (crashed / SPOOL).exists() and (live / SPOOL).exists()
+    assert not spool_path(crashed).exists() and spool_path(live).exists()
+    assert not live.exists()  # no folder until it is finished
     meta = json.loads((crashed / "meta.json").read_text())
     assert meta["legs"]["callee"]["codec"] == "PCMA"  # the later metadata frame won
     assert finish_pending(tmp_path / "v3", skip={"live-call"}) == []
