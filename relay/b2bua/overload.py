@@ -18,8 +18,12 @@ The guard watches three things, all cheap to measure:
 * **live** calls (the switch's own `max_calls` limit stays a hard cap beside this).
 
 It admits a fraction `p` of new INVITEs, steered once per `interval` like TCP's
-congestion window (AIMD): above the delay target `p` shrinks by a quarter (and to
-zero above twice the target), below half the target it grows back by a tenth.
+congestion window (AIMD), from the *smallest* delay seen in the interval: as in
+CoDel (RFC 8289 §3), a queue that never drained below the target is a standing
+queue, the sign of work arriving faster than it is served, while a burst or one
+scheduler stall on a shared machine raises only some samples. Above the target `p`
+shrinks by a quarter (by half above twice the target); below half the target it
+grows back by a tenth.
 Admission follows `p` deterministically (a credit counter, no randomness), so the
 admitted calls are spread evenly over time rather than in bursts. Requests inside
 a dialog (ACK, BYE, re-INVITE, INFO) never reach the guard: the switch asks it only
@@ -63,8 +67,8 @@ class OverloadGuard:
         self.jobs = 0
         self.admitted = 0
         self.shed = 0
-        self._delay = 0.0  # worst delay (s) reported in the current interval
-        self.last_delay = 0.0  # the worst of the last interval decided on (metrics)
+        self._delay: float | None = None  # smallest delay (s) seen in this interval
+        self.last_delay = 0.0  # that of the last interval decided on (metrics)
         self._until: float | None = None  # end of the current interval
         self._credit = 0.0
         self._refused = 0
@@ -72,7 +76,7 @@ class OverloadGuard:
     # -- measurements (the adapter) ---------------------------------------------------
     def observe_delay(self, seconds: float) -> None:
         """A SIP datagram's time in the receive queue, or the loop's timer drift."""
-        if seconds > self._delay:
+        if self._delay is None or seconds < self._delay:
             self._delay = seconds
 
     def observe_jobs(self, queued: int) -> None:
@@ -115,7 +119,7 @@ class OverloadGuard:
         return False
 
     def _adjust(self, now: float) -> None:
-        """Once per interval: steer the admitted fraction from the worst delay seen."""
+        """Once per interval: steer the admitted fraction from the smallest delay seen."""
         until = self._until
         if until is None:
             self._until = now + self.config.interval
@@ -124,15 +128,15 @@ class OverloadGuard:
             return
         interval = self.config.interval
         target = self.config.delay_ms / 1000.0
-        delay, self._delay = self._delay, 0.0
+        delay = self._delay or 0.0
+        self._delay = None
         self.last_delay = delay
         stale = now > until + interval  # no INVITE for a while: old news, no decision
         self._until = now + interval if stale else until + interval
         if target <= 0.0 or stale:
             return
         if delay > 2 * target:
-            self.fraction = 0.0
-            self._credit = 0.0
+            self.fraction *= 0.5
         elif delay > target:
             self.fraction *= 0.75
         elif delay < target / 2:
