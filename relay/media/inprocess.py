@@ -17,13 +17,14 @@ process's GIL and so off the event loop).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recordings.finish import RecordingResult, call_dir, finish_pending
+from recordings.finish import FREE_DIR, RecordingResult, call_dir, finish_pending, prefill
 from recordings.spool import CallMeta, SpoolError
 from relay.io.rtp import CallSockets, RelayPort, RtpPoller, open_side
 from relay.media.backend import MediaCall, MediaStats
@@ -34,6 +35,9 @@ from relay.sdp import RelayOrigin, SessionDescription, remote_media, rewrite_for
 from relay.sip import system_random
 
 __all__ = ["InProcessBackend"]
+
+#: Emptied spool files kept ready beyond twice the live recordings (recordings.finish).
+SPOOL_POOL_MIN = 512
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +72,11 @@ class InProcessBackend:
         self.latch_any_ip = latch_any_ip
         self.bind_attempts = bind_attempts
         self.calls: dict[str, MediaCall] = {}
-        self.recorder = Recorder()
-        self.finisher = Finisher(executor)
+        free = recordings_dir / FREE_DIR if recordings_dir is not None else None
+        self.recorder = Recorder(free)
+        # The pool of emptied spools follows the live recordings, with room for a burst.
+        self.finisher = Finisher(executor, free,
+                                 lambda: SPOOL_POOL_MIN + 2 * self.recorder.live)
         self._poller: RtpPoller | None = None  # made on the loop, at the first call
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -223,8 +230,14 @@ class InProcessBackend:
         if self.recordings_dir is None:
             return []
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, finish_pending, self.recordings_dir,
+        done = await loop.run_in_executor(self.executor, finish_pending, self.recordings_dir,
                                           set(self.calls))
+        if self.recorder.pool.directory is not None:
+            # Before the first call: so that new calls rename spools rather than create them.
+            with contextlib.suppress(OSError):
+                await loop.run_in_executor(self.executor, prefill, self.recorder.pool.directory,
+                                           SPOOL_POOL_MIN, SPOOL_POOL_MIN)
+        return done
 
     async def close(self) -> None:
         """Release every live call (shutdown)."""

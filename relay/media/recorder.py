@@ -33,6 +33,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
@@ -40,7 +41,7 @@ from pathlib import Path
 from recordings.finish import RecordingResult, finish_batch, spool_path
 from recordings.spool import MAGIC_V3, CallMeta, SpoolBuffer, call_frames
 
-__all__ = ["LEG_NAMES", "CallRecording", "Finisher", "Recorder", "finisher_pool"]
+__all__ = ["LEG_NAMES", "CallRecording", "Finisher", "FreeSpools", "Recorder", "finisher_pool"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,55 @@ SLOT = 0.04
 SLOTS = 25
 #: Calls whose recording ended within this many seconds are finished in one job.
 FINISH_BATCH = 0.05
-_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC
+#: After finding the free spool pool empty, create files for this long before looking again.
+_POOL_RETRY = 0.5
+
+
+class FreeSpools:
+    """Emptied spool files to rename into place instead of creating new ones (IO thread).
+
+    See recordings.finish.FREE_DIR: on some filesystems a create costs 20 times a
+    rename. Names are listed a directory at a time; a name another relay process took
+    first is skipped.
+    """
+
+    def __init__(self, directory: Path | None) -> None:
+        """`directory` None: always create."""
+        self.directory = directory
+        self._names: list[str] = []
+        self._empty_until = 0.0
+        self.taken = 0
+        self.created = 0
+
+    def open(self, dest: Path) -> int:
+        """An open, empty file at `dest` (taken from the pool when it can be)."""
+        if self.directory is not None:
+            while self._names or self._refill():
+                name = self._names.pop()
+                try:
+                    os.rename(self.directory / name, dest)
+                except FileNotFoundError:
+                    continue  # another relay process on the same recordings took it
+                except OSError:
+                    break
+                self.taken += 1
+                return os.open(dest, os.O_WRONLY | os.O_TRUNC | _CLOEXEC)
+        self.created += 1
+        return os.open(dest, _OPEN_FLAGS, 0o644)
+
+    def _refill(self) -> bool:
+        now = time.monotonic()
+        if now < self._empty_until or self.directory is None:
+            return False
+        try:
+            self._names = [e.name for e in os.scandir(self.directory)]
+        except OSError:
+            self._names = []
+        if not self._names:
+            self._empty_until = now + _POOL_RETRY
+        return bool(self._names)
 
 
 class CallRecording:
@@ -102,10 +151,11 @@ class CallRecording:
 
     # --- IO thread ---
 
-    def open(self, days: set[Path]) -> None:
+    def open(self, days: set[Path], pool: FreeSpools) -> None:
         """Create the call's spool (IO thread; the metadata goes with the first write).
 
-        `days` holds the day folders known to exist (the IO thread's own set).
+        `days` holds the day folders known to exist (the IO thread's own set), `pool`
+        the emptied spools to reuse.
         """
         if self.fd >= 0 or self.failed:
             return
@@ -114,7 +164,7 @@ class CallRecording:
             if day not in days:
                 day.mkdir(parents=True, exist_ok=True)
                 days.add(day)
-            self.fd = os.open(self.spool, _OPEN_FLAGS, 0o644)
+            self.fd = pool.open(self.spool)
             os.write(self.fd, MAGIC_V3)
         except OSError:
             self._fail("opening")
@@ -130,12 +180,12 @@ class CallRecording:
         except OSError:
             self._fail("writing")
 
-    def close(self, data: bytes, days: set[Path]) -> bool:
+    def close(self, data: bytes, days: set[Path], pool: FreeSpools) -> bool:
         """Open if not yet done, write the last frames and close (IO thread).
 
         False if the recording failed at any point (nothing to finish).
         """
-        self.open(days)
+        self.open(days, pool)
         self.write(data)
         if self.fd >= 0:
             try:
@@ -155,8 +205,9 @@ class CallRecording:
 class Recorder:
     """The spool wheel and the IO thread of one backend."""
 
-    def __init__(self) -> None:
-        """Nothing starts until the first recording."""
+    def __init__(self, free: Path | None = None) -> None:
+        """Nothing starts until the first recording; spools come from `free` if given."""
+        self.pool = FreeSpools(free)
         self._io: ThreadPoolExecutor | None = None
         self._slots: list[set[CallRecording]] = [set() for _ in range(SLOTS)]
         self._next_slot = 0
@@ -201,7 +252,7 @@ class Recorder:
             if data:
                 batch.append((rec, data))
         if batch or opening:
-            self._executor().submit(_io_batch, opening, batch, self._days)
+            self._executor().submit(_io_batch, opening, batch, self._days, self.pool)
         self._timer = (asyncio.get_running_loop().call_later(SLOT, self._tick)
                        if self.live else None)
 
@@ -228,7 +279,7 @@ class Recorder:
         data = rec.take()
         if rec in self._opening:
             self._opening.remove(rec)  # (rare: a call shorter than a tick) close opens it
-        future: Future[bool] = self._executor().submit(rec.close, data, self._days)
+        future: Future[bool] = self._executor().submit(rec.close, data, self._days, self.pool)
         ok = await asyncio.wrap_future(future)
         if not ok and live:
             self.errors += 1  # (a recording dropped from the wheel was counted then)
@@ -250,11 +301,11 @@ class Recorder:
 
 
 def _io_batch(opening: list[CallRecording], batch: list[tuple[CallRecording, bytes]],
-              days: set[Path]) -> None:
+              days: set[Path], pool: FreeSpools) -> None:
     """One tick's IO: open the recordings started since the last, then the writes."""
     for rec in opening:
         try:
-            rec.open(days)
+            rec.open(days, pool)
         except Exception:  # a bug, not the disk: still only this call's recording stops
             log.exception("opening the spool of call %s failed", rec.meta.call_id)
             rec.failed = True
@@ -273,9 +324,13 @@ class Finisher:
     a process pool that is one pickled round trip for all of them.
     """
 
-    def __init__(self, executor: Executor | None) -> None:
-        """`executor` None: the loop's default thread pool."""
+    def __init__(self, executor: Executor | None, free: Path | None = None,
+                 fill: Callable[[], int] = lambda: 0) -> None:
+        """`executor` None: the loop's default thread pool. Finished spools go back to
+        the pool `free`, which each batch tops up towards `fill()` files."""
         self.executor = executor
+        self.free = free
+        self.fill = fill
         self._pending: list[tuple[Path, asyncio.Future[RecordingResult]]] = []
         self._timer: asyncio.TimerHandle | None = None
 
@@ -294,7 +349,8 @@ class Finisher:
         if not pending:
             return
         loop = asyncio.get_running_loop()
-        job = loop.run_in_executor(self.executor, finish_batch, [d for d, _ in pending])
+        job = loop.run_in_executor(self.executor, finish_batch, [d for d, _ in pending],
+                                   self.free, self.fill())
 
         def done(job: asyncio.Future[list[RecordingResult | Exception]]) -> None:
             try:

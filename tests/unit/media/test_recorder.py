@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import relay.media.recorder as recorder_mod
-from recordings.finish import finish_call
+from recordings.finish import FREE_DIR, finish_batch, finish_call, prefill
 from recordings.spool import CallMeta, read_call_spool
 from relay.media.recorder import CallRecording, Recorder
 from relay.rtp.packet import RtpPacket
@@ -87,4 +87,26 @@ async def test_opens_are_batched_and_a_short_call_still_leaves_a_spool(
     assert result.files["mix"].duration_ms == 0 and not recs[0].spool.exists()
     for rec in recs[1:]:
         assert await recorder.stop(rec)
+    recorder.shutdown()
+
+
+async def test_spools_come_from_the_free_pool_and_go_back_to_it(tmp_path: Path,
+                                                               fast_wheel: None) -> None:
+    free = tmp_path / FREE_DIR
+    assert prefill(free, 3) == 3
+    recorder = Recorder(free)
+    recs = [recording(tmp_path, f"rec-{i}") for i in range(4)]
+    for rec in recs:
+        recorder.start(rec, lambda: None)
+    await asyncio.sleep(0.02)
+    await recorder.drain()
+    assert (recorder.pool.taken, recorder.pool.created) == (3, 1)  # the 4th: pool empty
+    assert not list(free.iterdir())
+    for rec in recs:
+        assert await recorder.stop(rec)
+    results = finish_batch([r.directory for r in recs], free, fill=6)
+    assert all(r.files["mix"].size == 44 for r in results)  # type: ignore[union-attr]
+    assert len(list(free.iterdir())) == 6  # 4 emptied spools back, 2 created
+    assert all(p.stat().st_size == 0 for p in free.iterdir())
+    assert not any(r.spool.exists() for r in recs)
     recorder.shutdown()

@@ -261,6 +261,10 @@ def test_crash_recovery_finishes_a_version_3_spool_identically(tmp_path: Path) -
     meta = json.loads((crashed / "meta.json").read_text())
     assert meta["legs"]["callee"]["codec"] == "PCMA"  # the later metadata frame won
     assert finish_pending(tmp_path / "v3", skip={"live-call"}) == []
+    # Taken from the free pool, then the crash before its header: nothing to finish.
+    empty = spool_path(call_dir(tmp_path / "v3", "empty", T0))
+    empty.write_bytes(b"")
+    assert finish_pending(tmp_path / "v3", skip={"live-call"}) == [] and not empty.exists()
 
 
 def test_version_3_reader_framing() -> None:
