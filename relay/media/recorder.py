@@ -35,7 +35,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 from recordings.finish import RecordingResult, finish_batch, spool_path
@@ -217,6 +217,8 @@ class Recorder:
         self.errors = 0  # recordings stopped by an IO failure
         self._on_failure: dict[CallRecording, Callable[[], None]] = {}
         self._opening: list[CallRecording] = []  # started since the last tick
+        # Ended since the last tick: the last frames to write, and who waits for the close.
+        self._closing: list[tuple[CallRecording, bytes, asyncio.Future[bool]]] = []
         self._days: set[Path] = set()  # day folders made (IO thread only)
 
     def _executor(self) -> ThreadPoolExecutor:
@@ -243,6 +245,7 @@ class Recorder:
         """Frame the buffers of one slot's calls and queue their writes."""
         self._turn = turn = (self._turn + 1) % SLOTS
         opening, self._opening = self._opening, []
+        closing, self._closing = self._closing, []
         batch = []
         for rec in list(self._slots[turn]):
             if rec.failed:
@@ -251,10 +254,15 @@ class Recorder:
             data = rec.take()
             if data:
                 batch.append((rec, data))
-        if batch or opening:
-            self._executor().submit(_io_batch, opening, batch, self._days, self.pool)
+        if batch or opening or closing:
+            done = self._executor().submit(_io_batch, opening, batch,
+                                           [(r, d) for r, d, _ in closing], self._days,
+                                           self.pool)
+            if closing:
+                asyncio.wrap_future(done).add_done_callback(
+                    lambda f: _closed(f, [w for _, _, w in closing]))
         self._timer = (asyncio.get_running_loop().call_later(SLOT, self._tick)
-                       if self.live else None)
+                       if self.live or self._opening or self._closing else None)
 
     def _drop(self, rec: CallRecording) -> None:
         """A failed recording: off the wheel, tap detached, counted once."""
@@ -279,8 +287,14 @@ class Recorder:
         data = rec.take()
         if rec in self._opening:
             self._opening.remove(rec)  # (rare: a call shorter than a tick) close opens it
-        future: Future[bool] = self._executor().submit(rec.close, data, self._days, self.pool)
-        ok = await asyncio.wrap_future(future)
+        # Closed at the next tick with every other call that ended meanwhile: one
+        # hand-off to the IO thread per tick, not one per call.
+        loop = asyncio.get_running_loop()
+        closed: asyncio.Future[bool] = loop.create_future()
+        self._closing.append((rec, data, closed))
+        if self._timer is None:
+            self._timer = loop.call_later(SLOT, self._tick)
+        ok = await closed
         if not ok and live:
             self.errors += 1  # (a recording dropped from the wheel was counted then)
         return ok
@@ -300,9 +314,23 @@ class Recorder:
             self._io = None
 
 
+def _closed(done: asyncio.Future[list[bool]], waiting: list[asyncio.Future[bool]]) -> None:
+    """Hand each waiting `stop` its close's outcome (all False if the batch broke)."""
+    try:
+        results = done.result()
+    except Exception:
+        log.exception("closing spools failed")
+        results = [False] * len(waiting)
+    for future, ok in zip(waiting, results, strict=True):
+        if not future.done():
+            future.set_result(ok)
+
+
 def _io_batch(opening: list[CallRecording], batch: list[tuple[CallRecording, bytes]],
-              days: set[Path], pool: FreeSpools) -> None:
-    """One tick's IO: open the recordings started since the last, then the writes."""
+              closing: list[tuple[CallRecording, bytes]], days: set[Path],
+              pool: FreeSpools) -> list[bool]:
+    """One tick's IO: open the recordings started since the last, the writes, then
+    close those that ended (their outcomes, in order)."""
     for rec in opening:
         try:
             rec.open(days, pool)
@@ -315,6 +343,15 @@ def _io_batch(opening: list[CallRecording], batch: list[tuple[CallRecording, byt
         except Exception:  # as above
             log.exception("spool write of call %s failed", rec.meta.call_id)
             rec.failed = True
+    closed = []
+    for rec, data in closing:
+        try:
+            closed.append(rec.close(data, days, pool))
+        except Exception:  # as above
+            log.exception("closing the spool of call %s failed", rec.meta.call_id)
+            rec.failed = True
+            closed.append(False)
+    return closed
 
 
 class Finisher:
