@@ -247,6 +247,9 @@ def main(argv: list[str]) -> int:
                     help="also ladder with recording off (a labelled extra)")
     ap.add_argument("--relay-arg", action="append", default=[],
                     help="extra `relay serve` argument (repeatable)")
+    ap.add_argument("--recordings", default="",
+                    help="recordings folder (default: in the run's temporary folder; "
+                         "e.g. under /dev/shm to leave the filesystem's cost out)")
     ap.add_argument("--skip-direct-ladder", action="store_true",
                     help="no direct ladder (the latency anchor still runs)")
     a = ap.parse_args(argv)
@@ -255,7 +258,8 @@ def main(argv: list[str]) -> int:
     callee_port = free_port(socket.SOCK_DGRAM)
     relay = RelayChild(f"sqlite:///{work}/relay.db", str(work), [
         "--outbound", f"127.0.0.1:{callee_port}", "--trunk", "127.0.0.0/8",
-        "--media-ports", "30000-39999", "--recordings", str(work / "rec"), *a.relay_arg])
+        "--media-ports", "30000-39999", "--recordings", a.recordings or str(work / "rec"),
+        *a.relay_arg])
     callee = _callee(work, callee_port)
     try:
         _post(relay.base, "/v1/numbers", {"numbers": [X]})
