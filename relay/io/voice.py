@@ -104,8 +104,9 @@ async def _media_backend(cfg: Any, media_cfg: dict[str, Any], advertise: str,
     from relay.media.recorder import finisher_pool
 
     workers = int(media_cfg.get("finish_workers", 1))
-    loop = asyncio.get_running_loop()
-    pool = await loop.run_in_executor(None, finisher_pool, workers) if workers > 0 else None
+    # Started from this thread, once, before serving: the workers' parent-death signal
+    # (PR_SET_PDEATHSIG) follows the thread that spawned them, so not a pool thread.
+    pool = finisher_pool(workers) if workers > 0 else None
     return InProcessBackend(
         bind_host=str(media_cfg.get("bind", cfg.sip[0])),
         advertise_host=str(media_cfg.get("advertise", advertise)),
