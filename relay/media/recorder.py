@@ -164,7 +164,11 @@ class CallRecording:
             if day not in days:
                 day.mkdir(parents=True, exist_ok=True)
                 days.add(day)
-            self.fd = pool.open(self.spool)
+            try:
+                self.fd = pool.open(self.spool)
+            except FileNotFoundError:  # the day folder went (retention, an operator)
+                day.mkdir(parents=True, exist_ok=True)
+                self.fd = pool.open(self.spool)
             os.write(self.fd, MAGIC_V3)
         except OSError:
             self._fail("opening")

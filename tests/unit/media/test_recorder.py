@@ -110,3 +110,18 @@ async def test_spools_come_from_the_free_pool_and_go_back_to_it(tmp_path: Path,
     assert all(p.stat().st_size == 0 for p in free.iterdir())
     assert not any(r.spool.exists() for r in recs)
     recorder.shutdown()
+
+
+async def test_a_day_folder_removed_under_the_recorder_is_made_again(tmp_path: Path,
+                                                                   fast_wheel: None) -> None:
+    import shutil
+
+    recorder = Recorder(tmp_path / FREE_DIR)
+    first = recording(tmp_path, "first")
+    recorder.start(first, lambda: None)
+    assert await recorder.stop(first)
+    shutil.rmtree(tmp_path / "2025")  # the IO thread still believes the day exists
+    second = recording(tmp_path, "second")
+    recorder.start(second, lambda: None)
+    assert await recorder.stop(second) and second.spool.exists()
+    recorder.shutdown()
