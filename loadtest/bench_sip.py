@@ -160,16 +160,24 @@ def setup_times(trace: Path) -> list[float]:
 
 
 def max_rate(work: Path, target: int, rates: list[int], step: float,
-             pid: int | None = None) -> tuple[int, list[Any]]:
-    """The highest rate whose step has < 0.1% failures (stops at the first that fails)."""
+             pid: int | None = None, base: str | None = None) -> tuple[int, list[Any]]:
+    """The highest rate whose step has < 0.1% failures (stops at the first that fails).
+
+    With the relay's API `base`, each step also says how many INVITEs its overload
+    control shed (SIPp counts those calls as failed here)."""
     best = 0
     steps = []
     for rate in rates:
         calls = max(50, int(rate * step))
+        shed0 = _metric(base, "relay_sip_overload_total") if base else 0.0
         r = run_step(work, target, rate, calls, pid=pid)
+        if base:
+            r["shed_503"] = int(_metric(base, "relay_sip_overload_total") - shed0)
         steps.append(r)
         cpu = (f", relay {r['relay_cpu_ms_per_call']:.2f} ms CPU/call"
                if "relay_cpu_ms_per_call" in r else "")
+        if "shed_503" in r:
+            cpu += f", {r['shed_503']} shed"
         sys.stdout.write(f"  {target}: {rate}/s -> {r['ok']} ok, {r['failed']} failed "
                          f"in {r['elapsed_s']:.1f}s{cpu} (load {r['load1']:.2f})\n")
         sys.stdout.flush()
@@ -288,7 +296,8 @@ def main(argv: list[str]) -> int:
             sys.stdout.write("max rate, direct (SIPp -> SIPp):\n")
             direct_max, direct_steps = max_rate(work, callee_port, rates, a.step)
         sys.stdout.write("max rate, through the relay (recorded):\n")
-        relay_max, relay_steps = max_rate(work, relay.sip, rates, a.step, relay.proc.pid)
+        relay_max, relay_steps = max_rate(work, relay.sip, rates, a.step, relay.proc.pid,
+                                          relay.base)
         over: dict[str, Any] = {}
         if a.overload_step and relay_max:
             # Let the failed step's transactions and calls end first (Timer D, 32 s).
@@ -304,7 +313,8 @@ def main(argv: list[str]) -> int:
             relay = start_relay("plain", False)
             time.sleep(5)
             sys.stdout.write("max rate, through the relay (extra: recording off):\n")
-            plain_max, plain_steps = max_rate(work, relay.sip, rates, a.step, relay.proc.pid)
+            plain_max, plain_steps = max_rate(work, relay.sip, rates, a.step, relay.proc.pid,
+                                              relay.base)
     finally:
         _stop(callee)
         relay.stop()
