@@ -21,9 +21,10 @@ It admits a fraction `p` of new INVITEs, steered once per `interval` like TCP's
 congestion window (AIMD), from the *smallest* delay seen in the interval: as in
 CoDel (RFC 8289 §3), a queue that never drained below the target is a standing
 queue, the sign of work arriving faster than it is served, while a burst or one
-scheduler stall on a shared machine raises only some samples. Above the target `p`
-shrinks by a quarter (by half above twice the target); below half the target it
-grows back by a tenth.
+scheduler stall on a shared machine raises only some samples. Two intervals in a row
+above the target (one alone is a stall, such as a fresh relay's first calls) shrink
+`p` by a quarter (by half above twice the target), and every further one again;
+below half the target it grows back by a tenth.
 Admission follows `p` deterministically (a credit counter, no randomness), so the
 admitted calls are spread evenly over time rather than in bursts. Requests inside
 a dialog (ACK, BYE, re-INVITE, INFO) never reach the guard: the switch asks it only
@@ -57,8 +58,8 @@ class OverloadConfig:
 class OverloadGuard:
     """Admission of new calls from the adapter's measurements. See the module docstring."""
 
-    __slots__ = ("_credit", "_delay", "_refused", "_until", "admitted", "config", "fraction",
-                 "jobs", "last_delay", "shed")
+    __slots__ = ("_credit", "_delay", "_over", "_refused", "_until", "admitted", "config",
+                 "fraction", "jobs", "last_delay", "shed")
 
     def __init__(self, config: OverloadConfig | None = None) -> None:
         """A guard that admits everything until its measurements say otherwise."""
@@ -72,6 +73,7 @@ class OverloadGuard:
         self._until: float | None = None  # end of the current interval
         self._credit = 0.0
         self._refused = 0
+        self._over = 0  # intervals in a row above the target
 
     # -- measurements (the adapter) ---------------------------------------------------
     def observe_delay(self, seconds: float) -> None:
@@ -134,7 +136,11 @@ class OverloadGuard:
         stale = now > until + interval  # no INVITE for a while: old news, no decision
         self._until = now + interval if stale else until + interval
         if target <= 0.0 or stale:
+            self._over = 0
             return
+        self._over = self._over + 1 if delay > target else 0
+        if self._over == 1:
+            return  # one interval could be a stall: act on the second in a row
         if delay > 2 * target:
             self.fraction *= 0.5
         elif delay > target:

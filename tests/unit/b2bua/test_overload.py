@@ -42,6 +42,11 @@ def test_a_stall_is_not_a_standing_queue() -> None:
     g.observe_delay(0.8)  # one scheduler stall...
     g.observe_delay(0.004)  # ...and the queue drained within the interval
     assert g.admit(0.1) and g.fraction == 1.0 and g.last_delay == 0.004
+    g.observe_delay(0.5)  # a whole interval behind (a fresh relay's first call, say)
+    assert g.admit(0.2) and g.fraction == 1.0
+    g.observe_delay(0.5)  # and the next one too: now it is a standing queue
+    g.admit(0.31)
+    assert g.fraction == 0.5
 
 
 def test_admissions_are_spread_evenly() -> None:
