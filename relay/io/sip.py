@@ -205,7 +205,8 @@ class SipServer:
         """The batch's first datagram, the oldest queued: report how long it waited."""
         data, ancillary, _flags, addr = sock.recvmsg(MAX_DATAGRAM, 64)
         for level, kind, value in ancillary:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMP and len(value) >= 16:
+            if (level == socket.SOL_SOCKET and kind == SO_TIMESTAMP
+                    and len(value) >= _TIMEVAL.size):
                 sec, usec = _TIMEVAL.unpack_from(value)
                 self.guard.observe_delay(time.time() - (sec + usec / 1e6))
         return data, addr
