@@ -3,14 +3,19 @@
 Both paths run in the same process of this benchmark, one after the other, on the same
 machine, so the direct figures are the anchor for the relay's. Calls are 1 s long and
 carry SDP but no RTP (signalling only; the relay still allocates media ports per call).
+The binding is recorded, as bindings are by default: every call spools and finishes
+its (silent) recording. `--unrecorded` adds a labelled extra ladder with recording off.
 
-    python -m loadtest sip [--rates 100,200,250,300,350,400,500,600,800,1000] [--step 5]
+    python -m loadtest sip [--rates 100,200,...,1000,1100,1200] [--step 5]
                            [--latency-rate 200] [--latency-calls 2000] [--profile 10]
+                           [--overload-step 10] [--unrecorded] [--relay-arg ARG ...]
 
-Figures: the highest rate (calls/s) at which a step completes with < 0.1% failed calls,
-setup latency (INVITE -> 200, SIPp response-time) p50/p99 at `--latency-rate` with the
-ratio and the difference to direct, and the top frames of a py-spy profile of the relay
-under that load.
+Figures: the highest rate (calls/s) at which a step completes with < 0.1% failed calls;
+then an overload step at twice that rate (SIPp accepts and ACKs 503s there), reporting
+the goodput (calls completed per second) and the INVITEs shed with 503; setup latency
+(INVITE -> 200) p50/p99 at `--latency-rate` with the ratio and the difference to
+direct; the top frames of a py-spy profile of the relay under that load. Each figure's
+1-minute load average is recorded beside it (the machine is shared).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import argparse
 import collections
 import csv
 import json
+import os
 import re
 import shutil
 import signal
@@ -69,13 +75,22 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def _metric(base: str, name: str) -> float:
+    """One counter of the relay's /metrics (0 when absent)."""
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
 def run_step(work: Path, target: int, rate: int, calls: int, *, rtt: bool = False,
-             pid: int | None = None) -> dict[str, Any]:
+             pid: int | None = None, scenario: str = "uac.xml") -> dict[str, Any]:
     """One SIPp caller run: `calls` calls at `rate`/s to 127.0.0.1:`target`; with the
     relay's `pid`, also the relay's CPU per call (ms) over the run."""
     name = f"uac-{target}-{rate}-{calls}"
     out = work / f"{name}.out"
-    args = [_sipp(), "-sf", str(SCENARIOS / "uac.xml"), f"127.0.0.1:{target}",
+    args = [_sipp(), "-sf", str(SCENARIOS / scenario), f"127.0.0.1:{target}",
             "-i", "127.0.0.1", "-p", str(free_port(socket.SOCK_DGRAM)),
             "-mp", str(free_port(socket.SOCK_DGRAM)), "-s", X, "-key", "caller", A,
             "-m", str(calls), "-r", str(rate), "-d", "1000", "-l", str(rate * 4),
@@ -91,7 +106,8 @@ def run_step(work: Path, target: int, rate: int, calls: int, *, rtt: bool = Fals
     elapsed = time.monotonic() - started
     ok, failed = _counts(work / f"{name}.csv")
     result: dict[str, Any] = {"rate": rate, "calls": calls, "ok": ok, "failed": failed,
-                              "rc": proc.returncode, "elapsed_s": elapsed}
+                              "rc": proc.returncode, "elapsed_s": elapsed,
+                              "load1": os.getloadavg()[0]}
     if pid is not None:
         result["relay_cpu_ms_per_call"] = (cpu_seconds(pid) - cpu0) * 1000.0 / max(1, ok)
     if rtt:
@@ -144,24 +160,54 @@ def setup_times(trace: Path) -> list[float]:
 
 
 def max_rate(work: Path, target: int, rates: list[int], step: float,
-             pid: int | None = None) -> tuple[int, list[Any]]:
-    """The highest rate whose step has < 0.1% failures (stops at the first that fails)."""
+             pid: int | None = None, base: str | None = None) -> tuple[int, list[Any]]:
+    """The highest rate whose step has < 0.1% failures (stops at the first that fails).
+
+    With the relay's API `base`, each step also says how many INVITEs its overload
+    control shed (SIPp counts those calls as failed here)."""
     best = 0
     steps = []
     for rate in rates:
         calls = max(50, int(rate * step))
+        shed0 = _metric(base, "relay_sip_overload_total") if base else 0.0
         r = run_step(work, target, rate, calls, pid=pid)
+        if base:
+            r["shed_503"] = int(_metric(base, "relay_sip_overload_total") - shed0)
         steps.append(r)
         cpu = (f", relay {r['relay_cpu_ms_per_call']:.2f} ms CPU/call"
                if "relay_cpu_ms_per_call" in r else "")
+        if "shed_503" in r:
+            cpu += f", {r['shed_503']} shed"
         sys.stdout.write(f"  {target}: {rate}/s -> {r['ok']} ok, {r['failed']} failed "
-                         f"in {r['elapsed_s']:.1f}s{cpu}\n")
+                         f"in {r['elapsed_s']:.1f}s{cpu} (load {r['load1']:.2f})\n")
         sys.stdout.flush()
         if r["ok"] + r["failed"] < calls or r["failed"] * 1000 >= calls:  # not < 0.1%
             break
         best = rate
         time.sleep(2)
     return best, steps
+
+
+def overload_step(work: Path, relay: RelayChild, rate: int, seconds: float) -> dict[str, Any]:
+    """`rate`/s offered for `seconds` with a caller that ACKs 503s: goodput and sheds.
+
+    SIPp counts a shed call as successful (it ended as the scenario allows), so the
+    relay's own 503 counter splits the two.
+    """
+    calls = max(50, int(rate * seconds))
+    shed0 = _metric(relay.base, "relay_sip_overload_total")
+    r = run_step(work, relay.sip, rate, calls, pid=relay.proc.pid, scenario="uac_shed.xml")
+    shed = int(_metric(relay.base, "relay_sip_overload_total") - shed0)
+    completed = r["ok"] - shed
+    r.update(shed_503=shed, completed=completed,
+             goodput=completed / r["elapsed_s"] if r["elapsed_s"] else 0.0,
+             offered_s=calls / rate)
+    # Goodput over the offered period, not SIPp's whole run (it waits for the last BYE).
+    r["goodput_offered"] = completed / r["offered_s"]
+    sys.stdout.write(f"  overload {rate}/s -> {completed} completed "
+                     f"({r['goodput_offered']:.0f}/s over the {r['offered_s']:.0f} s offered), "
+                     f"{shed} shed with 503, {r['failed']} failed (load {r['load1']:.2f})\n")
+    return r
 
 
 def start_profile(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes] | None:
@@ -192,24 +238,41 @@ def top_frames(out: Path, n: int = 15) -> list[tuple[str, float]]:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="loadtest sip")
-    ap.add_argument("--rates", default="100,200,250,300,350,400,500,600,800,1000")
+    ap.add_argument("--rates", default="100,200,300,400,500,600,700,800,900,1000,1100,1200")
     ap.add_argument("--step", type=float, default=5.0, help="seconds of calls per rate step")
     ap.add_argument("--latency-rate", type=int, default=200)
     ap.add_argument("--latency-calls", type=int, default=2000)
     ap.add_argument("--profile", type=int, default=10, help="py-spy seconds (0: off)")
+    ap.add_argument("--overload-step", type=float, default=10.0,
+                    help="seconds offered at twice the highest passing rate (0: skip)")
+    ap.add_argument("--unrecorded", action="store_true",
+                    help="also ladder with recording off (a labelled extra)")
+    ap.add_argument("--relay-arg", action="append", default=[],
+                    help="extra `relay serve` argument (repeatable)")
+    ap.add_argument("--recordings", default="",
+                    help="recordings folder (default: in the run's temporary folder; "
+                         "e.g. under /dev/shm to leave the filesystem's cost out)")
+    ap.add_argument("--skip-direct-ladder", action="store_true",
+                    help="no direct ladder (the latency anchor still runs)")
     a = ap.parse_args(argv)
     rates = [int(r) for r in a.rates.split(",")]
     work = Path(tempfile.mkdtemp(prefix="bench-sip-"))
     callee_port = free_port(socket.SOCK_DGRAM)
-    relay = RelayChild(f"sqlite:///{work}/relay.db", str(work), [
-        "--outbound", f"127.0.0.1:{callee_port}", "--trunk", "127.0.0.0/8",
-        "--media-ports", "30000-39999", "--recordings", str(work / "rec")])
+
+    def start_relay(name: str, record: bool) -> RelayChild:
+        child = RelayChild(f"sqlite:///{work}/{name}.db", str(work), [
+            "--outbound", f"127.0.0.1:{callee_port}", "--trunk", "127.0.0.0/8",
+            "--media-ports", "30000-39999",
+            "--recordings", a.recordings or str(work / f"rec-{name}"), *a.relay_arg])
+        _post(child.base, "/v1/numbers", {"numbers": [X]})
+        _post(child.base, "/v1/bindings", {"mode": "AXB", "a": A, "b": B, "x": X,
+                                           "ttl": 86400, "record": record})
+        time.sleep(0.5)
+        return child
+
+    relay = start_relay("relay", True)
     callee = _callee(work, callee_port)
     try:
-        _post(relay.base, "/v1/numbers", {"numbers": [X]})
-        _post(relay.base, "/v1/bindings", {"mode": "AXB", "a": A, "b": B, "x": X,
-                                           "ttl": 86400, "record": False})
-        time.sleep(0.5)
         # Latency first, on a fresh relay: the rate ladder ends by overloading it, and
         # the transactions of that overload live on for 32 s (RFC 3261 Timer D).
         lat_calls = a.latency_calls
@@ -227,10 +290,31 @@ def main(argv: list[str]) -> int:
                 spy.wait(timeout=a.profile + 60)
             top = top_frames(work / "profile.txt")
         time.sleep(3)
-        sys.stdout.write("max rate, direct (SIPp -> SIPp):\n")
-        direct_max, direct_steps = max_rate(work, callee_port, rates, a.step)
-        sys.stdout.write("max rate, through the relay:\n")
-        relay_max, relay_steps = max_rate(work, relay.sip, rates, a.step, relay.proc.pid)
+        direct_max = 0
+        direct_steps: list[Any] = []
+        if not a.skip_direct_ladder:
+            sys.stdout.write("max rate, direct (SIPp -> SIPp):\n")
+            direct_max, direct_steps = max_rate(work, callee_port, rates, a.step)
+        sys.stdout.write("max rate, through the relay (recorded):\n")
+        relay_max, relay_steps = max_rate(work, relay.sip, rates, a.step, relay.proc.pid,
+                                          relay.base)
+        over: dict[str, Any] = {}
+        if a.overload_step and relay_max:
+            # Let the failed step's transactions and calls end first (Timer D, 32 s).
+            time.sleep(35)
+            sys.stdout.write("overload, through the relay (recorded):\n")
+            over = overload_step(work, relay, 2 * relay_max, a.overload_step)
+        plain_max = 0
+        plain_steps: list[Any] = []
+        if a.unrecorded:
+            # A fresh relay: what the overload step left (calls waiting for their ring
+            # timeout, lingering transactions) must not count against this ladder.
+            relay.stop()
+            relay = start_relay("plain", False)
+            time.sleep(5)
+            sys.stdout.write("max rate, through the relay (extra: recording off):\n")
+            plain_max, plain_steps = max_rate(work, relay.sip, rates, a.step, relay.proc.pid,
+                                              relay.base)
     finally:
         _stop(callee)
         relay.stop()
@@ -239,7 +323,8 @@ def main(argv: list[str]) -> int:
                           percentile(r, 99))
     rows = [
         ("max calls/s direct (<0.1% failed)", float(direct_max), "calls/s", "anchor"),
-        ("max calls/s via relay (<0.1% failed)", float(relay_max), "calls/s", "target 1000"),
+        ("max calls/s via relay, recorded (<0.1% failed)", float(relay_max), "calls/s",
+         "target 1000"),
         (f"setup p50 direct @{a.latency_rate}/s", d50, "ms", "anchor"),
         (f"setup p99 direct @{a.latency_rate}/s", d99, "ms", "anchor"),
         (f"setup p50 via relay @{a.latency_rate}/s", r50, "ms", ""),
@@ -251,7 +336,22 @@ def main(argv: list[str]) -> int:
         (f"relay CPU per call @{a.latency_rate}/s", relay_lat["relay_cpu_ms_per_call"], "ms",
          "1 core / 1000 calls/s = 1 ms"),
     ]
+    if over:
+        rows += [
+            (f"overload: offered @{over['rate']}/s", float(over["rate"]), "calls/s", "2x max"),
+            ("overload: goodput (completed per offered s)", over["goodput_offered"], "calls/s",
+             f">= {relay_max}"),
+            ("overload: shed with 503", float(over["shed_503"]), "calls", ""),
+            ("overload: failed (neither completed nor shed)", float(over["failed"]), "calls",
+             ""),
+        ]
+    if a.unrecorded:
+        rows.append(("extra: max calls/s via relay, NOT recorded", float(plain_max), "calls/s",
+                     "extra"))
+    rows.append(("load average (1 min) at the end", os.getloadavg()[0], "", "shared machine"))
     report("sip", rows, {"direct_steps": direct_steps, "relay_steps": relay_steps,
+                         "overload": over, "unrecorded_steps": plain_steps,
+                         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                          "latency": {"direct": {k: v for k, v in direct_lat.items()
                                                 if k != "rtt_ms"},
                                      "relay": {k: v for k, v in relay_lat.items()

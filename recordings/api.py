@@ -105,6 +105,14 @@ class RecordingIndex:
                 return folder
         return None
 
+    def spooling(self, call_id: str) -> bool:
+        """True while the relay spools the call (its spool beside the folder-to-be,
+        recordings.finish.spool_path), today or yesterday (blocking)."""
+        now = datetime.now(UTC)
+        return any((self.root / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}"
+                    / f"{call_id}.spool").is_file()
+                   for day in (now, now - timedelta(days=1)))
+
     def find(self, call_id: str) -> Path | None:
         """The call's folder, or None (blocking: may scan). `call_id` must be valid."""
         if not valid_call_id(call_id):
@@ -146,6 +154,8 @@ async def _get_recording(request: web.Request) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     folder = await loop.run_in_executor(None, index.find, call_id)
     if folder is None:
+        if await loop.run_in_executor(None, index.spooling, call_id):
+            return _not_found(f"the recording of call {call_id} is not finished yet")
         return _not_found(f"no recording for call {call_id}")
     path = folder / f"{leg}.wav"
     root = index.root.resolve()

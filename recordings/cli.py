@@ -12,11 +12,14 @@ import json
 import os
 import re
 import shutil
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from recordings.api import RecordingIndex, valid_call_id
+from recordings.finish import SPOOL_SUFFIX, spool_path
+from recordings.spool import SpoolError, read_call_spool
 
 __all__ = [
     "RecordingNotFound",
@@ -97,7 +100,30 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def _has_spools(folder: Path) -> bool:
-    return any((folder / f"{leg}.spool").exists() for leg in ("caller", "callee"))
+    return (spool_path(folder).exists()
+            or any((folder / f"{leg}.spool").exists() for leg in ("caller", "callee")))
+
+
+def _spooling(day: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Calls being recorded in `day` (a version 3 spool and no folder yet): each
+    call's folder-to-be and the metadata the spool starts with."""
+    out = []
+    try:
+        entries = [e for e in os.scandir(day)
+                   if e.name.endswith(SPOOL_SUFFIX) and e.is_file(follow_symlinks=False)]
+    except OSError:
+        return []
+    for entry in entries:
+        folder = Path(entry.path).with_suffix("")
+        if not valid_call_id(folder.name) or folder.exists():
+            continue
+        try:
+            with open(entry.path, "rb") as f:
+                meta, _legs = read_call_spool(f.read(1 << 16))  # the metadata comes first
+        except (OSError, SpoolError):
+            meta = None
+        out.append((folder, asdict(meta) if meta is not None else {}))
+    return out
 
 
 def list_recordings(root: Path | str, since: float | None = None,
@@ -120,8 +146,7 @@ def list_recordings(root: Path | str, since: float | None = None,
                     continue
                 if since_day is not None and date < since_day:
                     continue
-                for folder in _subdirs(day):
-                    meta = _read_meta(folder)
+                for folder, meta in [(f, _read_meta(f)) for f in _subdirs(day)] + _spooling(day):
                     started = meta.get("started_at")
                     if (since is not None and isinstance(started, (int, float))
                             and started < since):

@@ -7,7 +7,17 @@ relay writes a chunk about once a second per leg, so a crash loses at most about
 second of audio; every header is parsed later, by the reader, off the event loop
 (`recordings.finish` turns spools into WAV files).
 
-File format (all little-endian):
+The relay writes version 3: one file per call (`<day>/<call_id>.spool`, beside the
+folder its WAVs will go to) holding both legs and the call's metadata, so that
+starting a recording costs one file, and a crash still leaves everything the
+finisher needs:
+    header  b"RSPL" version:u8 (=3)
+    frame   tag:u8 | length:u32 | body (`length` bytes)
+            tag 0, 1: a version 2 chunk (below) of the caller's, the callee's datagrams
+            tag 2:    CallMeta as JSON (the last one in the file wins)
+A frame cut short at the end of the file (a crash mid-write) is ignored by the reader.
+
+Version 2 (one file per leg, still read; `SpoolWriter` writes it):
     header  b"RSPL" version:u8 (=2)
     chunk   count:u32 | size:u32 | offset:f64
             | times:  count x f64   arrival clock; wall time (epoch s) = time + offset
@@ -38,11 +48,17 @@ __all__ = [
     "SpoolError",
     "SpoolRecord",
     "SpoolWriter",
+    "call_frames",
+    "read_call_spool",
     "read_spool",
 ]
 
 MAGIC = b"RSPL\x02"
 MAGIC_V1 = b"RSPL\x01"
+MAGIC_V3 = b"RSPL\x03"
+#: Frame tags of a version 3 spool: 0 and 1 are the legs (caller, callee).
+TAG_META = 2
+_FRAME = struct.Struct("<BI")
 _CHUNK = struct.Struct("<IId")
 _LEN = struct.Struct("<H")
 _REC_V1 = struct.Struct("<dHIIB")
@@ -244,9 +260,11 @@ def read_spool(data: bytes) -> Iterator[SpoolRecord]:
         raise SpoolError("not a spool file (bad magic)")
 
 
-def _read_v2(data: bytes) -> Iterator[SpoolRecord]:
-    offset = len(MAGIC)
-    n = len(data)
+def _read_v2(data: bytes, offset: int = len(MAGIC),
+             n: int | None = None) -> Iterator[SpoolRecord]:
+    """The chunks in data[offset:n] (a version 2 file, or a version 3 frame's body)."""
+    if n is None:
+        n = len(data)
     view = memoryview(data)
     while offset + _CHUNK.size <= n:
         count, size, clock_offset = _CHUNK.unpack_from(data, offset)
@@ -288,6 +306,49 @@ def _read_v1(data: bytes) -> Iterator[SpoolRecord]:
         yield SpoolRecord(wall, seq, ts, ssrc, m_pt & 0x7F, bool(m_pt & 0x80),
                           data[body + _REC_V1.size : body + length])
         offset = body + length
+
+
+def call_frames(meta: CallMeta | None, chunks: tuple[bytes, bytes]) -> bytes:
+    """Version 3 frames: `meta` (when given) then each leg's non-empty chunk."""
+    parts: list[bytes] = []
+    if meta is not None:
+        body = meta.to_json().encode()
+        parts += (_FRAME.pack(TAG_META, len(body)), body)
+    for tag, chunk in enumerate(chunks):
+        if chunk:
+            parts += (_FRAME.pack(tag, len(chunk)), chunk)
+    return b"".join(parts)
+
+
+def read_call_spool(data: bytes) -> tuple[CallMeta | None, list[list[SpoolRecord]]]:
+    """A version 3 spool's last CallMeta and each leg's valid RTP records (caller, callee).
+
+    A frame cut short at the end (crash) is ignored; a wrong magic, an unknown tag or
+    a corrupt chunk raises `SpoolError`. `meta` is None if the file holds none (a
+    crash before its first write completed).
+    """
+    legs: list[list[SpoolRecord]] = [[], []]
+    if not data.startswith(MAGIC_V3):
+        if MAGIC_V3.startswith(data):
+            return None, legs  # the crash came before the header was whole
+        raise SpoolError("not a version 3 spool file (bad magic)")
+    meta: CallMeta | None = None
+    offset = len(MAGIC_V3)
+    n = len(data)
+    while offset + _FRAME.size <= n:
+        tag, length = _FRAME.unpack_from(data, offset)
+        body = offset + _FRAME.size
+        end = body + length
+        if end > n:
+            break  # cut short by a crash
+        if tag == TAG_META:
+            meta = CallMeta.from_json(data[body:end])
+        elif tag < TAG_META:
+            legs[tag].extend(_read_v2(data, body, end))
+        else:
+            raise SpoolError(f"frame at {offset}: unknown tag {tag}")
+        offset = end
+    return meta, legs
 
 
 @dataclass(slots=True)

@@ -4,4 +4,6 @@ import sys
 
 from .cli import main
 
-sys.exit(main())
+# Guarded: a spawned child (the recording finishers) imports this module as __mp_main__.
+if __name__ == "__main__":
+    sys.exit(main())

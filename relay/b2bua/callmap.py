@@ -50,6 +50,7 @@ from .cdr import CallTimes, build_record
 from .controller import CallController, ControlSettings, Table
 from .events import CallEvent, CallRefused, Incoming, MediaJob
 from .legs import ALLOW, CalleeLeg, CallerLeg, _Leg, reason_header
+from .overload import OverloadGuard
 
 __all__ = ["CallMap", "Settings", "Wire"]
 
@@ -70,6 +71,9 @@ class Settings(ControlSettings):
     cps: float = 0.0  # new calls per second admitted; 0 = no limit
     hangup_on_freeze: bool = False
     timers: TimerConfig = field(default_factory=TimerConfig)
+    # Overload control (relay/b2bua/overload.py): the call map asks it per new INVITE,
+    # the adapter feeds it measurements (socket queueing delay, loop lag, media jobs).
+    overload: OverloadGuard = field(default_factory=OverloadGuard)
 
 
 class Wire:
@@ -430,6 +434,8 @@ class CallMap:
         s = self.settings
         if self.live >= s.max_calls:
             return False
+        if not s.overload.admit(now):
+            return False
         if s.cps > 0:
             self._tokens = min(s.cps, self._tokens + (now - self._tokens_at) * s.cps)
             self._tokens_at = now
@@ -459,7 +465,14 @@ class CallMap:
             return
         if self.draining or not self._admit(now):
             self.counts["overload"] += 1
-            self._refuse(req, x, caller, 503, 42, "policy", now, [("Retry-After", "5")])
+            # Cheap: a counter, and a record for one refusal in `sample_every` only.
+            extra = [("Retry-After", self.settings.overload.retry_after)]
+            if self.draining or self.settings.overload.sample():
+                self._refuse(req, x, caller, 503, 42, "policy", now, extra)
+            else:
+                self.counts["refused"] += 1
+                self.refusals[503] = self.refusals.get(503, 0) + 1
+                self._reply(req, 503, now, [reason_header(42, "policy"), *extra])
             return
         if x is None:
             self._refuse(req, None, caller, 404, 1, "no_binding", now)

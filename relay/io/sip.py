@@ -15,6 +15,12 @@ DatagramProtocol: one wake-up reads every datagram already queued (up to
 loop, the timer re-arm and the output drain is shared by the batch; and datagrams
 go out with the socket's own ``sendto``. A full send buffer drops the datagram
 (counted): UDP may lose it anyway, and the transaction layer retransmits.
+
+Overload measurements for the switch's guard (relay/b2bua/overload.py): the first
+datagram of each read batch is the oldest queued, and the kernel's receive timestamp
+(SO_TIMESTAMP) says how long it waited; a repeating timer's drift is the loop's lag;
+the media jobs in flight are counted at the same tick. A few syscalls a second, and
+one `recvmsg` instead of a `recvfrom` per wake-up.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import contextlib
 import errno
 import logging
 import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -51,6 +58,12 @@ UDP_BATCH = 64
 MAX_DATAGRAM = 65535
 #: Kernel receive buffer asked for: a burst of INVITEs must wait there, not be lost.
 RCVBUF = 4 << 20
+#: Seconds between two samples of the loop's lag (a timer's drift) and of queued jobs.
+LAG_SAMPLE = 0.05
+#: socket(7) SO_TIMESTAMP (Linux's value where Python does not name it): a struct
+#: timeval of the datagram's arrival comes with it in recvmsg's ancillary data.
+SO_TIMESTAMP = getattr(socket, "SO_TIMESTAMP", 29)
+_TIMEVAL = struct.Struct("@ll")
 
 
 class _Tcp(asyncio.Protocol):
@@ -116,6 +129,10 @@ class SipServer:
         set_listener = getattr(media, "set_listener", None)
         if set_listener is not None:
             set_listener(self.on_media_event)
+        self.guard = switch.settings.overload
+        self._stamped = False  # the UDP socket gives arrival times (SO_TIMESTAMP)
+        self._lag_timer: asyncio.TimerHandle | None = None
+        self._lag_due = 0.0
 
     # -- sockets --------------------------------------------------------------------
     @staticmethod
@@ -137,7 +154,13 @@ class SipServer:
     async def start(self, udp: socket.socket, tcp: bool = True) -> None:
         """Read the bound UDP socket and listen on TCP at the same address."""
         self.udp = udp
+        try:
+            udp.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
+            self._stamped = True
+        except OSError:
+            log.info("no SO_TIMESTAMP: overload control measures the loop's lag only")
         self._loop.add_reader(udp.fileno(), self._on_udp)
+        self._sample_lag()
         if tcp:
             host, port = udp.getsockname()[:2]
             try:
@@ -151,6 +174,9 @@ class SipServer:
         """Stop listening and cancel pending work."""
         if self._timer is not None:
             self._timer.cancel()
+        if self._lag_timer is not None:
+            self._lag_timer.cancel()
+            self._lag_timer = None
         if self.tcp_server is not None:
             self.tcp_server.close()
         for t in list(self.tcp.values()):
@@ -170,9 +196,12 @@ class SipServer:
         recvfrom = sock.recvfrom
         receive = self.switch.receive_datagram
         clock = self.clock
-        for _ in range(UDP_BATCH):
+        for i in range(UDP_BATCH):
             try:
-                data, addr = recvfrom(MAX_DATAGRAM)
+                if i or not self._stamped:
+                    data, addr = recvfrom(MAX_DATAGRAM)
+                else:
+                    data, addr = self._recv_oldest(sock)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:  # an ICMP error queued on the socket, say
@@ -186,6 +215,25 @@ class SipServer:
                 self.stats["errors"] += 1
                 log.exception("SIP message from %s:%s failed", addr[0], addr[1])
         self.flush()
+
+    def _recv_oldest(self, sock: socket.socket) -> tuple[bytes, Any]:
+        """The batch's first datagram, the oldest queued: report how long it waited."""
+        data, ancillary, _flags, addr = sock.recvmsg(MAX_DATAGRAM, 64)
+        for level, kind, value in ancillary:
+            if (level == socket.SOL_SOCKET and kind == SO_TIMESTAMP
+                    and len(value) >= _TIMEVAL.size):
+                sec, usec = _TIMEVAL.unpack_from(value)
+                self.guard.observe_delay(time.time() - (sec + usec / 1e6))
+        return data, addr
+
+    def _sample_lag(self) -> None:
+        """Every LAG_SAMPLE s: the timer's drift is the loop's lag; count queued jobs."""
+        now = self._loop.time()
+        if self._lag_due:
+            self.guard.observe_delay(now - self._lag_due)
+        self.guard.observe_jobs(len(self.jobs))
+        self._lag_due = now + LAG_SAMPLE
+        self._lag_timer = self._loop.call_at(self._lag_due, self._sample_lag)
 
     def on_message(self, data: bytes, addr: Address, reliable: bool) -> None:
         """One datagram or framed TCP message; never raises."""

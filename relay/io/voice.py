@@ -21,6 +21,14 @@ Tunables live in relay.toml (see README "Configuration" and DESIGN.md):
     ivr_pause = 3                # a pause this long ends the extension
     ivr_record = true            # record AXE calls from the prompt on (binding unknown yet)
     announce_limit = 8           # the longest an announcement holds a refusal back
+    # Overload control (relay/b2bua/overload.py): new INVITEs are shed with 503 and
+    # Retry-After when SIP waits in the socket, or the loop lags, longer than this;
+    # in-dialog requests (ACK, BYE, re-INVITE) are never shed.
+    overload_delay_ms = 100      # the delay target (0: off; max_calls and cps still apply)
+    overload_max_jobs = 2000     # media jobs in flight beyond which new calls are shed (0: off)
+    overload_retry_after = 5     # seconds, in the 503
+    overload_sample = 100        # one call record per this many 503s (the rest: a counter)
+    overload_force_after = 0     # test knob: admit this many calls, then shed every new one
 
     [media]
     bind = "127.0.0.1"           # RTP sockets (default: the SIP host)
@@ -32,6 +40,8 @@ Tunables live in relay.toml (see README "Configuration" and DESIGN.md):
     rtpengine_dtmf = "127.0.0.1:2224"  # where we hear its --dtmf-log-dest (digits; unset: none)
     language = "en"              # the prompt set the relay speaks (shipped: en, cmn)
     prompts = "/srv/prompts"     # a folder of <language>/<name>.wav replacing the shipped set
+    finish_workers = 1           # processes turning spools into WAVs (0: a thread here,
+                                 # which holds the GIL against the event loop)
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from relay.b2bua.callmap import CallMap, Settings
+from relay.b2bua.overload import OverloadConfig, OverloadGuard
 from relay.media.backend import MediaBackend
 from relay.media.prompts import PromptSet
 from relay.sip import TimerConfig
@@ -83,6 +94,12 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
         announce_limit=float(sip.get("announce_limit", 8.0)),
         timers=TimerConfig(t1=t1, t2=min(4.0, 8 * t1), t4=min(5.0, 10 * t1),
                            timer_d=max(32.0 * t1 / 0.5, 0.0)),
+        overload=OverloadGuard(OverloadConfig(
+            delay_ms=float(sip.get("overload_delay_ms", 100.0)),
+            max_jobs=int(sip.get("overload_max_jobs", 2000)),
+            retry_after=int(sip.get("overload_retry_after", 5)),
+            sample_every=int(sip.get("overload_sample", 100)),
+            force_after=int(sip.get("overload_force_after", 0)))),
     )
     return s, sip
 
@@ -114,11 +131,16 @@ async def _media_backend(cfg: Any, media_cfg: dict[str, Any], advertise: str,
     if kind != "inprocess":
         raise ValueError(f"[media] backend must be inprocess or rtpengine, not {kind!r}")
     from relay.media.inprocess import InProcessBackend
+    from relay.media.recorder import finisher_pool
 
+    workers = int(media_cfg.get("finish_workers", 1))
+    # Started from this thread, once, before serving: the workers' parent-death signal
+    # (PR_SET_PDEATHSIG) follows the thread that spawned them, so not a pool thread.
+    pool = finisher_pool(workers) if workers > 0 else None
     return InProcessBackend(
         bind_host=str(media_cfg.get("bind", cfg.sip[0])),
         advertise_host=str(media_cfg.get("advertise", advertise)),
-        port_range=cfg.media_ports, recordings_dir=Path(cfg.recordings))
+        port_range=cfg.media_ports, recordings_dir=Path(cfg.recordings), executor=pool)
 
 
 async def attach_voice(node: Node) -> None:
@@ -187,6 +209,9 @@ async def attach_voice(node: Node) -> None:
         task.cancel()
         await server.close()
         await media.close()
+        pool = getattr(media, "executor", None)  # the finishing processes, if any
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     node.on_stop.append(stop)
     log.info("SIP on %s:%s (advertised as %s), outbound %s:%s", cfg.sip[0], port,
@@ -234,6 +259,12 @@ def _metrics(node: Node, switch: CallMap, server: SipServer, media: MediaBackend
                        ("media_errors", "media backend errors")):
         m.counter_from(f"relay_sip_{name}_total", what,
                        lambda n=name: float(switch.counts[n]))  # type: ignore[misc]
+    guard = switch.settings.overload
+    m.gauge("relay_overload_admitted_fraction", "share of new calls admitted (overload control)",
+            lambda: guard.fraction)
+    m.gauge("relay_overload_delay_seconds",
+            "worst SIP queueing delay or loop lag in the last overload interval",
+            lambda: guard.last_delay)
     layer = switch.layer
     m.counter_from("relay_sip_malformed_total",
                    "unparsable SIP messages (answered 400 if possible)",

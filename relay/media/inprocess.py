@@ -5,11 +5,13 @@ name lookup), so `allocate` returns without suspending its caller and without a
 thread hop. All calls' sockets are read through one `RtpPoller` (relay/io/rtp.py).
 
 Recording: the session's tap appends each accepted RTP datagram to the leg's spool
-buffer; `relay.media.recorder` opens the files, frames the buffers about once a
-second and writes them, all on its IO thread. Allocation does not wait for the
-disk: if the spools cannot be created, the call goes on unrecorded (counted in
-`recording_errors`, logged), as it does when a write fails mid-call. At release the
-spools are finished into WAV files in an executor, off the event loop.
+buffer; `relay.media.recorder` opens the call's one spool file (in a batch with the
+other calls of the same 40 ms), frames the buffers about once a second and writes
+them, all on its IO thread. Allocation does not wait for the disk: if the spool
+cannot be created, the call goes on unrecorded (counted in `recording_errors`,
+logged), as it does when a write fails mid-call. At release the spool is finished
+into WAV files in `executor` (batched; a process pool keeps that CPU work off this
+process's GIL and so off the event loop).
 
 The relay's own voice (answer a side itself, play prompts, detect digits) lives in
 `relay.media.playout`; a call gets a `CallVoice` at its first `play` or
@@ -21,19 +23,20 @@ handler, in the order they happened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recordings.finish import RecordingResult, call_dir, finish_call, finish_pending
+from recordings.finish import FREE_DIR, RecordingResult, call_dir, finish_pending, prefill
 from recordings.spool import CallMeta, SpoolError
 from relay.io.rtp import CallSockets, RelayPort, RtpPoller, open_side
 from relay.media.backend import MediaCall, MediaEvent, MediaStats
 from relay.media.playout import CallVoice, PlayoutClock, PromptCache
-from relay.media.recorder import LEG_NAMES, CallRecording, Recorder
+from relay.media.recorder import LEG_NAMES, CallRecording, Finisher, Recorder
 from relay.rtp.ports import PortPool, PortsExhausted
 from relay.rtp.session import RelaySession, Side
 from relay.sdp import (
@@ -49,6 +52,9 @@ from relay.sdp import (
 from relay.sip import system_random
 
 __all__ = ["InProcessBackend"]
+
+#: Emptied spool files kept ready beyond twice the live recordings (recordings.finish).
+SPOOL_POOL_MIN = 512
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +95,11 @@ class InProcessBackend:
         self.latch_any_ip = latch_any_ip
         self.bind_attempts = bind_attempts
         self.calls: dict[str, MediaCall] = {}
-        self.recorder = Recorder()
+        free = recordings_dir / FREE_DIR if recordings_dir is not None else None
+        self.recorder = Recorder(free)
+        # The pool of emptied spools follows the live recordings, with room for a burst.
+        self.finisher = Finisher(executor, free,
+                                 lambda: SPOOL_POOL_MIN + 2 * self.recorder.live)
         self._poller: RtpPoller | None = None  # made on the loop, at the first call
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock: PlayoutClock | None = None  # made at the first play
@@ -202,7 +212,7 @@ class InProcessBackend:
         else:
             state.answered_by = from_side
         if state.recording is not None:
-            state.recording.meta.legs[LEG_NAMES[from_side]]["codec"] = remote.codec
+            state.recording.set_codec(LEG_NAMES[from_side], remote.codec)
         return bytes(out)
 
     async def offer(self, call: MediaCall, from_side: Side, sdp: bytes) -> bytes:
@@ -357,11 +367,10 @@ class InProcessBackend:
             return None
         if not await self.recorder.stop(rec):
             return None
-        loop = asyncio.get_running_loop()
         # The finish is a pure function of the folder, so `executor` may be a process pool.
         try:
-            return await loop.run_in_executor(self.executor, finish_call, rec.directory)
-        except (OSError, SpoolError):
+            return await self.finisher.finish(rec.directory)
+        except (OSError, SpoolError, BrokenExecutor):
             log.warning("finishing recording of call %s failed; finish_pending will retry",
                         call.call_id, exc_info=True)
             return None
@@ -371,13 +380,20 @@ class InProcessBackend:
         if self.recordings_dir is None:
             return []
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, finish_pending, self.recordings_dir,
+        done = await loop.run_in_executor(self.executor, finish_pending, self.recordings_dir,
                                           set(self.calls))
+        if self.recorder.pool.directory is not None:
+            # Before the first call: so that new calls rename spools rather than create them.
+            with contextlib.suppress(OSError):
+                await loop.run_in_executor(self.executor, prefill, self.recorder.pool.directory,
+                                           SPOOL_POOL_MIN, SPOOL_POOL_MIN)
+        return done
 
     async def close(self) -> None:
         """Release every live call (shutdown)."""
         for call in list(self.calls.values()):
             await self.release(call)
+        await self.finisher.close()
         self.recorder.shutdown()
         if self._clock is not None:
             self._clock.close()

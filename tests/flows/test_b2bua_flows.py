@@ -8,6 +8,7 @@ import pytest
 from b2bua_harness import CALLEE, CALLER, A, B, Harness, X, sdp
 
 from relay.b2bua._state import LegKind, LegState, LegStateError, transition
+from relay.b2bua.overload import OverloadConfig, OverloadGuard
 from relay.bindings.model import State
 from relay.sdp import NoCommonCodec
 from relay.sip import SipRequest, SipResponse
@@ -311,6 +312,25 @@ def test_frozen_410_untrusted_403_hops_483_overload_503() -> None:
     h.switch.settings.max_calls = 10
     h.caller_invite(call_id="c3@x", branch="z9hG4bKc3")
     assert h.last("C", SipResponse).status == 410
+
+
+def test_overload_sheds_new_calls_cheaply_and_never_in_dialog_requests() -> None:
+    h = Harness(overload=OverloadGuard(OverloadConfig(force_after=1, sample_every=2,
+                                                      retry_after=9)))
+    h.bind()
+    inv = _answered(h)  # admitted: the budget's only call
+    for i in range(3):
+        h.caller_invite(call_id=f"shed{i}@x", branch=f"z9hG4bKshed{i}")
+        shed = h.last("C", SipResponse)
+        assert shed.status == 503 and shed.headers.get("retry-after") == "9"
+    assert h.switch.counts["overload"] == 3 and h.switch.refusals[503] == 3
+    assert [op for op, _s, _b in h.media.ops].count("setup") == 1  # no media for a shed call
+    h.pump()
+    assert len([r for r in h.records if r["sip_code"] == 503]) == 2  # the 1st and 3rd
+    h.in_dialog("C", "BYE", cseq=2)  # the live call still ends normally
+    assert h.last("B", SipRequest, method="BYE") is not None
+    h.callee_reply(h.last("B", SipRequest, method="BYE"), 200)
+    assert h.last("C", SipResponse).status == 200 and inv is not None
 
 
 def test_cps_limit() -> None:

@@ -19,8 +19,9 @@ from recordings.cli import (
     parse_since,
     show_recording,
 )
-from recordings.finish import call_dir
+from recordings.finish import call_dir, spool_path
 from recordings.retention import sweep
+from recordings.spool import MAGIC_V3, CallMeta, call_frames
 
 DAY = 86400.0
 
@@ -78,13 +79,19 @@ def test_ls_show_export(tmp_path: Path) -> None:
     live.mkdir(parents=True)
     (live / "caller.spool").write_bytes(b"RSPL\x01")
     (live / "meta.json").write_text(json.dumps({"call_id": "call-live", "started_at": now}))
+    # What the relay spools now: one version 3 file beside the folder-to-be.
+    spooling = call_dir(root, "call-spooling", now - 1)
+    spool_path(spooling).write_bytes(MAGIC_V3 + call_frames(
+        CallMeta("call-spooling", now - 1, {"caller": {"codec": "PCMA"}}), (b"", b"")))
     rows = list_recordings(root)
-    assert [r["call_id"] for r in rows] == ["call-live", "call-b", "call-a"]
+    assert [r["call_id"] for r in rows] == ["call-live", "call-spooling", "call-b", "call-a"]
+    assert rows[1]["state"] == "recording" and rows[1]["codecs"] == {"caller": "PCMA"}
+    del rows[1]
     assert rows[1]["state"] == "finished" and rows[0]["state"] == "recording"
     assert rows[1]["duration_ms"] == 500 and rows[1]["codecs"]["caller"] == "PCMU"
     assert rows[1]["size"] == sum(f.size for f in b.files.values())
     assert [r["call_id"] for r in list_recordings(root, since=parse_since("1d", now))] == [
-        "call-live", "call-b"]
+        "call-live", "call-spooling", "call-b"]
     json.dumps(rows)  # --json is the rows as they are
     cli = subprocess.run([sys.executable, "-m", "relay", "recordings", "ls",
                           "--recordings", str(root)], capture_output=True, text=True,

@@ -43,3 +43,28 @@ async def test_resume_passes_errors_into_the_coroutine() -> None:
     with pytest.raises(OSError, match="no port"):
         await _resume(coro, first, lambda: flushed.append(True))
     assert flushed == [True]
+
+
+async def test_the_adapter_reports_how_long_sip_waited_in_the_socket(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import time
+
+    from relay.b2bua.callmap import CallMap, Settings
+    from relay.b2bua.overload import OverloadGuard
+    from relay.bindings.table import BindingTable
+    from relay.io.sip import SipServer
+
+    seen: list[float] = []
+    monkeypatch.setattr(OverloadGuard, "observe_delay", lambda _self, s: seen.append(s))
+    monkeypatch.setattr(SipServer, "_sample_lag", lambda _self: None)  # the socket's only
+    switch = CallMap(Settings(), BindingTable())
+    server = SipServer(switch, None, lambda _rec: None)  # type: ignore[arg-type]
+    udp = SipServer.bind_udp("127.0.0.1", 0)
+    await server.start(udp, tcp=False)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.sendto(b"OPTIONS garbage\r\n\r\n", udp.getsockname())
+        time.sleep(0.15)  # the loop is busy elsewhere: the datagram waits in the kernel
+        await asyncio.sleep(0.08)  # read it, and let the lag sampler tick
+    assert len(seen) == 1 and 0.14 <= seen[0] < 1.0  # from the kernel's arrival stamp
+    await server.close()

@@ -18,9 +18,26 @@ from pathlib import Path
 
 import pytest
 
-from recordings.finish import RenderStats, call_dir, finish_call, finish_pending, render_leg
+from recordings.finish import (
+    RenderStats,
+    call_dir,
+    finish_call,
+    finish_pending,
+    render_leg,
+    spool_path,
+)
 from recordings.g711 import PT_PCMA, PT_PCMU, decode, encode, tone
-from recordings.spool import MAGIC, CallMeta, SpoolBuffer, SpoolError, SpoolWriter, read_spool
+from recordings.spool import (
+    MAGIC,
+    MAGIC_V3,
+    CallMeta,
+    SpoolBuffer,
+    SpoolError,
+    SpoolWriter,
+    call_frames,
+    read_call_spool,
+    read_spool,
+)
 from relay.rtp.packet import RtpPacket
 
 T0 = 1_763_800_000.0  # 2025-11-22 08:26:40 UTC
@@ -99,6 +116,31 @@ def spool_call(root: Path, call_id: str, crash: bool = False) -> Path:
                 f.write(b"\x40\x00" + b"\x01" * 9)  # half a record: the crash hit mid-write
             else:
                 w.close()
+    return directory
+
+
+def spool_call_v3(root: Path, call_id: str, crash: bool = False) -> Path:
+    """The same call as `spool_call`, as the relay writes it now: one spool beside the
+    call's folder-to-be (version 3), both legs' chunks interleaved, the metadata first
+    and again when a codec is learnt; `crash` cuts the last frame short, as a `kill -9`
+    mid-write would."""
+    rng = random.Random(4733)
+    directory = call_dir(root, call_id, T0)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    meta = CallMeta(call_id, T0, {"caller": {"codec": None}, "callee": {"codec": None}})
+    legs = (caller_stream(rng), callee_stream(rng))
+    out = bytearray(MAGIC_V3 + call_frames(meta, (b"", b"")))
+    meta.legs = {"caller": {"codec": "PCMU"}, "callee": {"codec": "PCMA"}}
+    buffers = (SpoolBuffer(), SpoolBuffer())
+    for second in range(4):
+        for buf, stream in zip(buffers, legs, strict=True):
+            for sent in stream:
+                if second <= sent.wall - T0 < second + 1:
+                    buf.add(sent.data, sent.wall)
+        out += call_frames(meta if second == 0 else None, (buffers[0].take(), buffers[1].take()))
+    if crash:
+        out += call_frames(None, (b"\x01" * 40, b""))[:-9]  # half a frame: cut mid-write
+    spool_path(directory).write_bytes(out)
     return directory
 
 
@@ -204,6 +246,52 @@ def test_crash_recovery_finishes_leftover_spools(tmp_path: Path) -> None:
     assert (directory / "mix.wav").exists() and not (directory / "caller.spool").exists()
     assert (live / "caller.spool").exists() and not (live / "mix.wav").exists()
     assert finish_pending(tmp_path, skip={"live-call"}) == []
+
+
+def test_crash_recovery_finishes_a_version_3_spool_identically(tmp_path: Path) -> None:
+    old = finish_call(spool_call(tmp_path / "v2", "same"))
+    crashed = spool_call_v3(tmp_path / "v3", "crashed", crash=True)
+    live = spool_call_v3(tmp_path / "v3", "live-call")
+    results = finish_pending(tmp_path / "v3", skip={"live-call"})
+    assert [r.call_id for r in results] == ["crashed"]
+    for name, f in results[0].files.items():  # same audio as the per-leg spools gave
+        assert f.sha256 == old.files[name].sha256
+    assert not spool_path(crashed).exists() and spool_path(live).exists()
+    assert not live.exists()  # no folder until it is finished
+    meta = json.loads((crashed / "meta.json").read_text())
+    assert meta["legs"]["callee"]["codec"] == "PCMA"  # the later metadata frame won
+    assert finish_pending(tmp_path / "v3", skip={"live-call"}) == []
+    # Taken from the free pool, then the crash before its header: nothing to finish.
+    empty = spool_path(call_dir(tmp_path / "v3", "empty", T0))
+    empty.write_bytes(b"")
+    assert finish_pending(tmp_path / "v3", skip={"live-call"}) == [] and not empty.exists()
+
+
+def test_version_3_reader_framing() -> None:
+    meta = CallMeta("c", T0)
+    buf = SpoolBuffer()
+    buf.add(bytes(RtpPacket(0, 5, 800, 1, payload=b"\xff" * 160)), 1.0)
+    data = MAGIC_V3 + call_frames(meta, (b"", buf.take()))
+    got, (caller, callee) = read_call_spool(data)
+    assert got == meta and caller == [] and [r.seq for r in callee] == [5]
+    assert read_call_spool(MAGIC_V3[:2]) == (None, [[], []])  # crashed before the header
+    assert read_call_spool(data[:-3])[1] == [[], []]  # the chunk's frame cut short
+    with pytest.raises(SpoolError, match="unknown tag"):
+        read_call_spool(MAGIC_V3 + b"\x07" + bytes(4))
+    with pytest.raises(SpoolError, match="bad magic"):
+        read_call_spool(MAGIC + data[5:])
+
+
+def test_wav_files_match_the_wave_module(finished: tuple[Path, object]) -> None:
+    directory, _ = finished
+    for name in ("caller", "mix"):
+        with wave.open(str(directory / f"{name}.wav"), "rb") as r:
+            params, frames = r.getparams(), r.readframes(r.getnframes())
+        out = io.BytesIO()
+        with wave.open(out, "wb") as w:
+            w.setparams(params)
+            w.writeframes(frames)
+        assert out.getvalue() == (directory / f"{name}.wav").read_bytes()
 
 
 def test_spool_reader_framing(tmp_path: Path) -> None:
