@@ -20,6 +20,7 @@ from .bindings.sync import Follower
 from .bindings.table import BindingTable
 from .config import Config
 from .metrics import Metrics
+from .recordings_config import recordings_settings
 from .records import RecordWriter, open_record_store
 
 __all__ = ["Node", "serve"]
@@ -97,7 +98,9 @@ class Node:
 
         from .api.openapi import add_paths
         add_paths(RECORDING_PATHS)
-        add_recording_routes(app, self.config.recordings)
+        rec = recordings_settings(self.config)
+        add_recording_routes(app, self.config.recordings, signer=rec.signer(),
+                             link_base=rec.link_base)
         # -- subsystems: end --
         for hook in self.on_start:
             await hook(self)
