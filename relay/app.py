@@ -9,9 +9,12 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from .events.service import EventHub
 
 from .bindings.pool import NumberPool
 from .bindings.service import BindingService, Lifecycle
@@ -46,6 +49,7 @@ class Node:
                       frozen_hold=config.frozen_hold), clock)
         self.records = open_record_store(config.store)
         self.record_writer = RecordWriter(self.records)
+        self.events: EventHub | None = None  # set by relay.events.service when [events] url
         self.draining = False
         self.http_port: int | None = None
         self.on_start: list[Callable[[Node], Awaitable[None]]] = []
@@ -90,6 +94,8 @@ class Node:
         self.api = app
         # Subsystems attach here: each adds its routes to `app` and its stop to `on_stop`.
         # -- subsystems: begin --
+        from .events.service import attach_events
+        await attach_events(self)
         from .io.sms_service import attach_sms
         await attach_sms(self)
         from .io.voice import attach_voice

@@ -134,8 +134,10 @@ async def attach_voice(node: Node) -> None:
     prompts.check()  # a missing prompt is a start-up error, never a mid-call surprise
     switch = CallMap(settings, node.table)
     writer = node.record_writer
+    hub = node.events
     server = SipServer(switch, media, lambda rec: writer.submit("call", rec),
-                       prompts=prompts.path)
+                       prompts=prompts.path,
+                       events=hub.on_call_event if hub is not None else None)
     await server.start(udp, tcp=bool(sip.get("tcp", True)))
     node.voice = server  # type: ignore[attr-defined]
     _metrics(node, switch, server)
