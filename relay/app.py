@@ -107,6 +107,10 @@ class Node:
         rec = recordings_settings(self.config)
         add_recording_routes(app, self.config.recordings, signer=rec.signer(),
                              link_base=rec.link_base)
+        if rec.retention_days > 0:
+            self._tasks.append(asyncio.create_task(
+                self._retention(rec.retention_days, rec.retention_interval),
+                name="retention"))
         # -- subsystems: end --
         for hook in self.on_start:
             await hook(self)
@@ -132,6 +136,25 @@ class Node:
                 log.debug("sweep skipped: %s", exc)
             except Exception:
                 log.exception("sweep failed")
+
+    async def _retention(self, days: float, interval: float) -> None:
+        """`[recordings] retention_days`: sweep now, then every `interval` seconds.
+
+        Only files go: call records stay, and nothing is announced (a deleted
+        recording is policy, not news)."""
+        from recordings.retention import sweep
+
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                removed = await loop.run_in_executor(None, sweep, self.config.recordings,
+                                                     days, self.clock())
+                if removed:
+                    log.info("retention: removed %d recordings older than %g days",
+                             removed, days)
+            except OSError:
+                log.exception("retention sweep failed")
+            await asyncio.sleep(interval)
 
     async def stop(self) -> None:
         self.draining = True

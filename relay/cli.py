@@ -93,9 +93,15 @@ def _parser() -> argparse.ArgumentParser:
     exp = rsub.add_parser("export", help="copy a call's WAVs and metadata to a folder")
     exp.add_argument("call_id")
     exp.add_argument("dest")
-    for p in (ls, show, exp):
+    sw = rsub.add_parser("sweep", help="delete recordings older than the retention period")
+    sw.add_argument("--days", type=float,
+                    help="keep this many days (default: [recordings] retention_days)")
+    for p in (ls, show, exp, sw):
         p.add_argument("--json", action="store_true", help="machine-readable output")
-        p.add_argument("--recordings", help="recordings folder (default from config)")
+        # SUPPRESS: unset here, the value given before the verb stays (argparse lets a
+        # subparser's default overwrite it otherwise).
+        p.add_argument("--recordings", default=argparse.SUPPRESS,
+                       help="recordings folder (default from config)")
 
     n = sub.add_parser("numbers", help="show the pool, or add numbers to it")
     _common(n)
@@ -252,6 +258,18 @@ def _recordings(a: argparse.Namespace, cfg: Config) -> None:
         shown = show_recording(root, a.call_id)
         files = [{"leg": leg, **f} for leg, f in shown.get("files", {}).items()]
         _emit(a, shown, files, ("leg", "path", "size", "duration_ms", "sha256"))
+    elif a.rec_cmd == "sweep":
+        from recordings.retention import sweep
+
+        from .recordings_config import recordings_settings
+
+        days = a.days if a.days is not None else recordings_settings(cfg).retention_days
+        if not days or days <= 0:
+            raise ConfigError("no retention period: pass --days N or set "
+                              "[recordings] retention_days")
+        removed = sweep(root, days, time.time())
+        _emit(a, {"removed": removed, "days": days}, [{"removed": removed, "days": days}],
+              ("removed", "days"))
     else:
         out = export_recording(root, a.call_id, a.dest)
         _emit(a, out, [{"file": f} for f in out["files"]], ("file",))
@@ -278,6 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _recordings(a, cfg)
             return 0
         _run_verb(a, cfg)
+    except ConfigError as exc:
+        sys.stderr.write(f"relay: {exc}\n")
+        return 2
     except LookupError as exc:  # recordings.cli.RecordingNotFound
         sys.stderr.write(f"relay: not_found: {exc}\n")
         return 1
