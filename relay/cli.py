@@ -231,7 +231,7 @@ def _run_verb(a: argparse.Namespace, cfg: Config) -> None:
             await node.records.close()
         views = [call_view(r, a.role) for r in found]
         _emit(a, {"calls": views, "next": nxt}, views,
-              ("id", "started", "x", "caller", "callee", "sip_code", "cause", "released_by",
+              ("id", "started_at", "x", "caller", "callee", "sip_code", "cause", "released_by",
                "unconnected_cause", "duration_ms"))
 
     fn = {"bind": bind, "freeze": change, "release": change, "bindings": bindings,

@@ -17,6 +17,7 @@ from recordings.links import LinkSigner
 from relay.b2bua.events import CallAnswered, CallEnded, CallEvent, CallRefused, CallRinging
 
 from .model import Event, iso_ms, make_event
+from .records import CallRecord
 
 __all__ = ["EventBuilder", "LinkSpec"]
 
@@ -24,7 +25,6 @@ _CALL_TYPES: dict[type, str] = {
     CallRinging: "call.ringing", CallAnswered: "call.answered",
     CallEnded: "call.ended", CallRefused: "call.refused",
 }
-_NUMBERS = ("caller", "callee", "sender", "recipient")
 _CAUSES = ("sip_code", "cause", "released_by", "end_reason", "unconnected_cause",
            "policy_reason", "duration_ms")
 
@@ -52,13 +52,6 @@ class EventBuilder:
     def _num(self, number: str | None) -> str | None:
         return number if self.real_numbers else mask(number)
 
-    def _record_view(self, rec: dict[str, Any]) -> dict[str, Any]:
-        out = dict(rec)
-        for name in _NUMBERS:
-            if name in out:
-                out[name] = self._num(out[name])
-        return out
-
     def call(self, ev: CallEvent) -> list[Event]:
         """The events of one call event (call.ended may add recording.ready)."""
         type_ = _CALL_TYPES[type(ev)]
@@ -75,7 +68,8 @@ class EventBuilder:
                   "callee": self._num(rec.get("callee"))}
         fields.update({k: rec.get(k) for k in _CAUSES if k in rec})
         if isinstance(ev, CallEnded):
-            fields["record"] = self._record_view(rec)
+            fields["record"] = CallRecord.from_doc(rec).to_json(
+                real_numbers=self.real_numbers)
         out = [make_event(type_, ev.call_id, ev.at, fields)]
         if isinstance(ev, CallEnded) and rec.get("recording"):
             out.append(self._recording_ready(ev.call_id, ev.at, rec))
