@@ -96,7 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     sw = rsub.add_parser("sweep", help="delete recordings older than the retention period")
     sw.add_argument("--days", type=float,
                     help="keep this many days (default: [recordings] retention_days)")
-    for p in (ls, show, exp, sw):
+    ver = rsub.add_parser("verify", help="check a day's signed manifest chain and files")
+    ver.add_argument("--date", help="YYYY-MM-DD (UTC; default today)")
+    for p in (ls, show, exp, sw, ver):
         p.add_argument("--json", action="store_true", help="machine-readable output")
         # SUPPRESS: unset here, the value given before the verb stays (argparse lets a
         # subparser's default overwrite it otherwise).
@@ -239,8 +241,36 @@ def _run_verb(a: argparse.Namespace, cfg: Config) -> None:
     asyncio.run(_with_service(cfg, fn))
 
 
-def _recordings(a: argparse.Namespace, cfg: Config) -> None:
-    """`relay recordings ls|show|export`: straight from the recordings folder."""
+def _verify(a: argparse.Namespace, cfg: Config, root: str) -> int:
+    """`relay recordings verify`: exit 1 and name the first break when the day's chain,
+    a manifest, a signature or a file does not hold."""
+    from datetime import UTC, datetime
+
+    from recordings.manifest import verify_day
+
+    from .recordings_config import recordings_settings
+
+    day = a.date or datetime.now(UTC).strftime("%Y-%m-%d")
+    try:
+        datetime.strptime(day, "%Y-%m-%d")
+    except ValueError:
+        raise ConfigError(f"--date: expected YYYY-MM-DD, got {day!r}") from None
+    # The folder's own key file (when no keys are configured) is the one in `root`.
+    settings = dataclasses.replace(recordings_settings(cfg), root=root)
+    report = verify_day(root, day, settings.manifest_signing_keys())
+    rows = [{"seq": p["seq"], "call_id": p["call_id"], "problem": p["problem"]}
+            for p in report.problems]
+    _emit(a, report.to_json(), rows, ("seq", "call_id", "problem"))
+    if not a.json:
+        verdict = "intact" if report.ok else f"BROKEN at {report.first_break}"
+        sys.stdout.write(f"{day}: {report.checked} sealed calls checked, {verdict}; "
+                         f"{len(report.unsealed)} unsealed\n")
+    return 0 if report.ok else 1
+
+
+def _recordings(a: argparse.Namespace, cfg: Config) -> int:
+    """`relay recordings ls|show|export|sweep|verify`: straight from the recordings
+    folder; returns the exit status."""
     from recordings.cli import (
         export_recording,
         list_recordings,
@@ -258,6 +288,8 @@ def _recordings(a: argparse.Namespace, cfg: Config) -> None:
         shown = show_recording(root, a.call_id)
         files = [{"leg": leg, **f} for leg, f in shown.get("files", {}).items()]
         _emit(a, shown, files, ("leg", "path", "size", "duration_ms", "sha256"))
+    elif a.rec_cmd == "verify":
+        return _verify(a, cfg, root)
     elif a.rec_cmd == "sweep":
         from recordings.retention import sweep
 
@@ -273,6 +305,7 @@ def _recordings(a: argparse.Namespace, cfg: Config) -> None:
     else:
         out = export_recording(root, a.call_id, a.dest)
         _emit(a, out, [{"file": f} for f in out["files"]], ("file",))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -293,8 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(cfg)
     try:
         if a.cmd == "recordings":
-            _recordings(a, cfg)
-            return 0
+            return _recordings(a, cfg)
         _run_verb(a, cfg)
     except ConfigError as exc:
         sys.stderr.write(f"relay: {exc}\n")

@@ -4,7 +4,10 @@ loopback that fails, is down, and a relay killed with SIGKILL and started again.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -114,6 +117,13 @@ def test_events_survive_503s_in_order_signed_and_masked(relay_factory: Any,
         again = next(p for p in receiver.posts[1:] if p.key == first.key)
         assert again.at - first.at >= 0.9
         assert sum(p.status == 503 for p in receiver.posts) == 6
+        # Each recorded call was sealed into the day's manifest chain by the relay.
+        out = subprocess.run(
+            [sys.executable, "-m", "relay", "recordings", "verify", "--recordings",
+             str(tmp_path / "rec"), "--json", "--date", ready["at"][:10]],
+            capture_output=True, text=True, timeout=60)
+        report = json.loads(out.stdout)
+        assert out.returncode == 0 and report["checked"] == 3, report
     finally:
         receiver.stop()
 
