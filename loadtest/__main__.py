@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 BENCHMARKS = {
     "bindings": "loadtest.bench_bindings",
+    "events": "loadtest.bench_events",
     "media": "loadtest.bench_media",
     "sip": "loadtest.bench_sip",
     "sms": "loadtest.bench_sms",
