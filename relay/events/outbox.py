@@ -108,7 +108,14 @@ class SqliteOutbox:
 
     async def done(self, ids: Sequence[str]) -> None:
         def w() -> None:
-            self._conn().executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")  # one commit for the round, not one per event
+            try:
+                db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
         await self._run(w)
 
     async def defer(self, row: OutboxRow, status: int | None, next_at: float) -> None:
