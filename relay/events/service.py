@@ -61,8 +61,12 @@ class EventsSettings:
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ConfigError(f"[events]: unknown keys {unknown}; known: {sorted(known)}")
+        defaults = cls()
+        for k, v in raw.items():
+            if isinstance(getattr(defaults, k), bool) != isinstance(v, bool):
+                raise ConfigError(f"[events] {k}: expected {type(getattr(defaults, k)).__name__}")
         try:
-            s = cls(**{k: type(getattr(cls(), k))(v) for k, v in raw.items()})
+            s = cls(**{k: type(getattr(defaults, k))(v) for k, v in raw.items()})
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"[events]: {exc}") from None
         if s.url and not s.url.startswith(("http://", "https://")):
@@ -123,7 +127,10 @@ async def attach_events(node: Node) -> None:
     sender = OutboxSender(outbox, client, RetryPolicy(backoff=s.backoff,
                                                       backoff_max=s.backoff_max,
                                                       final_4xx=False),
-                          batch=max(s.concurrency, 64))
+                          batch=max(s.concurrency, 64),
+                          # Longer than a round can take (its POSTs time out), so the
+                          # lease never lapses while this process still sends.
+                          lease_ttl=max(30.0, 3 * s.timeout))
     node.record_writer.on_commit.append(sender.wake)
     sender.start()
     node.events_sender = sender  # type: ignore[attr-defined]

@@ -128,3 +128,18 @@ async def test_outbox_heads_per_key_defer_done_and_lease(tmp_path: Path) -> None
 def test_unknown_type_refused() -> None:
     with pytest.raises(ValueError):
         make_event("call.exploded", "c1", 0.0, {})
+
+
+def test_events_settings_checked() -> None:
+    from relay.config import ConfigError
+    from relay.events.service import EventsSettings
+
+    assert EventsSettings.from_extra({}).url == ""
+    s = EventsSettings.from_extra({"events": {"url": "http://h/e", "secret": "s",
+                                              "backoff": 2, "real_numbers": True}})
+    assert s.backoff == 2.0 and s.real_numbers is True
+    for bad in ({"url": "http://h/e"}, {"url": "ftp://h", "secret": "s"},
+                {"real_numbers": "false"}, {"urls": "x"}, {"backoff": 0},
+                {"link_ttl": 0}, {"backoff": "soon"}):
+        with pytest.raises(ConfigError):
+            EventsSettings.from_extra({"events": bad})
