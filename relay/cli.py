@@ -161,8 +161,10 @@ _BCOLS = ("id", "mode", "x", "a", "b", "ext", "state", "expires_at", "out_id")
 
 async def _with_service(cfg: Config, fn: Callable[[Any], Awaitable[None]]) -> None:
     from .app import Node
+    from .events.service import install_binding_events
 
     node = Node(cfg)
+    install_binding_events(node)  # `relay freeze` commits binding.frozen like the API
     await node.store.open()
     try:
         await node.follower.load()

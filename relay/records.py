@@ -77,12 +77,6 @@ class SqliteRecordStore:
     CREATE INDEX IF NOT EXISTS records_x ON records(kind, x, started_at);
     CREATE INDEX IF NOT EXISTS records_b ON records(kind, binding, started_at);
     CREATE INDEX IF NOT EXISTS records_o ON records(kind, out_id, started_at);
-    CREATE TABLE IF NOT EXISTS outbox(
-        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
-        key TEXT NOT NULL, type TEXT NOT NULL, body BLOB NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL DEFAULT 0,
-        last_status INTEGER);
-    CREATE INDEX IF NOT EXISTS outbox_key ON outbox(key, seq);
     """
 
     def __init__(self, path: str) -> None:
@@ -110,7 +104,9 @@ class SqliteRecordStore:
             # Index pages of recent records stay cached between batches instead of
             # being read back from the WAL (the default cache is 2 MiB).
             db.execute("PRAGMA cache_size=-32768")
-            db.executescript(self._SCHEMA)
+            from .events.outbox import OUTBOX_SCHEMA
+
+            db.executescript(self._SCHEMA + OUTBOX_SCHEMA)
             self._db = db
         await self._run(o)
 
@@ -155,10 +151,11 @@ class SqliteRecordStore:
                     " started_at=excluded.started_at, x=excluded.x, binding=excluded.binding,"
                     " out_id=excluded.out_id, doc=excluded.doc", rows)
                 if events:
+                    from .events.outbox import SQLITE_INSERT
+
                     # OR IGNORE: a batch retried after a failed commit adds nothing twice.
-                    db.executemany(
-                        "INSERT OR IGNORE INTO outbox(id, key, type, body) VALUES(?,?,?,?)",
-                        [(e.id, e.key, e.type, e.body) for e in events])
+                    db.executemany(SQLITE_INSERT, [(e.id, e.key, e.type, e.body)
+                                                   for e in events])
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")

@@ -15,6 +15,7 @@ from typing import Any
 from dialplan.numbers import mask
 from recordings.links import LinkSigner
 from relay.b2bua.events import CallAnswered, CallEnded, CallEvent, CallRefused, CallRinging
+from relay.bindings.model import Binding, State
 
 from .model import Event, iso_ms, make_event
 from .records import CallRecord
@@ -88,6 +89,17 @@ class EventBuilder:
                   "out_id": rec.get("out_id"), "files": files,
                   "links_expire_at": iso_ms(expires) if self.links else None}
         return make_event("recording.ready", call_id, at, fields)
+
+    def binding(self, old: Binding, new: Binding, now: float) -> list[Event]:
+        """binding.frozen when a change freezes a binding (by the API, the CLI or
+        expiry); nothing for any other change."""
+        if new.state is not State.FROZEN or old.state is State.FROZEN:
+            return []
+        fields = {"binding": new.id, "x": new.x, "mode": new.mode.value, "ext": new.ext,
+                  "out_id": new.out_id, "a": self._num(new.a), "b": self._num(new.b),
+                  "reason": new.reason, "frozen_at": _iso(new.frozen_at),
+                  "expires_at": _iso(new.expires_at)}
+        return [make_event("binding.frozen", new.id, now, fields)]
 
     def message(self, rec: dict[str, Any], now: float) -> list[Event]:
         """Events for a message record's new status: sms.forwarded (once), sms.delivered

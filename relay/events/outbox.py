@@ -30,9 +30,20 @@ from relay.bindings.store import StoreUnavailable
 from .model import Event
 
 __all__ = [
-    "Outbox", "OutboxRow", "RedisOutbox", "SqliteOutbox", "open_outbox",
-    "redis_outbox_writes",
+    "OUTBOX_SCHEMA", "Outbox", "OutboxRow", "RedisOutbox", "SqliteOutbox", "open_outbox",
+    "redis_outbox_args", "redis_outbox_writes",
 ]
+
+#: The outbox table; both SQLite writers (records, bindings) create it if missing.
+OUTBOX_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+    key TEXT NOT NULL, type TEXT NOT NULL, body BLOB NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL DEFAULT 0,
+    last_status INTEGER);
+CREATE INDEX IF NOT EXISTS outbox_key ON outbox(key, seq);
+"""
+SQLITE_INSERT = "INSERT OR IGNORE INTO outbox(id, key, type, body) VALUES(?,?,?,?)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,14 +172,26 @@ def _next_seq() -> float:
     return float(seq)
 
 
+def _row(e: Event) -> str:
+    return json.dumps({"key": e.key, "type": e.type, "body": e.body.decode(), "attempts": 0,
+                       "next_at": 0.0})
+
+
+def redis_outbox_args(events: Sequence[Event], maxlen: int) -> list[Any]:
+    """ARGV tail for a Lua script that writes the outbox (relay.bindings.redis_store):
+    count, stream maxlen, then id, row, sequence, type, key, body per event."""
+    args: list[Any] = [len(events), maxlen]
+    for e in events:
+        args += [e.id, _row(e), _next_seq(), e.type, e.key, e.body]
+    return args
+
+
 def redis_outbox_writes(pipe: Any, prefix: str, events: Sequence[Event],
                         maxlen: int) -> None:
     """Queue the outbox and stream writes of `events` on a MULTI pipeline."""
     q, h, stream = f"{prefix}:outbox", f"{prefix}:outbox:ev", f"{prefix}:events"
     for e in events:
-        pipe.hsetnx(h, e.id, json.dumps({"key": e.key, "type": e.type,
-                                         "body": e.body.decode(), "attempts": 0,
-                                         "next_at": 0.0}))
+        pipe.hsetnx(h, e.id, _row(e))
         pipe.zadd(q, {e.id: _next_seq()}, nx=True)
         pipe.xadd(stream, {"id": e.id, "type": e.type, "key": e.key, "body": e.body},
                   maxlen=maxlen, approximate=True)

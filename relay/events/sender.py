@@ -43,6 +43,8 @@ class OutboxSender:
         self.holder = secrets.token_hex(8)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self._leased = asyncio.Event()
         self.delivered = 0
         self.failed_attempts = 0
         self.backlog = 0
@@ -52,26 +54,37 @@ class OutboxSender:
         self._wake.set()
 
     def start(self) -> None:
+        self._keeper = asyncio.create_task(self._keep_lease(), name="events-lease")
         self._task = asyncio.create_task(self._run(), name="events-sender")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._keeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._keeper = None
 
-    async def _run(self) -> None:
-        lease_until = 0.0
+    async def _keep_lease(self) -> None:
+        """Take and renew the lease every third of its life, apart from the rounds (a
+        round may wait on a slow receiver longer than the lease lasts). A process killed
+        while holding it blocks the others for at most `lease_ttl`."""
         while True:
             try:
-                now = self.clock()
-                if now >= lease_until - self.lease_ttl / 2:
-                    if not await self.outbox.acquire(self.holder, now, self.lease_ttl):
-                        await self._sleep(self.lease_ttl / 2)  # another process sends
-                        continue
-                    lease_until = now + self.lease_ttl
-                sent = await self.round(now)
+                held = await self.outbox.acquire(self.holder, self.clock(), self.lease_ttl)
+            except StoreUnavailable:
+                held = False
+            if held:
+                self._leased.set()
+            else:
+                self._leased.clear()
+            await asyncio.sleep(self.lease_ttl / 3)
+
+    async def _run(self) -> None:
+        while True:
+            await self._leased.wait()
+            try:
+                sent = await self.round(self.clock())
             except StoreUnavailable as exc:
                 log.warning("events outbox unavailable: %s", exc)
                 await self._sleep(self.poll)

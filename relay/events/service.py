@@ -104,22 +104,34 @@ class EventHub:
             self.writer.submit_events(events)
 
 
-async def attach_events(node: Node) -> None:
-    """Start events on `node` when `[events] url` is set (called from Node.start)."""
+def install_binding_events(node: Node) -> EventBuilder | None:
+    """With `[events] url`, make the binding service commit binding.frozen with each
+    freeze (also for the CLI's `relay freeze`, which runs no sender); the builder."""
     from relay.recordings_config import recordings_settings
 
     s = EventsSettings.from_extra(node.config.extra)
     if not s.url:
-        return
+        return None
     rec = recordings_settings(node.config)
     host, port = node.config.http
     base = rec.link_base or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     builder = EventBuilder(real_numbers=s.real_numbers,
                            links=LinkSpec(rec.signer(), base, s.link_ttl))
+    node.service.events_for = builder.binding
+    for store in (node.records, node.store):  # Redis: the capped events stream
+        if hasattr(store, "events_maxlen"):
+            store.events_maxlen = s.stream_maxlen
+    return builder
+
+
+async def attach_events(node: Node) -> None:
+    """Start events on `node` when `[events] url` is set (called from Node.start)."""
+
+    builder = install_binding_events(node)
+    if builder is None:
+        return
+    s = EventsSettings.from_extra(node.config.extra)
     node.events = EventHub(node.record_writer, builder)
-    maxlen = getattr(node.records, "events_maxlen", None)
-    if maxlen is not None:
-        node.records.events_maxlen = s.stream_maxlen  # type: ignore[attr-defined]
     outbox = open_outbox(node.config.store)
     await outbox.open()
     client = WebhookClient(s.url, s.secret, timeout=s.timeout, concurrency=s.concurrency)
@@ -127,10 +139,7 @@ async def attach_events(node: Node) -> None:
     sender = OutboxSender(outbox, client, RetryPolicy(backoff=s.backoff,
                                                       backoff_max=s.backoff_max,
                                                       final_4xx=False),
-                          batch=max(s.concurrency, 64),
-                          # Longer than a round can take (its POSTs time out), so the
-                          # lease never lapses while this process still sends.
-                          lease_ttl=max(30.0, 3 * s.timeout))
+                          batch=max(s.concurrency, 64))
     node.record_writer.on_commit.append(sender.wake)
     sender.start()
     node.events_sender = sender  # type: ignore[attr-defined]

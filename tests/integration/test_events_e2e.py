@@ -142,7 +142,7 @@ def test_outage_and_kill_minus_9_lose_nothing(relay_factory: Any, tmp_path: Path
     receiver.start()
     try:
         _start(relay_factory, tmp_path, out, conf)  # the same store
-        got = receiver.wait_for(_complete(4))
+        got = receiver.wait_for(_complete(4), timeout=60)  # the dead relay's lease lapses first
         receiver.check()
         assert len(_by_call(got)) == 4
         assert all(t == CALL_ORDER for t in _by_call(got).values())

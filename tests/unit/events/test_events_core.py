@@ -143,3 +143,18 @@ def test_events_settings_checked() -> None:
                 {"link_ttl": 0}, {"backoff": "soon"}):
         with pytest.raises(ConfigError):
             EventsSettings.from_extra({"events": bad})
+
+
+def test_binding_frozen_only_on_the_freeze() -> None:
+    from relay.bindings.model import Binding, Mode, State
+
+    b = EventBuilder()
+    active = Binding("b1", Mode.AXB, X, B, a=A, out_id="o1")
+    frozen = active.replace(state=State.FROZEN, frozen_at=5.0, reason="api")
+    ev, = b.binding(active, frozen, 5.0)
+    doc = json.loads(ev.body)
+    assert doc["type"] == "binding.frozen" and ev.key == "b1" and doc["reason"] == "api"
+    assert doc["a"] == "+86138****2222" and doc["frozen_at"] == "1970-01-01T00:00:05.000Z"
+    assert b.binding(frozen, frozen.replace(version=3), 6.0) == []
+    released = frozen.replace(state=State.RELEASED)
+    assert b.binding(frozen, released, 7.0) == [] and b.binding(active, active, 1.0) == []
