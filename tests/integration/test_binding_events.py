@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +46,20 @@ def test_freezes_by_api_expiry_and_cli(kind: str, relay_factory: Any, tmp_path: 
                               "--config", str(conf), "--store", store, "--json"],
                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert cli.returncode == 0, cli.stderr
+        # A text to the frozen X is refused, and says so.
+        req = urllib.request.Request(relay.base + "/v1/sms", method="POST", data=json.dumps(
+            {"from": A, "to": XS[0], "text": "still there?"}).encode())
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req)
+        assert refused.value.code == 410
         got = receiver.wait_for(lambda g: len({e["id"] for e in g
-                                               if e["type"] == "binding.frozen"}) >= 3)
+                                               if e["type"] == "binding.frozen"}) >= 3
+                                and any(e["type"] == "sms.refused" for e in g))
         time.sleep(0.5)
         receiver.check()
         frozen = {e["binding"]: e for e in receiver.taken() if e["type"] == "binding.frozen"}
         assert set(frozen) == {b["id"] for b in made}
-        assert len({e["id"] for e in got}) == 3  # one each, never for a repeated freeze
+        assert len([e for e in got if e["type"] == "binding.frozen"]) == 3  # none repeated
         assert frozen[made[0]["id"]]["reason"] == "api"
         assert frozen[made[1]["id"]]["reason"] == "expired"
         assert frozen[made[2]["id"]]["reason"] == "cli"
@@ -58,5 +67,8 @@ def test_freezes_by_api_expiry_and_cli(kind: str, relay_factory: Any, tmp_path: 
         assert one["x"] == XS[0] and one["out_id"] == "o0" and one["mode"] == "AXB"
         assert one["a"] == "+86138****2222" and A not in json.dumps(one)
         assert one["frozen_at"].endswith("Z")
+        sms = next(e for e in receiver.taken() if e["type"] == "sms.refused")
+        assert sms["x"] == XS[0] and sms["reason"] == "frozen"
+        assert sms["sender"] == "+86138****2222" and sms["received_at"].endswith("Z")
     finally:
         receiver.stop()

@@ -124,6 +124,15 @@ def test_events_survive_503s_in_order_signed_and_masked(relay_factory: Any,
             capture_output=True, text=True, timeout=60)
         report = json.loads(out.stdout)
         assert out.returncode == 0 and report["checked"] == 3, report
+        # `relay calls --json` speaks the same times as the API: ISO 8601 UTC with ms.
+        out = subprocess.run(
+            [sys.executable, "-m", "relay", "calls", "--json", "--store",
+             f"sqlite:///{tmp_path}/relay.db"], capture_output=True, text=True, timeout=60)
+        listed = json.loads(out.stdout)["calls"]
+        assert len(listed) == 4 and all(ISO.match(c["started_at"]) for c in listed)
+        bridged = next(c for c in listed if c["sip_code"] == 200)
+        assert all(ISO.match(bridged["legs"]["callee"][k])
+                   for k in ("invite_at", "ring_at", "answer_at", "end_at"))
     finally:
         receiver.stop()
 
