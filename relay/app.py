@@ -71,6 +71,11 @@ class Node:
         w = self.record_writer
         m.gauge("relay_records_pending", "call/message records waiting to be written",
                 lambda: float(w.pending))
+        m.gauge("relay_events_pending", "events waiting for the record writer's next commit",
+                lambda: float(w.pending_events))
+        m.counter_from("relay_events_dropped_total",
+                       "events dropped before reaching the outbox (store down too long)",
+                       lambda: float(w.events_dropped))
         m.counter_from("relay_records_dropped_total", "records dropped (store down too long)",
                 lambda: float(w.dropped))
 
