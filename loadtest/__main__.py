@@ -10,6 +10,7 @@ from collections.abc import Sequence
 BENCHMARKS = {
     "axe": "loadtest.bench_axe",
     "bindings": "loadtest.bench_bindings",
+    "events": "loadtest.bench_events",
     "media": "loadtest.bench_media",
     "sip": "loadtest.bench_sip",
     "sms": "loadtest.bench_sms",

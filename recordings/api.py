@@ -17,6 +17,11 @@ index (call id -> folder) is kept and rebuilt by scanning the dated folders on a
 miss. Rebuilds are rate-limited so a stream of unknown ids cannot make every
 request walk the whole tree; between rebuilds a miss looks only at today's and
 yesterday's folders, where new calls land.
+
+Signed links (`recordings.links`): `POST /v1/recordings/{call_id}/links?ttl=` hands
+out one URL per finished file carrying `?expires=UNIX&sig=HEX`; a GET that carries
+either parameter is judged by the signature alone (the app's middleware lets it
+pass without a token) and answers 403 when it is tampered, malformed or expired.
 """
 
 from __future__ import annotations
@@ -25,17 +30,24 @@ import asyncio
 import os
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from .links import DEFAULT_TTL, MAX_TTL, LinkSigner, LinkVerdict, load_or_create_key
+
 __all__ = [
     "LEGS",
+    "LINKS_ROUTE",
     "RECORDING_PATHS",
+    "SIGNER_KEY",
     "RecordingIndex",
     "add_recording_routes",
+    "is_signed_request",
+    "iso_ms",
     "valid_call_id",
 ]
 
@@ -44,7 +56,24 @@ LEGS = ("caller", "callee", "mix")
 _CALL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 _DATE_PART = (re.compile(r"^\d{4}$"), re.compile(r"^\d{2}$"), re.compile(r"^\d{2}$"))
 ROUTE = "/v1/recordings/{call_id}/{leg}.wav"
+LINKS_ROUTE = "/v1/recordings/{call_id}/links"
 INDEX_KEY: web.AppKey[RecordingIndex] = web.AppKey("recordings_index")
+SIGNER_KEY: web.AppKey[LinkSigner] = web.AppKey("recordings_signer")
+_CLOCK_KEY: web.AppKey[Callable[[], float]] = web.AppKey("recordings_clock")
+_BASE_KEY: web.AppKey[str] = web.AppKey("recordings_link_base")
+_SIGNED_PATH = re.compile(r"^/v1/recordings/[^/]+/[a-z]+\.wav$")
+
+
+def is_signed_request(method: str, path: str, query: Any) -> bool:
+    """True for a GET of a recording file that presents a link signature (the
+    middleware then skips the bearer token: the handler checks the signature)."""
+    return (method in ("GET", "HEAD") and ("sig" in query or "expires" in query)
+            and bool(_SIGNED_PATH.match(path)))
+
+
+def iso_ms(when: float) -> str:
+    """ISO 8601 UTC with milliseconds, the API's one time format."""
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def valid_call_id(call_id: str) -> bool:
@@ -151,6 +180,14 @@ async def _get_recording(request: web.Request) -> web.StreamResponse:
     if not valid_call_id(call_id):
         # Not 404: a malformed id never names a call (and never reaches the disk).
         return _bad_call_id("call id must be letters, digits and ._@- (no '..')")
+    q = request.query
+    if "sig" in q or "expires" in q:
+        verdict = request.app[SIGNER_KEY].verify(call_id, leg, q.get("expires", ""),
+                                                 q.get("sig", ""), request.app[_CLOCK_KEY]())
+        if verdict is not LinkVerdict.VALID:
+            return web.json_response(
+                {"error": f"link_{verdict.value}",
+                 "detail": f"this recording link is {verdict.value}"}, status=403)
     loop = asyncio.get_running_loop()
     folder = await loop.run_in_executor(None, index.find, call_id)
     if folder is None:
@@ -176,17 +213,54 @@ async def _get_recording(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(resolved, headers=headers)
 
 
+def _finished_legs(folder: Path) -> list[str]:
+    return [leg for leg in LEGS if (folder / f"{leg}.wav").is_file()]
+
+
+async def _make_links(request: web.Request) -> web.Response:
+    call_id = request.match_info["call_id"]
+    if not valid_call_id(call_id):
+        return _bad_call_id("call id must be letters, digits and ._@- (no '..')")
+    raw = request.query.get("ttl", str(DEFAULT_TTL))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_TTL:
+        return web.json_response(
+            {"error": "invalid", "detail": f"ttl must be whole seconds, 1 to {MAX_TTL}"},
+            status=422)
+    loop = asyncio.get_running_loop()
+    folder = await loop.run_in_executor(None, request.app[INDEX_KEY].find, call_id)
+    legs = [] if folder is None else await loop.run_in_executor(None, _finished_legs, folder)
+    if not legs:
+        return _not_found(f"no finished recording for call {call_id}")
+    expires = int(request.app[_CLOCK_KEY]()) + int(raw)
+    base = request.app[_BASE_KEY] or f"{request.scheme}://{request.host}"
+    signer = request.app[SIGNER_KEY]
+    return web.json_response({
+        "call_id": call_id,
+        "expires": expires,
+        "expires_at": iso_ms(expires),
+        "links": {leg: base + signer.path(call_id, leg, expires) for leg in legs},
+    }, status=201)
+
+
 def add_recording_routes(app: web.Application, root_dir: Path | str,
-                         *, rescan_interval: float = 2.0) -> RecordingIndex:
-    """Add `GET /v1/recordings/{call_id}/{leg}.wav` to `app`; returns the index it uses.
+                         *, rescan_interval: float = 2.0,
+                         signer: LinkSigner | None = None, link_base: str = "",
+                         clock: Callable[[], float] = time.time) -> RecordingIndex:
+    """Add the recording routes (files, signed links) to `app`; returns the index.
 
     Call it before the app starts (aiohttp freezes the router). Authentication is
-    the app's middleware's job.
+    the app's middleware's job, apart from signed links, which the handler checks.
+    `signer` defaults to one keyed by the recordings folder's own key file;
+    `link_base` (`https://relay.example`) replaces the request's own origin in links.
     """
     index = RecordingIndex(Path(root_dir), rescan_interval=rescan_interval)
     app[INDEX_KEY] = index
+    app[SIGNER_KEY] = signer or LinkSigner((load_or_create_key(root_dir),))
+    app[_CLOCK_KEY] = clock
+    app[_BASE_KEY] = link_base.rstrip("/")
     # The route's canonical form is the OpenAPI path (the API test compares them).
     app.router.add_get(ROUTE, _get_recording)
+    app.router.add_post(LINKS_ROUTE, _make_links)
     return index
 
 
@@ -207,6 +281,12 @@ RECORDING_PATHS: dict[str, dict[str, Any]] = {
                  "description": "caller, callee, or mix (stereo: caller left, callee right)"},
                 {"name": "Range", "in": "header", "required": False,
                  "schema": {"type": "string", "example": "bytes=0-1023"}},
+                {"name": "expires", "in": "query", "required": False,
+                 "schema": {"type": "integer"},
+                 "description": "a signed link's expiry (UNIX seconds); no token needed"},
+                {"name": "sig", "in": "query", "required": False,
+                 "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                 "description": "a signed link's HMAC-SHA256 (hex)"},
             ],
             "responses": {
                 "200": {"description": "the whole file",
@@ -219,7 +299,33 @@ RECORDING_PATHS: dict[str, dict[str, Any]] = {
                         "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
                 "404": {"description": "no such call, leg, or not finished yet",
                         "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
+                "403": {"description": "a signed link that is tampered, malformed or expired",
+                        "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
                 "416": {"description": "range not satisfiable (Content-Range: bytes */size)"},
+            },
+        },
+    },
+    LINKS_ROUTE: {
+        "post": {
+            "summary": "Signed, expiring URLs for each finished file of a call's recording",
+            "operationId": "createRecordingLinks",
+            "tags": ["recordings"],
+            "parameters": [
+                {"name": "call_id", "in": "path", "required": True,
+                 "schema": {"type": "string", "pattern": _CALL_ID.pattern}},
+                {"name": "ttl", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TTL,
+                            "default": DEFAULT_TTL}},
+            ],
+            "responses": {
+                "201": {"description": "`{call_id, expires, expires_at, links: {leg: url}}`",
+                        "content": {"application/json": {"schema": {"type": "object"}}}},
+                "400": {"description": "malformed call id",
+                        "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
+                "404": {"description": "no finished recording for the call",
+                        "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
+                "422": {"description": "ttl out of range",
+                        "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
             },
         },
     },

@@ -57,6 +57,21 @@ def _rmdir_if_empty(path: Path) -> None:
         path.rmdir()
 
 
+_DAY_FILES = frozenset({"chain.jsonl", "chain.lock"})  # recordings.manifest's day files
+
+
+def _drop_chain_if_alone(day: Path) -> None:
+    """A day whose calls are all gone loses its manifest chain too (nothing to check)."""
+    try:
+        names = {e.name for e in os.scandir(day)}
+    except OSError:
+        return
+    if names and names <= _DAY_FILES:
+        for name in names:
+            with contextlib.suppress(OSError):
+                (day / name).unlink()
+
+
 def sweep(root: Path | str, days: float, now: float) -> int:
     """Remove call folders older than `days` days at `now` (epoch s); return how many.
 
@@ -83,8 +98,10 @@ def sweep(root: Path | str, days: float, now: float) -> int:
                         mtime = entry.stat(follow_symlinks=False).st_mtime
                     except OSError:
                         continue
-                    if mtime < cutoff and _remove(Path(entry.path)):
+                    if mtime < cutoff and entry.name not in _DAY_FILES \
+                            and _remove(Path(entry.path)):
                         removed += 1
+                _drop_chain_if_alone(day)
                 _rmdir_if_empty(day)
             _rmdir_if_empty(month)
         _rmdir_if_empty(year)

@@ -9,9 +9,12 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from .events.service import EventHub
 
 from .bindings.pool import NumberPool
 from .bindings.service import BindingService, Lifecycle
@@ -20,6 +23,7 @@ from .bindings.sync import Follower
 from .bindings.table import BindingTable
 from .config import Config
 from .metrics import Metrics
+from .recordings_config import recordings_settings
 from .records import RecordWriter, open_record_store
 
 __all__ = ["Node", "serve"]
@@ -45,6 +49,7 @@ class Node:
                       frozen_hold=config.frozen_hold), clock)
         self.records = open_record_store(config.store)
         self.record_writer = RecordWriter(self.records)
+        self.events: EventHub | None = None  # set by relay.events.service when [events] url
         self.draining = False
         self.http_port: int | None = None
         self.on_start: list[Callable[[Node], Awaitable[None]]] = []
@@ -66,6 +71,11 @@ class Node:
         w = self.record_writer
         m.gauge("relay_records_pending", "call/message records waiting to be written",
                 lambda: float(w.pending))
+        m.gauge("relay_events_pending", "events waiting for the record writer's next commit",
+                lambda: float(w.pending_events))
+        m.counter_from("relay_events_dropped_total",
+                       "events dropped before reaching the outbox (store down too long)",
+                       lambda: float(w.events_dropped))
         m.counter_from("relay_records_dropped_total", "records dropped (store down too long)",
                 lambda: float(w.dropped))
 
@@ -89,6 +99,8 @@ class Node:
         self.api = app
         # Subsystems attach here: each adds its routes to `app` and its stop to `on_stop`.
         # -- subsystems: begin --
+        from .events.service import attach_events
+        await attach_events(self)
         from .io.sms_service import attach_sms
         await attach_sms(self)
         from .io.voice import attach_voice
@@ -97,7 +109,13 @@ class Node:
 
         from .api.openapi import add_paths
         add_paths(RECORDING_PATHS)
-        add_recording_routes(app, self.config.recordings)
+        rec = recordings_settings(self.config)
+        add_recording_routes(app, self.config.recordings, signer=rec.signer(),
+                             link_base=rec.link_base)
+        if rec.retention_days > 0:
+            self._tasks.append(asyncio.create_task(
+                self._retention(rec.retention_days, rec.retention_interval),
+                name="retention"))
         # -- subsystems: end --
         for hook in self.on_start:
             await hook(self)
@@ -123,6 +141,25 @@ class Node:
                 log.debug("sweep skipped: %s", exc)
             except Exception:
                 log.exception("sweep failed")
+
+    async def _retention(self, days: float, interval: float) -> None:
+        """`[recordings] retention_days`: sweep now, then every `interval` seconds.
+
+        Only files go: call records stay, and nothing is announced (a deleted
+        recording is policy, not news)."""
+        from recordings.retention import sweep
+
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                removed = await loop.run_in_executor(None, sweep, self.config.recordings,
+                                                     days, self.clock())
+                if removed:
+                    log.info("retention: removed %d recordings older than %g days",
+                             removed, days)
+            except OSError:
+                log.exception("retention sweep failed")
+            await asyncio.sleep(interval)
 
     async def stop(self) -> None:
         self.draining = True

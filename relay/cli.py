@@ -93,9 +93,17 @@ def _parser() -> argparse.ArgumentParser:
     exp = rsub.add_parser("export", help="copy a call's WAVs and metadata to a folder")
     exp.add_argument("call_id")
     exp.add_argument("dest")
-    for p in (ls, show, exp):
+    sw = rsub.add_parser("sweep", help="delete recordings older than the retention period")
+    sw.add_argument("--days", type=float,
+                    help="keep this many days (default: [recordings] retention_days)")
+    ver = rsub.add_parser("verify", help="check a day's signed manifest chain and files")
+    ver.add_argument("--date", help="YYYY-MM-DD (UTC; default today)")
+    for p in (ls, show, exp, sw, ver):
         p.add_argument("--json", action="store_true", help="machine-readable output")
-        p.add_argument("--recordings", help="recordings folder (default from config)")
+        # SUPPRESS: unset here, the value given before the verb stays (argparse lets a
+        # subparser's default overwrite it otherwise).
+        p.add_argument("--recordings", default=argparse.SUPPRESS,
+                       help="recordings folder (default from config)")
 
     n = sub.add_parser("numbers", help="show the pool, or add numbers to it")
     _common(n)
@@ -153,8 +161,10 @@ _BCOLS = ("id", "mode", "x", "a", "b", "ext", "state", "expires_at", "out_id")
 
 async def _with_service(cfg: Config, fn: Callable[[Any], Awaitable[None]]) -> None:
     from .app import Node
+    from .events.service import install_binding_events
 
     node = Node(cfg)
+    install_binding_events(node)  # `relay freeze` commits binding.frozen like the API
     await node.store.open()
     try:
         await node.follower.load()
@@ -225,7 +235,7 @@ def _run_verb(a: argparse.Namespace, cfg: Config) -> None:
             await node.records.close()
         views = [call_view(r, a.role) for r in found]
         _emit(a, {"calls": views, "next": nxt}, views,
-              ("id", "started", "x", "caller", "callee", "sip_code", "cause", "released_by",
+              ("id", "started_at", "x", "caller", "callee", "sip_code", "cause", "released_by",
                "unconnected_cause", "duration_ms"))
 
     fn = {"bind": bind, "freeze": change, "release": change, "bindings": bindings,
@@ -233,8 +243,36 @@ def _run_verb(a: argparse.Namespace, cfg: Config) -> None:
     asyncio.run(_with_service(cfg, fn))
 
 
-def _recordings(a: argparse.Namespace, cfg: Config) -> None:
-    """`relay recordings ls|show|export`: straight from the recordings folder."""
+def _verify(a: argparse.Namespace, cfg: Config, root: str) -> int:
+    """`relay recordings verify`: exit 1 and name the first break when the day's chain,
+    a manifest, a signature or a file does not hold."""
+    from datetime import UTC, datetime
+
+    from recordings.manifest import verify_day
+
+    from .recordings_config import recordings_settings
+
+    day = a.date or datetime.now(UTC).strftime("%Y-%m-%d")
+    try:
+        datetime.strptime(day, "%Y-%m-%d")
+    except ValueError:
+        raise ConfigError(f"--date: expected YYYY-MM-DD, got {day!r}") from None
+    # The folder's own key file (when no keys are configured) is the one in `root`.
+    settings = dataclasses.replace(recordings_settings(cfg), root=root)
+    report = verify_day(root, day, settings.manifest_signing_keys())
+    rows = [{"seq": p["seq"], "call_id": p["call_id"], "problem": p["problem"]}
+            for p in report.problems]
+    _emit(a, report.to_json(), rows, ("seq", "call_id", "problem"))
+    if not a.json:
+        verdict = "intact" if report.ok else f"BROKEN at {report.first_break}"
+        sys.stdout.write(f"{day}: {report.checked} sealed calls checked, {verdict}; "
+                         f"{len(report.unsealed)} unsealed\n")
+    return 0 if report.ok else 1
+
+
+def _recordings(a: argparse.Namespace, cfg: Config) -> int:
+    """`relay recordings ls|show|export|sweep|verify`: straight from the recordings
+    folder; returns the exit status."""
     from recordings.cli import (
         export_recording,
         list_recordings,
@@ -252,9 +290,24 @@ def _recordings(a: argparse.Namespace, cfg: Config) -> None:
         shown = show_recording(root, a.call_id)
         files = [{"leg": leg, **f} for leg, f in shown.get("files", {}).items()]
         _emit(a, shown, files, ("leg", "path", "size", "duration_ms", "sha256"))
+    elif a.rec_cmd == "verify":
+        return _verify(a, cfg, root)
+    elif a.rec_cmd == "sweep":
+        from recordings.retention import sweep
+
+        from .recordings_config import recordings_settings
+
+        days = a.days if a.days is not None else recordings_settings(cfg).retention_days
+        if not days or days <= 0:
+            raise ConfigError("no retention period: pass --days N or set "
+                              "[recordings] retention_days")
+        removed = sweep(root, days, time.time())
+        _emit(a, {"removed": removed, "days": days}, [{"removed": removed, "days": days}],
+              ("removed", "days"))
     else:
         out = export_recording(root, a.call_id, a.dest)
         _emit(a, out, [{"file": f} for f in out["files"]], ("file",))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -275,9 +328,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(cfg)
     try:
         if a.cmd == "recordings":
-            _recordings(a, cfg)
-            return 0
+            return _recordings(a, cfg)
         _run_verb(a, cfg)
+    except ConfigError as exc:
+        sys.stderr.write(f"relay: {exc}\n")
+        return 2
     except LookupError as exc:  # recordings.cli.RecordingNotFound
         sys.stderr.write(f"relay: not_found: {exc}\n")
         return 1

@@ -15,10 +15,14 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .bindings.store import StoreUnavailable
+
+if TYPE_CHECKING:
+    from .events.model import Event
 
 __all__ = ["RecordStore", "RecordWriter", "open_record_store"]
 
@@ -34,6 +38,8 @@ class RecordStore(Protocol):
     async def close(self) -> None: ...
     async def put(self, kind: str, record: dict[str, Any]) -> None: ...
     async def put_many(self, kind: str, records: list[dict[str, Any]]) -> None: ...
+    async def put_batch(self, records: dict[str, list[dict[str, Any]]],
+                        events: Sequence[Event] = ()) -> None: ...
     async def get(self, kind: str, record_id: str) -> dict[str, Any] | None: ...
     async def query(self, kind: str, *, x: str | None = None, binding: str | None = None,
                     out_id: str | None = None, since: float | None = None,
@@ -98,7 +104,9 @@ class SqliteRecordStore:
             # Index pages of recent records stay cached between batches instead of
             # being read back from the WAL (the default cache is 2 MiB).
             db.execute("PRAGMA cache_size=-32768")
-            db.executescript(self._SCHEMA)
+            from .events.outbox import OUTBOX_SCHEMA
+
+            db.executescript(self._SCHEMA + OUTBOX_SCHEMA)
             self._db = db
         await self._run(o)
 
@@ -112,19 +120,28 @@ class SqliteRecordStore:
         await self.put_many(kind, [record])
 
     async def put_many(self, kind: str, records: list[dict[str, Any]]) -> None:
-        for r in records:
-            _check(r)
+        await self.put_batch({kind: records})
+
+    async def put_batch(self, records: dict[str, list[dict[str, Any]]],
+                        events: Sequence[Event] = ()) -> None:
+        """Records of any kinds and events for the outbox, in one transaction: an event
+        is durable exactly when the record it describes is (DESIGN.md "Events")."""
+        for recs in records.values():
+            for r in recs:
+                _check(r)
 
         def w() -> None:
             # Encoded here, not on the event loop: a batch of records is a few ms of JSON.
             # The GIL is handed back between slices, so the event loop waits for one
             # slice at most, not for the whole batch (or a 5 ms switch interval).
             rows: list[tuple[Any, ...]] = []
-            for i in range(0, len(records), _JSON_SLICE):
-                if i:
-                    time.sleep(0)
-                rows += [(kind, r["id"], float(r["started_at"]), r.get("x"), r.get("binding"),
-                          r.get("out_id"), _to_json(r)) for r in records[i:i + _JSON_SLICE]]
+            for kind, recs in records.items():
+                for i in range(0, len(recs), _JSON_SLICE):
+                    if rows:
+                        time.sleep(0)
+                    rows += [(kind, r["id"], float(r["started_at"]), r.get("x"),
+                              r.get("binding"), r.get("out_id"), _to_json(r))
+                             for r in recs[i:i + _JSON_SLICE]]
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -133,6 +150,12 @@ class SqliteRecordStore:
                     " VALUES(?,?,?,?,?,?,?) ON CONFLICT(kind, id) DO UPDATE SET"
                     " started_at=excluded.started_at, x=excluded.x, binding=excluded.binding,"
                     " out_id=excluded.out_id, doc=excluded.doc", rows)
+                if events:
+                    from .events.outbox import SQLITE_INSERT
+
+                    # OR IGNORE: a batch retried after a failed commit adds nothing twice.
+                    db.executemany(SQLITE_INSERT, [(e.id, e.key, e.type, e.body)
+                                                   for e in events])
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -188,6 +211,8 @@ class RedisRecordStore:
         self._r: Any = aioredis.from_url(url.split("?", 1)[0], socket_timeout=2.0,
                                          socket_connect_timeout=1.0)
         self.prefix = prefix
+        #: The capped copy of every event (`{relay}:events`, read with consumer groups).
+        self.events_maxlen = 100_000
 
     def _k(self, kind: str, *parts: str) -> str:
         return ":".join((self.prefix, "rec", kind, *parts))
@@ -202,17 +227,28 @@ class RedisRecordStore:
         await self.put_many(kind, [record])
 
     async def put_many(self, kind: str, records: list[dict[str, Any]]) -> None:
+        await self.put_batch({kind: records})
+
+    async def put_batch(self, records: dict[str, list[dict[str, Any]]],
+                        events: Sequence[Event] = ()) -> None:
+        """Records and events in one MULTI/EXEC: the outbox (a sorted set by sequence
+        and a hash of events) and the capped stream are written with the records."""
         from redis.exceptions import RedisError
 
+        from .events.outbox import redis_outbox_writes
+
         pipe = self._r.pipeline(transaction=True)
-        for r in records:
-            _check(r)
-            rid, ts = r["id"], float(r["started_at"])
-            pipe.hset(self._k(kind), rid, _to_json(r))
-            pipe.zadd(self._k(kind, "t"), {rid: ts})
-            for name in _INDEXED:
-                if r.get(name):
-                    pipe.zadd(self._k(kind, name, str(r[name])), {rid: ts})
+        for kind, recs in records.items():
+            for r in recs:
+                _check(r)
+                rid, ts = r["id"], float(r["started_at"])
+                pipe.hset(self._k(kind), rid, _to_json(r))
+                pipe.zadd(self._k(kind, "t"), {rid: ts})
+                for name in _INDEXED:
+                    if r.get(name):
+                        pipe.zadd(self._k(kind, name, str(r[name])), {rid: ts})
+        if events:
+            redis_outbox_writes(pipe, self.prefix, events, self.events_maxlen)
         try:
             await pipe.execute()
         except (RedisError, OSError) as exc:
@@ -291,6 +327,10 @@ class RecordWriter:
     (sooner once a full `batch` waits), so each one carries many records.  While the
     store is down records wait in memory (up to `max_pending`, oldest dropped and
     counted beyond that) and are written when it returns; `stop()` flushes.
+
+    Events (`submit_events`) are never merged: every batch carries all that wait, in
+    order, in the transaction of its records, so an event is never committed after the
+    record it describes; `on_commit` hooks hear how many events each commit carried.
     """
 
     def __init__(self, store: RecordStore, max_pending: int = 200_000,
@@ -301,10 +341,13 @@ class RecordWriter:
         self.pace = pace
         self.max_pending = max_pending
         self._pending: dict[tuple[str, str], dict[str, Any]] = {}
+        self._events: list[Event] = []
+        self.on_commit: list[Callable[[int], None]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.written = 0
         self.dropped = 0
+        self.events_dropped = 0
         self.failures = 0
 
     def submit(self, kind: str, record: dict[str, Any]) -> None:
@@ -320,9 +363,22 @@ class RecordWriter:
         self._pending[key] = record
         self._wake.set()
 
+    def submit_events(self, events: Sequence[Event]) -> None:
+        """Queue events for the outbox (in order), to commit with the next batch."""
+        self._events.extend(events)
+        over = len(self._events) - self.max_pending
+        if over > 0:
+            del self._events[:over]
+            self.events_dropped += over
+        self._wake.set()
+
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    @property
+    def pending_events(self) -> int:
+        return len(self._events)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="record-writer")
@@ -335,7 +391,7 @@ class RecordWriter:
             self._wake.clear()
             await asyncio.sleep(delay)
             delay = self.linger
-            while self._pending:
+            while self._pending or self._events:
                 try:
                     await self._flush_batch()
                     backoff = 0.1
@@ -349,8 +405,8 @@ class RecordWriter:
                         break
                 except StoreUnavailable as exc:
                     self.failures += 1
-                    log.warning("record store unavailable (%d records waiting): %s",
-                                len(self._pending), exc)
+                    log.warning("record store unavailable (%d records, %d events waiting): %s",
+                                len(self._pending), len(self._events), exc)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
 
@@ -359,8 +415,12 @@ class RecordWriter:
         by_kind: dict[str, list[dict[str, Any]]] = {}
         for (kind, _id), rec in items:
             by_kind.setdefault(kind, []).append(rec)
-        for kind, recs in by_kind.items():
-            await self.store.put_many(kind, recs)
+        events = self._events[:self.batch * 4]
+        await self.store.put_batch(by_kind, events)
+        if events:
+            del self._events[:len(events)]  # only now: new ones were appended meanwhile
+            for hook in self.on_commit:
+                hook(len(events))
         for key, rec in items:  # only now: a failed write keeps them queued
             if self._pending.get(key) is rec:  # not replaced by a newer version meanwhile
                 del self._pending[key]
@@ -374,10 +434,12 @@ class RecordWriter:
                 await self._task
             self._task = None
         deadline = asyncio.get_running_loop().time() + timeout
-        while self._pending and asyncio.get_running_loop().time() < deadline:
+        while (self._pending or self._events) \
+                and asyncio.get_running_loop().time() < deadline:
             try:
                 await self._flush_batch()
             except StoreUnavailable:
                 await asyncio.sleep(0.2)
-        if self._pending:
-            log.error("%d records could not be written before stopping", len(self._pending))
+        if self._pending or self._events:
+            log.error("%d records and %d events could not be written before stopping",
+                      len(self._pending), len(self._events))

@@ -6,25 +6,19 @@ from typing import Any
 
 from aiohttp import web
 
-from dialplan.numbers import mask
-
 from ..errors import NotFound
+from ..events.records import CallRecord
 from .app import NODE, ROLE
 from .openapi import add_paths
 from .query import list_records
-from .views import iso
 
 __all__ = ["add_call_routes", "call_view"]
 
 
 def call_view(rec: dict[str, Any], role: str) -> dict[str, Any]:
-    """A call record for the API. X is the relay's own number and is never masked."""
-    out = dict(rec)
-    if role != "admin":
-        out["caller"] = mask(rec.get("caller"))
-        out["callee"] = mask(rec.get("callee"))
-    out["started"] = iso(rec.get("started_at"))
-    return out
+    """A stored call record in the API's form (`CallRecord.to_json`: every time ISO 8601
+    UTC with ms); caller and callee masked unless admin. X is never masked."""
+    return CallRecord.from_doc(rec).to_json(real_numbers=role == "admin")
 
 
 async def list_calls(request: web.Request) -> web.Response:
@@ -39,13 +33,15 @@ async def get_call(request: web.Request) -> web.Response:
     return web.json_response(call_view(rec, request[ROLE]))
 
 
-_CALL = {"type": "object", "description": "A call record: legs with invite_at, ring_at, "
-         "answer_at, end_at (UTC ms) and sip_code; sip_code, cause (Q.850), released_by, "
+_CALL = {"type": "object", "description": "A call record (every time ISO 8601 UTC with "
+         "milliseconds): started_at; legs with invite_at, ring_at, answer_at, end_at and "
+         "sip_code; sip_code, cause (Q.850), released_by, "
          "end_reason (why the relay ended it: max_duration, frozen, drain, media_timeout, "
          "media, no_extension, no_answer; null otherwise), unconnected_cause (none, "
          "no_binding, frozen, stranger, policy, untrusted, error, no_extension), recording "
-         "files; AXE calls add ext, and when the relay collected it by digits "
-         "ivr_start_at and ivr_end_at (UTC ms); prompts lists the prompts the relay played"}
+         "files (size, sha256, duration_ms, record_start_at); AXE calls add ext, and when "
+         "the relay collected it by digits ivr_start_at and ivr_end_at; prompts lists "
+         "the prompts the relay played"}
 
 
 def add_call_routes(app: web.Application) -> None:

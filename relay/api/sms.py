@@ -8,13 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from dialplan.numbers import mask
-
 from ..errors import BadRequest, NotFound, Unavailable
+from ..events.records import MessageRecord
 from .app import NODE, ROLE, _json
 from .openapi import add_paths
 from .query import list_records
-from .views import iso
 
 if TYPE_CHECKING:
     from relay.io.sms_service import SmsService
@@ -26,27 +24,9 @@ MAX_TEXT = 255 * 67  # the most a 255-part UCS-2 message can carry
 
 
 def message_view(rec: dict[str, Any], role: str) -> dict[str, Any]:
-    """The API form of a message record: real numbers for admin, masked for ops.
-
-    X is the relay's own number and is never masked (as in binding_view).
-    """
-    real = role == "admin"
-    out: dict[str, Any] = {
-        "id": rec["id"], "binding": rec.get("binding"), "x": rec.get("x"),
-        "sender": rec.get("sender") if real else mask(rec.get("sender")),
-        "recipient": rec.get("recipient") if real else mask(rec.get("recipient")),
-        "direction": rec.get("direction"), "origin": rec.get("origin"),
-        "route": rec.get("route"), "status": rec.get("status"), "reason": rec.get("reason"),
-        "command_status": rec.get("command_status"),
-        "received_at": iso(rec.get("received_at")),
-        "forwarded_at": iso(rec.get("forwarded_at")),
-        "delivered_at": iso(rec.get("delivered_at")),
-        "parts": rec.get("parts"), "data_coding": rec.get("data_coding"),
-        "text_sha256": rec.get("text_sha256"),
-    }
-    if "text" in rec:
-        out["text"] = rec["text"]
-    return out
+    """A stored message record in the API's form (`MessageRecord.to_json`): real numbers
+    for admin, masked for ops. X is the relay's own number and is never masked."""
+    return MessageRecord.from_doc(rec).to_json(real_numbers=role == "admin")
 
 
 def _service(request: web.Request) -> SmsService:

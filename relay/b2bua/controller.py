@@ -436,7 +436,7 @@ class CallController:
             # The caller was answered long ago and hears ringback: nothing to relay.
             if (self.phase, "ring") in TABLE:
                 self._go("ring")
-                self.host.emit(CallRinging(self.id, now))
+                self.host.emit(CallRinging(self.id, now, *self._parties()))
             return
 
         def ring(sdp: bytes | None, error: BaseException | None, now: float) -> None:
@@ -447,7 +447,7 @@ class CallController:
                     first = self.phase is Phase.PLACING
                     self._go("ring")
                     if first:
-                        self.host.emit(CallRinging(self.id, now))
+                        self.host.emit(CallRinging(self.id, now, *self._parties()))
 
         self._enqueue(self._job("answer", self._side(leg), ev.sdp), ring)
 
@@ -493,7 +493,7 @@ class CallController:
         self.host.counts["answered"] += 1
         limit = self.max_seconds or self.settings.max_call_seconds
         self._arm(Timer.DURATION, now + limit)
-        self.host.emit(CallAnswered(self.id, now))
+        self.host.emit(CallAnswered(self.id, now, *self._parties()))
 
     def _on_fail(self, leg: LegPort, ev: Fail, now: float) -> None:
         def fail(_r: Any, _e: BaseException | None, now: float) -> None:
@@ -706,6 +706,11 @@ class CallController:
             self._finish(now)
 
         self.queue.append((make, released))
+
+    def _parties(self) -> tuple[str | None, ...]:
+        """x, binding, out_id, direction, caller, callee: the fields call events carry."""
+        return (self.x, self.binding, self.out_id, self.direction, self.caller,
+                self.callee)
 
     def _finish(self, now: float) -> None:
         times = self.times

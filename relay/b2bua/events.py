@@ -122,18 +122,31 @@ CCEvent = Try | Ring | Connect | Fail | Disconnect | Offer | Answer | Info | Inf
 # -- call events: what the controller reports (the adapter drains them) ---------------
 @dataclass(frozen=True, slots=True)
 class CallRinging:
-    """The callee is alerting (its first provisional)."""
+    """The callee is alerting (its first provisional); who the call is between, as the
+    record will say (for the events subsystem, which sees no record until the end)."""
 
     call_id: str
     at: float
+    x: str | None = None
+    binding: str | None = None
+    out_id: str | None = None
+    direction: str | None = None
+    caller: str | None = None
+    callee: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CallAnswered:
-    """The callee answered and the media is bridged."""
+    """The callee answered and the media is bridged; the parties as in CallRinging."""
 
     call_id: str
     at: float
+    x: str | None = None
+    binding: str | None = None
+    out_id: str | None = None
+    direction: str | None = None
+    caller: str | None = None
+    callee: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

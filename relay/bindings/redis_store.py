@@ -14,6 +14,7 @@ in one slot).  Layout:
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,6 +22,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from relay.events.model import Event
+from relay.events.outbox import redis_outbox_args
 
 from .claims import ClaimConflict, Op
 from .model import Binding, NumberRecord
@@ -36,6 +40,9 @@ _FEED_MAXLEN = 1_000_000
 # ARGV: id, expected, version, blob, now, quarantine, state, expires_at, frozen_at,
 #       maxlen, nops, then (kind, key, arg) per op, then the route record.
 # KEYS[7] is the hash of route records of live bindings (what a starting node loads).
+# KEYS[8..10] and the ARGV after the route record: the events outbox (sorted set, hash,
+# stream) and relay.events.outbox.redis_outbox_args (binding.frozen), written only when
+# the change is.
 _COMMIT_LUA = r"""
 local id = ARGV[1]
 local cur = tonumber(redis.call('HGET', KEYS[2], id) or '0')
@@ -105,6 +112,16 @@ if state == 'frozen' then
 else
   redis.call('ZREM', KEYS[6], id)
 end
+local eb = 13 + n * 3
+local m = tonumber(ARGV[eb] or '0')
+for j = 0, m - 1 do
+  local o = eb + 2 + j * 6
+  if redis.call('HSETNX', KEYS[9], ARGV[o], ARGV[o + 1]) == 1 then
+    redis.call('ZADD', KEYS[8], ARGV[o + 2], ARGV[o])
+    redis.call('XADD', KEYS[10], 'MAXLEN', '~', ARGV[eb + 1], '*', 'id', ARGV[o],
+               'type', ARGV[o + 3], 'key', ARGV[o + 4], 'body', ARGV[o + 5])
+  end
+end
 local sid = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], '*',
                        'k', 'b', 'd', ARGV[4], 'q', qu)
 return {'ok', sid}
@@ -145,6 +162,7 @@ class RedisStore:
         self._commit = self._r.register_script(_COMMIT_LUA)
         self._add_numbers = self._r.register_script(_ADD_NUMBERS_LUA)
         self._feed_checked = False
+        self.events_maxlen = 100_000  # the events stream's cap (relay.events.service)
 
     def _k(self, name: str) -> str:
         return f"{self.prefix}:{name}"
@@ -242,7 +260,8 @@ class RedisStore:
     # -- writes --------------------------------------------------------------------------
 
     async def commit(self, new: Binding, expected_version: int, ops: list[Op],
-                     now: float, quarantine: float) -> None:
+                     now: float, quarantine: float, events: Sequence[Event] = ()) -> None:
+        """Apply one change in the Lua script; `events` join the outbox in it."""
         args: list[Any] = [
             new.id, expected_version, new.version, new.pack(), f"{now:.3f}", f"{quarantine:.3f}",
             new.state.value, _fmt(new.expires_at), _fmt(new.frozen_at), _FEED_MAXLEN, len(ops),
@@ -250,7 +269,10 @@ class RedisStore:
         for op in ops:
             args += [op.kind, op.key, op.arg]
         args.append(route_record(new))
-        keys = [self._k(n) for n in ("b", "v", "c", "feed", "exp", "frz", "r")]
+        if events:
+            args += redis_outbox_args(events, self.events_maxlen)
+        keys = [self._k(n) for n in ("b", "v", "c", "feed", "exp", "frz", "r", "outbox",
+                                     "outbox:ev", "events")]
         try:
             res = await self._commit(keys=keys, args=args)
         except _UNAVAILABLE as exc:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, Conflict, NotFound
 from .claims import ClaimConflict, ops_for
@@ -18,6 +18,9 @@ from .pool import NumberPool
 from .store import Store, VersionConflict
 from .table import BindingTable
 from .validate import CreateRequest
+
+if TYPE_CHECKING:
+    from relay.events.model import Event
 
 __all__ = ["BindingService", "Lifecycle"]
 
@@ -47,6 +50,9 @@ class BindingService:
         self.pool = pool
         self.lifecycle = lifecycle
         self.clock = clock
+        #: Set by the events subsystem: the events a change makes (binding.frozen), which
+        #: the store commits in the change's own transaction.
+        self.events_for: Callable[[Binding, Binding, float], Sequence[Event]] | None = None
 
     # -- create --------------------------------------------------------------------------
 
@@ -158,9 +164,10 @@ class BindingService:
             if new is old:
                 return old
             new = new.replace(updated_at=now, version=old.version + 1)
+            events = self.events_for(old, new, now) if self.events_for is not None else ()
             try:
                 await self.store.commit(new, old.version, ops_for(old, new), now,
-                                        self.lifecycle.quarantine)
+                                        self.lifecycle.quarantine, events)
             except VersionConflict:
                 continue
             except ClaimConflict as exc:

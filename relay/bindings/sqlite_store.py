@@ -13,11 +13,14 @@ import asyncio
 import os
 import secrets
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
+
+from relay.events.model import Event
+from relay.events.outbox import OUTBOX_SCHEMA, SQLITE_INSERT
 
 from .claims import ClaimConflict, Op, apply_op
 from .model import Binding, NumberRecord
@@ -97,7 +100,7 @@ class SqliteStore:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self._sync}")
         db.execute("PRAGMA busy_timeout=10000")
-        db.executescript(_SCHEMA)
+        db.executescript(_SCHEMA + OUTBOX_SCHEMA)
         db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('epoch', ?)",
                    (secrets.token_hex(8),))
         self._db = db
@@ -185,11 +188,13 @@ class SqliteStore:
     # -- writes --------------------------------------------------------------------------
 
     async def commit(self, new: Binding, expected_version: int, ops: list[Op],
-                     now: float, quarantine: float) -> None:
-        await self._run(self._commit, new, expected_version, ops, now, quarantine)
+                     now: float, quarantine: float, events: Sequence[Event] = ()) -> None:
+        """Apply one change atomically; `events` (binding.frozen) join the outbox in the
+        same transaction."""
+        await self._run(self._commit, new, expected_version, ops, now, quarantine, events)
 
     def _commit(self, new: Binding, expected: int, ops: list[Op], now: float,
-                quarantine: float) -> None:
+                quarantine: float, events: Sequence[Event] = ()) -> None:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -222,6 +227,8 @@ class SqliteStore:
                     (new.id, new.x, new.out_id, new.state.value, new.expires_at, new.frozen_at,
                      new.version, blob, route_record(new)))
             db.execute("INSERT INTO changes(kind, blob, until) VALUES('b', ?, ?)", (blob, q_until))
+            if events:
+                db.executemany(SQLITE_INSERT, [(e.id, e.key, e.type, e.body) for e in events])
             db.execute("COMMIT")
         except (ClaimConflict, VersionConflict):
             db.execute("ROLLBACK")

@@ -6,7 +6,7 @@ change feed that every node follows to keep its in-memory table current.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -14,6 +14,8 @@ from .claims import Op
 from .model import Binding, NumberRecord
 
 if TYPE_CHECKING:
+    from relay.events.model import Event
+
     from .table import RouteEntry
 
 __all__ = [
@@ -80,7 +82,7 @@ class Store(Protocol):
                     out_id: str | None = None, cursor: str | None = None,
                     limit: int = 100) -> tuple[list[Binding], str | None]: ...
     async def commit(self, new: Binding, expected_version: int, ops: list[Op],
-                     now: float, quarantine: float) -> None: ...
+                     now: float, quarantine: float, events: Sequence[Event] = ()) -> None: ...
     async def add_numbers(self, numbers: list[NumberRecord]) -> int: ...
     async def numbers(self) -> list[NumberRecord]: ...
     async def due(self, now: float, frozen_hold: float, limit: int) -> list[Binding]: ...

@@ -451,6 +451,8 @@ class SmsService:
         while len(self._recent) > self._recent_max:
             self._recent.popitem(last=False)
         self._writer.submit(KIND, dict(rec))
+        if self.node.events is not None:
+            self.node.events.on_message(rec, self.node.clock())
 
 
 async def attach_sms(node: Node) -> None:

@@ -155,15 +155,29 @@ async def attach_voice(node: Node) -> None:
     media_timeout = float(media_cfg.get("timeout", 60.0))
     media = await _media_backend(cfg, media_cfg, settings.host,
                                  poll=min(5.0, media_timeout / 4) if media_timeout > 0 else 0)
+    from relay.recordings_config import recordings_settings
+
+    from .sealer import Sealer
+
+    sealer = Sealer(recordings_settings(cfg).manifest_signing_keys()[0])
     with contextlib.suppress(OSError):
-        await media.finish_pending()
+        for finished in await media.finish_pending():  # a crash's leftovers: seal them too
+            sealer.submit(finished.directory)
     prompts = PromptSet(str(media_cfg.get("language", "en")),
                         Path(media_cfg["prompts"]) if media_cfg.get("prompts") else None)
     prompts.check()  # a missing prompt is a start-up error, never a mid-call surprise
     switch = CallMap(settings, node.table)
     writer = node.record_writer
-    server = SipServer(switch, media, lambda rec: writer.submit("call", rec),
-                       prompts=prompts.path)
+    hub = node.events
+
+    def record(rec: dict[str, Any]) -> None:
+        writer.submit("call", rec)
+        if rec.get("recording"):
+            sealer.submit_record(rec)
+
+    server = SipServer(switch, media, record,
+                       prompts=prompts.path,
+                       events=hub.on_call_event if hub is not None else None)
     await server.start(udp, tcp=bool(sip.get("tcp", True)))
     node.voice = server  # type: ignore[attr-defined]
     _metrics(node, switch, server, media)
@@ -212,6 +226,7 @@ async def attach_voice(node: Node) -> None:
         pool = getattr(media, "executor", None)  # the finishing processes, if any
         if pool is not None:
             pool.shutdown(wait=True)
+        await asyncio.get_running_loop().run_in_executor(None, sealer.close)
 
     node.on_stop.append(stop)
     log.info("SIP on %s:%s (advertised as %s), outbound %s:%s", cfg.sip[0], port,

@@ -1,28 +1,38 @@
-"""Outbound SMS webhook: POST each forwarded message as JSON, signed, retried.
+"""The one webhook sender: signed POSTs, a retry policy, and the SMS route built on them.
 
-Every request carries `Idempotency-Key: <message id>` (the same on every retry, so a
-receiver that saw the first attempt can drop the repeat) and
-`X-Relay-Signature: sha256=<hex HMAC-SHA256 of the exact body with the shared secret>`.
-Transient failures (connection errors, timeouts, 408, 425, 429, 5xx) are retried with
-capped exponential backoff; any other 4xx is final (the receiver understood and said no).
+Every request carries `Idempotency-Key: <id>` (the same on every retry, so a receiver
+that saw the first attempt can drop the repeat) and `X-Relay-Signature: sha256=<hex
+HMAC-SHA256 of the exact body with the shared secret>`. `WebhookClient.post` makes one
+attempt and reports what happened (`Attempt`); `RetryPolicy` (pure) says whether and
+when to try again: connection errors, timeouts, 408, 425, 429 and 5xx are transient,
+retried with capped exponential backoff, and a `Retry-After` (RFC 9110 §10.2.3: seconds
+or an HTTP date) is honoured when it asks for longer. Two users share them: the SMS
+webhook route (`WebhookSender`, in memory, gives up after `retries`, any other 4xx
+final) and the events outbox (`relay.events.sender`, durable, never gives up).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import hashlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-__all__ = ["SIGNATURE_HEADER", "WebhookSender", "sign"]
+__all__ = [
+    "SIGNATURE_HEADER", "Attempt", "RetryPolicy", "WebhookClient", "WebhookSender",
+    "parse_retry_after", "sign",
+]
 
-log = logging.getLogger("relay.sms.webhook")
+log = logging.getLogger("relay.webhook")
 
 SIGNATURE_HEADER = "X-Relay-Signature"
 _RETRY_STATUS = frozenset({408, 425, 429})
@@ -36,32 +46,119 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-class WebhookSender:
-    """Posts messages to one URL with at most `concurrency` requests in flight."""
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After value (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT
+        return None
+    return max(0.0, when.timestamp() - now)
 
-    def __init__(
-        self, url: str, secret: str, *, on_result: ResultHook | None = None,
-        retries: int = 5, backoff: float = 0.5, backoff_max: float = 30.0,
-        timeout: float = 10.0, concurrency: int = 32,
-    ) -> None:
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One POST's outcome: the status (None: no answer) and any Retry-After (seconds)."""
+
+    status: int | None
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When to try again. `final_4xx`: a 4xx other than 408/425/429 ends the attempts
+    (the receiver understood and said no); off, every failure is retried."""
+
+    backoff: float = 0.5
+    backoff_max: float = 30.0
+    final_4xx: bool = True
+    retry_after_max: float = 3600.0
+
+    def retryable(self, attempt: Attempt) -> bool:
+        """Whether a failed attempt may be repeated."""
+        s = attempt.status
+        if s is None or s >= 500 or s in _RETRY_STATUS:
+            return True
+        return not (self.final_4xx and 400 <= s < 500)
+
+    def delay(self, failures: int, attempt: Attempt) -> float:
+        """Seconds before the next try after `failures` failed attempts (1 or more)."""
+        wait = min(self.backoff_max, self.backoff * 2 ** min(failures - 1, 30))
+        if attempt.retry_after is not None:
+            # The receiver knows its own outage: wait at least that long (bounded,
+            # so a typo of a year does not park the queue for a year).
+            wait = max(wait, min(attempt.retry_after, self.retry_after_max))
+        return wait
+
+
+class WebhookClient:
+    """Posts signed bodies to one URL with at most `concurrency` requests in flight."""
+
+    def __init__(self, url: str, secret: str, *, timeout: float = 10.0,
+                 concurrency: int = 32) -> None:
         self.url = url
         self.secret = secret
-        self.on_result = on_result
-        self.retries = retries
-        self.backoff = backoff
-        self.backoff_max = backoff_max
         self.timeout = timeout
         self._sem = asyncio.Semaphore(concurrency)
         self._session: aiohttp.ClientSession | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.sent = 0
-        self.failed = 0
 
     async def start(self) -> None:
         """Open the HTTP client session."""
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             headers={"User-Agent": "privacy-relay"})
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def post(self, key: str, body: bytes) -> Attempt:
+        """One attempt: POST `body` (JSON) signed, with `Idempotency-Key: key`."""
+        assert self._session is not None, "start() first"
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key,
+                   SIGNATURE_HEADER: sign(self.secret, body)}
+        async with self._sem:
+            try:
+                async with self._session.post(self.url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    return Attempt(resp.status, parse_retry_after(
+                        resp.headers.get("Retry-After"), time.time()))
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.info("webhook %s: %s", self.url, exc)
+                return Attempt(None)
+
+
+class WebhookSender:
+    """The SMS webhook route: each message posted once, retried in memory, then given up
+    (its record says `failed`: an undelivered SMS is the sender's to know about)."""
+
+    def __init__(
+        self, url: str, secret: str, *, on_result: ResultHook | None = None,
+        retries: int = 5, backoff: float = 0.5, backoff_max: float = 30.0,
+        timeout: float = 10.0, concurrency: int = 32,
+    ) -> None:
+        self.client = WebhookClient(url, secret, timeout=timeout, concurrency=concurrency)
+        self.policy = RetryPolicy(backoff=backoff, backoff_max=backoff_max)
+        self.on_result = on_result
+        self.retries = retries
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.sent = 0
+        self.failed = 0
+
+    async def start(self) -> None:
+        """Open the HTTP client session."""
+        await self.client.start()
 
     async def stop(self, grace: float = 5.0) -> None:
         """Give queued deliveries `grace` seconds, cancel the rest, close the session."""
@@ -72,9 +169,7 @@ class WebhookSender:
             for task in pending:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.client.close()
 
     def submit(self, key: str, payload: dict[str, Any]) -> None:
         """Queue one delivery (non-blocking); `key` is the Idempotency-Key."""
@@ -84,40 +179,22 @@ class WebhookSender:
 
     async def _deliver(self, key: str, payload: dict[str, Any]) -> None:
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json", "Idempotency-Key": key,
-                   SIGNATURE_HEADER: sign(self.secret, body)}
-        delay = self.backoff
-        status: int | None = None
+        result = Attempt(None)
         attempt = 0
-        ok = False
         for attempt in range(1, self.retries + 2):  # the first try plus `retries`
-            status = await self._attempt(body, headers)
-            if status is not None and 200 <= status < 300:
-                ok = True
-                break
-            if status is not None and 400 <= status < 500 and status not in _RETRY_STATUS:
+            result = await self.client.post(key, body)
+            if result.ok or not self.policy.retryable(result):
                 break
             if attempt <= self.retries:
+                delay = self.policy.delay(attempt, result)
                 log.info("webhook attempt %d for %s failed (%s); retry in %.1fs",
-                         attempt, key, status, delay)
+                         attempt, key, result.status, delay)
                 await asyncio.sleep(delay)
-                delay = min(self.backoff_max, delay * 2)
-        if ok:
+        if result.ok:
             self.sent += 1
         else:
             self.failed += 1
             log.warning("webhook gave up on %s after %d attempt(s), last status %s",
-                        key, attempt, status)
+                        key, attempt, result.status)
         if self.on_result is not None:
-            self.on_result(key, ok, status, attempt)
-
-    async def _attempt(self, body: bytes, headers: dict[str, str]) -> int | None:
-        assert self._session is not None, "start() first"
-        async with self._sem:
-            try:
-                async with self._session.post(self.url, data=body, headers=headers) as resp:
-                    await resp.read()
-                    return resp.status
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                log.info("webhook %s: %s", self.url, exc)
-                return None
+            self.on_result(key, result.ok, result.status, attempt)

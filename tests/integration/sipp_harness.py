@@ -155,6 +155,13 @@ def bind(base: str, x: str = X, a: str = A, b: str = B, mode: str = "AXB",
     return dict(api(base, "POST", "/v1/bindings", body, token))
 
 
+def ms(iso: str) -> int:
+    """An API time (ISO 8601 UTC with ms) as epoch milliseconds, for arithmetic."""
+    from datetime import datetime
+
+    return round(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
 def calls(base: str, query: str = "", token: str | None = None, want: int = 1,
           timeout: float = 10.0) -> list[dict[str, Any]]:
     """Poll /v1/calls until `want` records are there (the writer batches)."""

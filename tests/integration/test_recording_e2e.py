@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from audio_check import goertzel, samples
-from sipp_harness import A, B, X, api, bind, callee, caller, calls, relay_args, udp_port
+from sipp_harness import A, B, X, api, bind, callee, caller, calls, ms, relay_args, udp_port
 
 from loadtest.tones import write_tone_pcap
 
@@ -36,7 +36,7 @@ def test_each_leg_records_its_own_voice(relay_factory: Any, tmp_path: Path) -> N
     call = calls(relay.base, want=1)[0]
     assert call["sip_code"] == 200 and set(call["recording"]) == {"caller", "callee", "mix"}
     legs = call["legs"]["caller"]
-    talk_ms = legs["end_at"] - legs["answer_at"]
+    talk_ms = ms(legs["end_at"]) - ms(legs["answer_at"])
 
     def fetch(leg: str) -> wave.Wave_read:
         path = tmp_path / f"{leg}.wav"

@@ -135,12 +135,12 @@ def test_index_rebuilds_on_miss_and_rate_limits(tmp_path: Path) -> None:
     assert index.find("../etc") is None
 
 
-def test_openapi_paths_describe_the_route() -> None:
+def test_openapi_paths_describe_the_route(tmp_path: Path) -> None:
     app = web.Application()
-    add_recording_routes(app, Path("."))
+    add_recording_routes(app, tmp_path)
     routed = {(r.method, r.resource.canonical) for r in app.router.routes()
               if r.method != "HEAD" and r.resource is not None}
-    assert routed == {("GET", p) for p in RECORDING_PATHS}
+    assert routed == {(m.upper(), p) for p, item in RECORDING_PATHS.items() for m in item}
     op = RECORDING_PATHS["/v1/recordings/{call_id}/{leg}.wav"]["get"]
     assert {"200", "206", "404", "416"} <= set(op["responses"])
     legs = next(p for p in op["parameters"] if p["name"] == "leg")

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from audio_check import amplitude, goertzel, read_wav, write_tone_wav
 from procs import stop_process
-from sipp_harness import A, B, X, assert_private, bind, calls, relay_args
+from sipp_harness import A, B, X, assert_private, bind, calls, ms, relay_args
 
 pytestmark = pytest.mark.integration
 
@@ -264,7 +264,7 @@ def test_two_softphones_hear_each_other_and_the_recording_matches(
     assert call["released_by"] == "caller", call  # at the end of its WAV
     assert set(call["legs"]) == {"caller", "callee"}
     leg = call["legs"]["callee"]
-    talk_ms = leg["end_at"] - leg["answer_at"]
+    talk_ms = ms(leg["end_at"]) - ms(leg["answer_at"])
     # aufile paces 20 ms frames by the wall clock from the 200 OK, so talk is the WAV's
     # 3 s plus the BYE's way. On a loaded machine its loader thread can fall behind and it
     # sends silence meanwhile, so the call runs longer (4 s seen with 3 busy loops on

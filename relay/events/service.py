@@ -1,0 +1,166 @@
+"""The events subsystem of a node: `[events]` settings, the hub the call and SMS paths
+report to, and the outbox sender, started and stopped with the node.
+
+    [events]
+    url = "https://platform.example.com/relay-events"  # off when absent
+    secret = "shared-secret"      # X-Relay-Signature: sha256=HMAC(secret, body)
+    real_numbers = false          # true: real caller/callee numbers in events
+    link_ttl = 7200               # lifetime of recording.ready's signed links
+    stream_maxlen = 100000        # Redis: the capped stream {relay}:events
+    backoff = 1.0                 # first retry after this, doubling ...
+    backoff_max = 300.0           # ... up to this (a Retry-After may ask for longer)
+    timeout = 10.0                # one POST
+    concurrency = 64              # POSTs in flight (each to a different call)
+
+The hub runs on the event loop and only builds bytes and queues them on the record
+writer, which commits them to the outbox with the records (no IO on the call path).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+from recordings.links import MAX_TTL
+from relay.b2bua.events import CallEvent
+from relay.config import ConfigError
+from relay.io.webhook import RetryPolicy, WebhookClient
+from relay.records import RecordWriter
+
+from .build import EventBuilder, LinkSpec
+from .outbox import open_outbox
+from .sender import OutboxSender
+
+if TYPE_CHECKING:
+    from relay.app import Node
+
+__all__ = ["EventHub", "EventsSettings", "attach_events"]
+
+log = logging.getLogger("relay.events")
+
+
+@dataclass(frozen=True, slots=True)
+class EventsSettings:
+    """`[events]`, validated (unknown keys are an error)."""
+
+    url: str = ""
+    secret: str = ""
+    real_numbers: bool = False
+    link_ttl: int = 7200
+    stream_maxlen: int = 100_000
+    backoff: float = 1.0
+    backoff_max: float = 300.0
+    timeout: float = 10.0
+    concurrency: int = 64
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any]) -> EventsSettings:
+        raw = dict(extra.get("events", {}) or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"[events]: unknown keys {unknown}; known: {sorted(known)}")
+        defaults = cls()
+        for k, v in raw.items():
+            if isinstance(getattr(defaults, k), bool) != isinstance(v, bool):
+                raise ConfigError(f"[events] {k}: expected {type(getattr(defaults, k)).__name__}")
+        try:
+            s = cls(**{k: type(getattr(defaults, k))(v) for k, v in raw.items()})
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"[events]: {exc}") from None
+        if s.url and not s.url.startswith(("http://", "https://")):
+            raise ConfigError("[events] url: an http:// or https:// URL")
+        if s.url and not s.secret:
+            raise ConfigError("[events] url needs a secret (every POST is signed)")
+        if not 1 <= s.link_ttl <= MAX_TTL:
+            raise ConfigError(f"[events] link_ttl: 1 to {MAX_TTL} seconds")
+        if s.backoff <= 0 or s.backoff_max < s.backoff or s.timeout <= 0 \
+                or s.concurrency < 1 or s.stream_maxlen < 1:
+            raise ConfigError("[events]: backoff, backoff_max, timeout, concurrency and "
+                              "stream_maxlen must be positive (backoff_max >= backoff)")
+        return s
+
+
+class EventHub:
+    """Where the call and SMS paths report; events go to the record writer's queue."""
+
+    def __init__(self, writer: RecordWriter, builder: EventBuilder) -> None:
+        self.writer = writer
+        self.builder = builder
+        self.made = 0
+
+    def on_call_event(self, ev: CallEvent) -> None:
+        """The SIP adapter's `events` sink (its record was submitted just before)."""
+        events = self.builder.call(ev)
+        self.made += len(events)
+        self.writer.submit_events(events)
+
+    def on_message(self, rec: dict[str, Any], now: float) -> None:
+        """A message record was saved (submitted just before)."""
+        events = self.builder.message(rec, now)
+        if events:
+            self.made += len(events)
+            self.writer.submit_events(events)
+
+
+def install_binding_events(node: Node) -> EventBuilder | None:
+    """With `[events] url`, make the binding service commit binding.frozen with each
+    freeze (also for the CLI's `relay freeze`, which runs no sender); the builder."""
+    from relay.recordings_config import recordings_settings
+
+    s = EventsSettings.from_extra(node.config.extra)
+    if not s.url:
+        return None
+    rec = recordings_settings(node.config)
+    host, port = node.config.http
+    base = rec.link_base or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    builder = EventBuilder(real_numbers=s.real_numbers,
+                           links=LinkSpec(rec.signer(), base, s.link_ttl))
+    node.service.events_for = builder.binding
+    for store in (node.records, node.store):  # Redis: the capped events stream
+        if hasattr(store, "events_maxlen"):
+            store.events_maxlen = s.stream_maxlen
+    return builder
+
+
+async def attach_events(node: Node) -> None:
+    """Start events on `node` when `[events] url` is set (called from Node.start)."""
+
+    builder = install_binding_events(node)
+    if builder is None:
+        return
+    s = EventsSettings.from_extra(node.config.extra)
+    node.events = EventHub(node.record_writer, builder)
+    outbox = open_outbox(node.config.store)
+    await outbox.open()
+    client = WebhookClient(s.url, s.secret, timeout=s.timeout, concurrency=s.concurrency)
+    await client.start()
+    sender = OutboxSender(outbox, client, RetryPolicy(backoff=s.backoff,
+                                                      backoff_max=s.backoff_max,
+                                                      final_4xx=False),
+                          batch=max(s.concurrency, 64))
+    node.record_writer.on_commit.append(sender.wake)
+    sender.start()
+    node.events_sender = sender  # type: ignore[attr-defined]
+    _metrics(node, sender)
+
+    async def stop(_: Node) -> None:
+        # Whatever is undelivered waits in the outbox for the next start (the record
+        # writer's final flush, after the hooks, still commits what is queued).
+        await sender.stop()
+        await client.close()
+        await outbox.close()
+
+    node.on_stop.insert(0, stop)  # run last (hooks run in reverse)
+    log.info("events to %s (numbers %s)", s.url, "real" if s.real_numbers else "masked")
+
+
+def _metrics(node: Node, sender: OutboxSender) -> None:
+    m = node.metrics
+    m.counter_from("relay_events_delivered_total", "events the webhook took",
+                   lambda: float(sender.delivered))
+    m.counter_from("relay_events_failed_attempts_total", "event POSTs not taken (retried)",
+                   lambda: float(sender.failed_attempts))
+    m.gauge("relay_events_backlog", "due events not taken in the last round",
+            lambda: float(sender.backlog))

@@ -1,0 +1,159 @@
+"""Events end to end: SIPp calls through `relay serve`, a real webhook receiver on
+loopback that fails, is down, and a relay killed with SIGKILL and started again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import free_port
+from event_receiver import Receiver
+from sipp_harness import (
+    A,
+    B,
+    X,
+    bind,
+    callee,
+    caller,
+    calls,
+    refused_scenario,
+    relay_args,
+    udp_port,
+)
+
+pytestmark = pytest.mark.integration
+SECRET = "hook-secret-0123456789"
+CALL_ORDER = ["call.ringing", "call.answered", "call.ended", "recording.ready"]
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def _config(tmp_path: Path, receiver: Receiver, **more: Any) -> Path:
+    conf = tmp_path / "relay.toml"
+    lines = ["[events]", f'url = "{receiver.url}"', f'secret = "{SECRET}"',
+             "backoff = 0.1", "backoff_max = 0.5", *(f"{k} = {v}" for k, v in more.items())]
+    conf.write_text("\n".join(lines) + "\n")
+    return conf
+
+
+def _start(relay_factory: Any, tmp_path: Path, out: int, conf: Path) -> Any:
+    return relay_factory(f"sqlite:///{tmp_path}/relay.db",
+                         relay_args(out, tmp_path, "--config", str(conf)))
+
+
+def _calls(tmp_path: Path, relay: Any, out: int, n: int, name: str) -> None:
+    uas = callee(tmp_path, out, name=f"{name}-uas", extra=["-m", str(n)])
+    uac = caller(tmp_path, relay.sip_port, name=f"{name}-uac",
+                 extra=["-m", str(n), "-d", "200", "-r", "10"])
+    uas.start()
+    time.sleep(0.3)
+    uac.start()
+    assert uac.wait(60) == 0, uac.tail()
+    assert uas.wait(60) == 0, uas.tail()
+
+
+def _by_call(events: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Types per call id in first-arrival order (a redelivery does not reorder)."""
+    seen: set[str] = set()
+    out: dict[str, list[str]] = {}
+    for e in events:
+        if e["id"] in seen:
+            continue
+        seen.add(e["id"])
+        if "call_id" in e:
+            out.setdefault(e["call_id"], []).append(e["type"])
+    return out
+
+
+def _complete(n: int) -> Any:
+    return lambda got: sum(t == CALL_ORDER for t in _by_call(got).values()) >= n
+
+
+def test_events_survive_503s_in_order_signed_and_masked(relay_factory: Any,
+                                                        tmp_path: Path) -> None:
+    out = udp_port()
+    receiver = Receiver(free_port(), SECRET, fail_first=6, retry_after="1")
+    receiver.start()
+    try:
+        relay = _start(relay_factory, tmp_path, out, _config(tmp_path, receiver))
+        binding = bind(relay.base, out_id="order-7")
+        _calls(tmp_path, relay, out, 3, "ok")
+        stranger = caller(tmp_path, relay.sip_port, number="+8613700000077",
+                          scenario_path=refused_scenario(tmp_path, 403), extra=["-m", "1"],
+                          name="stranger")
+        stranger.start()
+        assert stranger.wait(30) == 0, stranger.tail()
+        got = receiver.wait_for(lambda g: _complete(3)(g)
+                                and any(e["type"] == "call.refused" for e in g))
+        receiver.check()
+        per_call = _by_call(got)
+        assert sorted(per_call.values()) == sorted([CALL_ORDER] * 3 + [["call.refused"]])
+        ended = [e for e in got if e["type"] == "call.ended"]
+        for e in ended:
+            assert e["x"] == X and e["binding"] == binding["id"] and e["out_id"] == "order-7"
+            assert e["caller"] == "+86138****2222" and e["callee"] == "+86139****4444"
+            assert e["record"]["caller"] == "+86138****2222"
+            assert A not in str(e) and B not in str(e)  # masked by default, everywhere
+            assert e["sip_code"] == 200 and e["direction"] == "a_to_b"
+            assert ISO.match(e["at"])
+        refused = next(e for e in got if e["type"] == "call.refused")
+        assert refused["sip_code"] == 403 and refused["unconnected_cause"] == "stranger"
+        ready = next(e for e in got if e["type"] == "recording.ready")
+        assert set(ready["files"]) == {"caller", "callee", "mix"}
+        for f in ready["files"].values():
+            assert len(f["sha256"]) == 64 and f["size"] >= 44  # signalling only: no RTP
+        with urllib.request.urlopen(ready["files"]["mix"]["url"]) as r:  # no token
+            wav = r.read()
+        assert hashlib.sha256(wav).hexdigest() == ready["files"]["mix"]["sha256"]
+        # The receiver's first 503 asked for Retry-After: 1; that event waited that long.
+        first = receiver.posts[0]
+        again = next(p for p in receiver.posts[1:] if p.key == first.key)
+        assert again.at - first.at >= 0.9
+        assert sum(p.status == 503 for p in receiver.posts) == 6
+        # Each recorded call was sealed into the day's manifest chain by the relay.
+        out = subprocess.run(
+            [sys.executable, "-m", "relay", "recordings", "verify", "--recordings",
+             str(tmp_path / "rec"), "--json", "--date", ready["at"][:10]],
+            capture_output=True, text=True, timeout=60)
+        report = json.loads(out.stdout)
+        assert out.returncode == 0 and report["checked"] == 3, report
+        # `relay calls --json` speaks the same times as the API: ISO 8601 UTC with ms.
+        out = subprocess.run(
+            [sys.executable, "-m", "relay", "calls", "--json", "--store",
+             f"sqlite:///{tmp_path}/relay.db"], capture_output=True, text=True, timeout=60)
+        listed = json.loads(out.stdout)["calls"]
+        assert len(listed) == 4 and all(ISO.match(c["started_at"]) for c in listed)
+        bridged = next(c for c in listed if c["sip_code"] == 200)
+        assert all(ISO.match(bridged["legs"]["callee"][k])
+                   for k in ("invite_at", "ring_at", "answer_at", "end_at"))
+    finally:
+        receiver.stop()
+
+
+def test_outage_and_kill_minus_9_lose_nothing(relay_factory: Any, tmp_path: Path) -> None:
+    out = udp_port()
+    receiver = Receiver(free_port(), SECRET)  # down: nothing listens on its port yet
+    conf = _config(tmp_path, receiver)
+    relay = _start(relay_factory, tmp_path, out, conf)
+    bind(relay.base)
+    _calls(tmp_path, relay, out, 4, "outage")
+    calls(relay.base, want=4)  # the records are committed, and their events with them
+    time.sleep(0.5)  # the sender has failed a few times meanwhile
+    relay.proc.kill()  # SIGKILL: no flush, no goodbye
+    relay.proc.wait()
+    receiver.start()
+    try:
+        _start(relay_factory, tmp_path, out, conf)  # the same store
+        got = receiver.wait_for(_complete(4), timeout=60)  # the dead relay's lease lapses first
+        receiver.check()
+        assert len(_by_call(got)) == 4
+        assert all(t == CALL_ORDER for t in _by_call(got).values())
+    finally:
+        receiver.stop()
