@@ -1,14 +1,19 @@
-"""The routing decision for one call or message: a pure function of binding, caller, time.
+"""The routing decision for one call or message: a pure function of binding, policy,
+caller and time.
 
 The SIP and SMS paths both ask this, and `GET /v1/route` shows its answer as a dry run.
-Codes follow DESIGN.md "Refusals"; causes are ITU-T Q.850 values for the Reason header.
+Codes come from the one refusal table (`dialplan.refusals`, DESIGN.md "Refusals");
+causes are ITU-T Q.850 values for the Reason header.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple, Protocol
 
-__all__ = ["Bridge", "Collect", "Decision", "Refuse", "RouteView", "decide"]
+from .policy import Policy, quiet_until, retry_after
+from .refusals import REFUSALS
+
+__all__ = ["Bridge", "Collect", "Decision", "Refuse", "RouteView", "apply_policy", "decide"]
 
 
 class RouteView(Protocol):
@@ -43,6 +48,8 @@ class Bridge(NamedTuple):
     binding: str
     direction: str  # "a_to_b" or "b_to_a"
     action: str = "bridge"
+    ring_timeout: int | None = None  # the policy's, when it sets one
+    max_call_seconds: int | None = None
 
 
 class Refuse(NamedTuple):
@@ -53,6 +60,7 @@ class Refuse(NamedTuple):
     cause: int
     binding: str | None = None
     action: str = "refuse"
+    retry_after: int | None = None  # quiet hours: seconds until the window ends
 
 
 class Collect(NamedTuple):
@@ -64,32 +72,23 @@ class Collect(NamedTuple):
 
 Decision = Bridge | Refuse | Collect
 
-# reason -> (SIP status, Q.850 cause); one table so SIP and SMS refuse alike.
-REFUSALS: dict[str, tuple[int, int]] = {
-    "no_binding": (404, 1),  # unallocated (unassigned) number
-    "frozen": (410, 22),  # number changed
-    "expired": (410, 22),
-    "stranger": (403, 21),  # call rejected
-    "disabled": (403, 21),  # voice or SMS switched off on this binding
-    "no_party": (480, 18),  # AXN: B called X but no A is set
-    "no_extension": (404, 1),  # AXE: no live binding has the extension dialled
-}
 
-
-def _refuse(reason: str, binding: str | None = None) -> Refuse:
-    code, cause = REFUSALS[reason]
-    return Refuse(code=code, reason=reason, cause=cause, binding=binding)
+def _refuse(reason: str, binding: str | None = None, retry: int | None = None) -> Refuse:
+    r = REFUSALS[reason]
+    return Refuse(code=r.sip, reason=reason, cause=r.cause, binding=binding, retry_after=retry)
 
 
 def decide(entry: RouteView | None, x_in_use: bool, caller: str | None, now: float,
-           service: str = "voice", *, shared: bool = False, ext: str | None = None
-           ) -> Decision:
+           service: str = "voice", *, shared: bool = False, ext: str | None = None,
+           policy: Policy | None = None) -> Decision:
     """Where a call (or SMS, `service="sms"`) from `caller` to X goes, or why not.
 
     `entry` is the binding found for (X, caller[, ext]); `x_in_use` tells whether any live
     binding holds X, which separates a stranger (403) from an unknown number (404).
     `shared` says X serves AXE extensions: a call that came without `ext` collects one
     (`Collect`); an extension no live binding has is refused `no_extension`.
+    `policy` is the binding's named policy (or the default one), applied once the
+    binding has said where the call goes (`apply_policy`).
     """
     if entry is None:
         if shared and service == "voice":
@@ -103,14 +102,37 @@ def decide(entry: RouteView | None, x_in_use: bool, caller: str | None, now: flo
     mode, a, b = entry.mode, entry.a, entry.b
     if mode == "AXB":
         if caller == a and b:
-            return Bridge(b, entry.id, "a_to_b")
-        if caller == b and a:
-            return Bridge(a, entry.id, "b_to_a")
-        return _refuse("stranger", entry.id)
-    if mode == "AXN" and caller == b:
-        if a:
-            return Bridge(a, entry.id, "b_to_a")
-        return _refuse("no_party", entry.id)
-    if b is None:  # a binding always has B; refuse rather than route nowhere
+            bridge = Bridge(b, entry.id, "a_to_b")
+        elif caller == b and a:
+            bridge = Bridge(a, entry.id, "b_to_a")
+        else:
+            return _refuse("stranger", entry.id)
+    elif mode == "AXN" and caller == b:
+        if not a:
+            return _refuse("no_party", entry.id)
+        bridge = Bridge(a, entry.id, "b_to_a")
+    elif b is None:  # a binding always has B; refuse rather than route nowhere
         return _refuse("no_binding", entry.id)
-    return Bridge(b, entry.id, "a_to_b")  # AXN from anyone; AXE (the ext chose the binding)
+    else:  # AXN from anyone; AXE (the extension chose the binding)
+        bridge = Bridge(b, entry.id, "a_to_b")
+    return bridge if policy is None else apply_policy(policy, bridge, now)
+
+
+def apply_policy(policy: Policy, bridge: Bridge, now: float) -> Bridge | Refuse:
+    """The policy's word on a call or text the binding would route (DESIGN "Policies").
+
+    Direction first (a one-way binding refuses the other way, 403), then quiet hours:
+    only towards B (`a_to_b`), so B calling back is never stopped; 480 with Retry-After
+    to the window's end. A routed call carries the policy's ring and duration limits.
+    """
+    if policy.directions is not None and bridge.direction not in policy.directions:
+        return _refuse("direction", bridge.binding)
+    q = policy.quiet_hours
+    if q is not None and bridge.direction == "a_to_b":
+        until = quiet_until(q, now)
+        if until is not None:
+            return _refuse("quiet_hours", bridge.binding, retry_after(until, now))
+    if policy.ring_timeout is None and policy.max_call_seconds is None:
+        return bridge
+    return bridge._replace(ring_timeout=policy.ring_timeout,
+                           max_call_seconds=policy.max_call_seconds)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dialplan.numbers import InvalidNumber, normalise, split_extension
+from dialplan.policy import Policy
 from relay.media.backend import MediaEvent
 from relay.sip import (
     AckReceived,
@@ -110,9 +111,12 @@ class CallMap:
     """The B2BUA core of one node (see the module docstring for the adapter's duties)."""
 
     def __init__(self, settings: Settings, table: Table, *,
-                 clock_id: Callable[[], str] | None = None) -> None:
+                 clock_id: Callable[[], str] | None = None,
+                 policies: Callable[[str | None], Policy | None] | None = None) -> None:
         self.settings = settings
         self.table = table
+        # A binding's policy name -> its policy (relay.policies.PolicyBook.for_binding).
+        self._policies = policies or _no_policy
         self.layer = TransactionLayer(settings.timers)
         self.wire = Wire(self, settings)
         self.calls: dict[str, CallController] = {}  # live and finishing, by relay call id
@@ -245,6 +249,10 @@ class CallMap:
         b.control = call
         self._dialogs[(b.call_id, b.local_tag)] = b
         return b
+
+    def policy(self, name: str | None) -> Policy | None:
+        """The policy a binding naming `name` routes under (memory only)."""
+        return self._policies(name)
 
     def arm(self, call: CallController, timer: Timer, deadline: float) -> None:
         """Remember a call's timer (a re-armed one leaves a stale heap entry behind)."""
@@ -497,6 +505,10 @@ class CallMap:
             call_id=call_id, started_at=now, x=x, caller=caller, callee=None,
             binding=None, out_id=None, direction=None, times=times, sip_code=code,
             cause=cause, released_by="relay", unconnected=unconnected, recording=None)))
+
+
+def _no_policy(_name: str | None) -> Policy | None:
+    return None
 
 
 # Transaction-layer event -> handler (dispatch by table, STYLE.md).

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from dialplan.policy import Policy
 from relay.b2bua.callmap import CallMap, Settings
 from relay.b2bua.events import CallEnded, CallRefused
 from relay.bindings.model import Binding, Mode
@@ -85,11 +86,12 @@ def sdp(who: str, port: int) -> bytes:
 class Harness:
     """A switch, its binding table, and what each peer received."""
 
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self, policies: dict[str, Policy] | None = None, **settings: Any) -> None:
         s = Settings(host=RELAY[0], port=RELAY[1], outbound=CALLEE,
                      trunks=("192.0.2.0/24",), **settings)
         self.table = BindingTable()
-        self.switch = CallMap(s, self.table)
+        book = policies or {}
+        self.switch = CallMap(s, self.table, policies=lambda name: book.get(name or ""))
         self.media = FakeMedia()
         self.now = T0
         self.to_caller: list[SipRequest | SipResponse] = []

@@ -1,0 +1,98 @@
+"""Named policies on the SIP path, in memory (DESIGN.md "Policies", "Refusals").
+
+T0 is 2027-01-15 08:00 UTC, 16:00 in Asia/Shanghai: a 15:00-17:00 quiet window there
+holds it and ends an hour later.
+"""
+
+from __future__ import annotations
+
+from b2bua_harness import A, B, Harness, X, sdp
+from test_axe_flows import B1, keyed
+
+from dialplan.policy import parse_policy
+from relay.sip import SipRequest, SipResponse
+
+QUIET = parse_policy("quiet", {"quiet_hours": {"from": "15:00", "to": "17:00",
+                                               "tz": "Asia/Shanghai"}})
+ONE_WAY = parse_policy("one_way", {"directions": ["a_to_b"]})
+LIMITS = parse_policy("limits", {"ring_timeout": 5, "max_call_seconds": 30})
+BOOK = {p.name: p for p in (QUIET, ONE_WAY, LIMITS)}
+
+
+def test_quiet_hours_480_with_retry_after_and_b_calls_back() -> None:
+    h = Harness(policies=BOOK, announce_refusals=True)  # a policy refusal is never announced
+    h.bind(policy="quiet")
+    h.caller_invite()
+    resp = h.last("C", SipResponse)
+    assert resp.status == 480 and resp.headers.get("retry-after") == "3600"
+    assert 'text="quiet_hours"' in (resp.headers.get("reason") or "")
+    assert not h.to_callee and not h.media.played
+    (rec,) = h.records
+    assert rec["unconnected_cause"] == "policy" and rec["policy_reason"] == "quiet_hours"
+    h.caller_invite(caller=B, call_id="b-calls-back@x", branch="z9hG4bKb1")
+    inv = h.last("B", SipRequest, method="INVITE")
+    assert inv.uri.startswith(f"sip:{A}@")
+
+
+def test_one_way_binding_refuses_the_other_way_403() -> None:
+    h = Harness(policies=BOOK)
+    h.bind(policy="one_way")
+    h.caller_invite(caller=B)
+    resp = h.last("C", SipResponse)
+    assert resp.status == 403 and 'cause=21;text="direction"' in (resp.headers.get("reason")
+                                                                   or "")
+    assert h.records[0]["policy_reason"] == "direction"
+    h.caller_invite(call_id="a-call-2@x", branch="z9hG4bKa2")
+    assert h.last("B", SipRequest, method="INVITE")
+
+
+def test_unknown_policy_name_routes_without_rules() -> None:
+    h = Harness(policies=BOOK)
+    h.bind(policy="nobody-made-this")
+    h.caller_invite()
+    assert h.last("B", SipRequest, method="INVITE")
+
+
+def test_policy_ring_timeout_and_max_call_seconds_act_on_the_call() -> None:
+    h = Harness(policies=BOOK, ring_timeout=60.0)
+    h.bind(policy="limits")
+    h.caller_invite()
+    inv = h.last("B", SipRequest, method="INVITE")
+    h.callee_reply(inv, 180)
+    h.advance(5.1)
+    assert h.last("B", SipRequest, method="CANCEL")
+    assert h.last("C", SipResponse, status=480)
+
+    h = Harness(policies=BOOK)
+    h.bind(policy="limits", max_call_seconds=600)  # both caps hold: the policy's is smaller
+    h.caller_invite()
+    inv = h.last("B", SipRequest, method="INVITE")
+    h.callee_reply(inv, 200, body=sdp("bob", 32000))
+    h.caller_ack()
+    h.advance(29.0)
+    assert not h.records
+    h.advance(2.0)
+    assert h.last("C", SipRequest, method="BYE")
+    assert h.records[0]["end_reason"] == "max_duration"
+
+
+def test_axe_keyed_extension_in_quiet_hours_hangs_up_without_try_again() -> None:
+    h = Harness(policies=BOOK)
+    h.bind(mode="AXE", a=None, b=B1, ext="101", policy="quiet")
+    h.caller_invite(x=X)
+    h.caller_ack()
+    h.now += 1
+    keyed(h, "101#")
+    assert h.last("C", SipRequest, method="BYE")
+    assert not any(isinstance(m, SipRequest) and m.method == "INVITE" for m in h.to_callee)
+    (rec,) = h.records
+    assert rec["unconnected_cause"] == "policy" and rec["policy_reason"] == "quiet_hours"
+    assert rec["ext"] == "101"
+
+
+def test_axe_extension_in_the_uri_under_quiet_hours_480() -> None:
+    h = Harness(policies=BOOK)
+    h.bind(mode="AXE", a=None, b=B1, ext="101", policy="quiet")
+    h.caller_invite(x=f"{X};ext=101")
+    resp = h.last("C", SipResponse)
+    assert resp.status == 480 and resp.headers.get("retry-after") == "3600"
