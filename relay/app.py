@@ -20,6 +20,7 @@ from .bindings.sync import Follower
 from .bindings.table import BindingTable
 from .config import Config
 from .metrics import Metrics
+from .policies import PolicyBook, open_policy_store
 from .records import RecordWriter, open_record_store
 
 __all__ = ["Node", "serve"]
@@ -44,6 +45,8 @@ class Node:
             Lifecycle(default_cc=config.default_cc, quarantine=config.quarantine,
                       frozen_hold=config.frozen_hold), clock)
         self.records = open_record_store(config.store)
+        self.policies = PolicyBook(config.default_policy)
+        self.policy_store = open_policy_store(config.store)
         self.record_writer = RecordWriter(self.records)
         self.draining = False
         self.http_port: int | None = None
@@ -68,6 +71,10 @@ class Node:
                 lambda: float(w.pending))
         m.counter_from("relay_records_dropped_total", "records dropped (store down too long)",
                 lambda: float(w.dropped))
+        p = self.policies
+        m.counter_from("relay_policy_refresh_errors_total",
+                       "re-reads of the policies that failed (the last view stays)",
+                       lambda: float(p.refresh_errors))
 
     async def start(self) -> None:
         """Open the store and load the table (or start degraded), then listen."""
@@ -76,7 +83,9 @@ class Node:
         try:
             await self.store.open()
             await self.records.open()
+            await self.policy_store.open()
             await self.follower.load()
+            self.policies.replace(await self.policy_store.all())
         except StoreUnavailable as exc:
             log.error("store unavailable at start, serving an empty table until it returns: %s",
                       exc)
@@ -85,6 +94,7 @@ class Node:
         self.follower.start()
         self.record_writer.start()
         self._tasks.append(asyncio.create_task(self._sweeper(), name="sweeper"))
+        self._tasks.append(asyncio.create_task(self._policy_refresher(), name="policies"))
         app = build_api(self)
         self.api = app
         # Subsystems attach here: each adds its routes to `app` and its stop to `on_stop`.
@@ -124,6 +134,16 @@ class Node:
             except Exception:
                 log.exception("sweep failed")
 
+    async def _policy_refresher(self) -> None:
+        """Re-read the policies beside the call path, so other nodes' edits arrive."""
+        while True:
+            await asyncio.sleep(self.config.policy_refresh)
+            try:
+                self.policies.replace(await self.policy_store.all())
+            except StoreUnavailable as exc:
+                self.policies.refresh_errors += 1
+                log.debug("policy refresh skipped: %s", exc)
+
     async def stop(self) -> None:
         self.draining = True
         for hook in reversed(self.on_stop):
@@ -139,6 +159,7 @@ class Node:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.records.close()
+        await self.policy_store.close()
         await self.store.close()
 
 

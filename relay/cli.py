@@ -97,6 +97,15 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.add_argument("--recordings", help="recordings folder (default from config)")
 
+    pol = sub.add_parser("policies", help="list, show, set or delete named policies")
+    _common(pol)
+    psub = pol.add_subparsers(dest="policies_cmd")
+    for verb, what in (("show", "one policy"), ("rm", "delete a policy")):
+        psub.add_parser(verb, help=what).add_argument("name")
+    pset = psub.add_parser("set", help="create or replace a policy from JSON")
+    pset.add_argument("name")
+    pset.add_argument("policy", help='JSON, e.g. \'{"directions": ["a_to_b"]}\', or @FILE')
+
     n = sub.add_parser("numbers", help="show the pool, or add numbers to it")
     _common(n)
     nsub = n.add_subparsers(dest="numbers_cmd")
@@ -228,8 +237,42 @@ def _run_verb(a: argparse.Namespace, cfg: Config) -> None:
               ("id", "started", "x", "caller", "callee", "sip_code", "cause", "released_by",
                "unconnected_cause", "duration_ms"))
 
+    async def policies(node: Any) -> None:
+        from dialplan.policy import PolicyError, parse_policy
+
+        from .errors import BadRequest, NotFound
+
+        store = node.policy_store
+        await store.open()
+        try:
+            docs = await store.all()
+            cmd, name = a.policies_cmd, str(getattr(a, "name", ""))
+            if cmd == "set":
+                raw = a.policy
+                if raw.startswith("@"):
+                    with open(raw[1:], encoding="utf-8") as f:
+                        raw = f.read()
+                try:
+                    policy = parse_policy(name, json.loads(raw))
+                except (ValueError, PolicyError) as exc:  # JSONDecodeError is a ValueError
+                    raise BadRequest(str(exc), "invalid_policy") from None
+                await store.put(policy)
+                docs = {name: policy.as_dict()}
+            elif cmd in ("show", "rm"):
+                if name not in docs:
+                    raise NotFound(f"no policy named {name!r}")
+                if cmd == "rm":
+                    await store.delete(name)
+                docs = {name: docs[name]}
+        finally:
+            await store.close()
+        rows = [{"name": n, "rules": json.dumps({k: v for k, v in d.items() if k != "name"})}
+                for n, d in sorted(docs.items())]
+        _emit(a, {"policies": [d for _n, d in sorted(docs.items())],
+                  "default_policy": cfg.default_policy}, rows, ("name", "rules"))
+
     fn = {"bind": bind, "freeze": change, "release": change, "bindings": bindings,
-          "numbers": numbers, "calls": calls}[a.cmd]
+          "numbers": numbers, "calls": calls, "policies": policies}[a.cmd]
     asyncio.run(_with_service(cfg, fn))
 
 

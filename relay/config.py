@@ -60,6 +60,8 @@ class Config:
     frozen_hold: float = 7 * 86400.0
     sweep_interval: float = 1.0
     log_level: str = "INFO"
+    default_policy: str | None = None  # [dialplan]: the policy of bindings that name none
+    policy_refresh: float = 1.0  # [dialplan]: seconds between re-reads of the policies
     extra: dict[str, Any] = field(default_factory=dict)  # sections owned by other modules
 
     def check(self) -> None:
@@ -81,6 +83,8 @@ class Config:
             raise ConfigError("default_cc must be 1 to 3 digits (a country code)")
         if self.quarantine < 0 or self.frozen_hold < 0:
             raise ConfigError("quarantine and frozen_hold must not be negative")
+        if not 0.05 <= self.policy_refresh <= 3600:
+            raise ConfigError("dialplan.policy_refresh must be 0.05 to 3600 seconds")
 
 
 def _is_loopback(host: str) -> bool:
@@ -136,7 +140,16 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None,
         kw["api_tokens"] = _tokens(raw["api"]["tokens"], "api.tokens")
     if "accounts" in raw.get("smpp", {}):
         kw["smpp_accounts"] = {str(k): str(v) for k, v in raw["smpp"]["accounts"].items()}
-    kw["extra"] = {k: v for k, v in raw.items() if k not in ("relay", "bindings", "api")}
+    dialplan = dict(raw.get("dialplan", {}))
+    unknown = set(dialplan) - {"default_policy", "policy_refresh"}
+    if unknown:
+        raise ConfigError(f"dialplan: unknown keys {sorted(unknown)}")
+    if dialplan.get("default_policy"):
+        kw["default_policy"] = str(dialplan["default_policy"])
+    if "policy_refresh" in dialplan:
+        kw["policy_refresh"] = float(dialplan["policy_refresh"])
+    kw["extra"] = {k: v for k, v in raw.items()
+                   if k not in ("relay", "bindings", "api", "dialplan")}
     if "RELAY_API_TOKENS" in env:
         kw["api_tokens"] = _tokens(env["RELAY_API_TOKENS"], "RELAY_API_TOKENS")
     if "RELAY_STORE" in env:

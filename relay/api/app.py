@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from dialplan.numbers import InvalidNumber, normalise, normalise_ext
+from dialplan.policy import NAME as POLICY_NAME
+from dialplan.policy import PolicyError, parse_policy
 from dialplan.route import decide
 
 from ..bindings.model import State
@@ -215,9 +217,61 @@ async def route(request: web.Request) -> web.Response:
         raise BadRequest("service must be voice or sms")
     table = node.table
     entry = table.lookup(x, caller, ext)
+    policy = node.policies.for_binding(entry.policy) if entry is not None else None
     decision = decide(entry, table.in_use(x), caller, node.clock(), service,
-                      shared=table.shared(x), ext=ext)
+                      shared=table.shared(x), ext=ext, policy=policy)
     return web.json_response(route_view(decision, request[ROLE]))
+
+
+# -- policies (DESIGN.md "Policies") ------------------------------------------------------
+
+def _policy_name(request: web.Request) -> str:
+    name = request.match_info["name"]
+    if not POLICY_NAME.fullmatch(name):
+        raise BadRequest("a policy name is 1-64 letters, digits, '.', '_' or '-'")
+    return name
+
+
+async def list_policies(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    book = node.policies
+    return web.json_response({
+        "policies": [p.as_dict() for n in book.names() if (p := book.get(n)) is not None],
+        "default_policy": book.default})
+
+
+async def get_policy(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    name = _policy_name(request)
+    p = node.policies.get(name)
+    if p is None:
+        raise NotFound(f"no policy named {name!r}")
+    return web.json_response(p.as_dict())
+
+
+async def put_policy(request: web.Request) -> web.Response:
+    """Create or replace a policy; an invalid one is 422 and changes nothing."""
+    node = request.app[NODE]
+    name = _policy_name(request)
+    try:
+        policy = parse_policy(name, await _json(request))
+    except PolicyError as exc:
+        raise BadRequest(str(exc), "invalid_policy") from None
+    created = node.policies.get(name) is None
+    await node.policy_store.put(policy)
+    node.policies.put(policy)
+    return web.json_response(policy.as_dict(), status=201 if created else 200)
+
+
+async def delete_policy(request: web.Request) -> web.Response:
+    """Delete a policy; bindings that name it route under the default policy."""
+    node = request.app[NODE]
+    name = _policy_name(request)
+    p = node.policies.get(name)
+    if not await node.policy_store.delete(name) and p is None:
+        raise NotFound(f"no policy named {name!r}")
+    node.policies.delete(name)
+    return web.json_response({"deleted": name})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -265,6 +319,10 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/v1/numbers", add_numbers),
     ("GET", "/v1/numbers", list_numbers),
     ("GET", "/v1/route", route),
+    ("GET", "/v1/policies", list_policies),
+    ("GET", "/v1/policies/{name}", get_policy),
+    ("PUT", "/v1/policies/{name}", put_policy),
+    ("DELETE", "/v1/policies/{name}", delete_policy),
     ("GET", "/v1/openapi.json", openapi),
     ("GET", "/healthz", healthz),
     ("GET", "/metrics", metrics),

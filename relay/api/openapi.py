@@ -83,6 +83,25 @@ def openapi_document() -> dict[str, Any]:
                        ("ttl", "expires_at", "record", "voice", "sms", "b",
                         "max_call_seconds", "policy")},
     }
+    clock = {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"}
+    policy = {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string"},
+            "quiet_hours": {"type": "object", "required": ["from", "to", "tz"],
+                            "additionalProperties": False,
+                            "properties": {"from": clock, "to": clock,
+                                           "tz": {"type": "string",
+                                                  "description": "IANA zone"}}},
+            "directions": {"type": "array", "minItems": 1,
+                           "items": {"type": "string", "enum": ["a_to_b", "b_to_a"]}},
+            "ring_timeout": {"type": "integer", "minimum": 1, "maximum": 600},
+            "max_call_seconds": {"type": "integer", "minimum": 1, "maximum": 86400},
+        },
+    }
+    pol = {"$ref": "#/components/schemas/Policy"}
+    pname = {"name": "name", "in": "path", "required": True,
+             "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Privacy-number relay API", "version": "1"},
@@ -96,6 +115,7 @@ def openapi_document() -> dict[str, Any]:
                             "required": ["id", "mode", "x", "state", "expires_at"]},
                 "CreateBinding": create,
                 "PatchBinding": patch,
+                "Policy": policy,
             },
         },
         "security": [{"bearer": []}],
@@ -163,6 +183,28 @@ def openapi_document() -> dict[str, Any]:
                                        _q("service", "voice (default) or sms")],
                         "responses": {"200": _resp("bridge or refuse", {"type": "object"}),
                                       **_errors(401, 422)}},
+            },
+            "/v1/policies": {
+                "get": {"summary": "Every named policy, and the default policy's name",
+                        "responses": {"200": _resp("policies", {"type": "object",
+                                                                "properties": {
+                            "policies": {"type": "array", "items": pol},
+                            "default_policy": {"type": ["string", "null"]}}}),
+                            **_errors(401)}},
+            },
+            "/v1/policies/{name}": {
+                "parameters": [pname],
+                "get": {"summary": "One policy",
+                        "responses": {"200": _resp("the policy", pol), **_errors(401, 404)}},
+                "put": {"summary": "Create or replace a policy (invalid: 422, nothing changes)",
+                        "requestBody": {"required": True, "content": {
+                            "application/json": {"schema": pol}}},
+                        "responses": {"201": _resp("created", pol),
+                                      "200": _resp("replaced", pol),
+                                      **_errors(400, 401, 403, 422, 503)}},
+                "delete": {"summary": "Delete a policy (its bindings fall back to the default)",
+                           "responses": {"200": _resp("deleted", {"type": "object"}),
+                                         **_errors(401, 403, 404, 503)}},
             },
             "/v1/openapi.json": {"get": {"summary": "This document", "security": [],
                                          "responses": {"200": _resp("OpenAPI 3.1")}}},
