@@ -37,7 +37,7 @@ def message_view(rec: dict[str, Any], role: str) -> dict[str, Any]:
         "recipient": rec.get("recipient") if real else mask(rec.get("recipient")),
         "direction": rec.get("direction"), "origin": rec.get("origin"),
         "route": rec.get("route"), "status": rec.get("status"), "reason": rec.get("reason"),
-        "command_status": rec.get("command_status"),
+        "policy_reason": rec.get("policy_reason"), "command_status": rec.get("command_status"),
         "received_at": iso(rec.get("received_at")),
         "forwarded_at": iso(rec.get("forwarded_at")),
         "delivered_at": iso(rec.get("delivered_at")),
