@@ -58,6 +58,8 @@ REFUSALS: dict[str, Refusal] = {
     "quiet_hours": Refusal(480, 21, _RX_T_APPN, 409, "policy", policy=True),
     # One-way binding, the other way: 403 as DESIGN says, Q.850 21 call rejected.
     "direction": Refusal(403, 21, _RX_P_APPN, 403, "policy", policy=True),
+    # 603 Decline (RFC 3261 §21.6.2): the blocklist holds the caller; Q.850 21.
+    "blocked": Refusal(603, 21, _RX_P_APPN, 403, "policy", policy=True),
     # -- SMS only: what a message can get wrong that a call cannot ---------------------
     "invalid_source": Refusal(484, 28, _RINVSRCADR, 422, "error"),
     "invalid_destination": Refusal(484, 28, _RINVDSTADR, 422, "error"),

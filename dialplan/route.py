@@ -13,7 +13,8 @@ from typing import NamedTuple, Protocol
 from .policy import Policy, quiet_until, retry_after
 from .refusals import REFUSALS
 
-__all__ = ["Bridge", "Collect", "Decision", "Refuse", "RouteView", "apply_policy", "decide"]
+__all__ = ["Bridge", "Collect", "Decision", "Policies", "Refuse", "RouteView", "apply_policy",
+           "decide"]
 
 
 class RouteView(Protocol):
@@ -35,6 +36,14 @@ class RouteView(Protocol):
     def sms(self) -> bool: ...
 
     def effective_state(self, now: float) -> str: ...
+
+
+class Policies(Protocol):
+    """What routing needs of the node's policies and blocklist, held in memory
+    (relay.policies.PolicyBook has it)."""
+
+    def for_binding(self, name: str | None) -> Policy | None: ...
+    def blocked(self, caller: str | None, x: str, now: float) -> bool: ...
 
 
 class Bridge(NamedTuple):
@@ -80,7 +89,7 @@ def _refuse(reason: str, binding: str | None = None, retry: int | None = None) -
 
 def decide(entry: RouteView | None, x_in_use: bool, caller: str | None, now: float,
            service: str = "voice", *, shared: bool = False, ext: str | None = None,
-           policy: Policy | None = None) -> Decision:
+           policy: Policy | None = None, blocked: bool = False) -> Decision:
     """Where a call (or SMS, `service="sms"`) from `caller` to X goes, or why not.
 
     `entry` is the binding found for (X, caller[, ext]); `x_in_use` tells whether any live
@@ -88,7 +97,10 @@ def decide(entry: RouteView | None, x_in_use: bool, caller: str | None, now: flo
     `shared` says X serves AXE extensions: a call that came without `ext` collects one
     (`Collect`); an extension no live binding has is refused `no_extension`.
     `policy` is the binding's named policy (or the default one), applied once the
-    binding has said where the call goes (`apply_policy`).
+    binding has said where the call goes (`apply_policy`). `blocked` says the
+    blocklist holds the caller for X (`dialplan.blocklist.Blocklist.match`): 603, but
+    only where the call would otherwise route, so a blocked caller learns no more
+    about X than anyone else.
     """
     if entry is None:
         if shared and service == "voice":
@@ -115,6 +127,8 @@ def decide(entry: RouteView | None, x_in_use: bool, caller: str | None, now: flo
         return _refuse("no_binding", entry.id)
     else:  # AXN from anyone; AXE (the extension chose the binding)
         bridge = Bridge(b, entry.id, "a_to_b")
+    if blocked:
+        return _refuse("blocked", entry.id)
     return bridge if policy is None else apply_policy(policy, bridge, now)
 
 

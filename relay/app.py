@@ -86,6 +86,7 @@ class Node:
             await self.policy_store.open()
             await self.follower.load()
             self.policies.replace(await self.policy_store.all())
+            self.policies.replace_blocks(await self.policy_store.blocks())
         except StoreUnavailable as exc:
             log.error("store unavailable at start, serving an empty table until it returns: %s",
                       exc)
@@ -135,11 +136,13 @@ class Node:
                 log.exception("sweep failed")
 
     async def _policy_refresher(self) -> None:
-        """Re-read the policies beside the call path, so other nodes' edits arrive."""
+        """Re-read the policies and the blocklist beside the call path, so other nodes'
+        edits arrive."""
         while True:
             await asyncio.sleep(self.config.policy_refresh)
             try:
                 self.policies.replace(await self.policy_store.all())
+                self.policies.replace_blocks(await self.policy_store.blocks())
             except StoreUnavailable as exc:
                 self.policies.refresh_errors += 1
                 log.debug("policy refresh skipped: %s", exc)

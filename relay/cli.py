@@ -106,6 +106,18 @@ def _parser() -> argparse.ArgumentParser:
     pset.add_argument("name")
     pset.add_argument("policy", help='JSON, e.g. \'{"directions": ["a_to_b"]}\', or @FILE')
 
+    bl = sub.add_parser("blocklist", help="list, add or remove blocked callers")
+    _common(bl)
+    bsub = bl.add_subparsers(dest="blocklist_cmd")
+    badd = bsub.add_parser("add", help="block a caller (603) on every X, or on one with --x")
+    badd.add_argument("number")
+    badd.add_argument("--reason", required=True)
+    badd.add_argument("--until", help="UNIX seconds or ISO 8601 with a zone")
+    brm = bsub.add_parser("rm", help="unblock a caller (the global entry, or --x's)")
+    brm.add_argument("number")
+    for p in (badd, brm):
+        p.add_argument("--x", help="only this virtual number")
+
     n = sub.add_parser("numbers", help="show the pool, or add numbers to it")
     _common(n)
     nsub = n.add_subparsers(dest="numbers_cmd")
@@ -271,8 +283,44 @@ def _run_verb(a: argparse.Namespace, cfg: Config) -> None:
         _emit(a, {"policies": [d for _n, d in sorted(docs.items())],
                   "default_policy": cfg.default_policy}, rows, ("name", "rules"))
 
+    async def blocklist(node: Any) -> None:
+        from dialplan.blocklist import parse_block
+        from dialplan.numbers import InvalidNumber, mask
+
+        from .api.views import iso
+        from .errors import BadRequest, NotFound
+
+        store, now, cmd = node.policy_store, time.time(), a.blocklist_cmd
+        await store.open()
+        try:
+            if cmd in ("add", "rm"):
+                try:
+                    number = normalise(a.number, cfg.default_cc)
+                    x = normalise(a.x, cfg.default_cc) if a.x else None
+                except InvalidNumber as exc:
+                    raise BadRequest(str(exc), "invalid_number") from None
+            if cmd == "add":
+                until: Any = a.until
+                if until is not None and until.replace(".", "", 1).isdigit():
+                    until = float(until)
+                try:
+                    await store.block(parse_block(number, {"reason": a.reason, "until": until},
+                                                  x, now))
+                except ValueError as exc:
+                    raise BadRequest(str(exc), "invalid_block") from None
+            elif cmd == "rm" and not await store.unblock(number, x):
+                raise NotFound("that number is not on the blocklist")
+            entries = [b for b in await store.blocks() if b.live(now)]
+        finally:
+            await store.close()
+        rows = [{"number": b.number if a.role == "admin" else mask(b.number), "x": b.x,
+                 "reason": b.reason, "until": iso(b.until), "created_at": iso(b.created_at)}
+                for b in sorted(entries, key=lambda b: (b.number, b.x or ""))]
+        _emit(a, {"blocklist": rows}, rows, ("number", "x", "reason", "until", "created_at"))
+
     fn = {"bind": bind, "freeze": change, "release": change, "bindings": bindings,
-          "numbers": numbers, "calls": calls, "policies": policies}[a.cmd]
+          "numbers": numbers, "calls": calls, "policies": policies,
+          "blocklist": blocklist}[a.cmd]
     asyncio.run(_with_service(cfg, fn))
 
 

@@ -1,4 +1,5 @@
-"""Named policies beside the bindings: the store, and the in-memory book the call path reads.
+"""Named policies and the blocklist beside the bindings: the store, and the in-memory book
+the call path reads.
 
 Policies are few and small, so every node holds all of them in a `PolicyBook` (a dict
 replaced whole, never mutated, so a reader sees one version) and re-reads the store
@@ -6,8 +7,9 @@ every `refresh` seconds beside the call path (STYLE point 9: the store is never 
 A write through this node's API updates its own book at once; other nodes see it
 within one refresh. While the store is down the book keeps its last view.
 
-SQLite: a `policies` table in the relay's file (its own connection and thread).
-Redis: the hash `{relay}:policies` (name -> JSON).
+SQLite: `policies` and `blocklist` tables in the relay's file (its own connection and
+thread). Redis: the hashes `{relay}:policies` (name -> JSON) and `{relay}:blocklist`
+("number|x" -> JSON, x empty for a global entry).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+from dialplan.blocklist import Block, Blocklist
 from dialplan.policy import Policy, PolicyError, parse_policy
 
 from .bindings.store import StoreUnavailable
@@ -38,6 +41,14 @@ class PolicyStore(Protocol):
     async def all(self) -> dict[str, dict[str, Any]]: ...
     async def put(self, policy: Policy) -> None: ...
     async def delete(self, name: str) -> bool: ...
+    async def blocks(self) -> list[Block]: ...
+    async def block(self, entry: Block) -> None: ...
+    async def unblock(self, number: str, x: str | None) -> bool: ...
+
+
+def _block(doc: dict[str, Any]) -> Block:
+    return Block(doc["number"], doc["reason"], doc.get("x"), doc.get("until"),
+                 float(doc.get("created_at") or 0.0))
 
 
 class PolicyBook:
@@ -46,6 +57,7 @@ class PolicyBook:
     def __init__(self, default: str | None = None) -> None:
         self.default = default
         self._by_name: Mapping[str, Policy] = {}
+        self.blocklist = Blocklist()
         self.refresh_errors = 0
         self.bad_documents = 0
 
@@ -58,6 +70,10 @@ class PolicyBook:
             if p is not None:
                 return p
         return by.get(self.default) if self.default else None
+
+    def blocked(self, caller: str | None, x: str, now: float) -> bool:
+        """The blocklist holds `caller` for `x` at `now`."""
+        return self.blocklist.match(caller, x, now) is not None
 
     def get(self, name: str) -> Policy | None:
         """The policy called `name`, if there is one."""
@@ -78,6 +94,20 @@ class PolicyBook:
                 log.warning("policy %r in the store is not valid, skipped: %s", name, exc)
         self._by_name = book
 
+    def replace_blocks(self, blocks: list[Block]) -> None:
+        """Load the store's blocklist."""
+        self.blocklist = Blocklist(blocks)
+
+    def block(self, entry: Block) -> None:
+        """One entry written through this node (replaces the same number and X)."""
+        self.blocklist = Blocklist([*(b for b in self.blocklist.entries()
+                                      if (b.number, b.x) != (entry.number, entry.x)), entry])
+
+    def unblock(self, number: str, x: str | None) -> None:
+        """One entry deleted through this node."""
+        self.blocklist = Blocklist(b for b in self.blocklist.entries()
+                                   if (b.number, b.x) != (number, x))
+
     def put(self, policy: Policy) -> None:
         """One policy written through this node."""
         self._by_name = {**self._by_name, policy.name: policy}
@@ -90,7 +120,11 @@ class PolicyBook:
 class SqlitePolicyStore:
     """Policies in the relay's SQLite file."""
 
-    _SCHEMA = "CREATE TABLE IF NOT EXISTS policies(name TEXT PRIMARY KEY, doc TEXT NOT NULL)"
+    _SCHEMA = """
+    CREATE TABLE IF NOT EXISTS policies(name TEXT PRIMARY KEY, doc TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS blocklist(number TEXT NOT NULL, x TEXT NOT NULL,
+                                         doc TEXT NOT NULL, PRIMARY KEY(number, x));
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -113,7 +147,7 @@ class SqlitePolicyStore:
             db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
                                  check_same_thread=False)
             db.execute("PRAGMA busy_timeout=10000")
-            db.execute(self._SCHEMA)
+            db.executescript(self._SCHEMA)
             self._db = db
         await self._run(o)
 
@@ -139,6 +173,23 @@ class SqlitePolicyStore:
             "DELETE FROM policies WHERE name = ?", (name,)))
         return bool(cur.rowcount)
 
+    async def blocks(self) -> list[Block]:
+        rows = await self._run(
+            lambda: self._conn().execute("SELECT doc FROM blocklist").fetchall())
+        return [_block(json.loads(doc)) for (doc,) in rows]
+
+    async def block(self, entry: Block) -> None:
+        doc = json.dumps(entry.as_dict())
+        await self._run(lambda: self._conn().execute(
+            "INSERT INTO blocklist(number, x, doc) VALUES(?, ?, ?) "
+            "ON CONFLICT(number, x) DO UPDATE SET doc = excluded.doc",
+            (entry.number, entry.x or "", doc)))
+
+    async def unblock(self, number: str, x: str | None) -> bool:
+        cur = await self._run(lambda: self._conn().execute(
+            "DELETE FROM blocklist WHERE number = ? AND x = ?", (number, x or "")))
+        return bool(cur.rowcount)
+
 
 class RedisPolicyStore:
     """Policies in the Redis hash `{prefix}:policies`."""
@@ -147,7 +198,9 @@ class RedisPolicyStore:
         import redis.asyncio as aioredis
 
         opts = parse_qs(urlsplit(url).query)
-        self.key = "{" + opts.get("prefix", ["relay"])[0] + "}:policies"
+        prefix = "{" + opts.get("prefix", ["relay"])[0] + "}"
+        self.key = prefix + ":policies"
+        self.block_key = prefix + ":blocklist"
         self._r: Any = aioredis.from_url(url.split("?", 1)[0], socket_timeout=2.0,
                                          socket_connect_timeout=1.0)
 
@@ -174,6 +227,17 @@ class RedisPolicyStore:
 
     async def delete(self, name: str) -> bool:
         return bool(await self._do(self._r.hdel(self.key, name)))
+
+    async def blocks(self) -> list[Block]:
+        raw = await self._do(self._r.hgetall(self.block_key))
+        return [_block(json.loads(v)) for v in raw.values()]
+
+    async def block(self, entry: Block) -> None:
+        await self._do(self._r.hset(self.block_key, f"{entry.number}|{entry.x or ''}",
+                                    json.dumps(entry.as_dict())))
+
+    async def unblock(self, number: str, x: str | None) -> bool:
+        return bool(await self._do(self._r.hdel(self.block_key, f"{number}|{x or ''}")))
 
 
 def open_policy_store(url: str) -> PolicyStore:

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from dialplan.numbers import InvalidNumber, normalise, normalise_ext
+from dialplan.blocklist import Block, parse_block
+from dialplan.numbers import InvalidNumber, mask, normalise, normalise_ext
 from dialplan.policy import NAME as POLICY_NAME
 from dialplan.policy import PolicyError, parse_policy
 from dialplan.route import decide
@@ -24,7 +25,7 @@ from ..bindings.validate import parse_create, parse_numbers, parse_update
 from ..errors import BadRequest, NotFound, RelayError
 from .openapi import openapi_document
 from .query import query_limit, query_number
-from .views import binding_view, route_view
+from .views import binding_view, iso, route_view
 
 if TYPE_CHECKING:
     from ..app import Node
@@ -218,8 +219,9 @@ async def route(request: web.Request) -> web.Response:
     table = node.table
     entry = table.lookup(x, caller, ext)
     policy = node.policies.for_binding(entry.policy) if entry is not None else None
-    decision = decide(entry, table.in_use(x), caller, node.clock(), service,
-                      shared=table.shared(x), ext=ext, policy=policy)
+    now = node.clock()
+    decision = decide(entry, table.in_use(x), caller, now, service, shared=table.shared(x),
+                      ext=ext, policy=policy, blocked=node.policies.blocked(caller, x, now))
     return web.json_response(route_view(decision, request[ROLE]))
 
 
@@ -309,6 +311,57 @@ async def not_found(request: web.Request) -> web.Response:
     raise NotFound(f"no route for {request.path}")
 
 
+# -- blocklist (DESIGN.md "HTTP API", "Policies") -----------------------------------------
+
+def _block_view(b: Block, role: str) -> dict[str, Any]:
+    return {"number": b.number if role == "admin" else mask(b.number), "x": b.x,
+            "reason": b.reason, "until": iso(b.until), "created_at": iso(b.created_at)}
+
+
+def _block_key(request: web.Request, body_x: Any = None) -> tuple[str, str | None]:
+    cc = request.app[NODE].config.default_cc
+    raw_x = request.query.get("x") or body_x
+    try:
+        number = normalise(request.match_info["number"], cc)
+        x = normalise(str(raw_x), cc) if raw_x else None
+    except InvalidNumber as exc:
+        raise BadRequest(str(exc), "invalid_number") from None
+    return number, x
+
+
+async def list_blocklist(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    now = node.clock()
+    return web.json_response({"blocklist": [
+        _block_view(b, request[ROLE]) for b in node.policies.blocklist.entries() if b.live(now)]})
+
+
+async def put_block(request: web.Request) -> web.Response:
+    """Block a caller on every X, or on one (`x`), until `until` or for good."""
+    node = request.app[NODE]
+    body = await _json(request)
+    number, x = _block_key(request, body.get("x") if isinstance(body, dict) else None)
+    try:
+        entry = parse_block(number, body, x, node.clock())
+    except ValueError as exc:
+        raise BadRequest(str(exc), "invalid_block") from None
+    created = not any((b.number, b.x) == (number, x) for b in node.policies.blocklist.entries())
+    await node.policy_store.block(entry)
+    node.policies.block(entry)
+    return web.json_response(_block_view(entry, request[ROLE]), status=201 if created else 200)
+
+
+async def delete_block(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    body = await _json(request) if request.can_read_body else None
+    number, x = _block_key(request, body.get("x") if isinstance(body, dict) else None)
+    if not await node.policy_store.unblock(number, x):
+        raise NotFound("that number is not on the blocklist" + (" for this X" if x else ""))
+    node.policies.unblock(number, x)
+    return web.json_response({"deleted": number if request[ROLE] == "admin" else mask(number),
+                              "x": x})
+
+
 ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/v1/bindings", create_binding),
     ("GET", "/v1/bindings", list_bindings),
@@ -323,6 +376,9 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/v1/policies/{name}", get_policy),
     ("PUT", "/v1/policies/{name}", put_policy),
     ("DELETE", "/v1/policies/{name}", delete_policy),
+    ("GET", "/v1/blocklist", list_blocklist),
+    ("PUT", "/v1/blocklist/{number}", put_block),
+    ("DELETE", "/v1/blocklist/{number}", delete_block),
     ("GET", "/v1/openapi.json", openapi),
     ("GET", "/healthz", healthz),
     ("GET", "/metrics", metrics),

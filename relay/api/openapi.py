@@ -99,6 +99,17 @@ def openapi_document() -> dict[str, Any]:
             "max_call_seconds": {"type": "integer", "minimum": 1, "maximum": 86400},
         },
     }
+    block = {"type": "object", "properties": {
+        "number": {"type": "string"}, "x": {"type": ["string", "null"]},
+        "reason": {"type": "string"},
+        "until": {"type": ["string", "null"], "format": "date-time"},
+        "created_at": {"type": "string", "format": "date-time"}}}
+    block_put = {"type": "object", "required": ["reason"], "additionalProperties": False,
+                 "properties": {"reason": {"type": "string", "maxLength": 200},
+                                "x": _NUM,
+                                "until": {"oneOf": [{"type": "number"},
+                                                    {"type": "string", "format": "date-time"}]}}}
+    number = {"name": "number", "in": "path", "required": True, "schema": _NUM}
     pol = {"$ref": "#/components/schemas/Policy"}
     pname = {"name": "name", "in": "path", "required": True,
              "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}}
@@ -205,6 +216,24 @@ def openapi_document() -> dict[str, Any]:
                 "delete": {"summary": "Delete a policy (its bindings fall back to the default)",
                            "responses": {"200": _resp("deleted", {"type": "object"}),
                                          **_errors(401, 403, 404, 503)}},
+            },
+            "/v1/blocklist": {
+                "get": {"summary": "Blocked callers in force (numbers masked for ops)",
+                        "responses": {"200": _resp("entries", {"type": "object", "properties": {
+                            "blocklist": {"type": "array", "items": block}}}),
+                            **_errors(401)}},
+            },
+            "/v1/blocklist/{number}": {
+                "parameters": [number, _q("x", "only this X (else every X)")],
+                "put": {"summary": "Block a caller on every X, or on one X (603)",
+                        "requestBody": {"required": True, "content": {
+                            "application/json": {"schema": block_put}}},
+                        "responses": {"201": _resp("blocked", block),
+                                      "200": _resp("replaced", block),
+                                      **_errors(400, 401, 403, 422, 503)}},
+                "delete": {"summary": "Unblock (the global entry, or the one for `x`)",
+                           "responses": {"200": _resp("deleted", {"type": "object"}),
+                                         **_errors(401, 403, 404, 422, 503)}},
             },
             "/v1/openapi.json": {"get": {"summary": "This document", "security": [],
                                          "responses": {"200": _resp("OpenAPI 3.1")}}},

@@ -26,6 +26,7 @@ from typing import Any
 
 from dialplan.numbers import InvalidNumber, normalise, split_extension
 from dialplan.policy import Policy
+from dialplan.route import Policies
 from relay.media.backend import MediaEvent
 from relay.sip import (
     AckReceived,
@@ -112,11 +113,10 @@ class CallMap:
 
     def __init__(self, settings: Settings, table: Table, *,
                  clock_id: Callable[[], str] | None = None,
-                 policies: Callable[[str | None], Policy | None] | None = None) -> None:
+                 policies: Policies | None = None) -> None:
         self.settings = settings
         self.table = table
-        # A binding's policy name -> its policy (relay.policies.PolicyBook.for_binding).
-        self._policies = policies or _no_policy
+        self.policies: Policies = policies or _NoPolicies()  # relay.policies.PolicyBook
         self.layer = TransactionLayer(settings.timers)
         self.wire = Wire(self, settings)
         self.calls: dict[str, CallController] = {}  # live and finishing, by relay call id
@@ -249,10 +249,6 @@ class CallMap:
         b.control = call
         self._dialogs[(b.call_id, b.local_tag)] = b
         return b
-
-    def policy(self, name: str | None) -> Policy | None:
-        """The policy a binding naming `name` routes under (memory only)."""
-        return self._policies(name)
 
     def arm(self, call: CallController, timer: Timer, deadline: float) -> None:
         """Remember a call's timer (a re-armed one leaves a stale heap entry behind)."""
@@ -507,8 +503,14 @@ class CallMap:
             cause=cause, released_by="relay", unconnected=unconnected, recording=None)))
 
 
-def _no_policy(_name: str | None) -> Policy | None:
-    return None
+class _NoPolicies:
+    """No policies and an empty blocklist (a call map built without a node)."""
+
+    def for_binding(self, name: str | None) -> Policy | None:
+        return None
+
+    def blocked(self, caller: str | None, x: str, now: float) -> bool:
+        return False
 
 
 # Transaction-layer event -> handler (dispatch by table, STYLE.md).

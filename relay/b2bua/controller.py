@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from dialplan.policy import Policy
 from dialplan.refusals import REFUSALS, policy_reason
-from dialplan.route import Bridge, Collect, Refuse, decide
+from dialplan.route import Bridge, Collect, Policies, Refuse, decide
 from relay.media.backend import DigitReceived, PlaybackEnded
 from relay.rtp.session import Side
 
@@ -101,9 +101,9 @@ class Host(Protocol):
 
     counts: dict[str, int]
     refusals: dict[int, int]
+    policies: Policies
 
     def place(self, call: CallController) -> LegPort: ...
-    def policy(self, name: str | None) -> Policy | None: ...
     def arm(self, call: CallController, timer: Timer, deadline: float) -> None: ...
     def job(self, job: MediaJob) -> None: ...
     def job_seq(self) -> int: ...
@@ -172,7 +172,8 @@ class CallController:
         entry = self.table.lookup(self.x, self.caller, self.ext)
         decision = decide(entry, self.table.in_use(self.x), self.caller, now, "voice",
                           shared=self.table.shared(self.x), ext=self.ext,
-                          policy=self._policy(entry))
+                          policy=self._policy(entry),
+                          blocked=self.host.policies.blocked(self.caller, self.x, now))
         if isinstance(decision, Bridge):
             self._bridge(decision, entry, now)
         elif isinstance(decision, Collect):
@@ -182,7 +183,9 @@ class CallController:
         self._pump(now)
 
     def _policy(self, entry: Any) -> Policy | None:
-        return None if entry is None else self.host.policy(getattr(entry, "policy", None))
+        if entry is None:
+            return None
+        return self.host.policies.for_binding(getattr(entry, "policy", None))
 
     def _adopt(self, decision: Bridge, entry: Any) -> None:
         self.host.counts["bridged"] += 1
@@ -322,7 +325,9 @@ class CallController:
         True; False when no live binding has it (the caller hears "not found")."""
         entry = self.table.lookup(self.x, self.caller, ext) if ext else None
         decision = (decide(entry, True, self.caller, now, "voice", shared=True, ext=ext,
-                           policy=self._policy(entry)) if ext else None)
+                           policy=self._policy(entry),
+                           blocked=self.host.policies.blocked(self.caller, self.x, now))
+                    if ext else None)
         if isinstance(decision, Refuse) and REFUSALS[decision.reason].policy:
             # The extension is right but the policy refuses (quiet hours, direction): no
             # "try again"; the relay hangs up with the refusal's cause, silently.

@@ -264,8 +264,9 @@ class SmsService:
             else:
                 entry = node.table.lookup(x, sender)
                 policy = node.policies.for_binding(entry.policy) if entry is not None else None
-                action = plan(sender, x, decide(entry, node.table.in_use(x), sender, now, "sms",
-                                                policy=policy))
+                action = plan(sender, x, decide(
+                    entry, node.table.in_use(x), sender, now, "sms", policy=policy,
+                    blocked=node.policies.blocked(sender, x, now)))
         rec = message_record(msg_id, now=now, sender=sender, x=x, text=text, payload=payload,
                              data_coding=data_coding, parts=parts, origin=origin,
                              retain_text=self.settings.retain_text, action=action, route=route)

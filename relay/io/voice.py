@@ -138,7 +138,7 @@ async def attach_voice(node: Node) -> None:
     prompts = PromptSet(str(media_cfg.get("language", "en")),
                         Path(media_cfg["prompts"]) if media_cfg.get("prompts") else None)
     prompts.check()  # a missing prompt is a start-up error, never a mid-call surprise
-    switch = CallMap(settings, node.table, policies=node.policies.for_binding)
+    switch = CallMap(settings, node.table, policies=node.policies)
     writer = node.record_writer
     server = SipServer(switch, media, lambda rec: writer.submit("call", rec),
                        prompts=prompts.path)

@@ -17,6 +17,7 @@ from relay.b2bua.events import CallEnded, CallRefused
 from relay.bindings.model import Binding, Mode
 from relay.bindings.table import BindingTable
 from relay.media.backend import DigitReceived, PlaybackEnded
+from relay.policies import PolicyBook
 from relay.rtp.session import Side
 from relay.sip import SipRequest, SipResponse, build_response, parse_message
 
@@ -90,8 +91,9 @@ class Harness:
         s = Settings(host=RELAY[0], port=RELAY[1], outbound=CALLEE,
                      trunks=("192.0.2.0/24",), **settings)
         self.table = BindingTable()
-        book = policies or {}
-        self.switch = CallMap(s, self.table, policies=lambda name: book.get(name or ""))
+        self.policies = PolicyBook()
+        self.policies.replace({n: p.as_dict() for n, p in (policies or {}).items()})
+        self.switch = CallMap(s, self.table, policies=self.policies)
         self.media = FakeMedia()
         self.now = T0
         self.to_caller: list[SipRequest | SipResponse] = []

@@ -96,3 +96,18 @@ def test_axe_extension_in_the_uri_under_quiet_hours_480() -> None:
     h.caller_invite(x=f"{X};ext=101")
     resp = h.last("C", SipResponse)
     assert resp.status == 480 and resp.headers.get("retry-after") == "3600"
+
+
+def test_blocked_caller_603_then_through_after_unblock() -> None:
+    from dialplan.blocklist import Block
+
+    h = Harness(policies=BOOK)
+    h.bind()
+    h.policies.block(Block(A, "harassment"))
+    h.caller_invite()
+    resp = h.last("C", SipResponse)
+    assert resp.status == 603 and 'cause=21;text="blocked"' in (resp.headers.get("reason") or "")
+    assert h.records[0]["policy_reason"] == "blocked" and not h.to_callee
+    h.policies.unblock(A, None)
+    h.caller_invite(call_id="a-call-2@x", branch="z9hG4bKa2")
+    assert h.last("B", SipRequest, method="INVITE")

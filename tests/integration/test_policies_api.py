@@ -160,3 +160,54 @@ def test_cli_policies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert json.loads(capsys.readouterr().out)["policies"] == [{"name": "night", **QUIET}]
     assert main(["policies", *store, "rm", "night"]) == 0
     assert main(["policies", *store, "show", "night"]) == 1
+
+
+async def test_blocklist_api(client: Client, node: Node) -> None:
+    b = await bind(client)
+    r = await client.put(f"/v1/blocklist/{A}", headers=ADMIN, json={"reason": "harassment"})
+    assert r.status == 201
+    assert (await r.json())["number"] == A and (await r.json())["x"] is None
+    assert await route(client, A) == {"action": "refuse", "code": 603, "reason": "blocked",
+                                      "cause": 21, "binding": b["id"]}
+    assert (await route(client, A, "sms"))["reason"] == "blocked"
+    assert (await route(client, B))["action"] == "bridge"
+    listed = await (await client.get("/v1/blocklist", headers=OPS)).json()
+    assert [e["number"] for e in listed["blocklist"]] == ["+86138****0001"]
+    assert (await client.put(f"/v1/blocklist/{B}", headers=OPS,
+                             json={"reason": "r"})).status == 403
+    for bad in ({}, {"reason": "r", "until": T0 - 1}, {"reason": "r", "colour": 1}):
+        r = await client.put(f"/v1/blocklist/{B}", headers=ADMIN, json=bad)
+        assert r.status == 422, bad
+    assert (await client.put("/v1/blocklist/nonsense", headers=ADMIN,
+                             json={"reason": "r"})).status == 422
+    assert len(await node.policy_store.blocks()) == 1
+    # Per X, with an expiry: B is blocked on X1 only until T0 + 60.
+    r = await client.put(f"/v1/blocklist/{B}", headers=ADMIN,
+                         json={"reason": "ex", "x": X1, "until": T0 + 60})
+    assert r.status == 201 and (await r.json())["x"] == X1
+    assert (await route(client, B))["reason"] == "blocked"
+    assert (await client.delete(f"/v1/blocklist/{B}", headers=ADMIN)).status == 404  # global
+    assert (await client.delete(f"/v1/blocklist/{B}", params={"x": X1},
+                                headers=ADMIN)).status == 200
+    assert (await client.delete(f"/v1/blocklist/{A}", headers=ADMIN)).status == 200
+    assert (await route(client, A))["action"] == "bridge"
+    assert await node.policy_store.blocks() == []
+
+
+def test_cli_blocklist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from relay.cli import main
+
+    store = ["--store", f"sqlite:///{tmp_path}/relay.db"]
+    assert main(["blocklist", *store, "add", A, "--reason", "spam"]) == 0
+    assert main(["blocklist", *store, "add", B, "--reason", "ex", "--x", X1,
+                 "--until", "2099-01-01T00:00:00Z"]) == 0
+    capsys.readouterr()
+    assert main(["blocklist", *store, "--json", "--role", "ops"]) == 0
+    rows = json.loads(capsys.readouterr().out)["blocklist"]
+    assert [(r["number"], r["x"]) for r in rows] == [("+86138****0001", None),
+                                                     ("+86139****0001", X1)]
+    assert main(["blocklist", *store, "rm", B]) == 1  # only the X1 entry exists
+    assert main(["blocklist", *store, "rm", B, "--x", X1]) == 0
+    assert main(["blocklist", *store, "add", A, "--reason", "r", "--until", "1"]) == 1

@@ -70,3 +70,23 @@ def test_quiet_hours_and_one_way_on_the_wire(relay_factory: Any, tmp_path: Path)
     assert back["direction"] == "b_to_a" and back["policy_reason"] is None
     wrong_way = by_binding[(one_way["id"], 403)]
     assert wrong_way["policy_reason"] == "direction"
+
+
+def test_blocked_caller_603_on_every_x_then_through_after_delete(relay_factory: Any,
+                                                                  tmp_path: Path) -> None:
+    out = udp_port()
+    relay = _relay(relay_factory, tmp_path, out)
+    bind(relay.base)
+    bind(relay.base, x=X2)
+    api(relay.base, "PUT", f"/v1/blocklist/{A}", {"reason": "harassment"})
+    for i, x in enumerate((X, X2)):
+        final = _refused(tmp_path, relay.sip_port, 603, A, x, f"blocked{i}")
+        assert 'Reason: Q.850;cause=21;text="blocked"' in final
+    api(relay.base, "DELETE", f"/v1/blocklist/{A}")
+    uas = callee(tmp_path, out, number=B, name="callee-unblocked", extra=["-m", "1"])
+    uac = caller(tmp_path, relay.sip_port, number=A, extra=["-m", "1", "-d", "200"],
+                 name="caller-unblocked")
+    _run(uas, uac)
+    found = calls(relay.base, want=3)
+    assert sorted((r["sip_code"], r["policy_reason"]) for r in found) == [
+        (200, None), (603, "blocked"), (603, "blocked")]

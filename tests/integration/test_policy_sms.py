@@ -1,5 +1,6 @@
 """Texts obey the binding's policy through `relay serve` (SMPP via smpplib, and HTTP):
-quiet hours (temporary refusal, A only; B's text goes through) and a one-way binding."""
+quiet hours (temporary refusal, A only; B's text goes through), a one-way binding and
+the blocklist."""
 
 from __future__ import annotations
 
@@ -61,9 +62,13 @@ def test_texts_under_quiet_hours_and_one_way(relay: Any) -> None:
     send(tx, B, "wrong way now")
     (wrong,) = read_resps(tx, 1)
     assert int(wrong.status) == c.ESME_RX_P_APPN
+    assert http("PUT", f"{base}/v1/blocklist/{A}", {"reason": "spam", "x": X})[0] == 201
+    send(tx, A, "blocked now")
+    (blocked,) = read_resps(tx, 1)
+    assert int(blocked.status) == c.ESME_RX_P_APPN
     close(tx)
     close(rx)
 
-    recs = wait_messages(base, {"x": X}, 4)
+    recs = wait_messages(base, {"x": X}, 5)
     reasons = sorted(r["policy_reason"] for r in recs if r["status"] == "refused")
-    assert reasons == ["direction", "quiet_hours", "quiet_hours"]
+    assert reasons == ["blocked", "direction", "quiet_hours", "quiet_hours"]
