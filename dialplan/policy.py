@@ -3,10 +3,10 @@
 Pure: no I/O and no clock; time is an argument. Zones come from the IANA database
 through `zoneinfo` (read once per zone and cached by the standard library).
 
-This version enforces `quiet_hours`, `directions`, `ring_timeout` and
-`max_call_seconds`. `max_calls`, `max_sms` and `max_score` need shared counters and a
-caller score that are not built yet: a policy naming them is refused (422) rather than
-stored and silently ignored.
+This version enforces `quiet_hours`, `directions`, `ring_timeout`, `max_call_seconds`,
+`max_calls` and `max_sms` (the counting itself is the relay's: the decision says which
+limit applies, `Limit.over` judges the count). `max_score` needs a caller score that is
+not built yet: a policy naming it is refused (422) rather than stored and ignored.
 """
 
 from __future__ import annotations
@@ -18,14 +18,28 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["DIRECTIONS", "Policy", "PolicyError", "QuietHours", "parse_policy",
-           "quiet_until"]
+__all__ = [
+    "DIRECTIONS",
+    "MAX_PER",
+    "Limit",
+    "Policy",
+    "PolicyError",
+    "QuietHours",
+    "counter_key",
+    "parse_policy",
+    "quiet_until",
+]
 
 DIRECTIONS = ("a_to_b", "b_to_a")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
-_FIELDS = ("quiet_hours", "directions", "ring_timeout", "max_call_seconds")
-_LATER = ("max_calls", "max_sms", "max_score")  # DESIGN fields this version cannot enforce
+_FIELDS = ("quiet_hours", "directions", "ring_timeout", "max_call_seconds", "max_calls",
+           "max_sms")
+_LATER = ("max_score",)  # DESIGN fields this version cannot enforce
+MAX_PER = 7 * 86400  # the longest counting window; counters keep this much history
+_MAX_COUNT = 10_000
+_PER = re.compile(r"([1-9][0-9]{0,6})([smhd])")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _MAX_RING = 600  # seconds; longer than any trunk keeps an unanswered INVITE
 _MAX_CALL = 86400
 
@@ -54,6 +68,22 @@ class QuietHours:
 
 
 @dataclass(frozen=True, slots=True)
+class Limit:
+    """At most `count` attempts per caller and binding in any `per` seconds."""
+
+    count: int
+    per: int
+
+    def over(self, used: int) -> bool:
+        """True when `used` attempts already in the window leave no room for another."""
+        return used >= self.count
+
+    def as_dict(self) -> dict[str, int]:
+        """The API form: {"count": N, "per": seconds}."""
+        return {"count": self.count, "per": self.per}
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """One named policy; a field left out does not apply."""
 
@@ -62,6 +92,8 @@ class Policy:
     directions: frozenset[str] | None = None
     ring_timeout: int | None = None
     max_call_seconds: int | None = None
+    max_calls: Limit | None = None
+    max_sms: Limit | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The API and store form (the input of `parse_policy`, plus the name)."""
@@ -74,6 +106,10 @@ class Policy:
             out["ring_timeout"] = self.ring_timeout
         if self.max_call_seconds is not None:
             out["max_call_seconds"] = self.max_call_seconds
+        if self.max_calls is not None:
+            out["max_calls"] = self.max_calls.as_dict()
+        if self.max_sms is not None:
+            out["max_sms"] = self.max_sms.as_dict()
         return out
 
 
@@ -99,6 +135,21 @@ def _seconds(raw: Any, field: str, limit: int) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= limit:
         raise PolicyError(field, f"expected a whole number of seconds, 1 to {limit}")
     return raw
+
+
+def _limit(raw: Any, field: str) -> Limit:
+    """{"count": N, "per": seconds or "30m"/"24h"/"7d"}."""
+    if not isinstance(raw, dict) or set(raw) != {"count", "per"}:
+        raise PolicyError(field, 'expected {"count": N, "per": seconds or "24h"}')
+    count, per = raw["count"], raw["per"]
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= _MAX_COUNT:
+        raise PolicyError(f"{field}.count", f"expected a whole number, 1 to {_MAX_COUNT}")
+    if isinstance(per, str) and (m := _PER.fullmatch(per)):
+        per = int(m[1]) * _UNIT[m[2]]
+    if isinstance(per, bool) or not isinstance(per, int) or not 1 <= per <= MAX_PER:
+        raise PolicyError(f"{field}.per", f"expected seconds (or 30m, 24h, 7d), at most "
+                                          f"{MAX_PER}")
+    return Limit(count, per)
 
 
 def _quiet(raw: Any) -> QuietHours:
@@ -143,6 +194,8 @@ def parse_policy(name: str, body: Any) -> Policy:
                       if "ring_timeout" in fields else None),
         max_call_seconds=(_seconds(fields["max_call_seconds"], "max_call_seconds", _MAX_CALL)
                           if "max_call_seconds" in fields else None),
+        max_calls=_limit(fields["max_calls"], "max_calls") if "max_calls" in fields else None,
+        max_sms=_limit(fields["max_sms"], "max_sms") if "max_sms" in fields else None,
     )
 
 
@@ -173,6 +226,11 @@ def quiet_until(q: QuietHours, now: float) -> float | None:
         if at > now:
             return at
     return None
+
+
+def counter_key(kind: str, binding: str | None, caller: str | None) -> str:
+    """The shared counter of `caller`'s calls ("call") or texts ("sms") to one binding."""
+    return f"{kind}:{binding}:{caller or 'anonymous'}"
 
 
 def retry_after(until: float, now: float) -> int:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import NamedTuple, Protocol
 
-from .policy import Policy, quiet_until, retry_after
+from .policy import Limit, Policy, quiet_until, retry_after
 from .refusals import REFUSALS
 
 __all__ = ["Bridge", "Collect", "Decision", "Policies", "Refuse", "RouteView", "apply_policy",
-           "decide"]
+           "counted", "decide"]
 
 
 class RouteView(Protocol):
@@ -59,6 +59,9 @@ class Bridge(NamedTuple):
     action: str = "bridge"
     ring_timeout: int | None = None  # the policy's, when it sets one
     max_call_seconds: int | None = None
+    # max_calls (or max_sms): the relay counts this attempt in the shared counter of
+    # (binding, caller) first, and refuses `frequency` when the window is full.
+    limit: Limit | None = None
 
 
 class Refuse(NamedTuple):
@@ -129,15 +132,18 @@ def decide(entry: RouteView | None, x_in_use: bool, caller: str | None, now: flo
         bridge = Bridge(b, entry.id, "a_to_b")
     if blocked:
         return _refuse("blocked", entry.id)
-    return bridge if policy is None else apply_policy(policy, bridge, now)
+    return bridge if policy is None else apply_policy(policy, bridge, now, service)
 
 
-def apply_policy(policy: Policy, bridge: Bridge, now: float) -> Bridge | Refuse:
+def apply_policy(policy: Policy, bridge: Bridge, now: float, service: str = "voice"
+                 ) -> Bridge | Refuse:
     """The policy's word on a call or text the binding would route (DESIGN "Policies").
 
     Direction first (a one-way binding refuses the other way, 403), then quiet hours:
     only towards B (`a_to_b`), so B calling back is never stopped; 480 with Retry-After
-    to the window's end. A routed call carries the policy's ring and duration limits.
+    to the window's end. A routed call carries the policy's ring and duration limits,
+    and the frequency limit its counter must pass (`max_calls`, or `max_sms` when
+    `service="sms"`; see `counted`).
     """
     if policy.directions is not None and bridge.direction not in policy.directions:
         return _refuse("direction", bridge.binding)
@@ -146,7 +152,16 @@ def apply_policy(policy: Policy, bridge: Bridge, now: float) -> Bridge | Refuse:
         until = quiet_until(q, now)
         if until is not None:
             return _refuse("quiet_hours", bridge.binding, retry_after(until, now))
-    if policy.ring_timeout is None and policy.max_call_seconds is None:
+    limit = policy.max_sms if service == "sms" else policy.max_calls
+    if policy.ring_timeout is None and policy.max_call_seconds is None and limit is None:
         return bridge
     return bridge._replace(ring_timeout=policy.ring_timeout,
-                           max_call_seconds=policy.max_call_seconds)
+                           max_call_seconds=policy.max_call_seconds, limit=limit)
+
+
+def counted(bridge: Bridge, admitted: bool) -> Bridge | Refuse:
+    """The decision once the relay has counted the attempt in the shared counter of
+    (binding, caller): admitted, or the window was full (603 `frequency`)."""
+    if admitted or bridge.limit is None:
+        return bridge
+    return _refuse("frequency", bridge.binding)

@@ -19,6 +19,7 @@ from .bindings.store import StoreUnavailable, open_store
 from .bindings.sync import Follower
 from .bindings.table import BindingTable
 from .config import Config
+from .counters import open_counter_store
 from .metrics import Metrics
 from .policies import PolicyBook, open_policy_store
 from .records import RecordWriter, open_record_store
@@ -47,6 +48,8 @@ class Node:
         self.records = open_record_store(config.store)
         self.policies = PolicyBook(config.default_policy)
         self.policy_store = open_policy_store(config.store)
+        self.counters = open_counter_store(config.store)
+        self.counter_errors = 0  # counts that failed or timed out (fail open/closed applied)
         self.record_writer = RecordWriter(self.records)
         self.draining = False
         self.http_port: int | None = None
@@ -75,6 +78,9 @@ class Node:
         m.counter_from("relay_policy_refresh_errors_total",
                        "re-reads of the policies that failed (the last view stays)",
                        lambda: float(p.refresh_errors))
+        m.counter_from("relay_policy_counter_errors_total",
+                       "frequency counts that failed or timed out (counter_fail applied)",
+                       lambda: float(self.counter_errors))
 
     async def start(self) -> None:
         """Open the store and load the table (or start degraded), then listen."""
@@ -84,6 +90,7 @@ class Node:
             await self.store.open()
             await self.records.open()
             await self.policy_store.open()
+            await self.counters.open()
             await self.follower.load()
             self.policies.replace(await self.policy_store.all())
             self.policies.replace_blocks(await self.policy_store.blocks())
@@ -163,6 +170,7 @@ class Node:
             await self._runner.cleanup()
         await self.records.close()
         await self.policy_store.close()
+        await self.counters.close()
         await self.store.close()
 
 

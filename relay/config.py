@@ -62,6 +62,8 @@ class Config:
     log_level: str = "INFO"
     default_policy: str | None = None  # [dialplan]: the policy of bindings that name none
     policy_refresh: float = 1.0  # [dialplan]: seconds between re-reads of the policies
+    counter_timeout: float = 0.3  # [dialplan]: the longest a call waits for its counter
+    counter_fail: str = "open"  # [dialplan]: a counter that cannot answer admits ("open")
     extra: dict[str, Any] = field(default_factory=dict)  # sections owned by other modules
 
     def check(self) -> None:
@@ -85,6 +87,10 @@ class Config:
             raise ConfigError("quarantine and frozen_hold must not be negative")
         if not 0.05 <= self.policy_refresh <= 3600:
             raise ConfigError("dialplan.policy_refresh must be 0.05 to 3600 seconds")
+        if not 0.001 <= self.counter_timeout <= 10:
+            raise ConfigError("dialplan.counter_timeout must be 0.001 to 10 seconds")
+        if self.counter_fail not in ("open", "closed"):
+            raise ConfigError("dialplan.counter_fail must be open or closed")
 
 
 def _is_loopback(host: str) -> bool:
@@ -141,13 +147,17 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None,
     if "accounts" in raw.get("smpp", {}):
         kw["smpp_accounts"] = {str(k): str(v) for k, v in raw["smpp"]["accounts"].items()}
     dialplan = dict(raw.get("dialplan", {}))
-    unknown = set(dialplan) - {"default_policy", "policy_refresh"}
+    unknown = set(dialplan) - {"default_policy", "policy_refresh", "counter_timeout",
+                               "counter_fail"}
     if unknown:
         raise ConfigError(f"dialplan: unknown keys {sorted(unknown)}")
     if dialplan.get("default_policy"):
         kw["default_policy"] = str(dialplan["default_policy"])
-    if "policy_refresh" in dialplan:
-        kw["policy_refresh"] = float(dialplan["policy_refresh"])
+    for name in ("policy_refresh", "counter_timeout"):
+        if name in dialplan:
+            kw[name] = float(dialplan[name])
+    if "counter_fail" in dialplan:
+        kw["counter_fail"] = str(dialplan["counter_fail"])
     kw["extra"] = {k: v for k, v in raw.items()
                    if k not in ("relay", "bindings", "api", "dialplan")}
     if "RELAY_API_TOKENS" in env:

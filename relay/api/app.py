@@ -6,6 +6,7 @@ reaches the store; every error leaves as `{"error": code, "detail": text}`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -16,8 +17,8 @@ from aiohttp import web
 from dialplan.blocklist import Block, parse_block
 from dialplan.numbers import InvalidNumber, mask, normalise, normalise_ext
 from dialplan.policy import NAME as POLICY_NAME
-from dialplan.policy import PolicyError, parse_policy
-from dialplan.route import decide
+from dialplan.policy import PolicyError, counter_key, parse_policy
+from dialplan.route import Bridge, counted, decide
 
 from ..bindings.model import State
 from ..bindings.store import StoreUnavailable
@@ -222,6 +223,17 @@ async def route(request: web.Request) -> web.Response:
     now = node.clock()
     decision = decide(entry, table.in_use(x), caller, now, service, shared=table.shared(x),
                       ext=ext, policy=policy, blocked=node.policies.blocked(caller, x, now))
+    if isinstance(decision, Bridge) and decision.limit is not None:
+        # A dry run looks at the counter without counting; a store that cannot answer
+        # says what counter_fail would do.
+        key = counter_key("call" if service == "voice" else "sms", decision.binding, caller)
+        try:
+            used = await asyncio.wait_for(node.counters.used(key, now, decision.limit.per),
+                                          node.config.counter_timeout)
+            admitted = not decision.limit.over(used)
+        except (StoreUnavailable, TimeoutError):
+            admitted = node.config.counter_fail == "open"
+        decision = counted(decision, admitted)
     return web.json_response(route_view(decision, request[ROLE]))
 
 

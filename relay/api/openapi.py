@@ -84,6 +84,12 @@ def openapi_document() -> dict[str, Any]:
                         "max_call_seconds", "policy")},
     }
     clock = {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"}
+    limit = {"type": "object", "required": ["count", "per"], "additionalProperties": False,
+             "description": "per caller and binding; over it: 603 frequency",
+             "properties": {"count": {"type": "integer", "minimum": 1, "maximum": 10000},
+                            "per": {"oneOf": [
+                                {"type": "integer", "minimum": 1, "maximum": 604800},
+                                {"type": "string", "pattern": "^[1-9][0-9]*[smhd]$"}]}}}
     policy = {
         "type": "object", "additionalProperties": False,
         "properties": {
@@ -97,6 +103,7 @@ def openapi_document() -> dict[str, Any]:
                            "items": {"type": "string", "enum": ["a_to_b", "b_to_a"]}},
             "ring_timeout": {"type": "integer", "minimum": 1, "maximum": 600},
             "max_call_seconds": {"type": "integer", "minimum": 1, "maximum": 86400},
+            "max_calls": limit, "max_sms": limit,
         },
     }
     block = {"type": "object", "properties": {

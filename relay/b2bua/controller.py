@@ -26,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from dialplan.policy import Policy
+from dialplan.policy import Policy, counter_key
 from dialplan.refusals import REFUSALS, policy_reason
-from dialplan.route import Bridge, Collect, Policies, Refuse, decide
+from dialplan.route import Bridge, Collect, Policies, Refuse, counted, decide
 from relay.media.backend import DigitReceived, PlaybackEnded
 from relay.rtp.session import Side
 
@@ -73,6 +73,7 @@ class ControlSettings:
     ivr_max_digits: int = 8
     ivr_record: bool = True  # record AXE calls from the prompt on (the binding is unknown)
     prompt_guard: float = 30.0  # a prompt whose end is never reported is given up
+    counter_fail_open: bool = True  # a frequency counter that fails admits the call
 
 
 class LegPort(Protocol):
@@ -174,13 +175,40 @@ class CallController:
                           shared=self.table.shared(self.x), ext=self.ext,
                           policy=self._policy(entry),
                           blocked=self.host.policies.blocked(self.caller, self.x, now))
-        if isinstance(decision, Bridge):
+        out_id = getattr(entry, "out_id", None)
+        if isinstance(decision, Bridge) and decision.limit is not None:
+            self._count(decision, lambda d, now: self._bridge(d, entry, now),
+                        lambda d, now: self._refuse(d, out_id, now))
+        elif isinstance(decision, Bridge):
             self._bridge(decision, entry, now)
         elif isinstance(decision, Collect):
             self._collect(now)
         else:
-            self._refuse(decision, getattr(entry, "out_id", None), now)
+            self._refuse(decision, out_id, now)
         self._pump(now)
+
+    def _count(self, decision: Bridge, go: Callable[[Bridge, float], None],
+               refuse: Callable[[Refuse, float], None]) -> None:
+        """Count the attempt in the shared counter of (binding, caller) through the job
+        queue (the adapter runs it with a deadline), then `go` on, or `refuse` 603
+        `frequency`. A counter that fails or times out admits or refuses as
+        `counter_fail_open` says, and is counted."""
+        key = counter_key("call", decision.binding, self.caller)
+
+        def done(admitted: Any, error: BaseException | None, now: float) -> None:
+            if self.ended:
+                return
+            if error is not None:
+                self.host.counts["counter_errors"] += 1
+                admitted = self.settings.counter_fail_open
+            d = counted(decision, bool(admitted))
+            if isinstance(d, Refuse):
+                refuse(d, now)
+            else:
+                go(d, now)
+
+        self._enqueue(lambda: MediaJob(self.host.job_seq(), self.id, "count", key=key,
+                                       limit=decision.limit), done)
 
     def _policy(self, entry: Any) -> Policy | None:
         if entry is None:
@@ -329,13 +357,7 @@ class CallController:
                            blocked=self.host.policies.blocked(self.caller, self.x, now))
                     if ext else None)
         if isinstance(decision, Refuse) and REFUSALS[decision.reason].policy:
-            # The extension is right but the policy refuses (quiet hours, direction): no
-            # "try again"; the relay hangs up with the refusal's cause, silently.
-            self.refusal = decision
-            self.ext = ext
-            self.ivr_end_at = now
-            self.unconnected = "policy"
-            self.hangup(now, cause=decision.cause, reason=decision.reason)
+            self._policy_hangup(decision, ext, now)
             return True
         if not isinstance(decision, Bridge):
             if isinstance(decision, Refuse):
@@ -343,11 +365,27 @@ class CallController:
             return False
         self.ext = ext
         self.ivr_end_at = now
-        self._adopt(decision, entry)
-        self._play("ringback", now, repeat=True)
-        self._enqueue(self._job("local_offer", Side.CALLEE), self._offer_to_callee)
+
+        def go(d: Bridge, now: float) -> None:
+            self._adopt(d, entry)
+            self._play("ringback", now, repeat=True)
+            self._enqueue(self._job("local_offer", Side.CALLEE), self._offer_to_callee)
+
+        if decision.limit is not None:
+            self._count(decision, go, lambda d, now: self._policy_hangup(d, ext, now))
+        else:
+            go(decision, now)
         self._pump(now)
         return True
+
+    def _policy_hangup(self, decision: Refuse, ext: str | None, now: float) -> None:
+        """The keyed extension is right but the policy refuses (quiet hours, direction,
+        frequency): no "try again"; the relay, which answered, hangs up silently."""
+        self.refusal = decision
+        self.ext = ext
+        self.ivr_end_at = self.ivr_end_at or now
+        self.unconnected = "policy"
+        self.hangup(now, cause=decision.cause, reason=decision.reason)
 
     def give_up(self, keyed: bool, now: float) -> None:
         """Every try failed: the relay hangs up (Q.850 28 invalid number format, or 102

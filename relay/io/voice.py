@@ -81,6 +81,7 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
         ivr_pause=float(sip.get("ivr_pause", 3.0)),
         ivr_record=bool(sip.get("ivr_record", True)),
         announce_limit=float(sip.get("announce_limit", 8.0)),
+        counter_fail_open=getattr(config, "counter_fail", "open") == "open",
         timers=TimerConfig(t1=t1, t2=min(4.0, 8 * t1), t4=min(5.0, 10 * t1),
                            timer_d=max(32.0 * t1 / 0.5, 0.0)),
     )
@@ -141,7 +142,8 @@ async def attach_voice(node: Node) -> None:
     switch = CallMap(settings, node.table, policies=node.policies)
     writer = node.record_writer
     server = SipServer(switch, media, lambda rec: writer.submit("call", rec),
-                       prompts=prompts.path)
+                       prompts=prompts.path, counters=node.counters,
+                       counter_timeout=node.config.counter_timeout)
     await server.start(udp, tcp=bool(sip.get("tcp", True)))
     node.voice = server  # type: ignore[attr-defined]
     _metrics(node, switch, server)
@@ -228,7 +230,9 @@ def _metrics(node: Node, switch: CallMap, server: SipServer) -> None:
                        ("refused", "attempts refused by the relay"),
                        ("untrusted", "requests refused from untrusted sources (no lookup)"),
                        ("overload", "INVITEs refused with 503 (limits or drain)"),
-                       ("media_errors", "media backend errors")):
+                       ("media_errors", "media backend errors"),
+                       ("counter_errors", "frequency counts that failed or timed out "
+                                          "([dialplan] counter_fail applied)")):
         m.counter_from(f"relay_sip_{name}_total", what,
                        lambda n=name: float(switch.counts[n]))  # type: ignore[misc]
     layer = switch.layer

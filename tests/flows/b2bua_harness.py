@@ -16,6 +16,7 @@ from relay.b2bua.callmap import CallMap, Settings
 from relay.b2bua.events import CallEnded, CallRefused
 from relay.bindings.model import Binding, Mode
 from relay.bindings.table import BindingTable
+from relay.counters import MemoryCounters
 from relay.media.backend import DigitReceived, PlaybackEnded
 from relay.policies import PolicyBook
 from relay.rtp.session import Side
@@ -94,6 +95,7 @@ class Harness:
         self.policies = PolicyBook()
         self.policies.replace({n: p.as_dict() for n, p in (policies or {}).items()})
         self.switch = CallMap(s, self.table, policies=self.policies)
+        self.counters = MemoryCounters()
         self.media = FakeMedia()
         self.now = T0
         self.to_caller: list[SipRequest | SipResponse] = []
@@ -144,8 +146,15 @@ class Harness:
                 (self.to_caller if addr == CALLER else self.to_callee).append(msg)
             for job in jobs:
                 try:
-                    result, error = self.media.run(job.op, int(job.side), job.sdp,
-                                                   job.call_id, job.prompt, job.flag), None
+                    if job.op == "count":  # the adapter's counter job, in memory
+                        if "count" in self.media.fail:
+                            raise self.media.fail.pop("count")
+                        assert job.limit is not None
+                        result, error = self.counters.take_now(job.key, self.now,
+                                                               job.limit), None
+                    else:
+                        result, error = self.media.run(job.op, int(job.side), job.sdp,
+                                                       job.call_id, job.prompt, job.flag), None
                 except Exception as exc:
                     result, error = None, exc
                 sw.media_done(job, result, error, self.now)

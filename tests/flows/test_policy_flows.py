@@ -111,3 +111,55 @@ def test_blocked_caller_603_then_through_after_unblock() -> None:
     h.policies.unblock(A, None)
     h.caller_invite(call_id="a-call-2@x", branch="z9hG4bKa2")
     assert h.last("B", SipRequest, method="INVITE")
+
+
+LIMITED = parse_policy("limited", {"max_calls": {"count": 2, "per": "1h"}})
+
+
+def _call_and_hang_up(h: Harness, n: int, caller: str = A) -> SipResponse:
+    h.caller_invite(caller=caller, call_id=f"c{n}@x", branch=f"z9hG4bKc{n}")
+    resp = h.last("C", SipResponse)
+    if resp.status == 100:  # routed: the callee refuses at once, the attempt still counts
+        inv = h.last("B", SipRequest, method="INVITE")
+        h.callee_reply(inv, 486)
+        resp = h.last("C", SipResponse)
+    return resp
+
+
+def test_third_call_under_max_calls_2_is_603_and_the_window_slides() -> None:
+    h = Harness(policies={"limited": LIMITED})
+    h.bind(policy="limited")
+    assert _call_and_hang_up(h, 1).status == 486
+    h.advance(600)
+    assert _call_and_hang_up(h, 2).status == 486
+    resp = _call_and_hang_up(h, 3)
+    assert resp.status == 603 and 'text="frequency"' in (resp.headers.get("reason") or "")
+    assert h.records[-1]["policy_reason"] == "frequency"
+    assert _call_and_hang_up(h, 4, caller=B).status == 486  # B's counter is its own
+    h.advance(3000.5)  # the first call left the window
+    assert _call_and_hang_up(h, 5).status == 486
+    assert _call_and_hang_up(h, 6).status == 603
+
+
+def test_counter_failure_fails_open_or_closed_and_is_counted() -> None:
+    for fail_open, code in ((True, 486), (False, 603)):
+        h = Harness(policies={"limited": LIMITED}, counter_fail_open=fail_open)
+        h.bind(policy="limited")
+        h.media.fail["count"] = TimeoutError()
+        assert _call_and_hang_up(h, 1).status == code
+        assert h.switch.counts["counter_errors"] == 1
+
+
+def test_axe_by_digits_over_the_limit_hangs_up() -> None:
+    h = Harness(policies={"limited": LIMITED})
+    h.bind(mode="AXE", a=None, b=B1, ext="101", policy="limited")
+    for n in range(3):
+        h.caller_invite(x=X, call_id=f"axe{n}@x", branch=f"z9hG4bKaxe{n}")
+        h.caller_ack()
+        h.now += 1
+        cid = list(h.switch.calls)[-1]
+        for d in "101#":
+            h.digit(d, cid)
+    invites = [m for m in h.to_callee if isinstance(m, SipRequest) and m.method == "INVITE"]
+    assert len(invites) == 2
+    assert h.records[-1]["policy_reason"] == "frequency"

@@ -60,7 +60,11 @@ def utc(ts: float) -> str:
     ({"max_call_seconds": 0}, "max_call_seconds"),
     ({"max_call_seconds": 1.5}, "max_call_seconds"),
     ({"colour": "red"}, "colour"),
-    ({"max_calls": {"count": 2, "per": 3600}}, "max_calls"),  # not enforced yet: refused
+    ({"max_score": 50}, "max_score"),  # not enforced yet: refused, never ignored
+    ({"max_calls": {"count": 0, "per": 3600}}, "max_calls.count"),
+    ({"max_calls": {"count": 2, "per": "8d"}}, "max_calls.per"),
+    ({"max_sms": {"count": 2, "per": "1w"}}, "max_sms.per"),
+    ({"max_sms": {"count": 2}}, "max_sms"),
     ({"name": "other"}, "name"),
 ])
 def test_invalid_policies_name_the_field(body: dict[str, Any], field: str) -> None:
@@ -79,9 +83,11 @@ def test_bad_names_and_bodies() -> None:
 
 def test_round_trip() -> None:
     body = {"quiet_hours": {"from": "22:00", "to": "08:00", "tz": "Asia/Shanghai"},
-            "directions": ["b_to_a", "a_to_b"], "ring_timeout": 30, "max_call_seconds": 600}
+            "directions": ["b_to_a", "a_to_b"], "ring_timeout": 30, "max_call_seconds": 600,
+            "max_calls": {"count": 2, "per": "24h"}, "max_sms": {"count": 5, "per": 60}}
     p = parse_policy("night", body)
     doc = p.as_dict()
+    assert doc["max_calls"] == {"count": 2, "per": 86400}
     assert doc["directions"] == ["a_to_b", "b_to_a"] and doc["name"] == "night"
     assert parse_policy("night", doc) == p
     assert parse_policy("empty", {}).as_dict() == {"name": "empty"}
