@@ -3,19 +3,33 @@
 Quiet hours around the current time in a non-UTC zone: A's call gets 480 with
 Retry-After to the window's end and `Reason: ...;text="quiet_hours"`, while B calling
 back goes through; a one-way binding refuses the other way with 403; the records say
-`unconnected_cause: policy` and `policy_reason`.
+`unconnected_cause: policy` and `policy_reason`. A blocked caller gets 603 on every X.
+Two nodes on one Redis share the `max_calls` counter.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sipp_harness import A, B, X, api, bind, callee, caller, calls, refused_scenario, udp_port
+from sipp_harness import (
+    A,
+    B,
+    X,
+    api,
+    bind,
+    callee,
+    caller,
+    calls,
+    refused_scenario,
+    relay_args,
+    udp_port,
+)
 from test_sip_calls import _relay, _run
 
 pytestmark = pytest.mark.integration
@@ -90,3 +104,25 @@ def test_blocked_caller_603_on_every_x_then_through_after_delete(relay_factory: 
     found = calls(relay.base, want=3)
     assert sorted((r["sip_code"], r["policy_reason"]) for r in found) == [
         (200, None), (603, "blocked"), (603, "blocked")]
+
+
+def test_two_nodes_on_one_redis_share_the_frequency_counter(redis_server: Any,
+                                                            relay_factory: Any,
+                                                            tmp_path: Path) -> None:
+    out = udp_port()
+    n1 = relay_factory(redis_server.url, relay_args(out, tmp_path / "n1"), "n1")
+    n2 = relay_factory(redis_server.url, relay_args(out, tmp_path / "n2"), "n2")
+    api(n1.base, "PUT", "/v1/policies/two", {"max_calls": {"count": 2, "per": "1h"}})
+    bind(n1.base, policy="two")
+    deadline = time.monotonic() + 5
+    while api(n2.base, "GET", f"/v1/route?from=%2B{A[1:]}&to=%2B{X[1:]}")["action"] != "bridge":
+        assert time.monotonic() < deadline, "node 2 never saw the binding and policy"
+        time.sleep(0.05)
+    uas = callee(tmp_path, out, number=B, name="callee-n1", extra=["-m", "2"])
+    uac = caller(tmp_path, n1.sip_port, number=A, extra=["-m", "2", "-d", "100"],
+                 name="caller-n1")
+    _run(uas, uac)
+    final = _refused(tmp_path, n2.sip_port, 603, A, X, "third-on-n2")
+    assert 'Reason: Q.850;cause=21;text="frequency"' in final
+    assert api(n2.base, "GET", f"/v1/route?from=%2B{A[1:]}&to=%2B{X[1:]}")["reason"] \
+        == "frequency"

@@ -72,3 +72,27 @@ def test_texts_under_quiet_hours_and_one_way(relay: Any) -> None:
     recs = wait_messages(base, {"x": X}, 5)
     reasons = sorted(r["policy_reason"] for r in recs if r["status"] == "refused")
     assert reasons == ["blocked", "direction", "quiet_hours", "quiet_hours"]
+
+
+def test_second_text_over_max_sms_1_is_refused(relay: Any) -> None:
+    base = relay.base
+    assert http("PUT", f"{base}/v1/policies/one",
+                {"max_sms": {"count": 1, "per": "24h"}})[0] == 201
+    binding = make_binding(base)
+    assert http("PATCH", f"{base}/v1/bindings/{binding}", {"policy": "one"})[0] == 200
+    rx = connect(relay.smpp_port)
+    rx.bind_receiver(system_id="gw1", password="pw1")
+    tx = connect(relay.smpp_port)
+    tx.bind_transmitter(system_id="gw1", password="pw1")
+    send(tx, A, "first")
+    receive(rx, 1)
+    (ok,) = read_resps(tx, 1)
+    send(tx, A, "second")
+    (over,) = read_resps(tx, 1)
+    close(tx)
+    close(rx)
+    assert int(ok.status) == 0 and int(over.status) == c.ESME_RX_P_APPN
+    status, body = http("POST", f"{base}/v1/sms", {"from": A, "to": X, "text": "third"})
+    assert status == 429 and body["error"] == "frequency"
+    recs = wait_messages(base, {"x": X}, 3)
+    assert sorted(str(r["policy_reason"]) for r in recs) == ["None", "frequency", "frequency"]
