@@ -3,10 +3,9 @@
 Pure: no I/O and no clock; time is an argument. Zones come from the IANA database
 through `zoneinfo` (read once per zone and cached by the standard library).
 
-This version enforces `quiet_hours`, `directions`, `ring_timeout`, `max_call_seconds`,
-`max_calls` and `max_sms` (the counting itself is the relay's: the decision says which
-limit applies, `Limit.over` judges the count). `max_score` needs a caller score that is
-not built yet: a policy naming it is refused (422) rather than stored and ignored.
+Every DESIGN field is enforced. Counting (`max_calls`, `max_sms`) and scoring
+(`max_score`) need the relay's shared stores: the decision says which limit applies,
+`Limit.over` and `Policy.max_score` judge what the relay found.
 """
 
 from __future__ import annotations
@@ -34,8 +33,7 @@ DIRECTIONS = ("a_to_b", "b_to_a")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 _FIELDS = ("quiet_hours", "directions", "ring_timeout", "max_call_seconds", "max_calls",
-           "max_sms")
-_LATER = ("max_score",)  # DESIGN fields this version cannot enforce
+           "max_sms", "max_score")
 MAX_PER = 7 * 86400  # the longest counting window; counters keep this much history
 _MAX_COUNT = 10_000
 _PER = re.compile(r"([1-9][0-9]{0,6})([smhd])")
@@ -94,6 +92,7 @@ class Policy:
     max_call_seconds: int | None = None
     max_calls: Limit | None = None
     max_sms: Limit | None = None
+    max_score: int | None = None  # callers scoring above it (dialplan.score) are refused
 
     def as_dict(self) -> dict[str, Any]:
         """The API and store form (the input of `parse_policy`, plus the name)."""
@@ -110,6 +109,8 @@ class Policy:
             out["max_calls"] = self.max_calls.as_dict()
         if self.max_sms is not None:
             out["max_sms"] = self.max_sms.as_dict()
+        if self.max_score is not None:
+            out["max_score"] = self.max_score
         return out
 
 
@@ -175,8 +176,6 @@ def parse_policy(name: str, body: Any) -> Policy:
     if body.get("name", name) != name:
         raise PolicyError("name", "the body names another policy than the path")
     for key in fields:
-        if key in _LATER:
-            raise PolicyError(key, "not enforced by this version of the relay")
         if key not in _FIELDS:
             raise PolicyError(key, "unknown field")
     directions = None
@@ -196,7 +195,14 @@ def parse_policy(name: str, body: Any) -> Policy:
                           if "max_call_seconds" in fields else None),
         max_calls=_limit(fields["max_calls"], "max_calls") if "max_calls" in fields else None,
         max_sms=_limit(fields["max_sms"], "max_sms") if "max_sms" in fields else None,
+        max_score=_score(fields["max_score"]) if "max_score" in fields else None,
     )
+
+
+def _score(raw: Any) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= 100:
+        raise PolicyError("max_score", "expected a whole number, 0 to 100")
+    return raw
 
 
 def quiet_until(q: QuietHours, now: float) -> float | None:

@@ -14,7 +14,7 @@ from .policy import Limit, Policy, quiet_until, retry_after
 from .refusals import REFUSALS
 
 __all__ = ["Bridge", "Collect", "Decision", "Policies", "Refuse", "RouteView", "apply_policy",
-           "counted", "decide"]
+           "counted", "decide", "scored"]
 
 
 class RouteView(Protocol):
@@ -62,6 +62,9 @@ class Bridge(NamedTuple):
     # max_calls (or max_sms): the relay counts this attempt in the shared counter of
     # (binding, caller) first, and refuses `frequency` when the window is full.
     limit: Limit | None = None
+    # max_score: the relay scores the caller (dialplan.score) first, and refuses
+    # `score` above it.
+    max_score: int | None = None
 
 
 class Refuse(NamedTuple):
@@ -153,10 +156,20 @@ def apply_policy(policy: Policy, bridge: Bridge, now: float, service: str = "voi
         if until is not None:
             return _refuse("quiet_hours", bridge.binding, retry_after(until, now))
     limit = policy.max_sms if service == "sms" else policy.max_calls
-    if policy.ring_timeout is None and policy.max_call_seconds is None and limit is None:
+    if (policy.ring_timeout is None and policy.max_call_seconds is None and limit is None
+            and policy.max_score is None):
         return bridge
     return bridge._replace(ring_timeout=policy.ring_timeout,
-                           max_call_seconds=policy.max_call_seconds, limit=limit)
+                           max_call_seconds=policy.max_call_seconds, limit=limit,
+                           max_score=policy.max_score)
+
+
+def scored(bridge: Bridge, score: int) -> Bridge | Refuse:
+    """The decision once the relay has scored the caller: above the policy's
+    `max_score`, 603 `score`."""
+    if bridge.max_score is None or score <= bridge.max_score:
+        return bridge
+    return _refuse("score", bridge.binding)
 
 
 def counted(bridge: Bridge, admitted: bool) -> Bridge | Refuse:

@@ -19,6 +19,7 @@ from .bindings.store import StoreUnavailable, open_store
 from .bindings.sync import Follower
 from .bindings.table import BindingTable
 from .config import Config
+from .contacts import ContactWriter, open_contact_store
 from .counters import open_counter_store
 from .metrics import Metrics
 from .policies import PolicyBook, open_policy_store
@@ -50,6 +51,8 @@ class Node:
         self.policy_store = open_policy_store(config.store)
         self.counters = open_counter_store(config.store)
         self.counter_errors = 0  # counts that failed or timed out (fail open/closed applied)
+        self.contacts = open_contact_store(config.store)  # harassment score inputs
+        self.contact_writer = ContactWriter(self.contacts)
         self.record_writer = RecordWriter(self.records)
         self.draining = False
         self.http_port: int | None = None
@@ -81,6 +84,9 @@ class Node:
         m.counter_from("relay_policy_counter_errors_total",
                        "frequency counts that failed or timed out (counter_fail applied)",
                        lambda: float(self.counter_errors))
+        m.counter_from("relay_contacts_dropped_total",
+                       "score inputs dropped (the store was down too long)",
+                       lambda: float(self.contact_writer.dropped))
 
     async def start(self) -> None:
         """Open the store and load the table (or start degraded), then listen."""
@@ -91,6 +97,7 @@ class Node:
             await self.records.open()
             await self.policy_store.open()
             await self.counters.open()
+            await self.contacts.open()
             await self.follower.load()
             self.policies.replace(await self.policy_store.all())
             self.policies.replace_blocks(await self.policy_store.blocks())
@@ -101,6 +108,7 @@ class Node:
             self.follower.last_error = str(exc)
         self.follower.start()
         self.record_writer.start()
+        self.contact_writer.start()
         self._tasks.append(asyncio.create_task(self._sweeper(), name="sweeper"))
         self._tasks.append(asyncio.create_task(self._policy_refresher(), name="policies"))
         app = build_api(self)
@@ -160,6 +168,7 @@ class Node:
             with contextlib.suppress(Exception):
                 await hook(self)
         await self.record_writer.stop()
+        await self.contact_writer.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -171,6 +180,7 @@ class Node:
         await self.records.close()
         await self.policy_store.close()
         await self.counters.close()
+        await self.contacts.close()
         await self.store.close()
 
 

@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = ["Config", "ConfigError", "HostPort", "load_config", "parse_hostport"]
 
@@ -64,6 +65,7 @@ class Config:
     policy_refresh: float = 1.0  # [dialplan]: seconds between re-reads of the policies
     counter_timeout: float = 0.3  # [dialplan]: the longest a call waits for its counter
     counter_fail: str = "open"  # [dialplan]: a counter that cannot answer admits ("open")
+    score_tz: str = "UTC"  # [dialplan]: the zone whose night the harassment score counts
     extra: dict[str, Any] = field(default_factory=dict)  # sections owned by other modules
 
     def check(self) -> None:
@@ -91,6 +93,11 @@ class Config:
             raise ConfigError("dialplan.counter_timeout must be 0.001 to 10 seconds")
         if self.counter_fail not in ("open", "closed"):
             raise ConfigError("dialplan.counter_fail must be open or closed")
+        try:
+            ZoneInfo(self.score_tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"dialplan.score_tz: unknown IANA zone {self.score_tz!r}"
+                              ) from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -148,7 +155,7 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None,
         kw["smpp_accounts"] = {str(k): str(v) for k, v in raw["smpp"]["accounts"].items()}
     dialplan = dict(raw.get("dialplan", {}))
     unknown = set(dialplan) - {"default_policy", "policy_refresh", "counter_timeout",
-                               "counter_fail"}
+                               "counter_fail", "score_tz"}
     if unknown:
         raise ConfigError(f"dialplan: unknown keys {sorted(unknown)}")
     if dialplan.get("default_policy"):
@@ -156,8 +163,9 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None,
     for name in ("policy_refresh", "counter_timeout"):
         if name in dialplan:
             kw[name] = float(dialplan[name])
-    if "counter_fail" in dialplan:
-        kw["counter_fail"] = str(dialplan["counter_fail"])
+    for name in ("counter_fail", "score_tz"):
+        if name in dialplan:
+            kw[name] = str(dialplan[name])
     kw["extra"] = {k: v for k, v in raw.items()
                    if k not in ("relay", "bindings", "api", "dialplan")}
     if "RELAY_API_TOKENS" in env:

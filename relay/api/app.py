@@ -18,7 +18,8 @@ from dialplan.blocklist import Block, parse_block
 from dialplan.numbers import InvalidNumber, mask, normalise, normalise_ext
 from dialplan.policy import NAME as POLICY_NAME
 from dialplan.policy import PolicyError, counter_key, parse_policy
-from dialplan.route import Bridge, counted, decide
+from dialplan.route import Bridge, counted, decide, scored
+from dialplan.score import score_card
 
 from ..bindings.model import State
 from ..bindings.store import StoreUnavailable
@@ -223,6 +224,8 @@ async def route(request: web.Request) -> web.Response:
     now = node.clock()
     decision = decide(entry, table.in_use(x), caller, now, service, shared=table.shared(x),
                       ext=ext, policy=policy, blocked=node.policies.blocked(caller, x, now))
+    if isinstance(decision, Bridge) and decision.max_score is not None:
+        decision = scored(decision, await _score(node, caller, now))
     if isinstance(decision, Bridge) and decision.limit is not None:
         # A dry run looks at the counter without counting; a store that cannot answer
         # says what counter_fail would do.
@@ -235,6 +238,34 @@ async def route(request: web.Request) -> web.Response:
             admitted = node.config.counter_fail == "open"
         decision = counted(decision, admitted)
     return web.json_response(route_view(decision, request[ROLE]))
+
+
+async def _score(node: Node, caller: str | None, now: float) -> int:
+    """The caller's score as the call path would see it (counter_fail on a dead store)."""
+    if not caller:
+        return 0
+    try:
+        found = await asyncio.wait_for(node.contacts.recent(caller, now),
+                                       node.config.counter_timeout)
+    except (StoreUnavailable, TimeoutError):
+        return 0 if node.config.counter_fail == "open" else 101
+    return score_card(found, now, node.config.score_tz).score
+
+
+async def get_caller(request: web.Request) -> web.Response:
+    """A caller's contact statistics (24 h, 7 d) and harassment score (dialplan.score)."""
+    node = request.app[NODE]
+    try:
+        number = normalise(request.match_info["number"], node.config.default_cc)
+    except InvalidNumber as exc:
+        raise BadRequest(str(exc), "invalid_number") from None
+    now = node.clock()
+    card = score_card(await node.contacts.recent(number, now), now, node.config.score_tz)
+    return web.json_response({
+        "number": number if request[ROLE] == "admin" else mask(number),
+        "score": card.score, "inputs": card.inputs, "points": card.points,
+        "blocked": node.policies.blocklist.match(number, "", now) is not None,
+        "at": iso(now)})
 
 
 # -- policies (DESIGN.md "Policies") ------------------------------------------------------
@@ -388,6 +419,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/v1/policies/{name}", get_policy),
     ("PUT", "/v1/policies/{name}", put_policy),
     ("DELETE", "/v1/policies/{name}", delete_policy),
+    ("GET", "/v1/callers/{number}", get_caller),
     ("GET", "/v1/blocklist", list_blocklist),
     ("PUT", "/v1/blocklist/{number}", put_block),
     ("DELETE", "/v1/blocklist/{number}", delete_block),

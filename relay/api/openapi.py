@@ -104,6 +104,8 @@ def openapi_document() -> dict[str, Any]:
             "ring_timeout": {"type": "integer", "minimum": 1, "maximum": 600},
             "max_call_seconds": {"type": "integer", "minimum": 1, "maximum": 86400},
             "max_calls": limit, "max_sms": limit,
+            "max_score": {"type": "integer", "minimum": 0, "maximum": 100,
+                          "description": "callers scoring above it: 603 score"},
         },
     }
     block = {"type": "object", "properties": {
@@ -223,6 +225,20 @@ def openapi_document() -> dict[str, Any]:
                 "delete": {"summary": "Delete a policy (its bindings fall back to the default)",
                            "responses": {"200": _resp("deleted", {"type": "object"}),
                                          **_errors(401, 403, 404, 503)}},
+            },
+            "/v1/callers/{number}": {
+                "parameters": [number],
+                "get": {"summary": "A caller's contacts over 24 h and 7 d and harassment score "
+                                   "(number masked for ops)",
+                        "responses": {"200": _resp("statistics", {"type": "object",
+                                                                  "properties": {
+                            "number": {"type": "string"},
+                            "score": {"type": "integer", "minimum": 0, "maximum": 100},
+                            "inputs": {"type": "object"}, "points": {"type": "object"},
+                            "blocked": {"type": "boolean",
+                                        "description": "on the global blocklist"},
+                            "at": {"type": "string", "format": "date-time"}}}),
+                            **_errors(401, 422, 503)}},
             },
             "/v1/blocklist": {
                 "get": {"summary": "Blocked callers in force (numbers masked for ops)",

@@ -26,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from dialplan.policy import Policy, counter_key
+from dialplan.policy import Policy
 from dialplan.refusals import REFUSALS, policy_reason
-from dialplan.route import Bridge, Collect, Policies, Refuse, counted, decide
+from dialplan.route import Bridge, Collect, Policies, Refuse, decide
 from relay.media.backend import DigitReceived, PlaybackEnded
 from relay.rtp.session import Side
 
@@ -54,6 +54,7 @@ from .events import (
     Ring,
     Try,
 )
+from .gate import admit
 from .ivr import Collector, ExtensionPrompt
 
 __all__ = ["CallController", "ControlSettings", "Host", "LegPort"]
@@ -176,39 +177,14 @@ class CallController:
                           policy=self._policy(entry),
                           blocked=self.host.policies.blocked(self.caller, self.x, now))
         out_id = getattr(entry, "out_id", None)
-        if isinstance(decision, Bridge) and decision.limit is not None:
-            self._count(decision, lambda d, now: self._bridge(d, entry, now),
-                        lambda d, now: self._refuse(d, out_id, now))
-        elif isinstance(decision, Bridge):
-            self._bridge(decision, entry, now)
+        if isinstance(decision, Bridge):  # the policy's score and counter checks first
+            admit(self, decision, lambda d, now: self._bridge(d, entry, now),
+                  lambda d, now: self._refuse(d, out_id, now), now)
         elif isinstance(decision, Collect):
             self._collect(now)
         else:
             self._refuse(decision, out_id, now)
         self._pump(now)
-
-    def _count(self, decision: Bridge, go: Callable[[Bridge, float], None],
-               refuse: Callable[[Refuse, float], None]) -> None:
-        """Count the attempt in the shared counter of (binding, caller) through the job
-        queue (the adapter runs it with a deadline), then `go` on, or `refuse` 603
-        `frequency`. A counter that fails or times out admits or refuses as
-        `counter_fail_open` says, and is counted."""
-        key = counter_key("call", decision.binding, self.caller)
-
-        def done(admitted: Any, error: BaseException | None, now: float) -> None:
-            if self.ended:
-                return
-            if error is not None:
-                self.host.counts["counter_errors"] += 1
-                admitted = self.settings.counter_fail_open
-            d = counted(decision, bool(admitted))
-            if isinstance(d, Refuse):
-                refuse(d, now)
-            else:
-                go(d, now)
-
-        self._enqueue(lambda: MediaJob(self.host.job_seq(), self.id, "count", key=key,
-                                       limit=decision.limit), done)
 
     def _policy(self, entry: Any) -> Policy | None:
         if entry is None:
@@ -371,10 +347,7 @@ class CallController:
             self._play("ringback", now, repeat=True)
             self._enqueue(self._job("local_offer", Side.CALLEE), self._offer_to_callee)
 
-        if decision.limit is not None:
-            self._count(decision, go, lambda d, now: self._policy_hangup(d, ext, now))
-        else:
-            go(decision, now)
+        admit(self, decision, go, lambda d, now: self._policy_hangup(d, ext, now), now)
         self._pump(now)
         return True
 

@@ -28,8 +28,10 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from dialplan.score import score_card
 from relay.b2bua.callmap import CallMap
 from relay.b2bua.events import CallEnded, CallEvent, CallRefused, MediaJob
+from relay.contacts import ContactStore
 from relay.counters import CounterStore
 from relay.media.backend import MediaBackend, MediaCall, MediaEvent
 from relay.rtp.session import Side
@@ -99,8 +101,11 @@ class SipServer:
     def __init__(self, switch: CallMap, media: MediaBackend, records: RecordSink,
                  clock: Callable[[], float] = time.time, *, events: EventSink | None = None,
                  prompts: PromptPath | None = None, counters: CounterStore | None = None,
-                 counter_timeout: float = 0.3) -> None:
+                 contacts: ContactStore | None = None, counter_timeout: float = 0.3,
+                 score_tz: str = "UTC") -> None:
         self.switch = switch
+        self.contacts = contacts  # harassment score inputs (relay.contacts)
+        self.score_tz = score_tz
         self.counters = counters  # frequency limits (relay.counters); None: admit all
         self.counter_timeout = counter_timeout
         self.media = media
@@ -349,6 +354,15 @@ class SipServer:
         return await asyncio.wait_for(
             self.counters.take(job.key, self.clock(), job.limit), self.counter_timeout)
 
+    async def _score(self, job: MediaJob) -> int:
+        """The caller's harassment score (dialplan.score) from the shared contacts."""
+        if self.contacts is None or not job.key:
+            return 0
+        now = self.clock()
+        found = await asyncio.wait_for(self.contacts.recent(job.key, now),
+                                       self.counter_timeout)
+        return score_card(found, now, self.score_tz).score
+
     async def drain_jobs(self) -> None:
         """Wait for running media jobs (at shutdown)."""
         while self.jobs:
@@ -366,7 +380,7 @@ _OPS: dict[str, Callable[[SipServer, MediaJob], Any]] = {
     "release": SipServer._release, "answer_local": SipServer._answer_local,
     "local_offer": SipServer._local_offer, "play": SipServer._play,
     "stop_play": SipServer._stop_play, "detect": SipServer._detect,
-    "count": SipServer._count,
+    "count": SipServer._count, "score": SipServer._score,
 }
 _RECORDED = (CallEnded, CallRefused)
 

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from relay.b2bua.callmap import CallMap, Settings
+from relay.contacts import contact_from_call
 from relay.media.backend import MediaBackend
 from relay.media.prompts import PromptSet
 from relay.sip import TimerConfig
@@ -141,9 +142,15 @@ async def attach_voice(node: Node) -> None:
     prompts.check()  # a missing prompt is a start-up error, never a mid-call surprise
     switch = CallMap(settings, node.table, policies=node.policies)
     writer = node.record_writer
-    server = SipServer(switch, media, lambda rec: writer.submit("call", rec),
-                       prompts=prompts.path, counters=node.counters,
-                       counter_timeout=node.config.counter_timeout)
+    contacts = node.contact_writer
+
+    def record(rec: dict[str, Any]) -> None:
+        writer.submit("call", rec)
+        contacts.submit(contact_from_call(rec))  # the caller's score inputs
+
+    server = SipServer(switch, media, record, prompts=prompts.path, counters=node.counters,
+                       contacts=node.contacts, counter_timeout=node.config.counter_timeout,
+                       score_tz=node.config.score_tz)
     await server.start(udp, tcp=bool(sip.get("tcp", True)))
     node.voice = server  # type: ignore[attr-defined]
     _metrics(node, switch, server)

@@ -96,6 +96,7 @@ class Harness:
         self.policies.replace({n: p.as_dict() for n, p in (policies or {}).items()})
         self.switch = CallMap(s, self.table, policies=self.policies)
         self.counters = MemoryCounters()
+        self.scores: dict[str, int] = {}  # caller -> harassment score
         self.media = FakeMedia()
         self.now = T0
         self.to_caller: list[SipRequest | SipResponse] = []
@@ -146,12 +147,14 @@ class Harness:
                 (self.to_caller if addr == CALLER else self.to_callee).append(msg)
             for job in jobs:
                 try:
+                    if job.op in ("count", "score") and job.op in self.media.fail:
+                        raise self.media.fail.pop(job.op)
                     if job.op == "count":  # the adapter's counter job, in memory
-                        if "count" in self.media.fail:
-                            raise self.media.fail.pop("count")
                         assert job.limit is not None
                         result, error = self.counters.take_now(job.key, self.now,
                                                                job.limit), None
+                    elif job.op == "score":  # the adapter's score job: set by the test
+                        result, error = self.scores.get(job.key, 0), None
                     else:
                         result, error = self.media.run(job.op, int(job.side), job.sdp,
                                                        job.call_id, job.prompt, job.flag), None

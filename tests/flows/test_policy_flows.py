@@ -163,3 +163,23 @@ def test_axe_by_digits_over_the_limit_hangs_up() -> None:
     invites = [m for m in h.to_callee if isinstance(m, SipRequest) and m.method == "INVITE"]
     assert len(invites) == 2
     assert h.records[-1]["policy_reason"] == "frequency"
+
+
+def test_max_score_refuses_above_it_before_counting() -> None:
+    both = parse_policy("both", {"max_score": 40, "max_calls": {"count": 1, "per": "1h"}})
+    h = Harness(policies={"both": both})
+    h.bind(policy="both")
+    h.scores[A] = 41
+    resp = _call_and_hang_up(h, 1)
+    assert resp.status == 603 and 'text="score"' in (resp.headers.get("reason") or "")
+    assert h.records[-1]["policy_reason"] == "score"
+    h.scores[A] = 40  # at the limit is allowed, and the refused call was not counted
+    assert _call_and_hang_up(h, 2).status == 486
+    assert _call_and_hang_up(h, 3).status == 603  # now the counter is full
+    assert h.records[-1]["policy_reason"] == "frequency"
+    for fail_open, code in ((True, 486), (False, 603)):
+        h = Harness(policies={"both": both}, counter_fail_open=fail_open)
+        h.bind(policy="both")
+        h.media.fail["score"] = TimeoutError()
+        assert _call_and_hang_up(h, 1).status == code
+        assert h.switch.counts["counter_errors"] == 1

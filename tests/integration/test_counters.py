@@ -82,3 +82,42 @@ def test_no_policy_edits_and_calls_admit_over_the_count(
         if isinstance(d, Bridge):
             admitted.append(now)
             assert sum(1 for t in admitted if now - per < t <= now) <= count
+
+
+async def test_contacts_store_and_writer(store_url: str) -> None:
+    from dialplan.score import DAY, Contact
+    from relay.contacts import (
+        ContactWriter,
+        contact_from_call,
+        contact_from_message,
+        open_contact_store,
+    )
+
+    call = {"caller": "+1", "binding": "b1", "started_at": T0, "sip_code": 200,
+            "unconnected_cause": "none", "duration_ms": 3000}
+    assert contact_from_call(call) == ("+1", Contact(T0, "b1", "call", False, True))
+    declined = {**call, "sip_code": 486, "unconnected_cause": "none", "duration_ms": 0}
+    assert contact_from_call(declined) == ("+1", Contact(T0, "b1", "call", True, False))
+    cancelled = {**call, "sip_code": 487, "duration_ms": 0}
+    assert contact_from_call(cancelled)[1].refused is False  # type: ignore[index]
+    assert contact_from_call({**call, "caller": "anonymous"}) is None
+    text = {"sender": "+1", "binding": None, "x": "+86170", "started_at": T0 + 1,
+            "status": "refused"}
+    assert contact_from_message(text) == ("+1", Contact(T0 + 1, "+86170", "sms", True))
+
+    store = open_contact_store(store_url)
+    await store.open()
+    writer = ContactWriter(store)
+    try:
+        for item in (contact_from_call(call), contact_from_message(text),
+                     ("+1", Contact(T0 - 8 * DAY, "b9", "call")),
+                     ("+2", Contact(T0, "b1", "call"))):
+            writer.submit(item)
+        writer.submit(None)
+        await writer.flush()
+        got = await store.recent("+1", T0 + 10)
+        assert sorted(c.at for c in got) == [T0, T0 + 1]  # the 8-day-old one is not recent
+        assert len(await store.recent("+2", T0 + 10)) == 1
+    finally:
+        await writer.stop()
+        await store.close()

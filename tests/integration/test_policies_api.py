@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from dialplan.policy import Limit
 from relay.api.app import build_api
 from relay.app import Node
 from relay.config import Config, ConfigError, load_config
@@ -33,6 +34,8 @@ def make_node(tmp_path: Path, default: str | None = None) -> Node:
 async def opened(n: Node) -> Node:
     await n.store.open()
     await n.policy_store.open()
+    await n.counters.open()
+    await n.contacts.open()
     await n.follower.load()
     n.policies.replace(await n.policy_store.all())
     return n
@@ -43,6 +46,8 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
     n = await opened(make_node(tmp_path))
     yield n
     await n.policy_store.close()
+    await n.counters.close()
+    await n.contacts.close()
     await n.store.close()
 
 
@@ -211,3 +216,26 @@ def test_cli_blocklist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert main(["blocklist", *store, "rm", B]) == 1  # only the X1 entry exists
     assert main(["blocklist", *store, "rm", B, "--x", X1]) == 0
     assert main(["blocklist", *store, "add", A, "--reason", "r", "--until", "1"]) == 1
+
+
+async def test_callers_score_and_max_score_in_the_dry_run(client: Client, node: Node) -> None:
+    from dialplan.score import Contact
+
+    await client.put("/v1/policies/strict", headers=ADMIN,
+                     json={"max_score": 5, "max_calls": {"count": 1, "per": "1h"}})
+    b = await bind(client, policy="strict")
+    # Four calls B declined in the last day: refused_7d 4, 2 beyond the free 2 -> 6 points.
+    await node.contacts.add([(A, Contact(T0 - 60 * i, str(b["id"]), "call", refused=True))
+                             for i in range(4)])
+    got = await (await client.get(f"/v1/callers/{A}", headers=ADMIN)).json()
+    assert got["number"] == A and got["score"] == 6 and got["blocked"] is False
+    assert got["inputs"]["refused_7d"] == 4 and got["points"]["refused_7d"] == 6.0
+    masked = await (await client.get(f"/v1/callers/{A}", headers=OPS)).json()
+    assert masked["number"] == "+86138****0001" and masked["score"] == 6
+    assert (await client.get("/v1/callers/nonsense", headers=ADMIN)).status == 422
+    assert (await route(client, A))["reason"] == "score"
+    # B has no history: the counter decides, and a dry run does not count.
+    assert (await route(client, B))["action"] == "bridge"
+    assert (await route(client, B))["action"] == "bridge"
+    await node.counters.take(f"call:{b['id']}:{B}", T0, Limit(1, 3600))
+    assert (await route(client, B))["reason"] == "frequency"

@@ -126,3 +126,23 @@ def test_two_nodes_on_one_redis_share_the_frequency_counter(redis_server: Any,
     assert 'Reason: Q.850;cause=21;text="frequency"' in final
     assert api(n2.base, "GET", f"/v1/route?from=%2B{A[1:]}&to=%2B{X[1:]}")["reason"] \
         == "frequency"
+
+
+def test_declined_calls_raise_the_score_and_max_score_refuses(relay_factory: Any,
+                                                               tmp_path: Path) -> None:
+    out = udp_port()
+    relay = _relay(relay_factory, tmp_path, out)
+    b = bind(relay.base)
+    uas = callee(tmp_path, out, "uas_busy.xml", number=B, name="busy", extra=["-m", "4"])
+    uac = caller(tmp_path, relay.sip_port, number=A, name="pest", extra=["-m", "4"],
+                 scenario_path=refused_scenario(tmp_path, 486))
+    _run(uas, uac)
+    deadline = time.monotonic() + 10
+    while (card := api(relay.base, "GET", f"/v1/callers/%2B{A[1:]}"))["score"] < 6:
+        assert time.monotonic() < deadline, card
+        time.sleep(0.1)
+    assert card["inputs"]["refused_7d"] == 4 and card["inputs"]["attempts_24h"] == 4
+    api(relay.base, "PUT", "/v1/policies/strict", {"max_score": 5})
+    api(relay.base, "PATCH", f"/v1/bindings/{b['id']}", {"policy": "strict"})
+    final = _refused(tmp_path, relay.sip_port, 603, A, X, "scored")
+    assert 'Reason: Q.850;cause=21;text="score"' in final

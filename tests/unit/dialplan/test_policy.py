@@ -60,7 +60,7 @@ def utc(ts: float) -> str:
     ({"max_call_seconds": 0}, "max_call_seconds"),
     ({"max_call_seconds": 1.5}, "max_call_seconds"),
     ({"colour": "red"}, "colour"),
-    ({"max_score": 50}, "max_score"),  # not enforced yet: refused, never ignored
+    ({"max_score": 150}, "max_score"),
     ({"max_calls": {"count": 0, "per": 3600}}, "max_calls.count"),
     ({"max_calls": {"count": 2, "per": "8d"}}, "max_calls.per"),
     ({"max_sms": {"count": 2, "per": "1w"}}, "max_sms.per"),

@@ -1,0 +1,241 @@
+"""Each caller's recent calls and texts: the inputs of the harassment score
+(dialplan.score), shared by every node and kept for a week.
+
+Contacts are taken from the call and message records as they are written, through a
+bounded queue drained by one background task (the call path only appends to a deque;
+a full queue drops and counts). Reading is `recent(caller, now)`.
+
+Redis: one sorted set per caller, `{relay}:contacts:<number>`, scored by time,
+trimmed to a week and to the newest `MAX_PER_CALLER` on every write, expiring a week
+after the caller's last contact. SQLite: a `contacts` table (one node).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from dialplan.score import SHORT_MS, WEEK, Contact
+
+from .bindings.store import StoreUnavailable
+
+__all__ = ["ContactStore", "ContactWriter", "contact_from_call", "contact_from_message",
+           "open_contact_store"]
+
+log = logging.getLogger("relay.contacts")
+MAX_PER_CALLER = 5000  # a week of contacts beyond this is abuse enough: keep the newest
+
+
+def contact_from_call(rec: dict[str, Any]) -> tuple[str, Contact] | None:
+    """(caller, contact) from a call record; None without a caller or a target."""
+    caller, target = rec.get("caller"), rec.get("binding") or rec.get("x")
+    if not caller or not target or not str(caller).startswith("+"):
+        return None
+    code = rec.get("sip_code") or 0
+    answered = rec.get("unconnected_cause") == "none" and code == 200
+    return caller, Contact(
+        at=float(rec["started_at"]), target=str(target), kind="call",
+        # Refused by the relay, or declined by B; a caller's own CANCEL (487) is not.
+        refused=not answered and code >= 400 and code != 487,
+        short=answered and (rec.get("duration_ms") or 0) < SHORT_MS)
+
+
+def contact_from_message(rec: dict[str, Any]) -> tuple[str, Contact] | None:
+    """(sender, contact) from a message record."""
+    sender, target = rec.get("sender"), rec.get("binding") or rec.get("x")
+    if not sender or not target:
+        return None
+    return sender, Contact(at=float(rec["started_at"]), target=str(target), kind="sms",
+                           refused=rec.get("status") == "refused")
+
+
+def _doc(c: Contact) -> str:
+    return json.dumps([c.at, c.target, c.kind, c.refused, c.short], separators=(",", ":"))
+
+
+def _contact(doc: str | bytes) -> Contact:
+    at, target, kind, refused, short = json.loads(doc)
+    return Contact(float(at), target, kind, bool(refused), bool(short))
+
+
+class ContactStore(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def add(self, items: list[tuple[str, Contact]]) -> None: ...
+    async def recent(self, caller: str, now: float) -> list[Contact]: ...
+
+
+class RedisContacts:
+    """Contacts in Redis, shared by every node."""
+
+    def __init__(self, url: str) -> None:
+        import redis.asyncio as aioredis
+
+        opts = parse_qs(urlsplit(url).query)
+        self.prefix = "{" + opts.get("prefix", ["relay"])[0] + "}:contacts:"
+        self._r: Any = aioredis.from_url(url.split("?", 1)[0], socket_timeout=1.0,
+                                         socket_connect_timeout=0.5)
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        await self._r.aclose()
+
+    async def add(self, items: list[tuple[str, Contact]]) -> None:
+        from redis.exceptions import RedisError
+
+        pipe = self._r.pipeline(transaction=False)
+        for caller, c in items:
+            key = self.prefix + caller
+            pipe.zadd(key, {_doc(c): c.at})
+            pipe.zremrangebyscore(key, "-inf", c.at - WEEK)
+            pipe.zremrangebyrank(key, 0, -MAX_PER_CALLER - 1)
+            pipe.expire(key, int(WEEK))
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def recent(self, caller: str, now: float) -> list[Contact]:
+        from redis.exceptions import RedisError
+
+        try:
+            docs = await self._r.zrangebyscore(self.prefix + caller, f"({now - WEEK}", now)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return [_contact(d) for d in docs]
+
+
+class SqliteContacts:
+    """Contacts in the relay's SQLite file (one node)."""
+
+    _SCHEMA = """
+    CREATE TABLE IF NOT EXISTS contacts(caller TEXT NOT NULL, at REAL NOT NULL,
+                                        doc TEXT NOT NULL);
+    CREATE INDEX IF NOT EXISTS contacts_c ON contacts(caller, at);
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="contacts")
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreUnavailable("contact store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        def o() -> None:
+            db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute("PRAGMA busy_timeout=10000")
+            db.executescript(self._SCHEMA)
+            self._db = db
+        await self._run(o)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await asyncio.get_running_loop().run_in_executor(self._pool, db.close)
+        self._pool.shutdown(wait=False)
+
+    def _add(self, items: list[tuple[str, Contact]]) -> None:
+        db = self._conn()
+        db.execute("BEGIN")
+        try:
+            db.executemany("INSERT INTO contacts(caller, at, doc) VALUES(?, ?, ?)",
+                           [(caller, c.at, _doc(c)) for caller, c in items])
+            newest = max(c.at for _caller, c in items)
+            db.execute("DELETE FROM contacts WHERE at <= ?", (newest - WEEK,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def add(self, items: list[tuple[str, Contact]]) -> None:
+        if items:
+            await self._run(self._add, items)
+
+    async def recent(self, caller: str, now: float) -> list[Contact]:
+        rows = await self._run(lambda: self._conn().execute(
+            "SELECT doc FROM contacts WHERE caller = ? AND at > ? AND at <= ? ORDER BY at",
+            (caller, now - WEEK, now)).fetchall())
+        return [_contact(doc) for (doc,) in rows]
+
+
+def open_contact_store(url: str) -> ContactStore:
+    """The contacts beside the binding store of `url` (not yet opened)."""
+    if url.startswith("sqlite://"):
+        from .bindings.sqlite_store import SqliteStore
+
+        return SqliteContacts(str(SqliteStore(url).path))
+    return RedisContacts(url)
+
+
+class ContactWriter:
+    """Takes contacts without waiting and writes them in batches, beside the call path.
+    While the store is down contacts wait (up to `max_pending`, oldest dropped)."""
+
+    def __init__(self, store: ContactStore, max_pending: int = 100_000) -> None:
+        self.store = store
+        self.max_pending = max_pending
+        self._queue: deque[tuple[str, Contact]] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def submit(self, item: tuple[str, Contact] | None) -> None:
+        """Queue one contact (None is ignored: a record without a caller)."""
+        if item is None:
+            return
+        if len(self._queue) >= self.max_pending:
+            self._queue.popleft()
+            self.dropped += 1
+        self._queue.append(item)
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="contacts")
+
+    async def flush(self) -> None:
+        """Write everything queued now (raises StoreUnavailable, keeping the batch)."""
+        batch = list(self._queue)
+        if not batch:
+            return
+        await self.store.add(batch)
+        for _ in batch:
+            self._queue.popleft()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.flush()
+            except StoreUnavailable as exc:
+                log.debug("contacts wait for the store: %s", exc)
+                await asyncio.sleep(1.0)
+                self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(StoreUnavailable):
+            await self.flush()
