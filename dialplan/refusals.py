@@ -65,6 +65,8 @@ REFUSALS: dict[str, Refusal] = {
     "frequency": Refusal(603, 21, _RX_P_APPN, 429, "policy", policy=True),
     # 603 Decline: the caller's harassment score is above the policy's max_score.
     "score": Refusal(603, 21, _RX_P_APPN, 403, "policy", policy=True),
+    # 603 Decline: the platform's decision hook ([dialplan] hook_url) said refuse.
+    "hook": Refusal(603, 21, _RX_P_APPN, 403, "policy", policy=True),
     # -- SMS only: what a message can get wrong that a call cannot ---------------------
     "invalid_source": Refusal(484, 28, _RINVSRCADR, 422, "error"),
     "invalid_destination": Refusal(484, 28, _RINVDSTADR, 422, "error"),

@@ -14,7 +14,7 @@ from .policy import Limit, Policy, quiet_until, retry_after
 from .refusals import REFUSALS
 
 __all__ = ["Bridge", "Collect", "Decision", "Policies", "Refuse", "RouteView", "apply_policy",
-           "counted", "decide", "scored"]
+           "counted", "decide", "hooked", "scored"]
 
 
 class RouteView(Protocol):
@@ -162,6 +162,11 @@ def apply_policy(policy: Policy, bridge: Bridge, now: float, service: str = "voi
     return bridge._replace(ring_timeout=policy.ring_timeout,
                            max_call_seconds=policy.max_call_seconds, limit=limit,
                            max_score=policy.max_score)
+
+
+def hooked(bridge: Bridge, allow: bool) -> Bridge | Refuse:
+    """The decision once the platform's decision hook answered (or its fallback)."""
+    return bridge if allow else _refuse("hook", bridge.binding)
 
 
 def scored(bridge: Bridge, score: int) -> Bridge | Refuse:

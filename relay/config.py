@@ -66,6 +66,10 @@ class Config:
     counter_timeout: float = 0.3  # [dialplan]: the longest a call waits for its counter
     counter_fail: str = "open"  # [dialplan]: a counter that cannot answer admits ("open")
     score_tz: str = "UTC"  # [dialplan]: the zone whose night the harassment score counts
+    hook_url: str | None = None  # [dialplan]: the per-call decision hook (relay.io.hook)
+    hook_secret: str = ""  # [dialplan]: signs the hook's requests (X-Relay-Signature)
+    hook_timeout: float = 0.3  # [dialplan]: the longest a call waits for the hook
+    hook_fallback: str = "allow"  # [dialplan]: a hook that fails or is late: allow|refuse
     extra: dict[str, Any] = field(default_factory=dict)  # sections owned by other modules
 
     def check(self) -> None:
@@ -93,6 +97,12 @@ class Config:
             raise ConfigError("dialplan.counter_timeout must be 0.001 to 10 seconds")
         if self.counter_fail not in ("open", "closed"):
             raise ConfigError("dialplan.counter_fail must be open or closed")
+        if not 0.001 <= self.hook_timeout <= 10:
+            raise ConfigError("dialplan.hook_timeout must be 0.001 to 10 seconds")
+        if self.hook_fallback not in ("allow", "refuse"):
+            raise ConfigError("dialplan.hook_fallback must be allow or refuse")
+        if self.hook_url is not None and not self.hook_url.startswith(("http://", "https://")):
+            raise ConfigError("dialplan.hook_url must be an http:// or https:// URL")
         try:
             ZoneInfo(self.score_tz)
         except (ZoneInfoNotFoundError, ValueError):
@@ -155,15 +165,16 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None,
         kw["smpp_accounts"] = {str(k): str(v) for k, v in raw["smpp"]["accounts"].items()}
     dialplan = dict(raw.get("dialplan", {}))
     unknown = set(dialplan) - {"default_policy", "policy_refresh", "counter_timeout",
-                               "counter_fail", "score_tz"}
+                               "counter_fail", "score_tz", "hook_url", "hook_secret",
+                               "hook_timeout", "hook_fallback"}
     if unknown:
         raise ConfigError(f"dialplan: unknown keys {sorted(unknown)}")
     if dialplan.get("default_policy"):
         kw["default_policy"] = str(dialplan["default_policy"])
-    for name in ("policy_refresh", "counter_timeout"):
+    for name in ("policy_refresh", "counter_timeout", "hook_timeout"):
         if name in dialplan:
             kw[name] = float(dialplan[name])
-    for name in ("counter_fail", "score_tz"):
+    for name in ("counter_fail", "score_tz", "hook_url", "hook_secret", "hook_fallback"):
         if name in dialplan:
             kw[name] = str(dialplan[name])
     kw["extra"] = {k: v for k, v in raw.items()

@@ -137,7 +137,7 @@ class CallMap:
         self._new_id = clock_id or (lambda: system_random(8).hex())
         self.counts: dict[str, int] = {
             "invites": 0, "bridged": 0, "answered": 0, "refused": 0, "untrusted": 0,
-            "overload": 0, "media_errors": 0, "counter_errors": 0,
+            "overload": 0, "media_errors": 0, "counter_errors": 0, "hook_errors": 0,
         }
         self.refusals: dict[int, int] = {}
 

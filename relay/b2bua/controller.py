@@ -75,6 +75,8 @@ class ControlSettings:
     ivr_record: bool = True  # record AXE calls from the prompt on (the binding is unknown)
     prompt_guard: float = 30.0  # a prompt whose end is never reported is given up
     counter_fail_open: bool = True  # a frequency counter that fails admits the call
+    hook: bool = False  # ask the decision hook ([dialplan] hook_url) before routing
+    hook_fallback_allow: bool = True  # a hook that fails or is late allows the call
 
 
 class LegPort(Protocol):
@@ -176,8 +178,8 @@ class CallController:
                           shared=self.table.shared(self.x), ext=self.ext,
                           policy=self._policy(entry),
                           blocked=self.host.policies.blocked(self.caller, self.x, now))
-        out_id = getattr(entry, "out_id", None)
-        if isinstance(decision, Bridge):  # the policy's score and counter checks first
+        out_id = self.out_id = getattr(entry, "out_id", None)
+        if isinstance(decision, Bridge):  # the score, hook and counter checks first
             admit(self, decision, lambda d, now: self._bridge(d, entry, now),
                   lambda d, now: self._refuse(d, out_id, now), now)
         elif isinstance(decision, Collect):
@@ -341,6 +343,7 @@ class CallController:
             return False
         self.ext = ext
         self.ivr_end_at = now
+        self.out_id = getattr(entry, "out_id", None)
 
         def go(d: Bridge, now: float) -> None:
             self._adopt(d, entry)

@@ -170,8 +170,9 @@ class MediaJob:
     `prompt` into `side`, looped when `flag`), "stop_play", "detect" (digits from
     `side` reported and kept from the other side while `flag`). Not media but run the
     same way: "count" (admit the attempt in the shared counter `key` if `limit` has
-    room; the result is True or False). Jobs of one call are issued one at a time, in
-    order.
+    room; the result is True or False), "score" (the harassment score of caller
+    `key`), "hook" (ask the decision hook about `info`: True to allow). Jobs of one
+    call are issued one at a time, in order.
     """
 
     seq: int
@@ -185,3 +186,4 @@ class MediaJob:
     flag: bool = False
     key: str = ""  # "count": the counter (relay.counters.counter_key)
     limit: Limit | None = None  # "count": the window it must have room in
+    info: Any = None  # "hook": what the decision hook is told of the call (a dict)

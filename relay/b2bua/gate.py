@@ -1,12 +1,13 @@
-"""The policy's asynchronous checks before a call is routed: the caller's harassment
-score (`max_score`), then the shared frequency counter (`max_calls`).
+"""The asynchronous checks before a call is routed: the caller's harassment score
+(`max_score`), the platform's decision hook (`[dialplan] hook_url`), then the shared
+frequency counter (`max_calls`).
 
-Both answers live in shared stores, so the controller asks for them as jobs on its
-queue ("score", "count"), exactly as it asks the media backend: the adapter runs them
-under `[dialplan] counter_timeout` and the answer continues the call. The score comes
-first, so a caller refused for it is not counted. A store that fails or times out
-admits or refuses as `counter_fail_open` says, and is counted (`counter_errors`).
-Sans-IO like the controller.
+The answers live elsewhere, so the controller asks for them as jobs on its queue
+("score", "hook", "count"), exactly as it asks the media backend: the adapter runs
+them under their deadlines and the answer continues the call. The counter comes last,
+so only attempts that are routed are counted. A store that fails or times out admits
+or refuses as `counter_fail_open` says (counted in `counter_errors`); a hook that does
+as `hook_fallback_allow` says (`hook_errors`). Sans-IO like the controller.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from dialplan.policy import counter_key
-from dialplan.route import Bridge, Refuse, counted, scored
+from dialplan.route import Bridge, Refuse, counted, hooked, scored
 
 from .events import MediaJob
 
@@ -30,6 +31,9 @@ class GatedCall(Protocol):
 
     id: str
     caller: str | None
+    x: str
+    ext: str | None
+    out_id: str | None
     ended: bool
     host: Any
     settings: Any
@@ -40,9 +44,9 @@ class GatedCall(Protocol):
 
 def admit(call: GatedCall, decision: Bridge, go: Go, stop: Stop, now: float) -> None:
     """Run the checks `decision` needs, then `go` on with it, or `stop` with the refusal
-    (603 `score` or `frequency`). With no check to run, `go` at once."""
+    (603 `score`, `hook` or `frequency`). With no check to run, `go` at once."""
     if decision.max_score is None:
-        _count(call, decision, go, stop, now)
+        _hook(call, decision, go, stop, now)
         return
 
     def done(score: Any, error: BaseException | None, now: float) -> None:
@@ -55,10 +59,34 @@ def admit(call: GatedCall, decision: Bridge, go: Go, stop: Stop, now: float) -> 
         if isinstance(d, Refuse):
             stop(d, now)
         else:
-            _count(call, d, go, stop, now)
+            _hook(call, d, go, stop, now)
 
     call._enqueue(lambda: MediaJob(call.host.job_seq(), call.id, "score",
                                    key=call.caller or ""), done)
+
+
+def _hook(call: GatedCall, decision: Bridge, go: Go, stop: Stop, now: float) -> None:
+    if not call.settings.hook:
+        _count(call, decision, go, stop, now)
+        return
+    # The caller and the binding, never the other party's number.
+    info = {"call_id": call.id, "x": call.x, "caller": call.caller,
+            "binding": decision.binding, "out_id": call.out_id,
+            "direction": decision.direction, "ext": call.ext}
+
+    def done(allow: Any, error: BaseException | None, now: float) -> None:
+        if call.ended:
+            return
+        if error is not None:
+            call.host.counts["hook_errors"] += 1
+            allow = call.settings.hook_fallback_allow
+        d = hooked(decision, bool(allow))
+        if isinstance(d, Refuse):
+            stop(d, now)
+        else:
+            _count(call, d, go, stop, now)
+
+    call._enqueue(lambda: MediaJob(call.host.job_seq(), call.id, "hook", info=info), done)
 
 
 def _count(call: GatedCall, decision: Bridge, go: Go, stop: Stop, now: float) -> None:

@@ -38,6 +38,8 @@ from relay.rtp.session import Side
 from relay.sdp import SdpError
 from relay.sip import SipParseError, StreamFramer
 
+from .hook import DecisionHook
+
 __all__ = ["SipServer"]
 
 log = logging.getLogger("relay.sip")
@@ -102,8 +104,9 @@ class SipServer:
                  clock: Callable[[], float] = time.time, *, events: EventSink | None = None,
                  prompts: PromptPath | None = None, counters: CounterStore | None = None,
                  contacts: ContactStore | None = None, counter_timeout: float = 0.3,
-                 score_tz: str = "UTC") -> None:
+                 score_tz: str = "UTC", hook: DecisionHook | None = None) -> None:
         self.switch = switch
+        self.hook = hook  # the per-call decision hook ([dialplan] hook_url)
         self.contacts = contacts  # harassment score inputs (relay.contacts)
         self.score_tz = score_tz
         self.counters = counters  # frequency limits (relay.counters); None: admit all
@@ -363,6 +366,12 @@ class SipServer:
                                        self.counter_timeout)
         return score_card(found, now, self.score_tz).score
 
+    async def _hook(self, job: MediaJob) -> bool:
+        """Ask the decision hook (its own deadline); HookError reaches the controller."""
+        if self.hook is None:
+            return True
+        return await self.hook.ask({"at": self.clock(), **(job.info or {})})
+
     async def drain_jobs(self) -> None:
         """Wait for running media jobs (at shutdown)."""
         while self.jobs:
@@ -380,7 +389,7 @@ _OPS: dict[str, Callable[[SipServer, MediaJob], Any]] = {
     "release": SipServer._release, "answer_local": SipServer._answer_local,
     "local_offer": SipServer._local_offer, "play": SipServer._play,
     "stop_play": SipServer._stop_play, "detect": SipServer._detect,
-    "count": SipServer._count, "score": SipServer._score,
+    "count": SipServer._count, "score": SipServer._score, "hook": SipServer._hook,
 }
 _RECORDED = (CallEnded, CallRefused)
 

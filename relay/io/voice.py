@@ -50,6 +50,7 @@ from relay.media.backend import MediaBackend
 from relay.media.prompts import PromptSet
 from relay.sip import TimerConfig
 
+from .hook import DecisionHook
 from .sip import SipServer
 
 if TYPE_CHECKING:
@@ -83,6 +84,8 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
         ivr_record=bool(sip.get("ivr_record", True)),
         announce_limit=float(sip.get("announce_limit", 8.0)),
         counter_fail_open=getattr(config, "counter_fail", "open") == "open",
+        hook=bool(getattr(config, "hook_url", None)),
+        hook_fallback_allow=getattr(config, "hook_fallback", "allow") == "allow",
         timers=TimerConfig(t1=t1, t2=min(4.0, 8 * t1), t4=min(5.0, 10 * t1),
                            timer_d=max(32.0 * t1 / 0.5, 0.0)),
     )
@@ -148,9 +151,14 @@ async def attach_voice(node: Node) -> None:
         writer.submit("call", rec)
         contacts.submit(contact_from_call(rec))  # the caller's score inputs
 
+    cfg_ = node.config
+    hook = (DecisionHook(cfg_.hook_url, cfg_.hook_secret, cfg_.hook_timeout)
+            if cfg_.hook_url else None)
     server = SipServer(switch, media, record, prompts=prompts.path, counters=node.counters,
-                       contacts=node.contacts, counter_timeout=node.config.counter_timeout,
-                       score_tz=node.config.score_tz)
+                       contacts=node.contacts, counter_timeout=cfg_.counter_timeout,
+                       score_tz=cfg_.score_tz, hook=hook)
+    if hook is not None:
+        node.on_stop.append(lambda _node: hook.close())
     await server.start(udp, tcp=bool(sip.get("tcp", True)))
     node.voice = server  # type: ignore[attr-defined]
     _metrics(node, switch, server)
@@ -238,8 +246,10 @@ def _metrics(node: Node, switch: CallMap, server: SipServer) -> None:
                        ("untrusted", "requests refused from untrusted sources (no lookup)"),
                        ("overload", "INVITEs refused with 503 (limits or drain)"),
                        ("media_errors", "media backend errors"),
-                       ("counter_errors", "frequency counts that failed or timed out "
-                                          "([dialplan] counter_fail applied)")):
+                       ("counter_errors", "score or frequency lookups that failed or "
+                                          "timed out ([dialplan] counter_fail applied)"),
+                       ("hook_errors", "decision hook calls that failed or timed out "
+                                       "([dialplan] hook_fallback applied)")):
         m.counter_from(f"relay_sip_{name}_total", what,
                        lambda n=name: float(switch.counts[n]))  # type: ignore[misc]
     layer = switch.layer

@@ -97,6 +97,8 @@ class Harness:
         self.switch = CallMap(s, self.table, policies=self.policies)
         self.counters = MemoryCounters()
         self.scores: dict[str, int] = {}  # caller -> harassment score
+        self.hook_asked: list[dict[str, Any]] = []
+        self.hook_allows = True
         self.media = FakeMedia()
         self.now = T0
         self.to_caller: list[SipRequest | SipResponse] = []
@@ -147,7 +149,7 @@ class Harness:
                 (self.to_caller if addr == CALLER else self.to_callee).append(msg)
             for job in jobs:
                 try:
-                    if job.op in ("count", "score") and job.op in self.media.fail:
+                    if job.op in ("count", "score", "hook") and job.op in self.media.fail:
                         raise self.media.fail.pop(job.op)
                     if job.op == "count":  # the adapter's counter job, in memory
                         assert job.limit is not None
@@ -155,6 +157,9 @@ class Harness:
                                                                job.limit), None
                     elif job.op == "score":  # the adapter's score job: set by the test
                         result, error = self.scores.get(job.key, 0), None
+                    elif job.op == "hook":  # the decision hook: the test's answer
+                        self.hook_asked.append(job.info)
+                        result, error = self.hook_allows, None
                     else:
                         result, error = self.media.run(job.op, int(job.side), job.sdp,
                                                        job.call_id, job.prompt, job.flag), None

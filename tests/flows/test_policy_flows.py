@@ -183,3 +183,26 @@ def test_max_score_refuses_above_it_before_counting() -> None:
         h.media.fail["score"] = TimeoutError()
         assert _call_and_hang_up(h, 1).status == code
         assert h.switch.counts["counter_errors"] == 1
+
+
+def test_decision_hook_allows_refuses_or_falls_back_and_never_sees_b() -> None:
+    h = Harness(policies={"limited": LIMITED}, hook=True)
+    h.bind(policy="limited", out_id="order-7")
+    assert _call_and_hang_up(h, 1).status == 486
+    (asked,) = h.hook_asked
+    assert asked["caller"] == A and asked["x"] == X and asked["out_id"] == "order-7"
+    assert B not in repr(asked)
+    h.hook_allows = False
+    resp = _call_and_hang_up(h, 2)
+    assert resp.status == 603 and 'text="hook"' in (resp.headers.get("reason") or "")
+    assert h.records[-1]["policy_reason"] == "hook"
+    h.hook_allows = True
+    assert _call_and_hang_up(h, 3).status == 486  # the refused call was not counted
+    assert _call_and_hang_up(h, 4).status == 603  # 1 and 3 fill max_calls 2
+    assert h.records[-1]["policy_reason"] == "frequency"
+    for allow, code in ((True, 486), (False, 603)):
+        h = Harness(hook=True, hook_fallback_allow=allow)
+        h.bind()
+        h.media.fail["hook"] = TimeoutError()
+        assert _call_and_hang_up(h, 1).status == code
+        assert h.switch.counts["hook_errors"] == 1
