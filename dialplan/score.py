@@ -80,6 +80,7 @@ def score_card(contacts: Iterable[Contact], now: float, tz: str = "UTC",
     zone = ZoneInfo(tz)
     week = [c for c in contacts if now - WEEK < c.at <= now]
     last24 = [c for c in week if c.at > now - DAY]
+    night = [c for c in week if _is_night(c.at, zone)]  # one conversion per contact
     inputs = {
         "attempts_24h": sum(1 for c in last24 if c.kind == "call"),
         "attempts_7d": sum(1 for c in week if c.kind == "call"),
@@ -87,8 +88,8 @@ def score_card(contacts: Iterable[Contact], now: float, tz: str = "UTC",
         "distinct_targets_7d": len({c.target for c in week}),
         "texts_24h": sum(1 for c in last24 if c.kind == "sms"),
         "texts_7d": sum(1 for c in week if c.kind == "sms"),
-        "night_24h": sum(1 for c in last24 if _is_night(c.at, zone)),
-        "night_7d": sum(1 for c in week if _is_night(c.at, zone)),
+        "night_24h": sum(1 for c in night if c.at > now - DAY),
+        "night_7d": len(night),
         "refused_24h": sum(1 for c in last24 if c.refused),
         "refused_7d": sum(1 for c in week if c.refused),
         "short_calls_24h": sum(1 for c in last24 if c.short),

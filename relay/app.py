@@ -19,7 +19,7 @@ from .bindings.store import StoreUnavailable, open_store
 from .bindings.sync import Follower
 from .bindings.table import BindingTable
 from .config import Config
-from .contacts import ContactWriter, open_contact_store
+from .contacts import ContactWriter, Scores, open_contact_store
 from .counters import open_counter_store
 from .metrics import Metrics
 from .policies import PolicyBook, open_policy_store
@@ -53,6 +53,7 @@ class Node:
         self.counter_errors = 0  # counts that failed or timed out (fail open/closed applied)
         self.contacts = open_contact_store(config.store)  # harassment score inputs
         self.contact_writer = ContactWriter(self.contacts)
+        self.scores = Scores(self.contacts, config.score_tz)  # cached for the call path
         self.record_writer = RecordWriter(self.records)
         self.draining = False
         self.http_port: int | None = None

@@ -245,11 +245,10 @@ async def _score(node: Node, caller: str | None, now: float) -> int:
     if not caller:
         return 0
     try:
-        found = await asyncio.wait_for(node.contacts.recent(caller, now),
-                                       node.config.counter_timeout)
+        return await asyncio.wait_for(node.scores.score(caller, now),
+                                      node.config.counter_timeout)
     except (StoreUnavailable, TimeoutError):
         return 0 if node.config.counter_fail == "open" else 101
-    return score_card(found, now, node.config.score_tz).score
 
 
 async def get_caller(request: web.Request) -> web.Response:

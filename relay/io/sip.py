@@ -28,10 +28,9 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from dialplan.score import score_card
 from relay.b2bua.callmap import CallMap
 from relay.b2bua.events import CallEnded, CallEvent, CallRefused, MediaJob
-from relay.contacts import ContactStore
+from relay.contacts import Scores
 from relay.counters import CounterStore
 from relay.media.backend import MediaBackend, MediaCall, MediaEvent
 from relay.rtp.session import Side
@@ -103,12 +102,11 @@ class SipServer:
     def __init__(self, switch: CallMap, media: MediaBackend, records: RecordSink,
                  clock: Callable[[], float] = time.time, *, events: EventSink | None = None,
                  prompts: PromptPath | None = None, counters: CounterStore | None = None,
-                 contacts: ContactStore | None = None, counter_timeout: float = 0.3,
-                 score_tz: str = "UTC", hook: DecisionHook | None = None) -> None:
+                 scores: Scores | None = None, counter_timeout: float = 0.3,
+                 hook: DecisionHook | None = None) -> None:
         self.switch = switch
         self.hook = hook  # the per-call decision hook ([dialplan] hook_url)
-        self.contacts = contacts  # harassment score inputs (relay.contacts)
-        self.score_tz = score_tz
+        self.scores = scores  # callers' harassment scores (relay.contacts)
         self.counters = counters  # frequency limits (relay.counters); None: admit all
         self.counter_timeout = counter_timeout
         self.media = media
@@ -359,12 +357,10 @@ class SipServer:
 
     async def _score(self, job: MediaJob) -> int:
         """The caller's harassment score (dialplan.score) from the shared contacts."""
-        if self.contacts is None or not job.key:
+        if self.scores is None or not job.key:
             return 0
-        now = self.clock()
-        found = await asyncio.wait_for(self.contacts.recent(job.key, now),
-                                       self.counter_timeout)
-        return score_card(found, now, self.score_tz).score
+        return await asyncio.wait_for(self.scores.score(job.key, self.clock()),
+                                      self.counter_timeout)
 
     async def _hook(self, job: MediaJob) -> bool:
         """Ask the decision hook (its own deadline); HookError reaches the controller."""

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from dialplan.numbers import InvalidNumber, mask, normalise
 from dialplan.policy import counter_key
 from dialplan.route import Bridge, counted, decide, scored
-from dialplan.score import score_card
 from relay.bindings.store import StoreUnavailable
 from relay.config import ConfigError, parse_hostport
 from relay.contacts import contact_from_message
@@ -306,14 +305,13 @@ class SmsService:
         time scores 0 (counter_fail open) or above any limit (closed), counted."""
         node = self.node
         try:
-            found = await asyncio.wait_for(node.contacts.recent(sender, now),
-                                           node.config.counter_timeout)
+            return await asyncio.wait_for(node.scores.score(sender, now),
+                                          node.config.counter_timeout)
         except (StoreUnavailable, TimeoutError) as exc:
             node.counter_errors += 1
             log.warning("sms score unavailable (%s): counter_fail=%s", exc,
                         node.config.counter_fail)
             return 0 if node.config.counter_fail == "open" else 101
-        return score_card(found, now, node.config.score_tz).score
 
     async def _admit(self, d: Bridge, sender: str, now: float) -> bool:
         """Count the text in the shared counter of (binding, sender) (`max_sms`), within

@@ -155,8 +155,7 @@ async def attach_voice(node: Node) -> None:
     hook = (DecisionHook(cfg_.hook_url, cfg_.hook_secret, cfg_.hook_timeout)
             if cfg_.hook_url else None)
     server = SipServer(switch, media, record, prompts=prompts.path, counters=node.counters,
-                       contacts=node.contacts, counter_timeout=cfg_.counter_timeout,
-                       score_tz=cfg_.score_tz, hook=hook)
+                       scores=node.scores, counter_timeout=cfg_.counter_timeout, hook=hook)
     if hook is not None:
         node.on_stop.append(lambda _node: hook.close())
     await server.start(udp, tcp=bool(sip.get("tcp", True)))
