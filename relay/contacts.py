@@ -204,13 +204,31 @@ class Scores:
         self.ttl = ttl
         self.max_entries = max_entries
         self._cache: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        # One read per caller at a time: when a busy caller's entry expires, the calls
+        # that arrive while it is re-read wait for that read instead of each starting one.
+        self._reading: dict[str, asyncio.Future[int]] = {}
 
     async def score(self, caller: str, now: float) -> int:
         """The caller's score (raises StoreUnavailable when it must be read and cannot)."""
         hit = self._cache.get(caller)
         if hit is not None and now - hit[0] < self.ttl:
             return hit[1]
-        value = score_card(await self.store.recent(caller, now), now, self.tz).score
+        reading = self._reading.get(caller)
+        if reading is not None:
+            return await asyncio.shield(reading)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._reading[caller] = fut
+        try:
+            value = score_card(await self.store.recent(caller, now), now, self.tz).score
+        except BaseException as exc:
+            # Waiters get a store error, never the reader's own cancellation (a deadline).
+            fut.set_exception(exc if isinstance(exc, Exception)
+                              else StoreUnavailable("the score read was cancelled"))
+            fut.exception()  # retrieved: nobody else may be waiting
+            raise
+        finally:
+            del self._reading[caller]
+        fut.set_result(value)
         self._cache[caller] = (now, value)
         self._cache.move_to_end(caller)
         while len(self._cache) > self.max_entries:

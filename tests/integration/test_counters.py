@@ -121,3 +121,25 @@ async def test_contacts_store_and_writer(store_url: str) -> None:
     finally:
         await writer.stop()
         await store.close()
+
+
+async def test_scores_are_cached_and_read_once_at_a_time() -> None:
+    from dialplan.score import Contact
+    from relay.contacts import Scores
+
+    class SlowStore:
+        reads = 0
+
+        async def recent(self, caller: str, now: float) -> list[Contact]:
+            SlowStore.reads += 1
+            await asyncio.sleep(0.05)
+            return [Contact(now - i, "b1", "call", refused=True) for i in range(4)]
+
+    scores = Scores(SlowStore(), "UTC", ttl=10.0)  # type: ignore[arg-type]
+    got = await asyncio.gather(*(scores.score("+1", T0) for _ in range(20)))
+    assert got == [6] * 20 and SlowStore.reads == 1
+    assert await scores.score("+1", T0 + 9) == 6 and SlowStore.reads == 1
+    assert await scores.score("+1", T0 + 10) == 6 and SlowStore.reads == 2
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(scores.score("+2", T0), 0.01)
+    assert await scores.score("+2", T0) == 6  # a cancelled read leaves nothing behind
