@@ -10,7 +10,7 @@ Pure: contacts and `now` are arguments; the relay keeps the contacts (relay.cont
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
@@ -66,35 +66,58 @@ class ScoreCard:
     score: int
 
 
-def _is_night(at: float, zone: ZoneInfo) -> bool:
-    t = datetime.fromtimestamp(at, zone)
-    minute = t.hour * 60 + t.minute
+def _night(zone: ZoneInfo) -> Callable[[float], bool]:
+    """A test for "at is at night in `zone`" that converts one time per hour: the
+    zone's offset is looked up once per UTC hour (offsets change on whole quarter
+    hours at most, so an hour-long bucket can straddle a change only at its edge,
+    where a contact is counted with the offset of its hour's start)."""
+    offsets: dict[int, float] = {}
     start, end = NIGHT
-    return minute >= start or minute < end
+
+    def is_night(at: float) -> bool:
+        hour = int(at // 3600)
+        off = offsets.get(hour)
+        if off is None:
+            delta = datetime.fromtimestamp(hour * 3600.0, zone).utcoffset()
+            off = offsets[hour] = delta.total_seconds() if delta is not None else 0.0
+        minute = int((at + off) % 86400 // 60)
+        return minute >= start or minute < end
+
+    return is_night
 
 
 def score_card(contacts: Iterable[Contact], now: float, tz: str = "UTC",
                rules: tuple[Rule, ...] = RULES) -> ScoreCard:
     """The caller's inputs for the last 24 h and 7 d, and their score (0-100).
     Night is read in `tz` (`[dialplan] score_tz`)."""
-    zone = ZoneInfo(tz)
-    week = [c for c in contacts if now - WEEK < c.at <= now]
-    last24 = [c for c in week if c.at > now - DAY]
-    night = [c for c in week if _is_night(c.at, zone)]  # one conversion per contact
-    inputs = {
-        "attempts_24h": sum(1 for c in last24 if c.kind == "call"),
-        "attempts_7d": sum(1 for c in week if c.kind == "call"),
-        "distinct_targets_24h": len({c.target for c in last24}),
-        "distinct_targets_7d": len({c.target for c in week}),
-        "texts_24h": sum(1 for c in last24 if c.kind == "sms"),
-        "texts_7d": sum(1 for c in week if c.kind == "sms"),
-        "night_24h": sum(1 for c in night if c.at > now - DAY),
-        "night_7d": len(night),
-        "refused_24h": sum(1 for c in last24 if c.refused),
-        "refused_7d": sum(1 for c in week if c.refused),
-        "short_calls_24h": sum(1 for c in last24 if c.short),
-        "short_calls_7d": sum(1 for c in week if c.short),
-    }
+    is_night = _night(ZoneInfo(tz))
+    names = ("attempts", "texts", "night", "refused", "short_calls")
+    week, day = [0] * 5, [0] * 5  # counts by `names`
+    targets: set[str] = set()
+    targets_24h: set[str] = set()
+    week_start, day_start = now - WEEK, now - DAY
+    # One pass with plain counters: a busy caller has thousands of contacts in a week.
+    for c in contacts:
+        at = c.at
+        if at <= week_start or at > now:
+            continue
+        into = (week, day) if at > day_start else (week,)
+        for counts in into:
+            counts[0 if c.kind == "call" else 1] += 1
+            if c.refused:
+                counts[3] += 1
+            if c.short:
+                counts[4] += 1
+        if is_night(at):
+            for counts in into:
+                counts[2] += 1
+        targets.add(c.target)
+        if at > day_start:
+            targets_24h.add(c.target)
+    inputs = {"distinct_targets_24h": len(targets_24h), "distinct_targets_7d": len(targets)}
+    for i, name in enumerate(names):
+        inputs[f"{name}_24h"] = day[i]
+        inputs[f"{name}_7d"] = week[i]
     points = {r.input: min(r.cap, max(0, inputs[r.input] - r.free) * r.points)
               for r in rules}
     return ScoreCard(inputs, points, min(100, round(sum(points.values()))))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 from collections import OrderedDict, deque
@@ -56,13 +55,17 @@ def contact_from_message(rec: dict[str, Any]) -> tuple[str, Contact] | None:
                            refused=rec.get("status") == "refused")
 
 
+# A contact as stored: "at|kind|flags|target" (flags: r refused, s short). Split, not
+# JSON: a busy caller's week is thousands of them, read whenever his score is due.
 def _doc(c: Contact) -> str:
-    return json.dumps([c.at, c.target, c.kind, c.refused, c.short], separators=(",", ":"))
+    flags = ("r" if c.refused else "") + ("s" if c.short else "")
+    return f"{c.at!r}|{c.kind}|{flags}|{c.target}"
 
 
 def _contact(doc: str | bytes) -> Contact:
-    at, target, kind, refused, short = json.loads(doc)
-    return Contact(float(at), target, kind, bool(refused), bool(short))
+    text = doc.decode() if isinstance(doc, bytes) else doc
+    at, kind, flags, target = text.split("|", 3)
+    return Contact(float(at), target, kind, "r" in flags, "s" in flags)
 
 
 class ContactStore(Protocol):
