@@ -10,6 +10,7 @@ from collections.abc import Sequence
 BENCHMARKS = {
     "bindings": "loadtest.bench_bindings",
     "media": "loadtest.bench_media",
+    "policy": "loadtest.bench_policy",
     "sip": "loadtest.bench_sip",
     "sms": "loadtest.bench_sms",
 }
