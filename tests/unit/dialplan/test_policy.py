@@ -199,3 +199,26 @@ def test_one_refusal_table() -> None:
     assert REFUSALS["quiet_hours"].sip == 480 and REFUSALS["direction"].sip == 403
     assert policy_reason("quiet_hours") == "quiet_hours" and policy_reason("frozen") is None
     assert all(r.prompt is None for r in REFUSALS.values() if r.policy)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 40_000), st.integers(0, 1439), st.integers(0, 1439),
+                          st.sampled_from(["Asia/Shanghai", "Europe/Berlin", "UTC"])),
+                min_size=1, max_size=30),
+       st.floats(1.7e9, 1.9e9))
+def test_no_policy_edits_let_a_call_through_inside_quiet_hours(
+        steps: list[tuple[float, int, int, str]], start: float) -> None:
+    now = start
+    for gap, frm, to, tz in steps:
+        now += gap
+        if frm == to:
+            continue
+        q = QuietHours(frm, to, tz)  # the policy as edited just before this call
+        d = decide(Entry(), True, A, now, policy=Policy("p", quiet_hours=q))
+        local = datetime.fromtimestamp(now, ZoneInfo(tz))
+        m = local.hour * 60 + local.minute
+        inside = frm <= m < to if frm < to else (m >= frm or m < to)
+        assert isinstance(d, Refuse) == inside
+        if inside:
+            assert isinstance(d, Refuse) and d.code == 480 and d.retry_after is not None
+            assert 1 <= d.retry_after <= 25 * 3600
