@@ -12,6 +12,7 @@ BENCHMARKS = {
     "bindings": "loadtest.bench_bindings",
     "events": "loadtest.bench_events",
     "media": "loadtest.bench_media",
+    "policy": "loadtest.bench_policy",
     "sip": "loadtest.bench_sip",
     "sms": "loadtest.bench_sms",
 }

@@ -22,7 +22,10 @@ from .bindings.store import StoreUnavailable, open_store
 from .bindings.sync import Follower
 from .bindings.table import BindingTable
 from .config import Config
+from .contacts import ContactWriter, Scores, open_contact_store
+from .counters import open_counter_store
 from .metrics import Metrics
+from .policies import PolicyBook, open_policy_store
 from .recordings_config import recordings_settings
 from .records import RecordWriter, open_record_store
 
@@ -48,6 +51,13 @@ class Node:
             Lifecycle(default_cc=config.default_cc, quarantine=config.quarantine,
                       frozen_hold=config.frozen_hold), clock)
         self.records = open_record_store(config.store)
+        self.policies = PolicyBook(config.default_policy)
+        self.policy_store = open_policy_store(config.store)
+        self.counters = open_counter_store(config.store)
+        self.counter_errors = 0  # counts that failed or timed out (fail open/closed applied)
+        self.contacts = open_contact_store(config.store)  # harassment score inputs
+        self.contact_writer = ContactWriter(self.contacts)
+        self.scores = Scores(self.contacts, config.score_tz)  # cached for the call path
         self.record_writer = RecordWriter(self.records)
         self.events: EventHub | None = None  # set by relay.events.service when [events] url
         self.draining = False
@@ -78,6 +88,16 @@ class Node:
                        lambda: float(w.events_dropped))
         m.counter_from("relay_records_dropped_total", "records dropped (store down too long)",
                 lambda: float(w.dropped))
+        p = self.policies
+        m.counter_from("relay_policy_refresh_errors_total",
+                       "re-reads of the policies that failed (the last view stays)",
+                       lambda: float(p.refresh_errors))
+        m.counter_from("relay_policy_counter_errors_total",
+                       "frequency counts that failed or timed out (counter_fail applied)",
+                       lambda: float(self.counter_errors))
+        m.counter_from("relay_contacts_dropped_total",
+                       "score inputs dropped (the store was down too long)",
+                       lambda: float(self.contact_writer.dropped))
 
     async def start(self) -> None:
         """Open the store and load the table (or start degraded), then listen."""
@@ -86,7 +106,12 @@ class Node:
         try:
             await self.store.open()
             await self.records.open()
+            await self.policy_store.open()
+            await self.counters.open()
+            await self.contacts.open()
             await self.follower.load()
+            self.policies.replace(await self.policy_store.all())
+            self.policies.replace_blocks(await self.policy_store.blocks())
         except StoreUnavailable as exc:
             log.error("store unavailable at start, serving an empty table until it returns: %s",
                       exc)
@@ -94,7 +119,9 @@ class Node:
             self.follower.last_error = str(exc)
         self.follower.start()
         self.record_writer.start()
+        self.contact_writer.start()
         self._tasks.append(asyncio.create_task(self._sweeper(), name="sweeper"))
+        self._tasks.append(asyncio.create_task(self._policy_refresher(), name="policies"))
         app = build_api(self)
         self.api = app
         # Subsystems attach here: each adds its routes to `app` and its stop to `on_stop`.
@@ -161,12 +188,25 @@ class Node:
                 log.exception("retention sweep failed")
             await asyncio.sleep(interval)
 
+    async def _policy_refresher(self) -> None:
+        """Re-read the policies and the blocklist beside the call path, so other nodes'
+        edits arrive."""
+        while True:
+            await asyncio.sleep(self.config.policy_refresh)
+            try:
+                self.policies.replace(await self.policy_store.all())
+                self.policies.replace_blocks(await self.policy_store.blocks())
+            except StoreUnavailable as exc:
+                self.policies.refresh_errors += 1
+                log.debug("policy refresh skipped: %s", exc)
+
     async def stop(self) -> None:
         self.draining = True
         for hook in reversed(self.on_stop):
             with contextlib.suppress(Exception):
                 await hook(self)
         await self.record_writer.stop()
+        await self.contact_writer.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -176,6 +216,9 @@ class Node:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.records.close()
+        await self.policy_store.close()
+        await self.counters.close()
+        await self.contacts.close()
         await self.store.close()
 
 

@@ -105,6 +105,27 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--recordings", default=argparse.SUPPRESS,
                        help="recordings folder (default from config)")
 
+    pol = sub.add_parser("policies", help="list, show, set or delete named policies")
+    _common(pol)
+    psub = pol.add_subparsers(dest="policies_cmd")
+    for verb, what in (("show", "one policy"), ("rm", "delete a policy")):
+        psub.add_parser(verb, help=what).add_argument("name")
+    pset = psub.add_parser("set", help="create or replace a policy from JSON")
+    pset.add_argument("name")
+    pset.add_argument("policy", help='JSON, e.g. \'{"directions": ["a_to_b"]}\', or @FILE')
+
+    bl = sub.add_parser("blocklist", help="list, add or remove blocked callers")
+    _common(bl)
+    bsub = bl.add_subparsers(dest="blocklist_cmd")
+    badd = bsub.add_parser("add", help="block a caller (603) on every X, or on one with --x")
+    badd.add_argument("number")
+    badd.add_argument("--reason", required=True)
+    badd.add_argument("--until", help="UNIX seconds or ISO 8601 with a zone")
+    brm = bsub.add_parser("rm", help="unblock a caller (the global entry, or --x's)")
+    brm.add_argument("number")
+    for p in (badd, brm):
+        p.add_argument("--x", help="only this virtual number")
+
     n = sub.add_parser("numbers", help="show the pool, or add numbers to it")
     _common(n)
     nsub = n.add_subparsers(dest="numbers_cmd")
@@ -238,8 +259,78 @@ def _run_verb(a: argparse.Namespace, cfg: Config) -> None:
               ("id", "started_at", "x", "caller", "callee", "sip_code", "cause", "released_by",
                "unconnected_cause", "duration_ms"))
 
+    async def policies(node: Any) -> None:
+        from dialplan.policy import PolicyError, parse_policy
+
+        from .errors import BadRequest, NotFound
+
+        store = node.policy_store
+        await store.open()
+        try:
+            docs = await store.all()
+            cmd, name = a.policies_cmd, str(getattr(a, "name", ""))
+            if cmd == "set":
+                raw = a.policy
+                if raw.startswith("@"):
+                    with open(raw[1:], encoding="utf-8") as f:
+                        raw = f.read()
+                try:
+                    policy = parse_policy(name, json.loads(raw))
+                except (ValueError, PolicyError) as exc:  # JSONDecodeError is a ValueError
+                    raise BadRequest(str(exc), "invalid_policy") from None
+                await store.put(policy)
+                docs = {name: policy.as_dict()}
+            elif cmd in ("show", "rm"):
+                if name not in docs:
+                    raise NotFound(f"no policy named {name!r}")
+                if cmd == "rm":
+                    await store.delete(name)
+                docs = {name: docs[name]}
+        finally:
+            await store.close()
+        rows = [{"name": n, "rules": json.dumps({k: v for k, v in d.items() if k != "name"})}
+                for n, d in sorted(docs.items())]
+        _emit(a, {"policies": [d for _n, d in sorted(docs.items())],
+                  "default_policy": cfg.default_policy}, rows, ("name", "rules"))
+
+    async def blocklist(node: Any) -> None:
+        from dialplan.blocklist import parse_block
+        from dialplan.numbers import InvalidNumber, mask
+
+        from .api.views import iso
+        from .errors import BadRequest, NotFound
+
+        store, now, cmd = node.policy_store, time.time(), a.blocklist_cmd
+        await store.open()
+        try:
+            if cmd in ("add", "rm"):
+                try:
+                    number = normalise(a.number, cfg.default_cc)
+                    x = normalise(a.x, cfg.default_cc) if a.x else None
+                except InvalidNumber as exc:
+                    raise BadRequest(str(exc), "invalid_number") from None
+            if cmd == "add":
+                until: Any = a.until
+                if until is not None and until.replace(".", "", 1).isdigit():
+                    until = float(until)
+                try:
+                    await store.block(parse_block(number, {"reason": a.reason, "until": until},
+                                                  x, now))
+                except ValueError as exc:
+                    raise BadRequest(str(exc), "invalid_block") from None
+            elif cmd == "rm" and not await store.unblock(number, x):
+                raise NotFound("that number is not on the blocklist")
+            entries = [b for b in await store.blocks() if b.live(now)]
+        finally:
+            await store.close()
+        rows = [{"number": b.number if a.role == "admin" else mask(b.number), "x": b.x,
+                 "reason": b.reason, "until": iso(b.until), "created_at": iso(b.created_at)}
+                for b in sorted(entries, key=lambda b: (b.number, b.x or ""))]
+        _emit(a, {"blocklist": rows}, rows, ("number", "x", "reason", "until", "created_at"))
+
     fn = {"bind": bind, "freeze": change, "release": change, "bindings": bindings,
-          "numbers": numbers, "calls": calls}[a.cmd]
+          "numbers": numbers, "calls": calls, "policies": policies,
+          "blocklist": blocklist}[a.cmd]
     asyncio.run(_with_service(cfg, fn))
 
 

@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = ["Config", "ConfigError", "HostPort", "load_config", "parse_hostport"]
 
@@ -60,6 +61,15 @@ class Config:
     frozen_hold: float = 7 * 86400.0
     sweep_interval: float = 1.0
     log_level: str = "INFO"
+    default_policy: str | None = None  # [dialplan]: the policy of bindings that name none
+    policy_refresh: float = 1.0  # [dialplan]: seconds between re-reads of the policies
+    counter_timeout: float = 0.3  # [dialplan]: the longest a call waits for its counter
+    counter_fail: str = "open"  # [dialplan]: a counter that cannot answer admits ("open")
+    score_tz: str = "UTC"  # [dialplan]: the zone whose night the harassment score counts
+    hook_url: str | None = None  # [dialplan]: the per-call decision hook (relay.io.hook)
+    hook_secret: str = ""  # [dialplan]: signs the hook's requests (X-Relay-Signature)
+    hook_timeout: float = 0.3  # [dialplan]: the longest a call waits for the hook
+    hook_fallback: str = "allow"  # [dialplan]: a hook that fails or is late: allow|refuse
     extra: dict[str, Any] = field(default_factory=dict)  # sections owned by other modules
 
     def check(self) -> None:
@@ -81,6 +91,23 @@ class Config:
             raise ConfigError("default_cc must be 1 to 3 digits (a country code)")
         if self.quarantine < 0 or self.frozen_hold < 0:
             raise ConfigError("quarantine and frozen_hold must not be negative")
+        if not 0.05 <= self.policy_refresh <= 3600:
+            raise ConfigError("dialplan.policy_refresh must be 0.05 to 3600 seconds")
+        if not 0.001 <= self.counter_timeout <= 10:
+            raise ConfigError("dialplan.counter_timeout must be 0.001 to 10 seconds")
+        if self.counter_fail not in ("open", "closed"):
+            raise ConfigError("dialplan.counter_fail must be open or closed")
+        if not 0.001 <= self.hook_timeout <= 10:
+            raise ConfigError("dialplan.hook_timeout must be 0.001 to 10 seconds")
+        if self.hook_fallback not in ("allow", "refuse"):
+            raise ConfigError("dialplan.hook_fallback must be allow or refuse")
+        if self.hook_url is not None and not self.hook_url.startswith(("http://", "https://")):
+            raise ConfigError("dialplan.hook_url must be an http:// or https:// URL")
+        try:
+            ZoneInfo(self.score_tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"dialplan.score_tz: unknown IANA zone {self.score_tz!r}"
+                              ) from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -136,7 +163,22 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None,
         kw["api_tokens"] = _tokens(raw["api"]["tokens"], "api.tokens")
     if "accounts" in raw.get("smpp", {}):
         kw["smpp_accounts"] = {str(k): str(v) for k, v in raw["smpp"]["accounts"].items()}
-    kw["extra"] = {k: v for k, v in raw.items() if k not in ("relay", "bindings", "api")}
+    dialplan = dict(raw.get("dialplan", {}))
+    unknown = set(dialplan) - {"default_policy", "policy_refresh", "counter_timeout",
+                               "counter_fail", "score_tz", "hook_url", "hook_secret",
+                               "hook_timeout", "hook_fallback"}
+    if unknown:
+        raise ConfigError(f"dialplan: unknown keys {sorted(unknown)}")
+    if dialplan.get("default_policy"):
+        kw["default_policy"] = str(dialplan["default_policy"])
+    for name in ("policy_refresh", "counter_timeout", "hook_timeout"):
+        if name in dialplan:
+            kw[name] = float(dialplan[name])
+    for name in ("counter_fail", "score_tz", "hook_url", "hook_secret", "hook_fallback"):
+        if name in dialplan:
+            kw[name] = str(dialplan[name])
+    kw["extra"] = {k: v for k, v in raw.items()
+                   if k not in ("relay", "bindings", "api", "dialplan")}
     if "RELAY_API_TOKENS" in env:
         kw["api_tokens"] = _tokens(env["RELAY_API_TOKENS"], "RELAY_API_TOKENS")
     if "RELAY_STORE" in env:

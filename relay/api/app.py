@@ -6,6 +6,7 @@ reaches the store; every error leaves as `{"error": code, "detail": text}`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -13,8 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from dialplan.numbers import InvalidNumber, normalise, normalise_ext
-from dialplan.route import decide
+from dialplan.blocklist import Block, parse_block
+from dialplan.numbers import InvalidNumber, mask, normalise, normalise_ext
+from dialplan.policy import NAME as POLICY_NAME
+from dialplan.policy import PolicyError, counter_key, parse_policy
+from dialplan.route import Bridge, counted, decide, scored
+from dialplan.score import score_card
 from recordings.api import is_signed_request
 
 from ..bindings.model import State
@@ -23,7 +28,7 @@ from ..bindings.validate import parse_create, parse_numbers, parse_update
 from ..errors import BadRequest, NotFound, RelayError
 from .openapi import openapi_document
 from .query import query_limit, query_number
-from .views import binding_view, route_view
+from .views import binding_view, iso, route_view
 
 if TYPE_CHECKING:
     from ..app import Node
@@ -227,9 +232,102 @@ async def route(request: web.Request) -> web.Response:
         raise BadRequest("service must be voice or sms")
     table = node.table
     entry = table.lookup(x, caller, ext)
-    decision = decide(entry, table.in_use(x), caller, node.clock(), service,
-                      shared=table.shared(x), ext=ext)
+    policy = node.policies.for_binding(entry.policy) if entry is not None else None
+    now = node.clock()
+    decision = decide(entry, table.in_use(x), caller, now, service, shared=table.shared(x),
+                      ext=ext, policy=policy, blocked=node.policies.blocked(caller, x, now))
+    if isinstance(decision, Bridge) and decision.max_score is not None:
+        decision = scored(decision, await _score(node, caller, now))
+    if isinstance(decision, Bridge) and decision.limit is not None:
+        # A dry run looks at the counter without counting; a store that cannot answer
+        # says what counter_fail would do.
+        key = counter_key("call" if service == "voice" else "sms", decision.binding, caller)
+        try:
+            used = await asyncio.wait_for(node.counters.used(key, now, decision.limit.per),
+                                          node.config.counter_timeout)
+            admitted = not decision.limit.over(used)
+        except (StoreUnavailable, TimeoutError):
+            admitted = node.config.counter_fail == "open"
+        decision = counted(decision, admitted)
     return web.json_response(route_view(decision, request[ROLE]))
+
+
+async def _score(node: Node, caller: str | None, now: float) -> int:
+    """The caller's score as the call path would see it (counter_fail on a dead store)."""
+    if not caller:
+        return 0
+    try:
+        return await asyncio.wait_for(node.scores.score(caller, now),
+                                      node.config.counter_timeout)
+    except (StoreUnavailable, TimeoutError):
+        return 0 if node.config.counter_fail == "open" else 101
+
+
+async def get_caller(request: web.Request) -> web.Response:
+    """A caller's contact statistics (24 h, 7 d) and harassment score (dialplan.score)."""
+    node = request.app[NODE]
+    try:
+        number = normalise(request.match_info["number"], node.config.default_cc)
+    except InvalidNumber as exc:
+        raise BadRequest(str(exc), "invalid_number") from None
+    now = node.clock()
+    card = score_card(await node.contacts.recent(number, now), now, node.config.score_tz)
+    return web.json_response({
+        "number": number if request[ROLE] == "admin" else mask(number),
+        "score": card.score, "inputs": card.inputs, "points": card.points,
+        "blocked": node.policies.blocklist.match(number, "", now) is not None,
+        "at": iso(now)})
+
+
+# -- policies (DESIGN.md "Policies") ------------------------------------------------------
+
+def _policy_name(request: web.Request) -> str:
+    name = request.match_info["name"]
+    if not POLICY_NAME.fullmatch(name):
+        raise BadRequest("a policy name is 1-64 letters, digits, '.', '_' or '-'")
+    return name
+
+
+async def list_policies(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    book = node.policies
+    return web.json_response({
+        "policies": [p.as_dict() for n in book.names() if (p := book.get(n)) is not None],
+        "default_policy": book.default})
+
+
+async def get_policy(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    name = _policy_name(request)
+    p = node.policies.get(name)
+    if p is None:
+        raise NotFound(f"no policy named {name!r}")
+    return web.json_response(p.as_dict())
+
+
+async def put_policy(request: web.Request) -> web.Response:
+    """Create or replace a policy; an invalid one is 422 and changes nothing."""
+    node = request.app[NODE]
+    name = _policy_name(request)
+    try:
+        policy = parse_policy(name, await _json(request))
+    except PolicyError as exc:
+        raise BadRequest(str(exc), "invalid_policy") from None
+    created = node.policies.get(name) is None
+    await node.policy_store.put(policy)
+    node.policies.put(policy)
+    return web.json_response(policy.as_dict(), status=201 if created else 200)
+
+
+async def delete_policy(request: web.Request) -> web.Response:
+    """Delete a policy; bindings that name it route under the default policy."""
+    node = request.app[NODE]
+    name = _policy_name(request)
+    p = node.policies.get(name)
+    if not await node.policy_store.delete(name) and p is None:
+        raise NotFound(f"no policy named {name!r}")
+    node.policies.delete(name)
+    return web.json_response({"deleted": name})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -267,6 +365,57 @@ async def not_found(request: web.Request) -> web.Response:
     raise NotFound(f"no route for {request.path}")
 
 
+# -- blocklist (DESIGN.md "HTTP API", "Policies") -----------------------------------------
+
+def _block_view(b: Block, role: str) -> dict[str, Any]:
+    return {"number": b.number if role == "admin" else mask(b.number), "x": b.x,
+            "reason": b.reason, "until": iso(b.until), "created_at": iso(b.created_at)}
+
+
+def _block_key(request: web.Request, body_x: Any = None) -> tuple[str, str | None]:
+    cc = request.app[NODE].config.default_cc
+    raw_x = request.query.get("x") or body_x
+    try:
+        number = normalise(request.match_info["number"], cc)
+        x = normalise(str(raw_x), cc) if raw_x else None
+    except InvalidNumber as exc:
+        raise BadRequest(str(exc), "invalid_number") from None
+    return number, x
+
+
+async def list_blocklist(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    now = node.clock()
+    return web.json_response({"blocklist": [
+        _block_view(b, request[ROLE]) for b in node.policies.blocklist.entries() if b.live(now)]})
+
+
+async def put_block(request: web.Request) -> web.Response:
+    """Block a caller on every X, or on one (`x`), until `until` or for good."""
+    node = request.app[NODE]
+    body = await _json(request)
+    number, x = _block_key(request, body.get("x") if isinstance(body, dict) else None)
+    try:
+        entry = parse_block(number, body, x, node.clock())
+    except ValueError as exc:
+        raise BadRequest(str(exc), "invalid_block") from None
+    created = not any((b.number, b.x) == (number, x) for b in node.policies.blocklist.entries())
+    await node.policy_store.block(entry)
+    node.policies.block(entry)
+    return web.json_response(_block_view(entry, request[ROLE]), status=201 if created else 200)
+
+
+async def delete_block(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    body = await _json(request) if request.can_read_body else None
+    number, x = _block_key(request, body.get("x") if isinstance(body, dict) else None)
+    if not await node.policy_store.unblock(number, x):
+        raise NotFound("that number is not on the blocklist" + (" for this X" if x else ""))
+    node.policies.unblock(number, x)
+    return web.json_response({"deleted": number if request[ROLE] == "admin" else mask(number),
+                              "x": x})
+
+
 ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/v1/bindings", create_binding),
     ("GET", "/v1/bindings", list_bindings),
@@ -277,6 +426,14 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/v1/numbers", add_numbers),
     ("GET", "/v1/numbers", list_numbers),
     ("GET", "/v1/route", route),
+    ("GET", "/v1/policies", list_policies),
+    ("GET", "/v1/policies/{name}", get_policy),
+    ("PUT", "/v1/policies/{name}", put_policy),
+    ("DELETE", "/v1/policies/{name}", delete_policy),
+    ("GET", "/v1/callers/{number}", get_caller),
+    ("GET", "/v1/blocklist", list_blocklist),
+    ("PUT", "/v1/blocklist/{number}", put_block),
+    ("DELETE", "/v1/blocklist/{number}", delete_block),
     ("GET", "/v1/openapi.json", openapi),
     ("GET", "/healthz", healthz),
     ("GET", "/metrics", metrics),

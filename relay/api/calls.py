@@ -38,7 +38,9 @@ _CALL = {"type": "object", "description": "A call record (every time ISO 8601 UT
          "sip_code; sip_code, cause (Q.850), released_by, "
          "end_reason (why the relay ended it: max_duration, frozen, drain, media_timeout, "
          "media, no_extension, no_answer; null otherwise), unconnected_cause (none, "
-         "no_binding, frozen, stranger, policy, untrusted, error, no_extension), recording "
+         "no_binding, frozen, stranger, policy, untrusted, error, no_extension), "
+         "policy_reason (the policy rule that refused it: quiet_hours, direction, blocked, "
+         "frequency, score, hook; null otherwise), recording "
          "files (size, sha256, duration_ms, record_start_at); AXE calls add ext, and when "
          "the relay collected it by digits ivr_start_at and ivr_end_at; prompts lists "
          "the prompts the relay played"}

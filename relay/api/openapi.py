@@ -83,6 +83,45 @@ def openapi_document() -> dict[str, Any]:
                        ("ttl", "expires_at", "record", "voice", "sms", "b",
                         "max_call_seconds", "policy")},
     }
+    clock = {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"}
+    limit = {"type": "object", "required": ["count", "per"], "additionalProperties": False,
+             "description": "per caller and binding; over it: 603 frequency",
+             "properties": {"count": {"type": "integer", "minimum": 1, "maximum": 10000},
+                            "per": {"oneOf": [
+                                {"type": "integer", "minimum": 1, "maximum": 604800},
+                                {"type": "string", "pattern": "^[1-9][0-9]*[smhd]$"}]}}}
+    policy = {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string"},
+            "quiet_hours": {"type": "object", "required": ["from", "to", "tz"],
+                            "additionalProperties": False,
+                            "properties": {"from": clock, "to": clock,
+                                           "tz": {"type": "string",
+                                                  "description": "IANA zone"}}},
+            "directions": {"type": "array", "minItems": 1,
+                           "items": {"type": "string", "enum": ["a_to_b", "b_to_a"]}},
+            "ring_timeout": {"type": "integer", "minimum": 1, "maximum": 600},
+            "max_call_seconds": {"type": "integer", "minimum": 1, "maximum": 86400},
+            "max_calls": limit, "max_sms": limit,
+            "max_score": {"type": "integer", "minimum": 0, "maximum": 100,
+                          "description": "callers scoring above it: 603 score"},
+        },
+    }
+    block = {"type": "object", "properties": {
+        "number": {"type": "string"}, "x": {"type": ["string", "null"]},
+        "reason": {"type": "string"},
+        "until": {"type": ["string", "null"], "format": "date-time"},
+        "created_at": {"type": "string", "format": "date-time"}}}
+    block_put = {"type": "object", "required": ["reason"], "additionalProperties": False,
+                 "properties": {"reason": {"type": "string", "maxLength": 200},
+                                "x": _NUM,
+                                "until": {"oneOf": [{"type": "number"},
+                                                    {"type": "string", "format": "date-time"}]}}}
+    number = {"name": "number", "in": "path", "required": True, "schema": _NUM}
+    pol = {"$ref": "#/components/schemas/Policy"}
+    pname = {"name": "name", "in": "path", "required": True,
+             "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Privacy-number relay API", "version": "1"},
@@ -96,6 +135,7 @@ def openapi_document() -> dict[str, Any]:
                             "required": ["id", "mode", "x", "state", "expires_at"]},
                 "CreateBinding": create,
                 "PatchBinding": patch,
+                "Policy": policy,
             },
         },
         "security": [{"bearer": []}],
@@ -163,6 +203,60 @@ def openapi_document() -> dict[str, Any]:
                                        _q("service", "voice (default) or sms")],
                         "responses": {"200": _resp("bridge or refuse", {"type": "object"}),
                                       **_errors(401, 422)}},
+            },
+            "/v1/policies": {
+                "get": {"summary": "Every named policy, and the default policy's name",
+                        "responses": {"200": _resp("policies", {"type": "object",
+                                                                "properties": {
+                            "policies": {"type": "array", "items": pol},
+                            "default_policy": {"type": ["string", "null"]}}}),
+                            **_errors(401)}},
+            },
+            "/v1/policies/{name}": {
+                "parameters": [pname],
+                "get": {"summary": "One policy",
+                        "responses": {"200": _resp("the policy", pol), **_errors(401, 404)}},
+                "put": {"summary": "Create or replace a policy (invalid: 422, nothing changes)",
+                        "requestBody": {"required": True, "content": {
+                            "application/json": {"schema": pol}}},
+                        "responses": {"201": _resp("created", pol),
+                                      "200": _resp("replaced", pol),
+                                      **_errors(400, 401, 403, 422, 503)}},
+                "delete": {"summary": "Delete a policy (its bindings fall back to the default)",
+                           "responses": {"200": _resp("deleted", {"type": "object"}),
+                                         **_errors(401, 403, 404, 503)}},
+            },
+            "/v1/callers/{number}": {
+                "parameters": [number],
+                "get": {"summary": "A caller's contacts over 24 h and 7 d and harassment score "
+                                   "(number masked for ops)",
+                        "responses": {"200": _resp("statistics", {"type": "object",
+                                                                  "properties": {
+                            "number": {"type": "string"},
+                            "score": {"type": "integer", "minimum": 0, "maximum": 100},
+                            "inputs": {"type": "object"}, "points": {"type": "object"},
+                            "blocked": {"type": "boolean",
+                                        "description": "on the global blocklist"},
+                            "at": {"type": "string", "format": "date-time"}}}),
+                            **_errors(401, 422, 503)}},
+            },
+            "/v1/blocklist": {
+                "get": {"summary": "Blocked callers in force (numbers masked for ops)",
+                        "responses": {"200": _resp("entries", {"type": "object", "properties": {
+                            "blocklist": {"type": "array", "items": block}}}),
+                            **_errors(401)}},
+            },
+            "/v1/blocklist/{number}": {
+                "parameters": [number, _q("x", "only this X (else every X)")],
+                "put": {"summary": "Block a caller on every X, or on one X (603)",
+                        "requestBody": {"required": True, "content": {
+                            "application/json": {"schema": block_put}}},
+                        "responses": {"201": _resp("blocked", block),
+                                      "200": _resp("replaced", block),
+                                      **_errors(400, 401, 403, 422, 503)}},
+                "delete": {"summary": "Unblock (the global entry, or the one for `x`)",
+                           "responses": {"200": _resp("deleted", {"type": "object"}),
+                                         **_errors(401, 403, 404, 422, 503)}},
             },
             "/v1/openapi.json": {"get": {"summary": "This document", "security": [],
                                          "responses": {"200": _resp("OpenAPI 3.1")}}},

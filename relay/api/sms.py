@@ -57,7 +57,9 @@ async def post_sms(request: web.Request) -> web.Response:
         return web.json_response(
             {"error": action.reason, "detail": f"message refused: {action.reason}",
              "id": msg_id, "command_status": action.command_status},
-            status=action.http_status)
+            status=action.http_status,
+            headers=({"Retry-After": str(action.retry_after)}
+                     if action.retry_after is not None else None))
     return web.json_response({"id": msg_id, "status": "accepted"}, status=202)
 
 

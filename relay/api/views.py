@@ -58,7 +58,15 @@ def route_view(d: Decision, role: str) -> dict[str, Any]:
     if isinstance(d, Collect):
         return {"action": "collect"}
     if isinstance(d, Refuse):
-        return {"action": "refuse", "code": d.code, "reason": d.reason, "cause": d.cause,
-                "binding": d.binding}
-    return {"action": "bridge", "to": _num(d.to, role), "binding": d.binding,
-            "direction": d.direction}
+        out: dict[str, Any] = {"action": "refuse", "code": d.code, "reason": d.reason,
+                               "cause": d.cause, "binding": d.binding}
+        if d.retry_after is not None:
+            out["retry_after"] = d.retry_after
+        return out
+    out = {"action": "bridge", "to": _num(d.to, role), "binding": d.binding,
+           "direction": d.direction}
+    if d.ring_timeout is not None:
+        out["ring_timeout"] = d.ring_timeout
+    if d.max_call_seconds is not None:
+        out["max_call_seconds"] = d.max_call_seconds
+    return out

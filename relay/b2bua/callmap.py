@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dialplan.numbers import InvalidNumber, normalise, split_extension
+from dialplan.policy import Policy
+from dialplan.route import Policies
 from relay.media.backend import MediaEvent
 from relay.sip import (
     AckReceived,
@@ -114,9 +116,11 @@ class CallMap:
     """The B2BUA core of one node (see the module docstring for the adapter's duties)."""
 
     def __init__(self, settings: Settings, table: Table, *,
-                 clock_id: Callable[[], str] | None = None) -> None:
+                 clock_id: Callable[[], str] | None = None,
+                 policies: Policies | None = None) -> None:
         self.settings = settings
         self.table = table
+        self.policies: Policies = policies or _NoPolicies()  # relay.policies.PolicyBook
         self.layer = TransactionLayer(settings.timers)
         self.wire = Wire(self, settings)
         self.calls: dict[str, CallController] = {}  # live and finishing, by relay call id
@@ -137,7 +141,7 @@ class CallMap:
         self._new_id = clock_id or (lambda: system_random(8).hex())
         self.counts: dict[str, int] = {
             "invites": 0, "bridged": 0, "answered": 0, "refused": 0, "untrusted": 0,
-            "overload": 0, "media_errors": 0,
+            "overload": 0, "media_errors": 0, "counter_errors": 0, "hook_errors": 0,
         }
         self.refusals: dict[int, int] = {}
 
@@ -510,6 +514,16 @@ class CallMap:
             call_id=call_id, started_at=now, x=x, caller=caller, callee=None,
             binding=None, out_id=None, direction=None, times=times, sip_code=code,
             cause=cause, released_by="relay", unconnected=unconnected, recording=None)))
+
+
+class _NoPolicies:
+    """No policies and an empty blocklist (a call map built without a node)."""
+
+    def for_binding(self, name: str | None) -> Policy | None:
+        return None
+
+    def blocked(self, caller: str | None, x: str, now: float) -> bool:
+        return False
 
 
 # Transaction-layer event -> handler (dispatch by table, STYLE.md).

@@ -45,10 +45,12 @@ def build_record(*, call_id: str, started_at: float, x: str | None, caller: str 
                  callee: str | None, binding: str | None, out_id: str | None,
                  direction: str | None, times: CallTimes, sip_code: int | None,
                  cause: int | None, released_by: str | None, unconnected: str,
-                 recording: Any, end_reason: str | None = None) -> dict[str, Any]:
+                 recording: Any, end_reason: str | None = None,
+                 policy_reason: str | None = None) -> dict[str, Any]:
     """One call record. `unconnected` is none, no_binding, frozen, stranger, policy,
     untrusted or error. `end_reason` says why the relay ended a call (max_duration,
-    frozen, drain, media_timeout), None when a party did or it never connected."""
+    frozen, drain, media_timeout), None when a party did or it never connected.
+    `policy_reason` names the policy rule that refused it (quiet_hours, direction)."""
     legs = times.legs
     caller_leg = legs["caller"]
     answer = caller_leg["answer_at"]
@@ -69,6 +71,7 @@ def build_record(*, call_id: str, started_at: float, x: str | None, caller: str 
         "released_by": released_by,
         "end_reason": end_reason,
         "unconnected_cause": unconnected,
+        "policy_reason": policy_reason,
         "duration_ms": (end - answer) if answer is not None and end is not None else 0,
         "recording": _recording(recording),
     }

@@ -26,7 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from dialplan.route import Bridge, Collect, Refuse, decide
+from dialplan.policy import Policy
+from dialplan.refusals import REFUSALS, policy_reason
+from dialplan.route import Bridge, Collect, Policies, Refuse, decide
 from relay.media.backend import DigitReceived, PlaybackEnded
 from relay.rtp.session import Side
 
@@ -52,17 +54,10 @@ from .events import (
     Ring,
     Try,
 )
+from .gate import admit
 from .ivr import Collector, ExtensionPrompt
 
 __all__ = ["CallController", "ControlSettings", "Host", "LegPort"]
-
-# Refusal reason -> the record's unconnected_cause (issue 3's vocabulary).
-UNCONNECTED = {"no_binding": "no_binding", "frozen": "frozen", "expired": "frozen",
-               "stranger": "stranger", "disabled": "policy", "no_party": "policy",
-               "no_extension": "no_extension"}
-# Refusals a caller may hear announced (the prompt that says why).
-ANNOUNCED = {"no_binding": "not_in_service", "frozen": "number_frozen",
-             "expired": "number_frozen"}
 
 
 @dataclass
@@ -79,6 +74,9 @@ class ControlSettings:
     ivr_max_digits: int = 8
     ivr_record: bool = True  # record AXE calls from the prompt on (the binding is unknown)
     prompt_guard: float = 30.0  # a prompt whose end is never reported is given up
+    counter_fail_open: bool = True  # a frequency counter that fails admits the call
+    hook: bool = False  # ask the decision hook ([dialplan] hook_url) before routing
+    hook_fallback_allow: bool = True  # a hook that fails or is late allows the call
 
 
 class LegPort(Protocol):
@@ -107,6 +105,7 @@ class Host(Protocol):
 
     counts: dict[str, int]
     refusals: dict[int, int]
+    policies: Policies
 
     def place(self, call: CallController) -> LegPort: ...
     def arm(self, call: CallController, timer: Timer, deadline: float) -> None: ...
@@ -144,6 +143,7 @@ class CallController:
         self.out_id: str | None = None
         self.record_media = False
         self.max_seconds: float | None = None
+        self.ring_timeout = settings.ring_timeout  # the binding's policy may shorten it
         self.started_at = now
         self.media: object = None
         self.queue: deque[tuple[Callable[[], MediaJob | None], Continuation]] = deque()
@@ -175,14 +175,23 @@ class CallController:
         """Ask the dialplan, then bridge, collect an extension, or refuse."""
         entry = self.table.lookup(self.x, self.caller, self.ext)
         decision = decide(entry, self.table.in_use(self.x), self.caller, now, "voice",
-                          shared=self.table.shared(self.x), ext=self.ext)
-        if isinstance(decision, Bridge):
-            self._bridge(decision, entry, now)
+                          shared=self.table.shared(self.x), ext=self.ext,
+                          policy=self._policy(entry),
+                          blocked=self.host.policies.blocked(self.caller, self.x, now))
+        out_id = self.out_id = getattr(entry, "out_id", None)
+        if isinstance(decision, Bridge):  # the score, hook and counter checks first
+            admit(self, decision, lambda d, now: self._bridge(d, entry, now),
+                  lambda d, now: self._refuse(d, out_id, now), now)
         elif isinstance(decision, Collect):
             self._collect(now)
         else:
-            self._refuse(decision, getattr(entry, "out_id", None), now)
+            self._refuse(decision, out_id, now)
         self._pump(now)
+
+    def _policy(self, entry: Any) -> Policy | None:
+        if entry is None:
+            return None
+        return self.host.policies.for_binding(getattr(entry, "policy", None))
 
     def _adopt(self, decision: Bridge, entry: Any) -> None:
         self.host.counts["bridged"] += 1
@@ -191,8 +200,12 @@ class CallController:
         self.direction = decision.direction
         self.out_id = getattr(entry, "out_id", None)
         self.record_media = self.record_media or bool(getattr(entry, "record", False))
-        mcs = getattr(entry, "max_call_seconds", None)
-        self.max_seconds = float(mcs) if mcs else None
+        # The binding's own limit and its policy's are both caps: the smaller holds.
+        caps = [c for c in (getattr(entry, "max_call_seconds", None),
+                            decision.max_call_seconds) if c]
+        self.max_seconds = float(min(caps)) if caps else None
+        if decision.ring_timeout:
+            self.ring_timeout = min(self.ring_timeout, float(decision.ring_timeout))
 
     def _bridge(self, decision: Bridge, entry: Any, now: float) -> None:
         self._adopt(decision, entry)
@@ -213,13 +226,13 @@ class CallController:
         assert self.callee is not None
         b.deliver(Try(self.x, self.callee, sdp, min(69, self.incoming.max_forwards - 1)), now)
         self.times.stamp("callee", "invite_at", now)
-        self._arm(Timer.RING, now + self.settings.ring_timeout)
+        self._arm(Timer.RING, now + self.ring_timeout)
 
     def _refuse(self, decision: Refuse, out_id: str | None, now: float) -> None:
         self.refusal = decision
         self.binding = decision.binding
         self.out_id = out_id
-        prompt = ANNOUNCED.get(decision.reason)
+        prompt = REFUSALS[decision.reason].prompt  # never a policy refusal's reason
         if (prompt is None or not self.settings.announce_refusals or not self.incoming.sdp
                 or not self.incoming.early_media):
             self._refuse_now(now)
@@ -255,8 +268,8 @@ class CallController:
         host.counts["refused"] += 1
         host.refusals[d.code] = host.refusals.get(d.code, 0) + 1
         if self.a.can("fail"):
-            self.a.deliver(Fail(d.code, d.cause, d.reason), now)
-        self.unconnected = UNCONNECTED.get(d.reason, "policy")
+            self.a.deliver(Fail(d.code, d.cause, d.reason, d.retry_after), now)
+        self.unconnected = REFUSALS[d.reason].unconnected
         self._end("relay", d.cause, now, "refuse")
 
     # -- collecting an extension (AXE without one) ---------------------------------------
@@ -317,19 +330,38 @@ class CallController:
         """Route a keyed extension: ringback to the caller and the callee's INVITE, and
         True; False when no live binding has it (the caller hears "not found")."""
         entry = self.table.lookup(self.x, self.caller, ext) if ext else None
-        decision = (decide(entry, True, self.caller, now, "voice", shared=True, ext=ext)
+        decision = (decide(entry, True, self.caller, now, "voice", shared=True, ext=ext,
+                           policy=self._policy(entry),
+                           blocked=self.host.policies.blocked(self.caller, self.x, now))
                     if ext else None)
+        if isinstance(decision, Refuse) and REFUSALS[decision.reason].policy:
+            self._policy_hangup(decision, ext, now)
+            return True
         if not isinstance(decision, Bridge):
             if isinstance(decision, Refuse):
                 self.refusal = decision
             return False
         self.ext = ext
         self.ivr_end_at = now
-        self._adopt(decision, entry)
-        self._play("ringback", now, repeat=True)
-        self._enqueue(self._job("local_offer", Side.CALLEE), self._offer_to_callee)
+        self.out_id = getattr(entry, "out_id", None)
+
+        def go(d: Bridge, now: float) -> None:
+            self._adopt(d, entry)
+            self._play("ringback", now, repeat=True)
+            self._enqueue(self._job("local_offer", Side.CALLEE), self._offer_to_callee)
+
+        admit(self, decision, go, lambda d, now: self._policy_hangup(d, ext, now), now)
         self._pump(now)
         return True
+
+    def _policy_hangup(self, decision: Refuse, ext: str | None, now: float) -> None:
+        """The keyed extension is right but the policy refuses (quiet hours, direction,
+        frequency): no "try again"; the relay, which answered, hangs up silently."""
+        self.refusal = decision
+        self.ext = ext
+        self.ivr_end_at = self.ivr_end_at or now
+        self.unconnected = "policy"
+        self.hangup(now, cause=decision.cause, reason=decision.reason)
 
     def give_up(self, keyed: bool, now: float) -> None:
         """Every try failed: the relay hangs up (Q.850 28 invalid number format, or 102
@@ -723,7 +755,7 @@ class CallController:
                 callee=None, binding=refusal.binding, out_id=self.out_id, direction=None,
                 times=times, sip_code=refusal.code, cause=refusal.cause,
                 released_by="relay", unconnected=self.unconnected or "policy",
-                recording=None)
+                recording=None, policy_reason=policy_reason(refusal.reason))
             self.host.emit(CallRefused(self.id, now, record))
             self.host.finished(self)
             return
@@ -745,7 +777,8 @@ class CallController:
             callee=self.callee, binding=self.binding, out_id=self.out_id,
             direction=self.direction, times=times, sip_code=sip_code, cause=self.cause,
             released_by=self.released_by, unconnected=unconnected,
-            recording=self.recording, end_reason=self.end_reason)
+            recording=self.recording, end_reason=self.end_reason,
+            policy_reason=policy_reason(self.refusal.reason if self.refusal else None))
         if self.ivr is not None or self.ext is not None:
             record["ext"] = self.ext
         if self.ivr is not None:

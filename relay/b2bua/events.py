@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from dialplan.policy import Limit
 from relay.rtp.session import Side
 
 __all__ = [
@@ -180,8 +181,11 @@ class MediaJob:
     "release", or the relay's own voice: "answer_local" (the relay answers `side`'s
     offer), "local_offer" (a fresh offer toward `side`), "play" (the prompt named
     `prompt` into `side`, looped when `flag`), "stop_play", "detect" (digits from
-    `side` reported and kept from the other side while `flag`). Jobs of one call are
-    issued one at a time, in order.
+    `side` reported and kept from the other side while `flag`). Not media but run the
+    same way: "count" (admit the attempt in the shared counter `key` if `limit` has
+    room; the result is True or False), "score" (the harassment score of caller
+    `key`), "hook" (ask the decision hook about `info`: True to allow). Jobs of one
+    call are issued one at a time, in order.
     """
 
     seq: int
@@ -193,3 +197,6 @@ class MediaJob:
     handle: object = None  # the backend's MediaCall, once allocated
     prompt: str = ""
     flag: bool = False
+    key: str = ""  # "count": the counter (relay.counters.counter_key)
+    limit: Limit | None = None  # "count": the window it must have room in
+    info: Any = None  # "hook": what the decision hook is told of the call (a dict)

@@ -204,6 +204,7 @@ class MessageRecord:
     route: str | None = None
     status: str | None = None
     reason: str | None = None
+    policy_reason: str | None = None
     command_status: int | None = None
     parts: int | None = None
     data_coding: int | None = None
@@ -221,6 +222,7 @@ class MessageRecord:
             sender=d.get("sender"), recipient=d.get("recipient"), binding=d.get("binding"),
             direction=d.get("direction"), origin=d.get("origin"), route=d.get("route"),
             status=d.get("status"), reason=d.get("reason"),
+            policy_reason=d.get("policy_reason"),
             command_status=d.get("command_status"), parts=d.get("parts"),
             data_coding=d.get("data_coding"), received_at=_sec(d.get("received_at")),
             forwarded_at=_sec(d.get("forwarded_at")), delivered_at=_sec(d.get("delivered_at")),
@@ -234,7 +236,7 @@ class MessageRecord:
             "x": self.x, "sender": num(self.sender), "recipient": num(self.recipient),
             "direction": self.direction, "origin": self.origin, "route": self.route,
             "status": self.status, "reason": self.reason,
-            "command_status": self.command_status,
+            "policy_reason": self.policy_reason, "command_status": self.command_status,
             **{k: to_iso(getattr(self, k)) for k in _MSG_TIMES},
             "parts": self.parts, "data_coding": self.data_coding,
             "text_sha256": self.text_sha256,
@@ -251,6 +253,7 @@ class MessageRecord:
             sender=d.get("sender"), recipient=d.get("recipient"), binding=d.get("binding"),
             direction=d.get("direction"), origin=d.get("origin"), route=d.get("route"),
             status=d.get("status"), reason=d.get("reason"),
+            policy_reason=d.get("policy_reason"),
             command_status=d.get("command_status"), parts=d.get("parts"),
             data_coding=d.get("data_coding"), received_at=from_iso(d.get("received_at")),
             forwarded_at=from_iso(d.get("forwarded_at")),

@@ -37,10 +37,14 @@ from typing import Any, cast
 
 from relay.b2bua.callmap import CallMap
 from relay.b2bua.events import CallEnded, CallEvent, CallRefused, MediaJob
+from relay.contacts import Scores
+from relay.counters import CounterStore
 from relay.media.backend import MediaBackend, MediaCall, MediaEvent
 from relay.rtp.session import Side
 from relay.sdp import SdpError
 from relay.sip import SipParseError, StreamFramer
+
+from .hook import DecisionHook
 
 __all__ = ["SipServer"]
 
@@ -110,8 +114,14 @@ class SipServer:
 
     def __init__(self, switch: CallMap, media: MediaBackend, records: RecordSink,
                  clock: Callable[[], float] = time.time, *, events: EventSink | None = None,
-                 prompts: PromptPath | None = None) -> None:
+                 prompts: PromptPath | None = None, counters: CounterStore | None = None,
+                 scores: Scores | None = None, counter_timeout: float = 0.3,
+                 hook: DecisionHook | None = None) -> None:
         self.switch = switch
+        self.hook = hook  # the per-call decision hook ([dialplan] hook_url)
+        self.scores = scores  # callers' harassment scores (relay.contacts)
+        self.counters = counters  # frequency limits (relay.counters); None: admit all
+        self.counter_timeout = counter_timeout
         self.media = media
         self.records = records
         self.events = events
@@ -385,6 +395,27 @@ class SipServer:
     async def _detect(self, job: MediaJob) -> None:
         await self.media.detect_digits(_handle(job), job.side, job.flag)
 
+    async def _count(self, job: MediaJob) -> bool:
+        """Admit the attempt in its shared counter, or not, within the deadline (a
+        TimeoutError or StoreUnavailable reaches the controller as the job's error)."""
+        if self.counters is None or job.limit is None:
+            return True
+        return await asyncio.wait_for(
+            self.counters.take(job.key, self.clock(), job.limit), self.counter_timeout)
+
+    async def _score(self, job: MediaJob) -> int:
+        """The caller's harassment score (dialplan.score) from the shared contacts."""
+        if self.scores is None or not job.key:
+            return 0
+        return await asyncio.wait_for(self.scores.score(job.key, self.clock()),
+                                      self.counter_timeout)
+
+    async def _hook(self, job: MediaJob) -> bool:
+        """Ask the decision hook (its own deadline); HookError reaches the controller."""
+        if self.hook is None:
+            return True
+        return await self.hook.ask({"at": self.clock(), **(job.info or {})})
+
     async def drain_jobs(self) -> None:
         """Wait for running media jobs (at shutdown)."""
         while self.jobs:
@@ -402,6 +433,7 @@ _OPS: dict[str, Callable[[SipServer, MediaJob], Any]] = {
     "release": SipServer._release, "answer_local": SipServer._answer_local,
     "local_offer": SipServer._local_offer, "play": SipServer._play,
     "stop_play": SipServer._stop_play, "detect": SipServer._detect,
+    "count": SipServer._count, "score": SipServer._score, "hook": SipServer._hook,
 }
 _RECORDED = (CallEnded, CallRefused)
 

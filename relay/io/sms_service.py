@@ -22,9 +22,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from dialplan.numbers import InvalidNumber, mask, normalise
-from dialplan.route import decide
+from dialplan.policy import counter_key
+from dialplan.route import Bridge, counted, decide, scored
 from relay.bindings.store import StoreUnavailable
 from relay.config import ConfigError, parse_hostport
+from relay.contacts import contact_from_message
 from relay.io.smpp_client import SmppClient
 from relay.io.smpp_server import NoRouteError, SessionRef, SmppServer
 from relay.io.webhook import WebhookSender
@@ -263,10 +265,18 @@ class SmsService:
                 action = reject("invalid_destination")
             else:
                 entry = node.table.lookup(x, sender)
-                action = plan(sender, x, decide(entry, node.table.in_use(x), sender, now, "sms"))
+                policy = node.policies.for_binding(entry.policy) if entry is not None else None
+                decision = decide(entry, node.table.in_use(x), sender, now, "sms",
+                                  policy=policy, blocked=node.policies.blocked(sender, x, now))
+                if isinstance(decision, Bridge) and decision.max_score is not None:
+                    decision = scored(decision, await self._score(sender, now))
+                if isinstance(decision, Bridge) and decision.limit is not None:
+                    decision = counted(decision, await self._admit(decision, sender, now))
+                action = plan(sender, x, decision)
         rec = message_record(msg_id, now=now, sender=sender, x=x, text=text, payload=payload,
                              data_coding=data_coding, parts=parts, origin=origin,
                              retain_text=self.settings.retain_text, action=action, route=route)
+        node.contact_writer.submit(contact_from_message(rec))  # the sender's score inputs
         if isinstance(action, Reject):
             self._counts[(origin, action.reason)] = self._counts.get((origin, action.reason), 0) + 1
             if log.isEnabledFor(logging.DEBUG):  # mask() costs, even when nothing is logged
@@ -289,6 +299,35 @@ class SmsService:
         if rec["status"] == "delivered" and receipt_wanted(registered_delivery, True):
             self._spawn_receipt(origin_ref, "DELIVRD", rec["delivered_at"] or now)
         return action, msg_id
+
+    async def _score(self, sender: str, now: float) -> int:
+        """The sender's harassment score (`max_score`); a store that cannot answer in
+        time scores 0 (counter_fail open) or above any limit (closed), counted."""
+        node = self.node
+        try:
+            return await asyncio.wait_for(node.scores.score(sender, now),
+                                          node.config.counter_timeout)
+        except (StoreUnavailable, TimeoutError) as exc:
+            node.counter_errors += 1
+            log.warning("sms score unavailable (%s): counter_fail=%s", exc,
+                        node.config.counter_fail)
+            return 0 if node.config.counter_fail == "open" else 101
+
+    async def _admit(self, d: Bridge, sender: str, now: float) -> bool:
+        """Count the text in the shared counter of (binding, sender) (`max_sms`), within
+        `[dialplan] counter_timeout`; a counter that cannot answer admits or refuses as
+        `counter_fail` says, and is counted."""
+        node = self.node
+        assert d.limit is not None
+        try:
+            return await asyncio.wait_for(
+                node.counters.take(counter_key("sms", d.binding, sender), now, d.limit),
+                node.config.counter_timeout)
+        except (StoreUnavailable, TimeoutError) as exc:
+            node.counter_errors += 1
+            log.warning("sms counter unavailable (%s): counter_fail=%s", exc,
+                        node.config.counter_fail)
+            return node.config.counter_fail == "open"
 
     # ---- forwarding ----
     async def _forward(self, route: str, fwd: Forward, text: str | None, payload: bytes,

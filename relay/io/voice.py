@@ -56,10 +56,12 @@ from typing import TYPE_CHECKING, Any
 
 from relay.b2bua.callmap import CallMap, Settings
 from relay.b2bua.overload import OverloadConfig, OverloadGuard
+from relay.contacts import contact_from_call
 from relay.media.backend import MediaBackend
 from relay.media.prompts import PromptSet
 from relay.sip import TimerConfig
 
+from .hook import DecisionHook
 from .sip import SipServer
 
 if TYPE_CHECKING:
@@ -92,6 +94,9 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
         ivr_pause=float(sip.get("ivr_pause", 3.0)),
         ivr_record=bool(sip.get("ivr_record", True)),
         announce_limit=float(sip.get("announce_limit", 8.0)),
+        counter_fail_open=getattr(config, "counter_fail", "open") == "open",
+        hook=bool(getattr(config, "hook_url", None)),
+        hook_fallback_allow=getattr(config, "hook_fallback", "allow") == "allow",
         timers=TimerConfig(t1=t1, t2=min(4.0, 8 * t1), t4=min(5.0, 10 * t1),
                            timer_d=max(32.0 * t1 / 0.5, 0.0)),
         overload=OverloadGuard(OverloadConfig(
@@ -166,18 +171,25 @@ async def attach_voice(node: Node) -> None:
     prompts = PromptSet(str(media_cfg.get("language", "en")),
                         Path(media_cfg["prompts"]) if media_cfg.get("prompts") else None)
     prompts.check()  # a missing prompt is a start-up error, never a mid-call surprise
-    switch = CallMap(settings, node.table)
+    switch = CallMap(settings, node.table, policies=node.policies)
     writer = node.record_writer
     hub = node.events
+    contacts = node.contact_writer
 
     def record(rec: dict[str, Any]) -> None:
         writer.submit("call", rec)
+        contacts.submit(contact_from_call(rec))  # the caller's score inputs
         if rec.get("recording"):
             sealer.submit_record(rec)
 
-    server = SipServer(switch, media, record,
-                       prompts=prompts.path,
+    cfg_ = node.config
+    hook = (DecisionHook(cfg_.hook_url, cfg_.hook_secret, cfg_.hook_timeout)
+            if cfg_.hook_url else None)
+    server = SipServer(switch, media, record, prompts=prompts.path, counters=node.counters,
+                       scores=node.scores, counter_timeout=cfg_.counter_timeout, hook=hook,
                        events=hub.on_call_event if hub is not None else None)
+    if hook is not None:
+        node.on_stop.append(lambda _node: hook.close())
     await server.start(udp, tcp=bool(sip.get("tcp", True)))
     node.voice = server  # type: ignore[attr-defined]
     _metrics(node, switch, server, media)
@@ -271,7 +283,11 @@ def _metrics(node: Node, switch: CallMap, server: SipServer, media: MediaBackend
                        ("refused", "attempts refused by the relay"),
                        ("untrusted", "requests refused from untrusted sources (no lookup)"),
                        ("overload", "INVITEs refused with 503 (limits or drain)"),
-                       ("media_errors", "media backend errors")):
+                       ("media_errors", "media backend errors"),
+                       ("counter_errors", "score or frequency lookups that failed or "
+                                          "timed out ([dialplan] counter_fail applied)"),
+                       ("hook_errors", "decision hook calls that failed or timed out "
+                                       "([dialplan] hook_fallback applied)")):
         m.counter_from(f"relay_sip_{name}_total", what,
                        lambda n=name: float(switch.counts[n]))  # type: ignore[misc]
     guard = switch.settings.overload

@@ -5,7 +5,8 @@ and hands the decision here with the numbers and the text; this module turns tha
 into an action with its wire answers (SMPP command_status, HTTP status), the message
 record, the parts to send, and the delivery-receipt bookkeeping. Time is an argument.
 
-The refusal table is the contract documented in relay/sms/SMPP.md ("Refusals").
+The statuses come from the one refusal table, `dialplan.refusals` (documented in
+relay/sms/SMPP.md "Refusals").
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dialplan.numbers import normalise
+from dialplan.refusals import REFUSALS, policy_reason
 from dialplan.route import Bridge, Collect, Decision
-from relay.sms import constants as c
 from relay.sms.concat import split_text, udh_8bit
 
 __all__ = [
@@ -35,23 +36,7 @@ __all__ = [
     "wire_number",
 ]
 
-# reason -> (SMPP command_status, HTTP status). SMPP 3.4 Table 5-2 has no "number
-# frozen" status; gateways (Kannel, Jasmin) treat ESME_RX_R_APPN as a permanent
-# receiver-side rejection and do not retry it, which is what a frozen X deserves.
-REFUSALS: dict[str, tuple[int, int]] = {
-    "no_binding": (c.ESME_RINVDSTADR, 404),  # X is not ours / not bound: bad destination
-    "frozen": (c.ESME_RX_R_APPN, 410),
-    "expired": (c.ESME_RX_R_APPN, 410),
-    "stranger": (c.ESME_RX_P_APPN, 403),  # sender is no party of X's binding
-    "disabled": (c.ESME_RX_P_APPN, 403),  # SMS switched off on the binding
-    "no_party": (c.ESME_RX_T_APPN, 409),  # AXN: B texted X but no A set (may change)
-    "no_extension": (c.ESME_RINVDSTADR, 404),  # AXE X without (or with a wrong) extension
-    "invalid_source": (c.ESME_RINVSRCADR, 422),  # not an E.164 number
-    "invalid_destination": (c.ESME_RINVDSTADR, 422),
-    "undecodable": (c.ESME_RX_P_APPN, 422),  # data_coding we cannot carry
-    "no_route": (c.ESME_RX_T_APPN, 503),  # far side not bound / upstream down: retry later
-    "forward_failed": (c.ESME_RSUBMITFAIL, 502),  # far side refused the forwarded message
-}
+# The one refusal table (reason -> SIP, SMPP and HTTP answers) is dialplan.refusals.
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +58,17 @@ class Reject:
     command_status: int
     http_status: int
     binding: str | None = None
+    retry_after: int | None = None  # quiet hours: seconds until the window ends
 
 
 Action = Forward | Reject
 
 
-def reject(reason: str, binding: str | None = None) -> Reject:
-    """The Reject for `reason` (a key of REFUSALS)."""
-    status, http = REFUSALS[reason]
-    return Reject(reason, status, http, binding)
+def reject(reason: str, binding: str | None = None, retry_after: int | None = None
+           ) -> Reject:
+    """The Reject for `reason` (a key of dialplan.refusals.REFUSALS)."""
+    r = REFUSALS[reason]
+    return Reject(reason, r.smpp, r.http, binding, retry_after)
 
 
 def smpp_number(addr: str, ton: int, default_cc: str) -> str:
@@ -110,7 +97,7 @@ def plan(sender: str, x: str, decision: Decision) -> Action:
         return Forward(decision.binding, x, sender, decision.to, decision.direction)
     if isinstance(decision, Collect):  # a text cannot key an extension
         return reject("no_extension")
-    return reject(decision.reason, decision.binding)
+    return reject(decision.reason, decision.binding, decision.retry_after)
 
 
 def receipt_wanted(registered_delivery: int, success: bool) -> bool:
@@ -154,7 +141,7 @@ def message_record(
         "recipient": None, "binding": None, "direction": None, "origin": origin,
         "route": route, "parts": parts, "data_coding": data_coding,
         "forwarded_at": None, "delivered_at": None, "status": "received",
-        "reason": None, "command_status": None, "far_id": None,
+        "reason": None, "policy_reason": None, "command_status": None, "far_id": None,
         "text_sha256": hashlib.sha256(body).hexdigest(),
     }
     if retain_text:
@@ -164,6 +151,7 @@ def message_record(
                    direction=action.direction)
     elif isinstance(action, Reject):
         rec.update(status="refused", reason=action.reason, binding=action.binding,
+                   policy_reason=policy_reason(action.reason),
                    command_status=action.command_status)
     return rec
 

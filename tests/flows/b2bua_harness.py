@@ -11,11 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from dialplan.policy import Policy
 from relay.b2bua.callmap import CallMap, Settings
 from relay.b2bua.events import CallEnded, CallRefused
 from relay.bindings.model import Binding, Mode
 from relay.bindings.table import BindingTable
+from relay.counters import MemoryCounters
 from relay.media.backend import DigitReceived, PlaybackEnded
+from relay.policies import PolicyBook
 from relay.rtp.session import Side
 from relay.sip import SipRequest, SipResponse, build_response, parse_message
 
@@ -85,11 +88,17 @@ def sdp(who: str, port: int) -> bytes:
 class Harness:
     """A switch, its binding table, and what each peer received."""
 
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self, policies: dict[str, Policy] | None = None, **settings: Any) -> None:
         s = Settings(host=RELAY[0], port=RELAY[1], outbound=CALLEE,
                      trunks=("192.0.2.0/24",), **settings)
         self.table = BindingTable()
-        self.switch = CallMap(s, self.table)
+        self.policies = PolicyBook()
+        self.policies.replace({n: p.as_dict() for n, p in (policies or {}).items()})
+        self.switch = CallMap(s, self.table, policies=self.policies)
+        self.counters = MemoryCounters()
+        self.scores: dict[str, int] = {}  # caller -> harassment score
+        self.hook_asked: list[dict[str, Any]] = []
+        self.hook_allows = True
         self.media = FakeMedia()
         self.now = T0
         self.to_caller: list[SipRequest | SipResponse] = []
@@ -140,8 +149,20 @@ class Harness:
                 (self.to_caller if addr == CALLER else self.to_callee).append(msg)
             for job in jobs:
                 try:
-                    result, error = self.media.run(job.op, int(job.side), job.sdp,
-                                                   job.call_id, job.prompt, job.flag), None
+                    if job.op in ("count", "score", "hook") and job.op in self.media.fail:
+                        raise self.media.fail.pop(job.op)
+                    if job.op == "count":  # the adapter's counter job, in memory
+                        assert job.limit is not None
+                        result, error = self.counters.take_now(job.key, self.now,
+                                                               job.limit), None
+                    elif job.op == "score":  # the adapter's score job: set by the test
+                        result, error = self.scores.get(job.key, 0), None
+                    elif job.op == "hook":  # the decision hook: the test's answer
+                        self.hook_asked.append(job.info)
+                        result, error = self.hook_allows, None
+                    else:
+                        result, error = self.media.run(job.op, int(job.side), job.sdp,
+                                                       job.call_id, job.prompt, job.flag), None
                 except Exception as exc:
                     result, error = None, exc
                 sw.media_done(job, result, error, self.now)
