@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 from audio_check import goertzel, read_wav, write_tone_wav
-from sipp_harness import A, B, X, assert_private, bind, calls, relay_args
+from sipp_harness import A, B, X, assert_private, bind, calls, ms, relay_args
 from test_softphones import Softphone, sip_port, tone_ms
 
 pytestmark = pytest.mark.integration
@@ -177,7 +177,7 @@ def test_baresip_keys_the_extension_and_the_phones_hear_each_other(
 
     # Each phone heard the other's tone once bridged: at least 2 s of it. The callee
     # never heard its own tone (nor the prompt or the caller's digits).
-    talk_ms = rec["legs"]["callee"]["end_at"] - rec["legs"]["callee"]["answer_at"]
+    talk_ms = ms(rec["legs"]["callee"]["end_at"]) - ms(rec["legs"]["callee"]["answer_at"])
     for phone, theirs, mine in ((caller, CALLEE_HZ, CALLER_HZ),
                                 (callee, CALLER_HZ, CALLEE_HZ)):
         xs, channels = read_wav(phone.heard())
