@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from relay.events.records import from_iso
+
 from .bench_sip import (
     SCENARIOS,
     _counts,
@@ -223,12 +225,20 @@ def check_records(recs: list[dict[str, Any]], exts: list[Extension]) -> dict[str
             out["unconnected"] += 1
         else:
             out["completed"] += 1
-            out["setup_ms"].append(float(b["answer_at"] - a["invite_at"]))
-            out["answer_ms"].append(float(a["answer_at"] - a["invite_at"]))
-            out["keying_ms"].append(float(rec["ivr_end_at"] - a["answer_at"]))
-            out["route_ms"].append(float(b["invite_at"] - rec["ivr_end_at"]))
-            out["ring_ms"].append(float(b["answer_at"] - b["invite_at"]))
+            invite, answered = _ms(a["invite_at"]), _ms(a["answer_at"])
+            routed, b_invite, b_answer = (_ms(rec["ivr_end_at"]), _ms(b["invite_at"]),
+                                          _ms(b["answer_at"]))
+            out["setup_ms"].append(b_answer - invite)
+            out["answer_ms"].append(answered - invite)
+            out["keying_ms"].append(routed - answered)
+            out["route_ms"].append(b_invite - routed)
+            out["ring_ms"].append(b_answer - b_invite)
     return out
+
+
+def _ms(iso: str) -> float:
+    """A record's time (ISO 8601 UTC, ms: the API's contract) as epoch milliseconds."""
+    return (from_iso(iso) or 0.0) * 1000.0
 
 
 def _pcts(values: list[float]) -> dict[str, float]:

@@ -155,12 +155,10 @@ class CallRecord:
             "legs": {k: v.to_json() for k, v in self.legs.items()},
             "sip_code": self.sip_code, "cause": self.cause, "released_by": self.released_by,
             "end_reason": self.end_reason, "unconnected_cause": self.unconnected_cause,
-            "duration_ms": self.duration_ms,
+            "policy_reason": self.policy_reason, "duration_ms": self.duration_ms,
             "recording": ({k: v.to_json() for k, v in self.recording.items()}
                           if self.recording else None),
         }
-        if self.policy_reason is not None:
-            out["policy_reason"] = self.policy_reason
         if self.ext is not None or self.ivr_start_at is not None:
             out.update(ext=self.ext, ivr_start_at=to_iso(self.ivr_start_at),
                        ivr_end_at=to_iso(self.ivr_end_at))
