@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LEGS", "CallTimes", "build_record"]
+from dialplan.refusals import policy_reason
+
+__all__ = ["LEGS", "CallTimes", "build_record", "call_record"]
 
 LEGS = ("caller", "callee")
 _FIELDS = ("invite_at", "ring_at", "answer_at", "end_at")
@@ -75,3 +77,50 @@ def build_record(*, call_id: str, started_at: float, x: str | None, caller: str 
         "duration_ms": (end - answer) if answer is not None and end is not None else 0,
         "recording": _recording(recording),
     }
+
+
+def _ms(t: float | None) -> int | None:
+    return None if t is None else int(t * 1000)
+
+
+def call_record(c: Any) -> tuple[bool, dict[str, Any]]:
+    """The record of a finished call controller (relay.b2bua.controller.CallController),
+    and whether it is a refusal (the relay refused before routing anywhere)."""
+    times = c.times
+    a, b = c.a, c.b
+    refusal = c.refusal
+    if refusal is not None and c.ivr is None:
+        times.legs["caller"]["sip_code"] = refusal.code
+        return True, build_record(
+            call_id=c.id, started_at=c.started_at, x=c.x, caller=c.caller,
+            callee=None, binding=refusal.binding, out_id=c.out_id, direction=None,
+            times=times, sip_code=refusal.code, cause=refusal.cause,
+            released_by="relay", unconnected=c.unconnected or "policy",
+            recording=None, policy_reason=policy_reason(refusal.reason))
+    times.legs["caller"]["sip_code"] = a.code
+    if b is not None:
+        times.legs["callee"]["sip_code"] = b.code
+    if c.unconnected is not None:
+        unconnected = c.unconnected
+    elif c.ivr is not None:  # no callee yet: no extension reached anybody
+        unconnected = "none" if b is not None else "no_extension"
+    else:
+        unconnected = "none" if a.code == 200 or b else "error"
+    sip_code = a.code
+    if c.ivr is not None and b is not None and not c.answered:
+        sip_code = b.code  # the caller was answered by the relay, not by the callee
+    record = build_record(
+        call_id=c.id, started_at=c.started_at, x=c.x, caller=c.caller,
+        callee=c.callee, binding=c.binding, out_id=c.out_id,
+        direction=c.direction, times=times, sip_code=sip_code, cause=c.cause,
+        released_by=c.released_by, unconnected=unconnected,
+        recording=c.recording, end_reason=c.end_reason,
+        policy_reason=policy_reason(refusal.reason if refusal else None))
+    if c.ivr is not None or c.ext is not None:
+        record["ext"] = c.ext
+    if c.ivr is not None:
+        record["ivr_start_at"] = _ms(c.ivr_start_at)
+        record["ivr_end_at"] = _ms(c.ivr_end_at)
+    if c.prompts:
+        record["prompts"] = list(c.prompts)
+    return False, record

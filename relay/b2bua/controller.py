@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from dialplan.policy import Policy
-from dialplan.refusals import REFUSALS, policy_reason
+from dialplan.refusals import REFUSALS
 from dialplan.route import Bridge, Collect, Policies, Refuse, decide
 from relay.media.backend import DigitReceived, PlaybackEnded
 from relay.rtp.session import Side
 
 from ._phases import TABLE, Phase, PhaseError, Timer
-from .cdr import CallTimes, build_record
+from .cdr import CallTimes, call_record
 from .events import (
     Ack,
     Answer,
@@ -745,53 +745,10 @@ class CallController:
                 self.callee)
 
     def _finish(self, now: float) -> None:
-        times = self.times
-        a, b = self.a, self.b
-        refusal = self.refusal
-        if refusal is not None and self.ivr is None:
-            times.legs["caller"]["sip_code"] = refusal.code
-            record = build_record(
-                call_id=self.id, started_at=self.started_at, x=self.x, caller=self.caller,
-                callee=None, binding=refusal.binding, out_id=self.out_id, direction=None,
-                times=times, sip_code=refusal.code, cause=refusal.cause,
-                released_by="relay", unconnected=self.unconnected or "policy",
-                recording=None, policy_reason=policy_reason(refusal.reason))
-            self.host.emit(CallRefused(self.id, now, record))
-            self.host.finished(self)
-            return
-        times.legs["caller"]["sip_code"] = a.code
-        if b is not None:
-            times.legs["callee"]["sip_code"] = b.code
-        answered = a.code == 200
-        if self.unconnected is not None:
-            unconnected = self.unconnected
-        elif self.ivr is not None:  # no callee yet: no extension reached anybody
-            unconnected = "none" if b is not None else "no_extension"
-        else:
-            unconnected = "none" if answered or b else "error"
-        sip_code = a.code
-        if self.ivr is not None and b is not None and not self.answered:
-            sip_code = b.code  # the caller was answered by the relay, not by the callee
-        record = build_record(
-            call_id=self.id, started_at=self.started_at, x=self.x, caller=self.caller,
-            callee=self.callee, binding=self.binding, out_id=self.out_id,
-            direction=self.direction, times=times, sip_code=sip_code, cause=self.cause,
-            released_by=self.released_by, unconnected=unconnected,
-            recording=self.recording, end_reason=self.end_reason,
-            policy_reason=policy_reason(self.refusal.reason if self.refusal else None))
-        if self.ivr is not None or self.ext is not None:
-            record["ext"] = self.ext
-        if self.ivr is not None:
-            record["ivr_start_at"] = _ms(self.ivr_start_at)
-            record["ivr_end_at"] = _ms(self.ivr_end_at)
-        if self.prompts:
-            record["prompts"] = list(self.prompts)
-        self.host.emit(CallEnded(self.id, now, record))
+        refused, record = call_record(self)
+        self.host.emit(CallRefused(self.id, now, record) if refused
+                       else CallEnded(self.id, now, record))
         self.host.finished(self)
-
-
-def _ms(t: float | None) -> int | None:
-    return None if t is None else int(t * 1000)
 
 
 def _nojob() -> MediaJob | None:
