@@ -153,6 +153,8 @@ def _calls(work: Path, receiver: Receiver, rate: int, seconds: float, rates: lis
     callee = _callee(sub, callee_port)
     try:
         _post(relay.base, "/v1/numbers", {"numbers": [X]})
+        # Unrecorded on purpose (not the default): the figure isolates this feature's
+        # cost; recording's own is measured by `loadtest sip` (README says so beside it).
         _post(relay.base, "/v1/bindings", {"mode": "AXB", "a": A, "b": B, "x": X,
                                            "ttl": 86400, "record": False})
         time.sleep(0.5)

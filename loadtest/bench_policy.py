@@ -122,6 +122,8 @@ def bench_calls(url: str, rate: int, calls: int) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     try:
         _post(relay.base, "/v1/numbers", {"numbers": [X]})
+        # Unrecorded on purpose (not the default): the figure isolates this feature's
+        # cost; recording's own is measured by `loadtest sip` (README says so beside it).
         b = _post(relay.base, "/v1/bindings", {"mode": "AXB", "a": A, "b": B, "x": X,
                                                "ttl": 86400, "record": False})
         time.sleep(0.5)

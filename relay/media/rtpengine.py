@@ -35,8 +35,9 @@ The relay's own voice (issue 9), checked against rtpengine 10.5 on the wire:
   telephone-event, at rtpengine's own address, port 9). rtpengine's reply toward
   `side` is the local answer. `block media` from `side` until the real party
   answers, so nothing is sent toward the placeholder.
-- `local_offer(call, to_side)`: a re-`offer` with the offerer's own SDP and
-  `codec: {strip: [all], except: [<codec>, telephone-event]}`: the callee is offered
+- `local_offer(call, to_side)`: a re-`offer` with the offerer's own SDP and a `codec`
+  dictionary whose `strip` is `[all]` and whose `except` list is `[<codec>,
+  telephone-event]`: the callee is offered
   only what the caller settled on, at the same rtpengine port as the first offer.
   The callee's answer then goes through `answer` with the `port latching` flag:
   rtpengine keys the ports it shows the caller on the *other* party's SDP address,
