@@ -254,7 +254,7 @@ class CallController:
                 self._refuse_now(now)
                 return
             self.a.deliver(Ring(183, sdp), now)
-            self._play(prompt, now, then=self._refuse_now,
+            self.play(prompt, now, then=self._refuse_now,
                        limit=self.settings.announce_limit)
 
         return early
@@ -347,7 +347,7 @@ class CallController:
 
         def go(d: Bridge, now: float) -> None:
             self._adopt(d, entry)
-            self._play("ringback", now, repeat=True)
+            self.play("ringback", now, repeat=True)
             self._enqueue(self._job("local_offer", Side.CALLEE), self._offer_to_callee)
 
         admit(self, decision, go, lambda d, now: self._policy_hangup(d, ext, now), now)
@@ -388,18 +388,11 @@ class CallController:
         self._place(sdp, now)
 
     # -- the relay's voice -----------------------------------------------------------------
-    def play(self, prompt: str, now: float, *,
-             then: Callable[[float], None] | None = None) -> None:
-        """Play `prompt` into the caller; `then` runs when it ends (the IVR layer's way)."""
-        self._play(prompt, now, then=then)
+    def play(self, prompt: str, now: float, *, repeat: bool = False,
+             then: Callable[[float], None] | None = None, limit: float | None = None) -> None:
+        """Play `prompt` into the caller; `then` runs when it ends (or its guard fires).
 
-    def stop_play(self, now: float) -> None:
-        """Stop the prompt playing into the caller (barge-in)."""
-        self._stop_play(now)
-
-    def _play(self, prompt: str, now: float, *, repeat: bool = False,
-              then: Callable[[float], None] | None = None, limit: float | None = None) -> None:
-        """Play `prompt` into the caller; `then` runs when it ends (or its guard fires)."""
+        Public: the IVR layer plays through it (ivr.VoicePort)."""
         self.prompts.append(prompt)
         self.after_play = then
         self.play_id = None  # what played is replaced: its end, if reported, is stale
@@ -419,7 +412,8 @@ class CallController:
         self._enqueue(self._job("play", Side.CALLER, prompt=prompt, flag=repeat), started)
         self._pump(now)
 
-    def _stop_play(self, now: float) -> None:
+    def stop_play(self, now: float) -> None:
+        """Stop the prompt playing into the caller (barge-in)."""
         self.play_id = None
         self.after_play = None
         self.timers.pop(Timer.PROMPT, None)
@@ -516,7 +510,7 @@ class CallController:
             self.hangup(now, cause=65, reason="media")
             return
         # The caller already has its answer: stop the ringback and let the media through.
-        self._stop_play(now)
+        self.stop_play(now)
         self._enqueue(self._job("detect", Side.CALLER, flag=False), _ignore)
         self._connected(now)
 
