@@ -216,6 +216,11 @@ class CallMap:
         """The relay ends a call (max duration, freeze, drain, operator)."""
         call.hangup(now, cause=cause, reason=reason)
 
+    @property
+    def dialog_count(self) -> int:
+        """Dialogs (either leg) the map still routes in-dialog requests by."""
+        return len(self._dialogs)
+
     def hangup_all(self, now: float) -> int:
         """End every live call (the end of a drain); returns how many."""
         live = [c for c in self.calls.values() if not c.ended]

@@ -301,6 +301,8 @@ def _metrics(node: Node, switch: CallMap, server: SipServer, media: MediaBackend
                    "unparsable SIP messages (answered 400 if possible)",
                    lambda: float(layer.stats["malformed"]))
     m.gauge("relay_sip_transactions", "live SIP transactions", lambda: float(len(layer)))
+    m.gauge("relay_sip_dialogs", "SIP dialogs the relay holds (two per answered call)",
+            lambda: float(switch.dialog_count))
     m.counter_from("relay_sip_adapter_errors_total", "exceptions caught in the SIP adapter",
                    lambda: float(server.stats["errors"]))
     m.counter_from("relay_sip_udp_send_errors_total",
