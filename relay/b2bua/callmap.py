@@ -68,6 +68,7 @@ class Settings(ControlSettings):
     outbound: Address = ("127.0.0.1", 5070)
     trunks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     no_early_media: tuple[str, ...] = ()  # trunks that get refusals unannounced
+    symmetric: tuple[str, ...] = ()  # trunks (behind NAT) sent in-dialog requests at source
     default_cc: str = ""
     max_calls: int = 5000
     cps: float = 0.0  # new calls per second admitted; 0 = no limit
@@ -136,6 +137,7 @@ class CallMap:
         self._trust: dict[str, bool] = {}
         self._nets = [ipaddress.ip_network(n, strict=False) for n in settings.trunks]
         self._quiet = [ipaddress.ip_network(n, strict=False) for n in settings.no_early_media]
+        self._symmetric = [ipaddress.ip_network(n, strict=False) for n in settings.symmetric]
         self._tokens = settings.cps
         self._tokens_at = 0.0
         self._new_id = clock_id or (lambda: system_random(8).hex())
@@ -255,6 +257,7 @@ class CallMap:
     def place(self, call: CallController) -> CalleeLeg:
         """A callee leg for `call`: a new dialog toward the outbound trunk."""
         b = CalleeLeg(self.wire, call.x, self.settings.outbound)
+        b.symmetric = self.wire.transport != "UDP" or self._in(b.peer[0], self._symmetric)
         b.control = call
         self._dialogs[(b.call_id, b.local_tag)] = b
         return b
@@ -491,6 +494,10 @@ class CallMap:
                             not self._quiet or not self._in(source[0], self._quiet))
         call_id = self._new_id()
         a = CallerLeg(self.wire, x, req, key, source)
+        # TCP and TLS answer on the connection the INVITE came on (it is the only way
+        # back to most trunks); UDP follows the route set or Contact unless configured.
+        a.symmetric = req.top_via.transport.upper() != "UDP" or self._in(source[0],
+                                                                         self._symmetric)
         call = CallController(self, self.settings, self.table, call_id, a, incoming, now)
         a.control = call
         self.calls[call_id] = call

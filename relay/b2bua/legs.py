@@ -115,6 +115,16 @@ class _Leg:
         self.last_sdp_sent = b""
         self.last_ack: tuple[int, SipRequest] | None = None  # for re-ACKing a 2xx
         self.code: int | None = None  # the final status of the initial INVITE
+        # Send in-dialog requests back to `peer` (where the INVITE came from or went)
+        # rather than to the route set or Contact (RFC 3261 §12.2.1.1): trunks behind
+        # NAT (`[sip] symmetric`), and every leg on TCP, whose connection is reused.
+        self.symmetric = False
+
+    def dialog_peer(self) -> Address:
+        """The address of this leg's next in-dialog request (see `symmetric`)."""
+        if self.symmetric or self.dialog is None:
+            return self.peer
+        return self.dialog.next_hop_address() or self.peer
 
     # -- state ---------------------------------------------------------------------
     def _go(self, event: str) -> None:
@@ -167,14 +177,14 @@ class _Leg:
                                     extra_headers=headers)
         if body and content_type == SDP:
             self.last_sdp_sent = body
-        self.wire.request(self, purpose, req, self.peer, now)
+        self.wire.request(self, purpose, req, self.dialog_peer(), now)
 
     def _send_ack(self, cseq: int) -> None:
         if self.dialog is None:
             return
         if self.last_ack is None or self.last_ack[0] != cseq:
             self.last_ack = (cseq, self.dialog.create_ack(cseq))
-        self.wire.stateless(self.last_ack[1], self.peer)
+        self.wire.stateless(self.last_ack[1], self.dialog_peer())
 
     # -- controller -> leg: mid-call events ------------------------------------------
     def offer(self, ev: Offer, now: float) -> None:
@@ -484,7 +494,7 @@ class CalleeLeg(_Leg):
         cseq = self.invite.cseq.number
         self.last_ack = (cseq, self.dialog.create_ack(cseq, body=sdp,
                                                       content_type=SDP if sdp else None))
-        self.wire.stateless(self.last_ack[1], self.peer)
+        self.wire.stateless(self.last_ack[1], self.dialog_peer())
 
     def _early_dialog(self, resp: SipResponse) -> None:
         if resp.to_tag and self.invite is not None and self.dialog is None:

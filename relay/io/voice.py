@@ -16,6 +16,8 @@ Tunables live in relay.toml (see README "Configuration" and DESIGN.md):
     gc_full_seconds = 3600       # a full collection this often (0: never; see _tune_gc)
     announce_refusals = true     # unknown or frozen X hears why in 183 early media first
     no_early_media = []          # trunks (CIDRs) that get refusals unannounced
+    symmetric = []               # trunks (CIDRs, behind NAT) sent in-dialog requests at
+                                 # their source address, not their Contact / route set
     ivr_tries = 3                # AXE: extensions a caller may key before the hang-up
     ivr_first_digit = 10         # seconds after the prompt for the first digit
     ivr_pause = 3                # a pause this long ends the extension
@@ -89,6 +91,7 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
         hangup_on_freeze=bool(sip.get("hangup_on_freeze", False)),
         announce_refusals=bool(sip.get("announce_refusals", True)),
         no_early_media=tuple(str(n) for n in sip.get("no_early_media", ())),
+        symmetric=tuple(str(n) for n in sip.get("symmetric", ())),
         ivr_tries=int(sip.get("ivr_tries", 3)),
         ivr_first_digit=float(sip.get("ivr_first_digit", 10.0)),
         ivr_pause=float(sip.get("ivr_pause", 3.0)),

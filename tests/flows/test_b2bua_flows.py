@@ -558,12 +558,15 @@ def test_dialog_responses_echo_record_route_in_order() -> None:
     h.caller_ack()
     for _addr, data in (r for r in h.raw if r[0] == CALLEE):
         assert b"192.0.2.5" not in data and b"192.0.2.6" not in data
-    # The relay's own BYE toward the caller follows the route set (loose routing).
+    # The relay's own BYE toward the caller follows the route set (loose routing), and
+    # goes to its first hop, the proxy (§12.2.1.1).
+    h.caller_side.add(("192.0.2.5", 5060))
     h.switch.hangup(next(iter(h.switch.calls.values())), h.now)
     h.pump()
     bye = h.last("C", SipRequest, method="BYE")
     assert bye.headers.get_list("route") == rr
     assert bye.uri == f"sip:{A}@{CALLER[0]}:{CALLER[1]}"
+    assert next(a for a, d in h.raw if d.startswith(b"BYE")) == ("192.0.2.5", 5060)
 
 
 def test_refusals_and_in_dialog_answers_carry_no_record_route() -> None:
