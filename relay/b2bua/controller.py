@@ -79,6 +79,17 @@ class ControlSettings:
     hook_fallback_allow: bool = True  # a hook that fails or is late allows the call
 
 
+class SessionPort(Protocol):
+    """A leg's session timer (relay.sip.session_timer.SessionTimer), as the controller
+    sees it: when it needs the controller, and whether the relay refreshes."""
+
+    we_refresh: bool
+
+    def due(self) -> float: ...
+    def refresh_at(self) -> float: ...
+    def expires_at(self) -> float: ...
+
+
 class LegPort(Protocol):
     """What the controller knows of a leg: call-control events in, and its state."""
 
@@ -87,9 +98,12 @@ class LegPort(Protocol):
     late: bool
 
     @property
+    def session(self) -> SessionPort | None: ...  # RFC 4028, once the dialog is confirmed
+    @property
     def negotiating(self) -> bool: ...
     def deliver(self, ev: CCEvent, now: float) -> None: ...
     def can(self, event: str) -> bool: ...
+    def refresh(self, now: float) -> None: ...
 
 
 class Table(Protocol):
@@ -519,6 +533,7 @@ class CallController:
         self.host.counts["answered"] += 1
         limit = self.max_seconds or self.settings.max_call_seconds
         self._arm(Timer.DURATION, now + limit)
+        self._arm_session()
         self.host.emit(CallAnswered(self.id, now, *self._parties()))
 
     def _on_fail(self, leg: LegPort, ev: Fail, now: float) -> None:
@@ -633,6 +648,30 @@ class CallController:
 
     def _duration(self, now: float) -> None:
         self.hangup(now, cause=16, reason="max_duration")
+
+    def _arm_session(self) -> None:
+        """One timer for both legs' sessions, at the earlier leg's next need. A refresh
+        only postpones a leg's need, so a timer that fires early just re-arms."""
+        dues = [leg.session.due() for leg in (self.a, self.b)
+                if leg is not None and leg.session is not None]
+        if dues:
+            self._arm(Timer.SESSION, min(dues))
+
+    def _session(self, now: float) -> None:
+        """RFC 4028 §10: a leg not refreshed in time ends the call (BYE both, cause 102);
+        a leg the relay refreshes gets its UPDATE or re-INVITE."""
+        if self.phase is not Phase.CONNECTED:
+            return
+        for leg in (self.a, self.b):
+            session = leg.session if leg is not None else None
+            if leg is None or session is None:
+                continue
+            if now >= session.expires_at():
+                self.hangup(now, cause=102, reason="session_expired")
+                return
+            if session.we_refresh and now >= session.refresh_at():
+                leg.refresh(now)
+        self._arm_session()
 
     def _prompt_guard(self, now: float) -> None:
         self._played(now)
@@ -773,4 +812,5 @@ _TIMERS: dict[Timer, Callable[[CallController, float], None]] = {
     Timer.DURATION: CallController._duration,
     Timer.DIGITS: CallController._digits_timeout,
     Timer.PROMPT: CallController._prompt_guard,
+    Timer.SESSION: CallController._session,
 }

@@ -18,6 +18,8 @@ Tunables live in relay.toml (see README "Configuration" and DESIGN.md):
     no_early_media = []          # trunks (CIDRs) that get refusals unannounced
     symmetric = []               # trunks (CIDRs, behind NAT) sent in-dialog requests at
                                  # their source address, not their Contact / route set
+    session_expires = 1800       # RFC 4028 session interval per leg (0: no timers offered)
+    min_se = 90                  # a caller asking for less gets 422 (RFC 4028 floor: 90)
     ivr_tries = 3                # AXE: extensions a caller may key before the hang-up
     ivr_first_digit = 10         # seconds after the prompt for the first digit
     ivr_pause = 3                # a pause this long ends the extension
@@ -92,6 +94,8 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
         announce_refusals=bool(sip.get("announce_refusals", True)),
         no_early_media=tuple(str(n) for n in sip.get("no_early_media", ())),
         symmetric=tuple(str(n) for n in sip.get("symmetric", ())),
+        session_expires=int(sip.get("session_expires", 1800)),
+        min_se=int(sip.get("min_se", 90)),
         ivr_tries=int(sip.get("ivr_tries", 3)),
         ivr_first_digit=float(sip.get("ivr_first_digit", 10.0)),
         ivr_pause=float(sip.get("ivr_pause", 3.0)),
