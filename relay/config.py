@@ -56,6 +56,9 @@ class Config:
     media_ports: tuple[int, int] = (20000, 29999)
     smpp_accounts: dict[str, str] = field(default_factory=dict)
     api_tokens: dict[str, str] = field(default_factory=dict)  # token -> role
+    # [api] rate: requests/s per token, by role (0: unlimited); burst: that many seconds
+    api_rates: dict[str, float] = field(default_factory=lambda: {"admin": 0.0, "ops": 20.0})
+    api_burst: float = 3.0
     default_cc: str = ""
     quarantine: float = 86400.0
     frozen_hold: float = 7 * 86400.0
@@ -161,6 +164,15 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None,
             kw[name] = float(bindings[name])
     if "tokens" in raw.get("api", {}):
         kw["api_tokens"] = _tokens(raw["api"]["tokens"], "api.tokens")
+    api = raw.get("api", {})
+    if "rate" in api:
+        if not isinstance(api["rate"], dict) or not all(
+                isinstance(v, int | float) and v >= 0 for v in api["rate"].values()):
+            raise ConfigError("api.rate: expected a table of role = requests per second")
+        kw["api_rates"] = {"admin": 0.0, "ops": 20.0,
+                           **{str(k): float(v) for k, v in api["rate"].items()}}
+    if "burst" in api:
+        kw["api_burst"] = float(api["burst"])
     if "accounts" in raw.get("smpp", {}):
         kw["smpp_accounts"] = {str(k): str(v) for k, v in raw["smpp"]["accounts"].items()}
     dialplan = dict(raw.get("dialplan", {}))

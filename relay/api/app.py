@@ -7,8 +7,8 @@ reaches the store; every error leaves as `{"error": code, "detail": text}`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ from ..bindings.model import State
 from ..bindings.store import StoreUnavailable
 from ..bindings.validate import parse_create, parse_numbers, parse_update
 from ..errors import BadRequest, NotFound, RelayError
+from .guard import NumberFilter, RateLimiter, parse_json_body
 from .openapi import openapi_document
 from .query import query_limit, query_number
 from .views import binding_view, iso, route_view
@@ -104,19 +105,37 @@ def _ops_may_post(request: web.Request) -> bool:
         and request.path.endswith("/links")
 
 
-class MalformedBody(BadRequest):
-    status = 400
-    code = "invalid_json"
+class Forbidden(RelayError):
+    status = 403
+    code = "forbidden"
 
 
 async def _json(request: web.Request) -> Any:
-    raw = await request.read()
-    if not raw:
-        raise MalformedBody("a JSON body is required")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedBody("the body is not valid JSON") from None
+    """The body as JSON; malformed, deeply nested or out-of-range input is a 400."""
+    return parse_json_body(await request.read())
+
+
+# -- issue 13: per-token rate limits, and one filter over every answer for `ops` ----------
+GUARD: web.AppKey[tuple[RateLimiter, NumberFilter]] = web.AppKey("guard")
+
+
+@web.middleware
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    node = request.app[NODE]
+    limiter, numbers = request.app[GUARD]
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    role = node.config.api_tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+    if role is not None and (wait := limiter.wait(token.strip(), role)):
+        node.metrics.inc("relay_api_requests_total", request.method, "429")
+        return _error(429, "rate_limited", f"too many requests for this token; retry in "
+                      f"{wait:.2f} s", **{"Retry-After": str(max(1, math.ceil(wait)))})
+    resp = await handler(request)
+    if request.get(ROLE) == "ops" and isinstance(resp, web.Response) \
+            and resp.content_type == "application/json" and isinstance(resp.body, bytes):
+        cleaned = numbers.clean_body(resp.body, request.path)
+        if cleaned is not None:
+            resp.body = cleaned
+    return resp
 
 
 # -- bindings -----------------------------------------------------------------------------
@@ -230,6 +249,11 @@ async def route(request: web.Request) -> web.Response:
     service = q.get("service", "voice")
     if service not in ("voice", "sms"):
         raise BadRequest("service must be voice or sms")
+    if request[ROLE] != "admin":
+        # Issue 13: whether a caller is a party is the very thing `ops` must not learn
+        # (masked numbers would fall to a few thousand guesses), so for ops the dry run
+        # is X's own answer: the caller is not looked at, nor its blocklist or score.
+        caller = None
     table = node.table
     entry = table.lookup(x, caller, ext)
     policy = node.policies.for_binding(entry.policy) if entry is not None else None
@@ -249,7 +273,10 @@ async def route(request: web.Request) -> web.Response:
         except (StoreUnavailable, TimeoutError):
             admitted = node.config.counter_fail == "open"
         decision = counted(decision, admitted)
-    return web.json_response(route_view(decision, request[ROLE]))
+    view = route_view(decision, request[ROLE])
+    if request[ROLE] != "admin":
+        view["caller_considered"] = False
+    return web.json_response(view)
 
 
 async def _score(node: Node, caller: str | None, now: float) -> int:
@@ -266,6 +293,8 @@ async def _score(node: Node, caller: str | None, now: float) -> int:
 async def get_caller(request: web.Request) -> web.Response:
     """A caller's contact statistics (24 h, 7 d) and harassment score (dialplan.score)."""
     node = request.app[NODE]
+    if request[ROLE] != "admin":  # issue 13: a number's history tells whether it is a party
+        raise Forbidden("a caller's statistics are for admin tokens only")
     try:
         number = normalise(request.match_info["number"], node.config.default_cc)
     except InvalidNumber as exc:
@@ -443,8 +472,17 @@ ROUTES: list[tuple[str, str, Handler]] = [
 
 def build_api(node: Node) -> web.Application:
     """The aiohttp application for one node. More routes (calls, SMS) register on it."""
-    app = web.Application(middlewares=[_errors, _auth], client_max_size=8 * 1024 * 1024)
+    app = web.Application(middlewares=[_guard, _errors, _auth],
+                          client_max_size=8 * 1024 * 1024)
     app[NODE] = node
+    limiter = RateLimiter(node.config.api_rates, node.config.api_burst)
+    numbers = NumberFilter(lambda n: n in node.pool)
+    app[GUARD] = (limiter, numbers)
+    node.metrics.counter_from("relay_api_rate_limited_total", "API requests refused with "
+                              "429 (per-token rate limit)", lambda: float(limiter.limited))
+    node.metrics.counter_from("relay_api_numbers_masked_total", "real numbers the response "
+                              "filter masked in answers for the ops role",
+                              lambda: float(numbers.masked))
     node.metrics.counter("relay_api_requests_total", "API requests by method and status",
                          ("method", "status"))
     for method, path, handler in ROUTES:
