@@ -16,6 +16,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from .events.service import EventHub
 
+from .bindings.pending import PendingJournal
 from .bindings.pool import NumberPool
 from .bindings.service import BindingService, Lifecycle
 from .bindings.store import StoreUnavailable, open_store
@@ -50,6 +51,9 @@ class Node:
             self.store, self.table, self.pool,
             Lifecycle(default_cc=config.default_cc, quarantine=config.quarantine,
                       frozen_hold=config.frozen_hold), clock)
+        # Issue 13: freezes never wait for the store (relay.bindings.pending).
+        self.service.pending = PendingJournal(config.journal_path())
+        self.service.store_down = lambda: self.follower.degraded
         self.records = open_record_store(config.store)
         self.policies = PolicyBook(config.default_policy)
         self.policy_store = open_policy_store(config.store)
@@ -117,10 +121,12 @@ class Node:
                       exc)
             self.follower.degraded = True
             self.follower.last_error = str(exc)
+        self.service.overlay_pending()  # freezes the store has not taken yet hold here
         self.follower.start()
         self.record_writer.start()
         self.contact_writer.start()
         self._tasks.append(asyncio.create_task(self._sweeper(), name="sweeper"))
+        self._tasks.append(asyncio.create_task(self._replayer(), name="pending-changes"))
         self._tasks.append(asyncio.create_task(self._policy_refresher(), name="policies"))
         app = build_api(self)
         self.api = app
@@ -168,6 +174,21 @@ class Node:
                 log.debug("sweep skipped: %s", exc)
             except Exception:
                 log.exception("sweep failed")
+
+    async def _replayer(self) -> None:
+        """Write freezes made while the store was down once it is back (issue 13)."""
+        while True:
+            await asyncio.sleep(0.2)
+            if self.follower.degraded or not self.service.pending:
+                continue
+            try:
+                if done := await self.service.replay_pending():
+                    log.info("store is back: %d pending freezes/releases written", done)
+            except StoreUnavailable as exc:
+                log.debug("pending changes wait: %s", exc)
+            except Exception:
+                log.exception("writing pending changes failed")
+                await asyncio.sleep(1.0)
 
     async def _retention(self, days: float, interval: float) -> None:
         """`[recordings] retention_days`: sweep now, then every `interval` seconds.
@@ -220,6 +241,8 @@ class Node:
         await self.counters.close()
         await self.contacts.close()
         await self.store.close()
+        if self.service.pending is not None:
+            self.service.pending.close()
 
 
 async def serve(config: Config, ready: Callable[[Node], None] | None = None) -> None:

@@ -41,7 +41,7 @@ log = logging.getLogger("relay.api")
 NODE: web.AppKey[Node] = web.AppKey("node")
 ROLE: web.RequestKey[str] = web.RequestKey("role", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_PUBLIC = frozenset({"/", "/healthz", "/metrics", "/v1/openapi.json"})
+_PUBLIC = frozenset({"/", "/healthz", "/readyz", "/metrics", "/v1/openapi.json"})
 _WRITE = frozenset({"POST", "PATCH", "DELETE", "PUT"})
 
 
@@ -176,20 +176,31 @@ async def list_bindings(request: web.Request) -> web.Response:
 async def patch_binding(request: web.Request) -> web.Response:
     node = request.app[NODE]
     upd = parse_update(await _json(request), node.config.default_cc, node.clock())
+    exp = upd.changes.get("expires_at", 0)
+    if set(upd.changes) == {"expires_at"} and exp is not None and exp <= node.clock() \
+            and node.service.store_down():  # an expiry now is a freeze: it never waits
+        return await _stop_now(request, "freeze", "expired")
     b = await node.service.update(request.match_info["id"], upd.changes)
     return web.json_response(binding_view(b, request[ROLE], node.clock()))
 
 
-async def freeze_binding(request: web.Request) -> web.Response:
+async def _stop_now(request: web.Request, op: str, reason: str = "api") -> web.Response:
+    """A freeze or release; with the store down it is 202 and `"pending": true`: in force
+    on this node now, written and propagated when the store returns (issue 13)."""
     node = request.app[NODE]
-    b = await node.service.freeze(request.match_info["id"], "api")
-    return web.json_response(binding_view(b, request[ROLE], node.clock()))
+    b, stored = await node.service.stop_now(request.match_info["id"], op, reason)
+    view = binding_view(b, request[ROLE], node.clock())
+    if stored:
+        return web.json_response(view)
+    return web.json_response({**view, "pending": True}, status=202)
+
+
+async def freeze_binding(request: web.Request) -> web.Response:
+    return await _stop_now(request, "freeze")
 
 
 async def release_binding(request: web.Request) -> web.Response:
-    node = request.app[NODE]
-    b = await node.service.release(request.match_info["id"], "api")
-    return web.json_response(binding_view(b, request[ROLE], node.clock()))
+    return await _stop_now(request, "release")
 
 
 # -- numbers ------------------------------------------------------------------------------
@@ -370,8 +381,23 @@ async def healthz(request: web.Request) -> web.Response:
         "feed_offset": f.offset,
         "store_error": f.last_error if f.degraded else None,
         "draining": node.draining,
+        "pending_changes": len(node.service.pending or ()),
     }
     return web.json_response(body, status=503 if node.draining else 200)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """For load balancers: 200 only when this node is fully in step with the store;
+    503 while it is degraded (serving from memory), holds changes the store has not
+    taken, or drains. /healthz stays 200 then: the process is alive and routing."""
+    node = request.app[NODE]
+    f = node.follower
+    pending = len(node.service.pending or ())
+    why = ("draining" if node.draining else "degraded" if f.degraded
+           else "pending_changes" if pending else None)
+    body = {"status": why or "ready", "store": node.store_kind,
+            "store_error": f.last_error if f.degraded else None, "pending_changes": pending}
+    return web.json_response(body, status=503 if why else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -465,6 +491,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("DELETE", "/v1/blocklist/{number}", delete_block),
     ("GET", "/v1/openapi.json", openapi),
     ("GET", "/healthz", healthz),
+    ("GET", "/readyz", readyz),
     ("GET", "/metrics", metrics),
     ("GET", "/", ops_page),
 ]
