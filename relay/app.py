@@ -25,6 +25,7 @@ from .bindings.table import BindingTable
 from .config import Config
 from .contacts import ContactWriter, Scores, open_contact_store
 from .counters import open_counter_store
+from .live_journal import LiveJournal
 from .metrics import Metrics
 from .policies import PolicyBook, open_policy_store
 from .recordings_config import recordings_settings
@@ -55,6 +56,7 @@ class Node:
         self.service.pending = PendingJournal(config.journal_path())
         self.service.store_down = lambda: self.follower.degraded
         self.records = open_record_store(config.store)
+        self.live_calls = LiveJournal(config.journal_path())  # issue 13: crash-safe records
         self.policies = PolicyBook(config.default_policy)
         self.policy_store = open_policy_store(config.store)
         self.counters = open_counter_store(config.store)
@@ -150,6 +152,12 @@ class Node:
                 self._retention(rec.retention_days, rec.retention_interval),
                 name="retention"))
         # -- subsystems: end --
+        try:  # after the media backend finished the spools a crash left (attach_voice)
+            await self.live_calls.close_crashed(self.records, self.config.recordings)
+        except StoreUnavailable as exc:
+            log.error("calls left live by a crash stay journaled until the store is back "
+                      "at the next start: %s", exc)
+        self.live_calls.start()
         for hook in self.on_start:
             await hook(self)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -226,6 +234,7 @@ class Node:
         for hook in reversed(self.on_stop):
             with contextlib.suppress(Exception):
                 await hook(self)
+        await self.live_calls.stop()
         await self.record_writer.stop()
         await self.contact_writer.stop()
         for t in self._tasks:
