@@ -31,10 +31,14 @@ def _journaled(path: Path) -> list[dict[str, Any]]:
     return [json.loads(r[0]) for r in rows]
 
 
-def test_calls_live_at_kill_9_get_crash_records_with_recordings(relay_factory: Any,
-                                                                tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_calls_live_at_kill_9_get_crash_records_with_recordings(
+        relay_factory: Any, tmp_path: Path, request: pytest.FixtureRequest,
+        store: str) -> None:
     out = udp_port()
-    relay = relay_factory(f"sqlite:///{tmp_path}/relay.db", relay_args(out, tmp_path))
+    url = (request.getfixturevalue("redis_server").url if store == "redis"
+           else f"sqlite:///{tmp_path}/relay.db")
+    relay = relay_factory(url, relay_args(out, tmp_path))
     binding = bind(relay.base, record=True, out_id="order-crash")
     talk_a = write_tone_pcap(tmp_path / "a.pcap", 440.0, 20.0)
     talk_b = write_tone_pcap(tmp_path / "b.pcap", 1000.0, 20.0)
@@ -45,7 +49,9 @@ def test_calls_live_at_kill_9_get_crash_records_with_recordings(relay_factory: A
                         "-key", "pcap", str(talk_a)])
     uas.start()
     uac.start()
-    journal = tmp_path / f"journal-sip{relay.sip_port}.db"
+    # Beside the SQLite file, else in the node's ./var (its working folder here).
+    journal = (tmp_path if store == "sqlite" else relay.workdir / "var") \
+        / f"journal-sip{relay.sip_port}.db"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         live = _journaled(journal)
