@@ -55,6 +55,7 @@ class Node:
         # Issue 13: freezes never wait for the store (relay.bindings.pending).
         self.service.pending = PendingJournal(config.journal_path())
         self.service.store_down = lambda: self.follower.degraded
+        self.follower.on_load = self.service.overlay_pending
         self.records = open_record_store(config.store)
         self.live_calls = LiveJournal(config.journal_path())  # issue 13: crash-safe records
         self.policies = PolicyBook(config.default_policy)
@@ -123,7 +124,6 @@ class Node:
                       exc)
             self.follower.degraded = True
             self.follower.last_error = str(exc)
-        self.service.overlay_pending()  # freezes the store has not taken yet hold here
         self.follower.start()
         self.record_writer.start()
         self.contact_writer.start()
