@@ -176,10 +176,6 @@ async def list_bindings(request: web.Request) -> web.Response:
 async def patch_binding(request: web.Request) -> web.Response:
     node = request.app[NODE]
     upd = parse_update(await _json(request), node.config.default_cc, node.clock())
-    exp = upd.changes.get("expires_at", 0)
-    if set(upd.changes) == {"expires_at"} and exp is not None and exp <= node.clock() \
-            and node.service.store_down():  # an expiry now is a freeze: it never waits
-        return await _stop_now(request, "freeze", "expired")
     b = await node.service.update(request.match_info["id"], upd.changes)
     return web.json_response(binding_view(b, request[ROLE], node.clock()))
 
