@@ -1,11 +1,13 @@
 """API hardening (issue 13): strict JSON bodies, per-token rate limits, and the one
 response filter that keeps real numbers away from the `ops` role.
 
-The filter is deliberately deny-by-default: in an answer for `ops`, any string that looks
-like a phone number (7 to 15 digits, `+` optional) and is not one of the relay's own
-numbers (the pool: X is never secret) is masked, whichever handler produced it. That
-covers every party of every binding, including ones created a moment ago, without an
-index of parties; the per-handler masking stays as the first line.
+The filter is deliberately deny-by-default: in an answer for `ops`, any E.164 number in
+a string (`+` and 7 to 15 digits: the form every number takes once the relay has
+normalised it) that is not one of the relay's own numbers (the pool, or the value of an
+`x` field: X is never secret) is masked, whichever handler produced it. That covers every
+party of every binding, including ones created a moment ago, without an index of
+parties; the per-handler masking stays as the first line. Bare digit runs are left
+alone: they cannot be told from times and sizes (`?expires=1796673706`) without one.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ class RateLimiter:
         return (1.0 - b[0]) / rate
 
 
-_PHONE = re.compile(r"(?<![\w+*])\+?\d{7,15}(?![\w*])")
+_PHONE = re.compile(r"(?<![\w+*])\+\d{7,15}(?![\w*])")
 
 
 class NumberFilter:
@@ -129,18 +131,18 @@ class NumberFilter:
         self.masked = 0
 
     def _sub(self, m: re.Match[str]) -> str:
-        text = m.group(0)
-        e164 = text if text.startswith("+") else "+" + text
+        e164 = m.group(0)
         if self.own(e164):
-            return text
-        self._hits.append(mask(e164) or "")
-        return mask(e164) or ""
+            return e164
+        masked = mask(e164) or ""
+        self._hits.append(masked)
+        return masked
 
     def _clean(self, v: Any) -> Any:
         if isinstance(v, str):
             return _PHONE.sub(self._sub, v) if len(v) >= 7 else v
-        if isinstance(v, dict):
-            return {self._clean(k): self._clean(x) for k, x in v.items()}
+        if isinstance(v, dict):  # "x" holds the relay's own number, by contract
+            return {self._clean(k): x if k == "x" else self._clean(x) for k, x in v.items()}
         if isinstance(v, list):
             return [self._clean(x) for x in v]
         return v

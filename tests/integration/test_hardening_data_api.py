@@ -42,8 +42,9 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
 
 async def _leak(request: web.Request) -> web.Response:
     """A careless handler (test-only) that puts B's real number in its answer."""
-    return web.json_response({"note": f"forwarded to {B} ({B[3:]})", "x": X1,
-                              "nested": [{"who": B2}], "size": 123456789012})
+    return web.json_response({"note": f"forwarded to {B} (tel:{B};ok)", "x": X1,
+                              "nested": [{"who": B2}], "size": 123456789012,
+                              "link": "/v1/r?expires=1796673706&sig=ab12"})
 
 
 @pytest.fixture
@@ -141,11 +142,13 @@ async def test_one_filter_masks_real_numbers_in_any_ops_answer(client: Client,
                                                                node: Node) -> None:
     r = await client.get("/v1/test-leak", headers=OPS)
     text = await r.text()
-    assert r.status == 200 and B not in text and B[3:] not in text and B2 not in text, text
+    assert r.status == 200 and B not in text and B2 not in text, text
     got = json.loads(text)
     assert got["x"] == X1  # the relay's own number is never masked
-    assert got["size"] == 123456789012  # numbers that are JSON numbers are not phone numbers
-    assert "+86139****0001" in got["note"] and got["nested"][0]["who"] == "+86139****0077"
+    # Times and sizes are not phone numbers, in JSON numbers or in strings.
+    assert got["size"] == 123456789012 and got["link"].endswith("expires=1796673706&sig=ab12")
+    assert got["note"] == "forwarded to +86139****0001 (tel:+86139****0001;ok)"
+    assert got["nested"][0]["who"] == "+86139****0077"
     assert 'relay_api_numbers_masked_total 3' in node.metrics.render()
     admin = await (await client.get("/v1/test-leak", headers=ADMIN)).json()
     assert B in admin["note"]
