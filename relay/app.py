@@ -153,7 +153,9 @@ class Node:
                 name="retention"))
         # -- subsystems: end --
         try:  # after the media backend finished the spools a crash left (attach_voice)
-            await self.live_calls.close_crashed(self.records, self.config.recordings)
+            await self.live_calls.close_crashed(
+                self.records, self.config.recordings,
+                self.events.on_call_event if self.events is not None else None)
         except StoreUnavailable as exc:
             log.error("calls left live by a crash stay journaled until the store is back "
                       "at the next start: %s", exc)

@@ -160,9 +160,12 @@ class LiveJournal:
     def _forget(self, ids: list[str]) -> None:
         self._open().executemany("DELETE FROM live_calls WHERE id = ?", [(i,) for i in ids])
 
-    async def close_crashed(self, records: RecordStore, recordings: Path | str) -> int:
+    async def close_crashed(self, records: RecordStore, recordings: Path | str,
+                            announce: Sink | None = None) -> int:
         """Write a crash record for every call the last run left live; returns how many.
-        Run at start, after the media backend finished the spools the crash left."""
+        Run at start, after the media backend finished the spools the crash left.
+        `announce` (the events hub's sink) hears a CallEnded for each, after its record
+        is stored, so webhooks get `call.ended` with `end_reason: crash`."""
         loop = asyncio.get_running_loop()
         rows = await loop.run_in_executor(self._pool, self._left_behind)
         if not rows:
@@ -175,6 +178,9 @@ class LiveJournal:
             out.append(crash_record(doc, seen_at, meta))
         if out:
             await records.put_many("call", out)
+            for rec in out:
+                if announce is not None:
+                    announce(CallEnded(rec["id"], time.time(), rec))
         await loop.run_in_executor(self._pool, self._forget, [d["id"] for d, _ in rows])
         log.warning("closed %d call record(s) left open by a crash (end_reason crash)",
                     len(out))

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import free_port
+from event_receiver import Receiver
 from sipp_harness import A, B, X, api, bind, callee, caller, calls, relay_args, udp_port
 
 from loadtest.tones import write_tone_pcap
@@ -38,7 +40,13 @@ def test_calls_live_at_kill_9_get_crash_records_with_recordings(
     out = udp_port()
     url = (request.getfixturevalue("redis_server").url if store == "redis"
            else f"sqlite:///{tmp_path}/relay.db")
-    relay = relay_factory(url, relay_args(out, tmp_path))
+    receiver = Receiver(free_port(), "hook-secret-0123456789")
+    receiver.start()
+    request.addfinalizer(receiver.stop)
+    conf = tmp_path / "relay.toml"
+    conf.write_text(f'[events]\nurl = "{receiver.url}"\nsecret = "{receiver.secret}"\n'
+                    "backoff = 0.1\nbackoff_max = 0.5\n")
+    relay = relay_factory(url, relay_args(out, tmp_path, "--config", str(conf)))
     binding = bind(relay.base, record=True, out_id="order-crash")
     talk_a = write_tone_pcap(tmp_path / "a.pcap", 440.0, 20.0)
     talk_b = write_tone_pcap(tmp_path / "b.pcap", 1000.0, 20.0)
@@ -91,3 +99,10 @@ def test_calls_live_at_kill_9_get_crash_records_with_recordings(
         assert end <= killed_ms + 500, (end, killed_ms)
         assert one["duration_ms"] == end - answer
     assert _journaled(journal) == []  # closed once, not again at the next start
+    # Webhooks hear of them too: call.ended with end_reason crash, once per call.
+    got = receiver.wait_for(lambda evs: sum(
+        e["type"] == "call.ended" and e["record"]["end_reason"] == "crash" for e in evs) >= 2)
+    ended = {e["call_id"] if "call_id" in e else e["record"]["id"] for e in got
+             if e["type"] == "call.ended" and e["record"]["end_reason"] == "crash"}
+    assert ended == {rec["id"] for rec in found}
+    receiver.check()
