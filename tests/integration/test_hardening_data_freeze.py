@@ -88,3 +88,33 @@ def test_freeze_while_redis_is_down(redis_server: Any, relay_factory: Any,
     _refused_410(tmp_path, n2.sip_port, "n2_frozen", B, X)
     assert _route(n1.base, X, A)["code"] == 410  # and still on node 1
     assert _route(n2.base, X2, A)["code"] == 404  # released: X2 is unknown everywhere
+
+
+def test_a_pending_freeze_survives_kill_9(redis_server: Any, relay_factory: Any,
+                                          tmp_path: Path) -> None:
+    """The journal is on disk before the 202: a node killed while Redis is down writes
+    the freeze at its next start, and the other node learns it."""
+    import signal
+
+    out = udp_port()
+    n1 = relay_factory(redis_server.url, relay_args(out, tmp_path), name="one")
+    n2 = relay_factory(redis_server.url, relay_args(out, tmp_path), name="two")
+    axb = bind(n1.base)
+    _until(lambda: _route(n2.base, X, A)["action"] == "bridge")
+    redis_server.stop()
+    status, body, _ = _req(n1.base, "POST", f"/v1/bindings/{axb['id']}/freeze")
+    assert status == 202 and body["pending"] is True
+    assert n1.proc is not None
+    n1.proc.send_signal(signal.SIGKILL)
+    n1.proc.wait(10)
+    redis_server.start()
+    # Nothing wrote it yet: the store and node 2 still say active.
+    _until(lambda: _req(n2.base, "GET", "/readyz")[0] == 200, 60)
+    assert api(n2.base, "GET", f"/v1/bindings/{axb['id']}")["state"] == "active"
+    n1.start(timeout=60)  # same folder: same journal
+    _until(lambda: _route(n2.base, X, A).get("code") == 410, 60)
+    frozen = api(n2.base, "GET", f"/v1/bindings/{axb['id']}")
+    assert frozen["state"] == "frozen" and frozen["reason"] == "api"
+    # frozen_at is when the freeze was asked for, not when the store took it.
+    assert frozen["frozen_at"] == body["frozen_at"]
+    _until(lambda: _req(n1.base, "GET", "/readyz")[0] == 200, 60)
