@@ -194,7 +194,7 @@ async def attach_voice(node: Node) -> None:
             if cfg_.hook_url else None)
     server = SipServer(switch, media, record, prompts=prompts.path, counters=node.counters,
                        scores=node.scores, counter_timeout=cfg_.counter_timeout, hook=hook,
-                       events=hub.on_call_event if hub is not None else None)
+                       events=node.live_calls.sink(hub.on_call_event if hub else None))
     if hook is not None:
         node.on_stop.append(lambda _node: hook.close())
     await server.start(udp, tcp=bool(sip.get("tcp", True)))
