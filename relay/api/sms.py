@@ -74,8 +74,10 @@ async def get_message(request: web.Request) -> web.Response:
     msg_id = request.match_info["id"]
     rec = await node.records.get(KIND, msg_id)
     if rec is None:
-        svc = getattr(node, "sms", None)  # written in batches: look at the recent ones too
-        rec = svc.recent(msg_id) if svc is not None else None
+        # Written in batches (look at the recent ones too), and a part's id leads to its
+        # message's record (issue 17: gateways keep the id of each part).
+        svc = getattr(node, "sms", None)
+        rec = await svc.find(msg_id) if svc is not None else None
     if rec is None:
         raise NotFound(f"no message {msg_id}")
     return web.json_response(message_view(rec, request[ROLE]))
@@ -112,7 +114,7 @@ PATHS: dict[str, dict[str, Any]] = {
                                       "messages": {"type": "array", "items": _MSG},
                                       "next": {"type": "string"}}}}}}}}},
     "/v1/messages/{id}": {"get": {
-        "summary": "One message record",
+        "summary": "One message record (by its id or the id of any of its parts)",
         "parameters": [{"name": "id", "in": "path", "required": True,
                         "schema": {"type": "string"}}],
         "responses": {"200": {"description": "the record",
