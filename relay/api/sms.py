@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..errors import BadRequest, NotFound, Unavailable
-from ..events.records import MessageRecord
+from ..events.records import MessageRecord, to_iso
 from .app import NODE, ROLE, _json
 from .openapi import add_paths
 from .query import list_records
@@ -26,7 +26,15 @@ MAX_TEXT = 255 * 67  # the most a 255-part UCS-2 message can carry
 def message_view(rec: dict[str, Any], role: str) -> dict[str, Any]:
     """A stored message record in the API's form (`MessageRecord.to_json`): real numbers
     for admin, masked for ops. X is the relay's own number and is never masked."""
-    return MessageRecord.from_doc(rec).to_json(real_numbers=role == "admin")
+    out = MessageRecord.from_doc(rec).to_json(real_numbers=role == "admin")
+    # Issue 17: the ids of a long message's parts (each leads here), and how often a
+    # gateway resent the message (refused, or its answer lost) within the retry window.
+    if rec.get("part_ids"):
+        out["part_ids"] = list(rec["part_ids"])
+    if rec.get("retries"):
+        out["retries"] = int(rec["retries"])
+        out["last_retry_at"] = to_iso(rec.get("last_retry_at"))
+    return out
 
 
 def _service(request: web.Request) -> SmsService:

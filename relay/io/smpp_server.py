@@ -138,6 +138,7 @@ class SmppConnection(asyncio.Protocol):
         self.closed = asyncio.Event()
         self.protocol_errors = 0
         self.rejected = 0
+        self.unbound_by_us = False  # our unbind was answered (graceful stop)
         self._ref: SessionRef | None = None
 
     @property
@@ -243,6 +244,8 @@ class SmppConnection(asyncio.Protocol):
             elif isinstance(ev, MessageRejected):
                 self.rejected += 1
             elif isinstance(ev, Unbound | ConnectionClosed):
+                if isinstance(ev, Unbound) and not ev.by_peer:
+                    self.unbound_by_us = True
                 log.info("smpp link ended system_id=%s peer=%s: %s",
                          self.session.peer_system_id, self.peer, ev)
                 if isinstance(ev, ConnectionClosed):
@@ -301,17 +304,13 @@ class SmppConnection(asyncio.Protocol):
         if not self.session.bound or self.transport is None:
             return False
         try:
-            sent = self.session.unbind(self._loop.time())
+            self.session.unbind(self._loop.time())
         except LocalSmppError:
             return False
-        fut: asyncio.Future[Pdu] = self._loop.create_future()
-        self._waiters[sent.sequence] = fut
         self.flush()
-        try:
-            resp = await asyncio.wait_for(fut, timeout)
-        except (TimeoutError, ConnectionError):
-            return False
-        return resp.command_id == c.UNBIND_RESP
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.closed.wait(), timeout)
+        return self.unbound_by_us
 
 
 class SmppServer:

@@ -411,7 +411,7 @@ class SmsService:
         self._note_parts(first, part_ids, record_id=seen.record_id)
         if seen.command_status == c.ESME_ROK:
             if first is not None:
-                first.update(resent=seen.retries, last_retry_at=now)
+                first.update(retries=seen.retries, last_retry_at=now)
                 self._update(first)
             log.info("sms %s: resend of a forwarded message answered again, not forwarded",
                      seen.record_id)
