@@ -322,3 +322,43 @@ def test_graceful_stop_answers_messages_in_flight_and_unbinds(relay: Any) -> Non
     finally:
         tx.close()
         rx.close()
+
+
+def test_a_resend_after_a_lost_answer_is_not_forwarded_twice(relay_factory: Any,
+                                                             tmp_path: Path) -> None:
+    port = free_port()
+    cfg = tmp_path / "relay.toml"
+    cfg.write_text('[sms]\ngateway = "gw2"\n')  # B's copies go to gw2
+    node = relay_factory(f"sqlite:///{tmp_path}/relay.db",
+                         ["--config", str(cfg), "--smpp", f"127.0.0.1:{port}",
+                          "--smpp-account", "gw1:pw1", "--smpp-account", "gw2:pw2"], "lost")
+    binding = make_binding(node.base)
+    far = RawEsme(port, "gw2", "pw2")
+    first = RawEsme(port, "gw1", "pw1")
+    try:
+        first.send(submit(A, "see you at 8"))
+        deliver = far.read()
+        assert isinstance(deliver, DeliverSm)
+        first.close()  # gw1's link drops before the relay can answer it
+        time.sleep(0.5)
+        far.sock.sendall(bytes(DeliverSmResp(sequence=deliver.sequence)))
+        time.sleep(0.5)
+        # gw1 reconnects and resends (new link, new sequence number).
+        again = RawEsme(port, "gw1", "pw1")
+        again.send(submit(A, "see you at 8"))
+        resp = again.read()
+        assert isinstance(resp, SubmitSmResp) and resp.command_status == c.ESME_ROK
+        with pytest.raises(TimeoutError):
+            far.read(timeout=2.0)  # B does not get it twice
+        again.close()
+    finally:
+        far.close()
+    recs = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        recs = http("GET", f"{node.base}/v1/messages?binding={binding}")[1]["messages"]
+        if recs and recs[0].get("retries") == 1:
+            break
+        time.sleep(0.1)
+    assert len(recs) == 1 and recs[0]["id"] == resp.message_id
+    assert recs[0]["status"] == "delivered" and recs[0]["retries"] == 1
