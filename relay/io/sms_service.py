@@ -332,7 +332,8 @@ class SmsService:
         """
         node = self.node
         now = node.clock()
-        retry_key = (origin, sender_raw, x_raw, text_sha256(text, payload))
+        sha = text_sha256(text, payload)
+        retry_key = (origin, sender_raw, x_raw, sha)
         seen = self.retries.retry(retry_key, now)
         if seen is not None:
             again = self._resend(seen, retry_key, part_ids, now)
@@ -365,7 +366,8 @@ class SmsService:
                 action = plan(sender, x, decision)
         rec = message_record(msg_id, now=now, sender=sender, x=x, text=text, payload=payload,
                              data_coding=data_coding, parts=parts, origin=origin,
-                             retain_text=self.settings.retain_text, action=action, route=route)
+                             retain_text=self.settings.retain_text, action=action, route=route,
+                             text_sha256=sha)
         self._note_parts(rec, part_ids)
         if seen is not None:  # a resend of a temporarily refused message: one record
             first = self._recent.get(seen.record_id)

@@ -153,21 +153,23 @@ def split_payload(data_coding: int, text: str | None, payload: bytes,
 def message_record(
     msg_id: str, *, now: float, sender: str, x: str, text: str | None, payload: bytes,
     data_coding: int, parts: int, origin: str, retain_text: bool,
-    action: Action | None, route: str,
+    action: Action | None, route: str, text_sha256: str | None = None,
 ) -> dict[str, Any]:
     """The message record as stored (real numbers; the API masks them by role).
 
     Only a SHA-256 of the text is kept unless `retain_text`: the relay exists to keep
     parties apart, and message bodies often carry addresses and names.
     """
-    body = text.encode("utf-8") if text is not None else payload
+    if text_sha256 is None:
+        body = text.encode("utf-8") if text is not None else payload
+        text_sha256 = hashlib.sha256(body).hexdigest()
     rec: dict[str, Any] = {
         "id": msg_id, "started_at": now, "received_at": now, "x": x, "sender": sender,
         "recipient": None, "binding": None, "direction": None, "origin": origin,
         "route": route, "parts": parts, "data_coding": data_coding,
         "forwarded_at": None, "delivered_at": None, "status": "received",
         "reason": None, "policy_reason": None, "command_status": None, "far_id": None,
-        "text_sha256": hashlib.sha256(body).hexdigest(),
+        "text_sha256": text_sha256,
     }
     if retain_text:
         rec["text"] = text
