@@ -203,6 +203,8 @@ def part_receipts(origin: Origin, stat: str, done: float) -> list[Receipt]:
     receipt to the part they stored (Kannel keeps the id of each part it sent)."""
     success = stat == "DELIVRD"
     parts = origin.parts or ((origin.msg_id, origin.registered_delivery),)
+    if not any(receipt_wanted(rd, success) for _, rd in parts):
+        return []  # the common case: nobody asked, build nothing
     submit = datetime.fromtimestamp(origin.submitted_at, UTC)
     done_at = datetime.fromtimestamp(done, UTC)
     return [Receipt(message_id=pid, stat=stat, submit_date=submit, done_date=done_at,
