@@ -154,7 +154,12 @@ def test_every_part_has_an_id_leading_to_the_record_and_its_own_receipt(relay: A
     second = {message(relay.base, i)[1]["id"] for i in ids[3:]}
     assert first == {ids[0]} and second == {ids[3]}
     rec = message(relay.base, ids[4])[1]
-    assert rec["parts"] == 3 and rec["status"] == "delivered"
+    assert rec["parts"] == 3 and rec["status"] == "delivered" and rec["part_ids"] == ids[3:]
+    # From the store too, after a restart (nothing in memory).
+    relay.stop()
+    relay.start()
+    assert message(relay.base, ids[5])[1]["id"] == ids[3]
+    assert message(relay.base, ids[1])[1]["id"] == ids[0]
 
 
 def test_error_responses_carry_an_empty_message_id_and_unknown_tlvs_are_ignored(

@@ -107,6 +107,7 @@ def test_kannel_texts_receipts_refusal_and_restart(setup: Any, tmp_path: Path) -
     x2 = "+8617000000002"
     binding2 = make_binding(relay.base, x=x2)
     relay.stop()
+    assert "smpp unbound 1 of 1 gateway link(s)" in Path(relay.log).read_text()
     mo_before = len(receiver.mo)
     queued = [f"queued message {i}" for i in range(3)]
     for i, text in enumerate(queued):
