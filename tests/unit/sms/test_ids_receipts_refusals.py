@@ -191,3 +191,13 @@ def test_query_and_cancel_reach_the_application_with_a_message_store() -> None:
     assert isinstance(evs[0], CancelRequested)
     srv.answer_cancel(evs[0].pdu, c.ESME_RCANCELFAIL)
     assert wire(srv) == [CancelSmResp(sequence=6, command_status=c.ESME_RCANCELFAIL)]
+
+
+def test_retry_window_setting() -> None:
+    from relay.config import ConfigError
+    from relay.io.sms_service import SmsSettings
+
+    assert SmsSettings.from_extra({}).retry_window == 3600.0
+    assert SmsSettings.from_extra({"sms": {"retry_window": 60}}).retry_window == 60.0
+    with pytest.raises(ConfigError, match="sms"):
+        SmsSettings.from_extra({"sms": {"retry_window": "soon"}})
