@@ -371,7 +371,7 @@ class SmppServer:
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("smpp server listening on %s:%d", self.host, self.port)
 
-    async def stop(self, drain: float = 10.0, unbind: float = 3.0) -> None:
+    async def stop(self, drain: float = 5.0, unbind: float = 3.0) -> None:
         """Stop gracefully: stop listening; leave new messages unanswered (the gateway
         resends them on its next link); let messages already being handled finish and
         be answered (up to `drain` seconds); unbind every bound link and wait for its
