@@ -18,6 +18,7 @@ Tunables live in relay.toml (see README "Configuration" and DESIGN.md):
     no_early_media = []          # trunks (CIDRs) that get refusals unannounced
     symmetric = []               # trunks (CIDRs, behind NAT) sent in-dialog requests at
                                  # their source address, not their Contact / route set
+    probe_interval = 30          # OPTIONS to each [[sip.trunk]] this often (0: never)
     session_expires = 1800       # RFC 4028 session interval per leg (0: no timers offered)
     min_se = 90                  # a caller asking for less gets 422 (RFC 4028 floor: 90)
     ivr_tries = 3                # AXE: extensions a caller may key before the hang-up
@@ -33,6 +34,13 @@ Tunables live in relay.toml (see README "Configuration" and DESIGN.md):
     overload_retry_after = 5     # seconds, in the 503
     overload_sample = 100        # one call record per this many 503s (the rest: a counter)
     overload_force_after = 0     # test knob: admit this many calls, then shed every new one
+
+    [[sip.trunk]]                # outbound trunks (none: the one --outbound address)
+    name = "carrier-a"           # in call records ("trunk") and metrics
+    host = "192.0.2.50"          # an address, or a DNS name (RFC 3263: NAPTR/SRV/A)
+    port = 5060                  # optional with a DNS name (SRV gives it)
+    priority = 1                 # lower first; a call fails over to the next trunk on
+    weight = 10                  # 408, 503 or no answer before anything rang
 
     [media]
     bind = "127.0.0.1"           # RTP sockets (default: the SIP host)
@@ -60,6 +68,8 @@ from typing import TYPE_CHECKING, Any
 
 from relay.b2bua.callmap import CallMap, Settings
 from relay.b2bua.overload import OverloadConfig, OverloadGuard
+from relay.b2bua.trunks import Trunk, parse_trunks
+from relay.config import ConfigError
 from relay.contacts import contact_from_call
 from relay.media.backend import MediaBackend
 from relay.media.prompts import PromptSet
@@ -94,6 +104,8 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
         announce_refusals=bool(sip.get("announce_refusals", True)),
         no_early_media=tuple(str(n) for n in sip.get("no_early_media", ())),
         symmetric=tuple(str(n) for n in sip.get("symmetric", ())),
+        outbound_trunks=_trunks(sip.get("trunk", ())),
+        probe_interval=float(sip.get("probe_interval", 30.0)),
         session_expires=int(sip.get("session_expires", 1800)),
         min_se=int(sip.get("min_se", 90)),
         ivr_tries=int(sip.get("ivr_tries", 3)),
@@ -114,6 +126,17 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
             force_after=int(sip.get("overload_force_after", 0)))),
     )
     return s, sip
+
+
+def _trunks(items: Any) -> tuple[Trunk, ...]:
+    """`[[sip.trunk]]` tables (relay.b2bua.trunks); a bad one stops the relay, named."""
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, dict) for i in items):
+        raise ConfigError("[[sip.trunk]]: each trunk is a table (host, port, priority, "
+                          "weight, name)")
+    try:
+        return tuple(parse_trunks(items))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 async def _media_backend(cfg: Any, media_cfg: dict[str, Any], advertise: str,
@@ -308,6 +331,12 @@ def _metrics(node: Node, switch: CallMap, server: SipServer, media: MediaBackend
                    "unparsable SIP messages (answered 400 if possible)",
                    lambda: float(layer.stats["malformed"]))
     m.gauge("relay_sip_transactions", "live SIP transactions", lambda: float(len(layer)))
+    trunks = switch.trunks.trunks
+    m.gauge("relay_trunks_up", "outbound trunks up (last OPTIONS probe or call answered)",
+            lambda: float(sum(t.up for t in trunks)))
+    m.counter_from("relay_trunk_failovers_total",
+                   "calls moved to the next outbound trunk (408, 503 or silence)",
+                   lambda: float(sum(t.failovers for t in trunks)))
     m.gauge("relay_sip_dialogs", "SIP dialogs the relay holds (two per answered call)",
             lambda: float(switch.dialog_count))
     m.counter_from("relay_sip_adapter_errors_total", "exceptions caught in the SIP adapter",
