@@ -130,7 +130,10 @@ def encode_name(name: str) -> bytes:
     """RFC 1035 §3.1: a sequence of length-prefixed labels ending with the root label."""
     out = bytearray()
     for label in _normalise(name).split(".") if _normalise(name) else []:
-        raw = label.encode("idna") if not label.isascii() else label.encode("ascii")
+        try:
+            raw = label.encode("ascii") if label.isascii() else label.encode("idna")
+        except UnicodeError as exc:
+            raise DnsError(f"bad label in {name!r}") from exc
         if not 0 < len(raw) <= 63:
             raise DnsError(f"bad label in {name!r}")
         out += bytes([len(raw)]) + raw
