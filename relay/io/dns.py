@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +60,27 @@ class _Entry:
     expires: float
 
 
+class _CacheView(Mapping[tuple[str, int], Sequence[RData]]):
+    """The cache as the walk reads it (stale entries included), without a copy."""
+
+    __slots__ = ("_cache",)
+
+    def __init__(self, cache: OrderedDict[tuple[str, int], _Entry]) -> None:
+        self._cache = cache
+
+    def __getitem__(self, key: tuple[str, int]) -> Sequence[RData]:
+        return self._cache[key].data
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._cache
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return iter(self._cache)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
 class _Failed(Exception):
     """One query got no usable answer from any server."""
 
@@ -92,7 +113,8 @@ class Resolver:
                  timeout: float = 2.0, tries: int = 2, max_entries: int = 1024,
                  negative_floor: float = 5.0, negative_cap: float = 300.0,
                  max_ttl: float = 86400.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 random: Callable[[], float] | None = None) -> None:
         self.servers = list(servers) if servers is not None else servers_from_resolv_conf()
         self.timeout = timeout
         self.tries = tries
@@ -101,6 +123,7 @@ class Resolver:
         self.negative_cap = negative_cap
         self.max_ttl = max_ttl
         self.clock = clock
+        self.random = random  # for the RFC 2782 draw; None: the system CSPRNG
         self.queries_sent = 0  # datagrams and TCP queries sent, for tests and metrics
         self._cache: OrderedDict[tuple[str, int], _Entry] = OrderedDict()
         self._inflight: dict[tuple[str, int], asyncio.Future[list[RData]]] = {}
@@ -119,7 +142,7 @@ class Resolver:
         failed = False
         for _ in range(16):  # NAPTR, SRV, A/AAAA: a few rounds; the cap is a backstop
             step = walk(host, port, transport, found, secure=secure, transports=transports,
-                        families=families)
+                        families=families, random=self.random)
             if not step.needed:
                 if not step.targets and failed:
                     raise DnsUnavailable(f"no DNS answer for {host}")
@@ -141,9 +164,8 @@ class Resolver:
         """The targets from the cache, stale or not, without waiting; None when some
         record set was never fetched (the caller then falls back or waits for a refresh).
         SRV order is drawn afresh on each call, so weights still spread the load."""
-        found = {key: entry.data for key, entry in self._cache.items()}
-        step = walk(host, port, transport, found, secure=secure, transports=transports,
-                    families=families)
+        step = walk(host, port, transport, _CacheView(self._cache), secure=secure,
+                    transports=transports, families=families, random=self.random)
         return None if step.needed else step.targets
 
     async def _lookup(self, key: tuple[str, int]) -> list[RData]:

@@ -334,8 +334,8 @@ def order_srv(records: Sequence[SrvRecord],
     usable = [r for r in records if _normalise(r.target)]  # "." : service not offered
     ordered: list[SrvRecord] = []
     for priority in sorted({r.priority for r in usable}):
-        # Weight-0 records first, so they are chosen only when nothing heavier is left
-        # or their share of the draw hits 0 (RFC 2782 "Usage rules").
+        # RFC 2782 gives weight-0 records "a very small chance"; here they come after
+        # every weighted record of their priority, so an operator's 0 means "spare".
         group = sorted((r for r in usable if r.priority == priority), key=lambda r: r.weight)
         while group:
             total = sum(r.weight for r in group)

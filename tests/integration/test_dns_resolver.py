@@ -7,12 +7,15 @@ so TTL expiry needs no sleeping; queries are counted in dnsmasq's own log.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from procs import stop_process
@@ -149,7 +152,7 @@ async def test_server_gone_serves_the_last_good_answer(dnsmasq: Dnsmasq) -> None
     clock = Clock()
     resolver = Resolver([("127.0.0.1", dnsmasq.port)], timeout=0.5, tries=1, clock=clock)
     targets = await resolver.resolve_sip("trunk.test", None, "udp", families=(A,))
-    assert [t.port for t in targets] == sorted(t.port for t in targets)  # 5070/5071 < 5072
+    assert {t.port for t in targets[:2]} == {5070, 5071}  # priority 10, weighted at random
     assert targets[-1] == Target("127.0.0.4", 5072, "UDP")
     dnsmasq.stop()
 
@@ -188,3 +191,69 @@ async def test_truncated_answer_is_asked_again_over_tcp(dnsmasq: Dnsmasq) -> Non
     targets = await resolver.resolve_sip("big.trunk.test", 5060, families=(A,))
     assert sorted(t.ip for t in targets) == sorted(f"10.0.0.{i}" for i in range(1, BIG + 1))
     assert resolver.queries_sent == 2  # UDP came back with TC set, then TCP
+
+
+# --- failure paths dnsmasq cannot be made to show: a scripted server on loopback --------
+
+class Scripted(asyncio.DatagramProtocol):
+    """Answers each query per `mode`: "forge" (a wrong id first, then the answer),
+    "servfail", or "silent"."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.transport: asyncio.DatagramTransport | None = None
+        self.seen = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        self.seen += 1
+        qid = struct.unpack("!H", data[:2])[0]
+        question = data[12:]
+        if self.mode == "silent":
+            return
+        if self.mode == "servfail":
+            self.transport.sendto(struct.pack("!HHHHHH", qid, 0x8182, 1, 0, 0, 0) + question,
+                                  addr)
+            return
+        answer = b"\xc0\x0c" + struct.pack("!HHIH", A, 1, 30, 4)
+        forged = struct.pack("!HHHHHH", qid ^ 1, 0x8180, 1, 1, 0, 0) + question + answer
+        self.transport.sendto(forged + b"\x06\x06\x06\x06", addr)  # 6.6.6.6: the forger
+        real = struct.pack("!HHHHHH", qid, 0x8180, 1, 1, 0, 0) + question + answer
+        self.transport.sendto(real + b"\x7f\x00\x00\x09", addr)
+
+
+async def scripted(mode: str) -> tuple[Scripted, tuple[str, int]]:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: Scripted(mode), local_addr=("127.0.0.1", 0))
+    return protocol, transport.get_extra_info("sockname")[:2]
+
+
+async def test_forged_answer_ignored_and_servfail_tries_next_server() -> None:
+    bad, bad_addr = await scripted("servfail")
+    good, good_addr = await scripted("forge")
+    try:
+        resolver = Resolver([bad_addr, good_addr], timeout=5.0, tries=1)
+        assert await resolver.resolve_sip("h.test", 5060, families=(A,)) == [
+            Target("127.0.0.9", 5060, "UDP")]
+        assert (bad.seen, good.seen) == (1, 1)
+    finally:
+        for proto in (bad, good):
+            assert proto.transport is not None
+            proto.transport.close()
+
+
+async def test_silent_server_times_out_without_hanging() -> None:
+    silent, addr = await scripted("silent")
+    try:
+        resolver = Resolver([addr], timeout=0.3, tries=2)
+        with pytest.raises(DnsUnavailable):
+            await resolver.resolve_sip("h.test", 5060, families=(A,))
+        assert silent.seen == 2
+        assert resolver.cached_targets("h.test", 5060, families=(A,)) is None
+    finally:
+        assert silent.transport is not None
+        silent.transport.close()
