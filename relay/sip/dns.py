@@ -379,6 +379,8 @@ def walk(host: str, port: int | None, transport: str | None, found: RecordSets, 
     want = transport.upper() if transport else None
     if secure and want == "TCP":  # RFC 3261 §26.2.2: sips over TCP means TLS
         want = "TLS"
+    if want is not None and want not in _SRV_PREFIX:
+        raise DnsError(f"unsupported transport {transport!r}")  # a configuration error
     literal = _ip_literal(host)
     # §4.1: a numeric address, or an explicit port, with no transport: UDP (TLS for sips)
     fallback = want or ("TLS" if secure else "UDP")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import struct
 
 import pytest
@@ -192,8 +193,8 @@ def test_srv_weight_zero_and_dot_target() -> None:
                SrvRecord(1, 0, 1, ".")]
     # weight-0 is picked after the weighted ones on any draw; "." is dropped
     for draw in (0.0, 0.5, 0.999):
-        assert [r.target for r in order_srv(records, lambda d=draw: d)] == ["five.test",
-                                                                            "zero.test"]
+        fixed = functools.partial(float, draw)
+        assert [r.target for r in order_srv(records, fixed)] == ["five.test", "zero.test"]
     assert order_srv([SrvRecord(1, 0, 1, "a"), SrvRecord(1, 0, 1, "b")],
                      lambda: 0.3) == [SrvRecord(1, 0, 1, "a"), SrvRecord(1, 0, 1, "b")]
 
@@ -272,3 +273,8 @@ def test_no_naptr_tries_srv_per_transport_then_a_record() -> None:
 def test_select_targets_refuses_when_records_are_missing() -> None:
     with pytest.raises(DnsError, match="needed"):
         select_targets("trunk.test", None, None, {})
+
+
+def test_unknown_transport_is_a_dns_error() -> None:
+    with pytest.raises(DnsError, match="transport"):
+        walk("trunk.test", None, "sctp", {})
