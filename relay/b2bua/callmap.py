@@ -160,7 +160,8 @@ class CallMap:
         self.refusals: dict[int, int] = {}
         self.trunks = (TrunkSet(list(settings.outbound_trunks)) if settings.outbound_trunks
                        else TrunkSet.single(settings.outbound))
-        self._plans: dict[str, list[Trunk]] = {}  # call id -> trunks it has yet to try
+        # call id -> the trunks (and their addresses) it has yet to try
+        self._plans: dict[str, list[tuple[Trunk, Address]]] = {}
         self._probes: dict[TransactionKey, Trunk] = {}
         # The first probes go out at the first timer; a lone --outbound is never probed.
         self._probe_due: float | None = (0.0 if settings.outbound_trunks
@@ -281,7 +282,7 @@ class CallMap:
         """A callee leg for `call`: a new dialog toward the first trunk of its plan
         (None when no trunk has an address)."""
         plan = self._plans[call.id] = self.trunks.plan()
-        return self._leg_to(call, plan.pop(0)) if plan else None
+        return self._leg_to(call, *plan.pop(0)) if plan else None
 
     def failover(self, call: CallController, failed: Any) -> CalleeLeg | None:
         """The callee leg toward `failed`'s trunk gave up (408, 503, transport): mark
@@ -296,11 +297,9 @@ class CallMap:
                 self._clients.pop(key, None)
             failed.control = None
         plan = self._plans.get(call.id)
-        return self._leg_to(call, plan.pop(0)) if plan else None
+        return self._leg_to(call, *plan.pop(0)) if plan else None
 
-    def _leg_to(self, call: CallController, trunk: Trunk) -> CalleeLeg:
-        address = trunk.address
-        assert address is not None  # plans hold resolved trunks only
+    def _leg_to(self, call: CallController, trunk: Trunk, address: Address) -> CalleeLeg:
         trunk.calls += 1
         b = CalleeLeg(self.wire, call.x, address)
         b.trunk = trunk.name

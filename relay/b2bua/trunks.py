@@ -102,12 +102,15 @@ class TrunkSet:
         return cls([Trunk(f"{address[0]}:{address[1]}", address[0], address[1],
                           targets=[address])])
 
-    def plan(self) -> list[Trunk]:
-        """The order in which a new call tries the trunks (see the module docstring)."""
+    def plan(self) -> list[tuple[Trunk, Address]]:
+        """The order in which a new call tries the trunks (see the module docstring),
+        each trunk with every address its name resolved to, in the resolver's order
+        (RFC 3263 §4.3: the next SRV target before the next trunk)."""
         usable = [t for t in self.trunks if t.address is not None]
         up = [t for t in usable if t.up]
         down = [t for t in usable if not t.up]
-        return self._ordered(up) + sorted(down, key=lambda t: t.priority)
+        order = self._ordered(up) + sorted(down, key=lambda t: t.priority)
+        return [(t, address) for t in order for address in t.targets]
 
     def _ordered(self, trunks: list[Trunk]) -> list[Trunk]:
         out: list[Trunk] = []

@@ -19,6 +19,8 @@ Tunables live in relay.toml (see README "Configuration" and DESIGN.md):
     symmetric = []               # trunks (CIDRs, behind NAT) sent in-dialog requests at
                                  # their source address, not their Contact / route set
     probe_interval = 30          # OPTIONS to each [[sip.trunk]] this often (0: never)
+    dns_servers = []             # for trunks named by DNS name (default: resolv.conf)
+    dns_refresh = 30             # seconds between lookups of those names (TTLs cached)
     session_expires = 1800       # RFC 4028 session interval per leg (0: no timers offered)
     min_se = 90                  # a caller asking for less gets 422 (RFC 4028 floor: 90)
     ivr_tries = 3                # AXE: extensions a caller may key before the hang-up
@@ -74,6 +76,7 @@ from relay.contacts import contact_from_call
 from relay.media.backend import MediaBackend
 from relay.media.prompts import PromptSet
 from relay.sip import TimerConfig
+from relay.sip.dns import A, DnsError
 
 from .hook import DecisionHook
 from .sip import SipServer
@@ -247,6 +250,7 @@ async def attach_voice(node: Node) -> None:
                          found, (time.perf_counter() - started) * 1000)
 
     task = asyncio.create_task(sweeper(), name="voice-sweeper")
+    resolving = await _resolve_trunks(switch, sip)
     drain_limit = float(sip.get("drain_seconds", 10.0))
 
     async def stop(node: Node) -> None:
@@ -263,6 +267,8 @@ async def attach_voice(node: Node) -> None:
         while (switch.calls or server.jobs) and time.monotonic() < end:
             await asyncio.sleep(0.05)
         task.cancel()
+        if resolving is not None:
+            resolving.cancel()
         await server.close()
         await media.close()
         pool = getattr(media, "executor", None)  # the finishing processes, if any
@@ -273,6 +279,53 @@ async def attach_voice(node: Node) -> None:
     node.on_stop.append(stop)
     log.info("SIP on %s:%s (advertised as %s), outbound %s:%s", cfg.sip[0], port,
              settings.host, *cfg.outbound)
+
+
+async def _resolve_trunks(switch: CallMap, sip: dict[str, Any]
+                          ) -> asyncio.Task[None] | None:
+    """Trunks named by DNS name get their addresses here (RFC 3263: NAPTR, SRV, A),
+    once before the first call and then every `dns_refresh` s in the background; the
+    call path only reads what the last lookup found. A failed refresh keeps it."""
+    named = [t for t in switch.trunks.trunks if not t.numeric]
+    if not named:
+        return None
+    from .dns import DnsUnavailable, Resolver
+
+    servers = [_host_port(str(v), 53) for v in sip.get("dns_servers", ())] or None
+    resolver = Resolver(servers, timeout=float(sip.get("dns_timeout", 2.0)))
+    every = float(sip.get("dns_refresh", 30.0))
+
+    async def once() -> None:
+        for trunk in named:
+            try:
+                targets = await resolver.resolve_sip(trunk.host, trunk.port, None,
+                                                     transports=("UDP",), families=(A,))
+            except (DnsUnavailable, DnsError, OSError) as exc:
+                log.warning("trunk %s: cannot resolve %s: %s", trunk.name, trunk.host, exc)
+                continue
+            found = [(t.ip, t.port) for t in targets]
+            if found != trunk.targets:
+                log.info("trunk %s: %s is %s", trunk.name, trunk.host,
+                         ", ".join(f"{ip}:{port}" for ip, port in found) or "nothing")
+            switch.trunks.set_targets(trunk.name, found)
+
+    async def refresh() -> None:
+        while True:
+            await asyncio.sleep(every)
+            await once()
+
+    await once()
+    return asyncio.create_task(refresh(), name="trunk-dns")
+
+
+def _host_port(value: str, default: int) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host:
+        return value, default
+    try:
+        return host, int(port)
+    except ValueError:
+        raise ConfigError(f"[sip] dns_servers: not HOST[:PORT]: {value!r}") from None
 
 
 def _tune_gc(threshold: Any) -> bool:

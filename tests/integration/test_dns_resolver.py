@@ -8,17 +8,14 @@ so TTL expiry needs no sleeping; queries are counted in dnsmasq's own log.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
 import struct
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
 import pytest
-from procs import stop_process
+from dns_server import Dnsmasq, dnsmasq_exe
 
 from relay.io.dns import DnsUnavailable, Resolver
 from relay.sip.dns import A, Target
@@ -29,70 +26,25 @@ TTL = 60
 BIG = 40  # A records for big.trunk.test: more than fit a 512-octet UDP answer
 
 
-def _dnsmasq() -> str | None:
-    return shutil.which("dnsmasq") or (
-        "/usr/sbin/dnsmasq" if Path("/usr/sbin/dnsmasq").exists() else None)
-
-
-def _free_udp_and_tcp_port() -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = int(u.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no port free for both UDP and TCP")
-
-
-class Dnsmasq:
-    def __init__(self, workdir: Path) -> None:
-        self.port = _free_udp_and_tcp_port()
-        self.log = workdir / "dnsmasq.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, exe: str) -> None:
-        args = [
-            exe, "-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--pid-file=",
-            f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces",
-            "--user=root", "--local=/test/", f"--local-ttl={TTL}", "--log-queries",
-            "--log-facility=-",
-            "--naptr-record=trunk.test,10,10,S,SIP+D2U,,_sip._udp.trunk.test",
-            "--naptr-record=trunk.test,20,10,S,SIP+D2T,,_sip._tcp.trunk.test",
-            "--srv-host=_sip._udp.trunk.test,a.trunk.test,5070,10,60",
-            "--srv-host=_sip._udp.trunk.test,b.trunk.test,5071,10,40",
-            "--srv-host=_sip._udp.trunk.test,c.trunk.test,5072,20,0",
-            "--srv-host=_sip._tcp.trunk.test,a.trunk.test,5080,10,0",
-            f"--host-record=a.trunk.test,127.0.0.2,{TTL}",
-            f"--host-record=b.trunk.test,127.0.0.3,{TTL}",
-            f"--host-record=c.trunk.test,127.0.0.4,{TTL}",
-            f"--host-record=plain.test,127.0.0.5,{TTL}",
-            *(f"--host-record=big.trunk.test,10.0.0.{i}" for i in range(1, BIG + 1)),
-        ]
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while "started" not in self.log.read_text(errors="replace"):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dnsmasq did not start: {self.log.read_text()}")
-            time.sleep(0.05)
-
-    def queries(self) -> int:
-        return self.log.read_text(errors="replace").count(" query[")
-
-    def stop(self) -> None:
-        stop_process(self.proc)
+RECORDS = [
+    "--naptr-record=trunk.test,10,10,S,SIP+D2U,,_sip._udp.trunk.test",
+    "--naptr-record=trunk.test,20,10,S,SIP+D2T,,_sip._tcp.trunk.test",
+    "--srv-host=_sip._udp.trunk.test,a.trunk.test,5070,10,60",
+    "--srv-host=_sip._udp.trunk.test,b.trunk.test,5071,10,40",
+    "--srv-host=_sip._udp.trunk.test,c.trunk.test,5072,20,0",
+    "--srv-host=_sip._tcp.trunk.test,a.trunk.test,5080,10,0",
+    f"--host-record=a.trunk.test,127.0.0.2,{TTL}",
+    f"--host-record=b.trunk.test,127.0.0.3,{TTL}",
+    f"--host-record=c.trunk.test,127.0.0.4,{TTL}",
+    f"--host-record=plain.test,127.0.0.5,{TTL}",
+    *(f"--host-record=big.trunk.test,10.0.0.{i}" for i in range(1, BIG + 1)),
+]
 
 
 @pytest.fixture
 def dnsmasq(tmp_path: Path) -> Iterator[Dnsmasq]:
-    exe = _dnsmasq()
-    if exe is None:
-        pytest.skip("dnsmasq not installed (test.sh installs dnsmasq-base)")
-    server = Dnsmasq(tmp_path)
+    exe = dnsmasq_exe()
+    server = Dnsmasq(tmp_path, RECORDS, TTL)
     server.start(exe)
     yield server
     server.stop()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dns_server import Dnsmasq, dnsmasq_exe
 from sipp_harness import SCENARIOS, bind, callee, caller, calls, media_range, udp_port
 
 pytestmark = pytest.mark.integration
@@ -92,3 +93,43 @@ def test_probes_find_a_dead_trunk_before_a_call_does(relay_factory: Any,
     (rec,) = calls(relay.base)
     assert rec["trunk"] == "second" and "failovers" not in rec
     assert any(m.startswith("OPTIONS") for m in second.received())
+
+
+def test_a_trunk_named_by_dns_fails_over_along_its_srv_targets(relay_factory: Any,
+                                                               tmp_path: Path) -> None:
+    """RFC 3263 against a real dnsmasq: _sip._udp.carrier.test has two SRV targets
+    (priority 10 answers 503, priority 20 answers); the relay resolves the name before
+    the first call and moves to the second target on the 503."""
+    p1, p2 = udp_port(), udp_port()
+    dns = Dnsmasq(tmp_path, [
+        f"--srv-host=_sip._udp.carrier.test,a.carrier.test,{p1},10,10",
+        f"--srv-host=_sip._udp.carrier.test,b.carrier.test,{p2},20,10",
+        "--host-record=a.carrier.test,127.0.0.1", "--host-record=b.carrier.test,127.0.0.1"])
+    dns.start(dnsmasq_exe())
+    try:
+        cfg = tmp_path / "relay.toml"
+        cfg.write_text("[sip]\nprobe_interval = 0\n"
+                       f'dns_servers = ["127.0.0.1:{dns.port}"]\n'
+                       '[[sip.trunk]]\nname = "carrier"\nhost = "carrier.test"\n')
+        relay = _relay(relay_factory, tmp_path, cfg)
+        bind(relay.base)
+        busy = tmp_path / "uas_503.xml"
+        busy.write_text((SCENARIOS / "uas_busy.xml").read_text()
+                        .replace("486 Busy Here", "503 Service Unavailable"))
+        first = callee(tmp_path, p1, extra=["-m", "1"], name="first")
+        first.args[first.args.index("-sf") + 1] = str(busy)
+        second = callee(tmp_path, p2, extra=["-m", "1"], name="second")
+        first.start()
+        second.start()
+        time.sleep(0.3)
+        uac = caller(tmp_path, relay.sip_port, extra=["-m", "1", "-d", "200"])
+        uac.start()
+        assert uac.wait(60) == 0, uac.tail()
+        assert first.wait(30) == 0 and second.wait(30) == 0, second.tail()
+        (rec,) = calls(relay.base)
+        assert rec["trunk"] == "carrier" and rec["failovers"] == 1 and rec["sip_code"] == 200
+        assert dns.queries() >= 1
+        invite = next(m for m in second.received() if m.startswith("INVITE"))
+        assert invite.split("\r\n")[0].split(" ")[1].endswith("@carrier.test")
+    finally:
+        dns.stop()
