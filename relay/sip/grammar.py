@@ -158,7 +158,7 @@ def split_commas(value: str) -> list[str]:
 MEMO_LIMIT = 20_000
 #: Bytes a memo may hold (its keys, plus a flat estimate of each parsed object)
 #: before it is emptied: a barrage of distinct header values must not grow it.
-MEMO_BYTES = 4 << 20
+MEMO_BYTES = 1 << 20
 #: Estimated bytes of one parsed value and its dict slot (objects are a few hundred).
 MEMO_ENTRY = 512
 #: Values longer than this are parsed each time: they rarely repeat, and a few
