@@ -81,6 +81,9 @@ LAG_SAMPLE = 0.05
 #: timeval of the datagram's arrival comes with it in recvmsg's ancillary data.
 SO_TIMESTAMP = getattr(socket, "SO_TIMESTAMP", 29)
 _TIMEVAL = struct.Struct("@ll")
+#: Listen backlog of the TCP and TLS sockets: a burst of connections (trunks coming
+#: back after an outage, or a crowd to refuse) waits there rather than retrying SYNs.
+BACKLOG = 1024
 #: Seconds between two sweeps of the stream connections (idle and slow ones).
 STREAM_SWEEP = 1.0
 
@@ -266,7 +269,7 @@ class SipServer:
             host, port = udp.getsockname()[:2]
             try:
                 self.tcp_server = await self._loop.create_server(
-                    lambda: _Tcp(self), host, port, reuse_address=True)
+                    lambda: _Tcp(self), host, port, reuse_address=True, backlog=BACKLOG)
             except OSError as exc:
                 log.warning("SIP over TCP disabled: cannot listen on %s:%s: %s",
                             host, port, exc)
@@ -276,6 +279,7 @@ class SipServer:
         """Listen for SIP over TLS (same limits as TCP); returns the bound port."""
         self.tls_server = await self._loop.create_server(
             lambda: _Tcp(self, tls=True), host, port, ssl=context, reuse_address=True,
+            backlog=BACKLOG,
             ssl_handshake_timeout=max(1.0, self.limits.message_seconds))
         return int(self.tls_server.sockets[0].getsockname()[1])
 

@@ -354,7 +354,7 @@ def _metrics(node: Node, switch: CallMap, server: SipServer, media: MediaBackend
                        ("tcp_refused_untrusted", "TCP/TLS connections refused: not a trunk"),
                        ("tcp_closed_idle", "TCP/TLS connections closed: idle timeout"),
                        ("tcp_closed_slow", "TCP/TLS connections closed: message deadline")):
-        m.counter_from(f"relay_sip_{name}", what,
+        m.counter_from(f"relay_sip_{name}_total", what,
                        lambda n=name: float(server.stats[n]))  # type: ignore[misc]
     m.gauge("relay_sip_tcp_connections", "SIP TCP and TLS connections open",
             lambda: float(len(server.streams)))
