@@ -21,7 +21,7 @@ class Pike:
     __slots__ = ("_table", "ban", "banned", "dropped", "limit", "max_sources", "window")
 
     def __init__(self, limit: int, window: float = 2.0, ban: float = 60.0,
-                 max_sources: int = 65536) -> None:
+                 max_sources: int = 16384) -> None:
         self.limit = limit
         self.window = window
         self.ban = ban
