@@ -145,3 +145,37 @@ def test_pike_table_is_bounded() -> None:
     for i in range(20_000):
         pike.allow(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", i * 0.0001)
     assert len(pike) <= 1000
+
+
+# -- the call map's admission (relay.b2bua.callmap) ----------------------------------------
+
+def _callmap(**kw: object) -> object:
+    from relay.b2bua.callmap import CallMap, Settings
+    from relay.bindings.table import BindingTable
+
+    return CallMap(Settings(host="127.0.0.1", port=5060, outbound=("127.0.0.1", 5080),
+                            trunks=("127.0.0.1/32",), **kw), BindingTable())  # type: ignore[arg-type]
+
+
+def test_callmap_refuses_a_stranger_once_and_rate_limits_it_but_not_a_trunk() -> None:
+    from relay.b2bua.callmap import CallMap
+
+    sw = _callmap(rate_limit=5, rate_window=10.0, rate_ban=30.0)
+    assert isinstance(sw, CallMap)
+    stranger = ("192.0.2.10", 5060)
+    answers = []
+    for n in range(8):
+        sw.receive_datagram(invite(f"z9hG4bKcm{n}", f"cm{n}@x"), stranger, n * 0.01)
+        answers += [d.split(b"\r\n", 1)[0] for d, _ in sw.datagrams_to_send()]
+    # Five 403s (no 100 before them, nothing retransmitted), then silence: banned.
+    assert answers == [b"SIP/2.0 403 Forbidden"] * 5
+    assert sw.counts["rate_limited"] == 3 and len(sw.layer) == 0
+    sw.handle_timer(40.0)
+    assert sw.datagrams_to_send() == []
+    # A trunk is never limited (an unknown X without SDP: 404 at once, stateless).
+    trunk = ("127.0.0.1", 5062)
+    for n in range(50):
+        data = invite(f"z9hG4bKtr{n}", f"tr{n}@x").replace(b"192.0.2.10", b"127.0.0.1")
+        sw.receive_datagram(data, trunk, 1.0 + n * 0.001)
+    got = [d.split(b"\r\n", 1)[0] for d, _ in sw.datagrams_to_send()]
+    assert got == [b"SIP/2.0 404 Not Found"] * 50
