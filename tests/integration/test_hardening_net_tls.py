@@ -1,10 +1,12 @@
 """Issue 13 through `relay serve`: SIP over TLS (`--sip-tls`, `[sip] tls_cert` and
 `tls_key`, TLS 1.2 or later) with the same connection caps as TCP.
 
-The certificate is made here with the `openssl` command. The SIPp installed here
-is built without TLS (`-t l1` is not among its transports), so the SIPp caller
-speaks TCP to a `socat` bridge that opens a TLS connection to the relay (the relay
-only ever sees TLS); a Python `ssl` client checks the protocol versions directly.
+The certificate is made here with the `openssl` command. A SIPp built with TLS
+(`-t l1`: the `sipp` on PATH if it has it, or the one `RELAY_SIPP_TLS` names, e.g.
+built with `cmake -DUSE_SSL=1`) calls over TLS directly; the Debian SIPp has no TLS,
+so otherwise the SIPp caller speaks TCP to a `socat` bridge that opens a TLS
+connection to the relay (the relay only ever sees TLS). A Python `ssl` client checks
+the protocol versions directly.
 """
 
 from __future__ import annotations
@@ -131,8 +133,40 @@ def test_options_over_tls_and_old_protocols_refused(relay_factory: Any, tmp_path
             s.close()
 
 
-def test_a_sipp_call_over_tls(relay_factory: Any, tmp_path: Path,
-                              cert: tuple[Path, Path]) -> None:
+def tls_sipp() -> str | None:
+    """A SIPp that speaks TLS (`-t l1`), or None."""
+    for exe in (os.environ.get("RELAY_SIPP_TLS"), shutil.which("sipp")):
+        if exe and os.access(exe, os.X_OK):
+            out = subprocess.run([exe, "-h"], capture_output=True, text=True, timeout=30)
+            if "l1: TLS" in out.stdout + out.stderr:
+                return exe
+    return None
+
+
+def test_a_sipp_call_over_tls_directly(relay_factory: Any, tmp_path: Path,
+                                       cert: tuple[Path, Path]) -> None:
+    exe = tls_sipp()
+    if exe is None:
+        pytest.skip("no SIPp with TLS here (set RELAY_SIPP_TLS; the bridge test covers it)")
+    relay, tls, out = start(relay_factory, tmp_path, cert)
+    bind(relay.base)
+    uas = callee(tmp_path, out, number=B, extra=["-m", "2"])
+    uac = caller(tmp_path, tls, number=A, x=X,
+                 extra=["-t", "l1", "-tls_cert", str(cert[0]), "-tls_key", str(cert[1]),
+                        "-tls_version", "1.2", "-m", "2", "-d", "500"])
+    uac.args[0] = exe
+    uas.start()
+    time.sleep(0.3)
+    uac.start()
+    assert uac.wait(60) == 0, uac.tail()
+    assert uas.wait(30) == 0, uas.tail()
+    assert sorted(c["sip_code"] for c in calls(relay.base, want=2)) == [200, 200]
+    trace = uac.trace.read_text(errors="replace")
+    assert "TLS message received" in trace and "SIP/2.0 200 OK" in trace
+
+
+def test_a_sipp_call_over_tls_through_a_bridge(relay_factory: Any, tmp_path: Path,
+                                               cert: tuple[Path, Path]) -> None:
     socat = shutil.which("socat")
     if socat is None:
         pytest.skip("socat is not installed (the TLS bridge for this SIPp)")
