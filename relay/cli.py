@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the switch")
     s.add_argument("--config")
     s.add_argument("--sip", help="HOST:PORT for SIP (UDP and TCP)")
+    s.add_argument("--sip-tls", help="HOST:PORT for SIP over TLS ([sip] tls_cert, tls_key)")
     s.add_argument("--http", help="HOST:PORT for the API and ops page")
     s.add_argument("--smpp", help="HOST:PORT for the SMPP server")
     s.add_argument("--store")
@@ -138,10 +139,10 @@ def _parser() -> argparse.ArgumentParser:
 def _serve_overrides(a: argparse.Namespace) -> dict[str, Any]:
     o: dict[str, Any] = {"store": a.store, "recordings": a.recordings, "default_cc": a.default_cc,
                          "log_level": a.log_level}
-    for name in ("sip", "http", "smpp", "outbound"):
+    for name in ("sip", "sip_tls", "http", "smpp", "outbound"):
         v = getattr(a, name)
         if v:
-            o[name] = parse_hostport(v, "--" + name)
+            o[name] = parse_hostport(v, "--" + name.replace("_", "-"))
     if a.trunk:
         o["trunks"] = tuple(a.trunk)
     if a.media_ports:

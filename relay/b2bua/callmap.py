@@ -47,6 +47,7 @@ from relay.sip import (
     new_tag,
     system_random,
 )
+from relay.sip.pike import Pike
 from relay.sip.session_timer import MIN_SE_FLOOR, TIMER_TAG, uas_negotiate
 
 from ._phases import Timer
@@ -87,6 +88,15 @@ class Settings(ControlSettings):
     # Overload control (relay/b2bua/overload.py): the call map asks it per new INVITE,
     # the adapter feeds it measurements (socket queueing delay, loop lag, media jobs).
     overload: OverloadGuard = field(default_factory=OverloadGuard)
+    # Refusals outside a dialog go out once, without a 100 Trying, and are answered
+    # again from a small cache (relay.sip.transaction.ReplyCache), as Kamailio's `sl`.
+    stateless_refusals: bool = True
+    # Per-source rate limit of sources that are not trunks (relay.sip.pike): more than
+    # `rate_limit` datagrams in `rate_window` seconds bans the source for `rate_ban`
+    # seconds; everything it sends meanwhile is dropped unanswered. 0: off.
+    rate_limit: int = 0
+    rate_window: float = 2.0
+    rate_ban: float = 60.0
 
 
 class Wire:
@@ -134,7 +144,10 @@ class CallMap:
         self.settings = settings
         self.table = table
         self.policies: Policies = policies or _NoPolicies()  # relay.policies.PolicyBook
-        self.layer = TransactionLayer(settings.timers)
+        self.layer = TransactionLayer(settings.timers,
+                                      stateless_refusals=settings.stateless_refusals)
+        self.pike = (Pike(settings.rate_limit, settings.rate_window, settings.rate_ban)
+                     if settings.rate_limit > 0 else None)
         self.wire = Wire(self, settings)
         self.calls: dict[str, CallController] = {}  # live and finishing, by relay call id
         self.live = 0  # calls not yet ended (the overload limit counts these)
@@ -156,6 +169,7 @@ class CallMap:
         self.counts: dict[str, int] = {
             "invites": 0, "bridged": 0, "answered": 0, "refused": 0, "untrusted": 0,
             "overload": 0, "media_errors": 0, "counter_errors": 0, "hook_errors": 0,
+            "rate_limited": 0,
         }
         self.refusals: dict[int, int] = {}
         self.trunks = (TrunkSet(list(settings.outbound_trunks)) if settings.outbound_trunks
@@ -170,7 +184,15 @@ class CallMap:
     # -- adapter interface ----------------------------------------------------------
     def receive_datagram(self, data: bytes, source: Address, now: float, *,
                          reliable: bool = False) -> None:
-        """Feed one datagram (never raises on garbage: the layer answers 400 itself)."""
+        """Feed one datagram (never raises on garbage: the layer answers 400 itself).
+
+        A source over its rate limit (not a trunk) is dropped here, unparsed."""
+        pike = self.pike
+        if (pike is not None and not self._trusted(source[0])
+                and source[0] not in self.trunks.hosts()
+                and not pike.allow(source[0], now)):
+            self.counts["rate_limited"] += 1
+            return
         self.handle_events(self.layer.receive_datagram(data, source, now, reliable=reliable),
                            now)
 
@@ -178,6 +200,9 @@ class CallMap:
         """Act on transaction-layer events (dispatched by type)."""
         for ev in events:
             _EVENTS[type(ev)](self, ev, now)
+        layer = self.layer
+        if layer._trying:
+            layer.send_trying(now)  # the 100s of INVITEs not refused at once
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         """Everything to transmit, in order."""

@@ -10,6 +10,7 @@ events (see :mod:`relay.sip.events`). State transitions live in :mod:`._state`.
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from ._state import INITIAL, Kind, State, TransactionStateError, transition
@@ -58,6 +59,49 @@ class TimerConfig:
     t2: float = 4.0
     t4: float = 5.0
     timer_d: float = 32.0  # §17.1.1.2: "at least 32 seconds" on unreliable transports
+
+
+class ReplyCache:
+    """Stateless refusals already sent, by server transaction key, bounded by bytes.
+
+    Kamailio's `sl` answers a request without creating a transaction; a
+    retransmission of that request is simply answered again. Processing it again
+    would give the same answer but a new To tag, so the answer is kept here for one
+    transaction lifetime (64*T1) and sent again as it was. Entries are evicted
+    oldest first when the bytes held would pass ``max_bytes``; an evicted entry only
+    means a retransmission is processed afresh.
+    """
+
+    #: Estimated bytes of one entry besides its message (key, tuple, dict slot).
+    ENTRY = 300
+
+    def __init__(self, max_bytes: int = 2 << 20, ttl: float = 32.0) -> None:
+        self.max_bytes = max_bytes
+        self.ttl = ttl
+        self.bytes = 0
+        self._entries: OrderedDict[TransactionKey, tuple[float, Address, bytes]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, key: TransactionKey, peer: Address, data: bytes, now: float) -> None:
+        entries = self._entries
+        old = entries.pop(key, None)
+        if old is not None:
+            self.bytes -= len(old[2]) + self.ENTRY
+        entries[key] = (now + self.ttl, peer, data)
+        self.bytes += len(data) + self.ENTRY
+        while entries and (self.bytes > self.max_bytes
+                           or next(iter(entries.values()))[0] <= now):
+            _, (_, _, gone) = entries.popitem(last=False)
+            self.bytes -= len(gone) + self.ENTRY
+
+    def get(self, key: TransactionKey, peer: Address, now: float) -> bytes | None:
+        """The answer sent to `peer` for `key`, while it is fresh."""
+        hit = self._entries.get(key)
+        if hit is None or hit[0] <= now or hit[1] != peer:
+            return None
+        return hit[2]
 
 
 class _Txn:
@@ -149,6 +193,8 @@ def build_cancel(request: SipRequest) -> SipRequest:
 _RESP_INPUT = {1: "1xx", 2: "2xx"}
 # States in which a transaction only absorbs retransmissions until a timer ends it.
 _LINGERING = frozenset((State.ACCEPTED, State.COMPLETED, State.CONFIRMED))
+# Server states before any response: a refusal sent there may be stateless.
+_FRESH = frozenset((State.PROCEEDING, State.TRYING))
 
 
 def _class_input(prefix: str, status: int) -> str:
@@ -165,14 +211,27 @@ class TransactionLayer:
     ``stamp_received`` adds received/rport to the top Via of new requests
     (RFC 3261 §18.2.1, RFC 3581). Responses always go back to the address the
     request came from (symmetric response routing, as RFC 3581 asks with rport).
+
+    ``stateless_refusals`` (as Kamailio's `sl`): a 3xx-6xx answered to a request
+    before any provisional response is sent once, its transaction forgotten at once,
+    and no timer retransmits it; a retransmission of the request gets the same bytes
+    again from a :class:`ReplyCache` and its ACK is absorbed. An unanswered refusal
+    flood then costs one datagram back per datagram in (amplification 1, not ~12)
+    and no state for 32 s. With it, ``auto_trying`` defers the 100 Trying until the
+    TU has seen the request: :meth:`send_trying` sends it for every INVITE the TU
+    did not answer at once (a refusal made then goes out without a 100).
     """
 
     def __init__(self, timers: TimerConfig | None = None, *, reliable: bool = False,
-                 auto_trying: bool = True, stamp_received: bool = True) -> None:
+                 auto_trying: bool = True, stamp_received: bool = True,
+                 stateless_refusals: bool = False, reply_cache_bytes: int = 2 << 20) -> None:
         self.config = timers or TimerConfig()
         self.reliable = reliable
         self.auto_trying = auto_trying
         self.stamp_received = stamp_received
+        self.stateless_refusals = stateless_refusals
+        self.replies = ReplyCache(reply_cache_bytes, 64 * self.config.t1)
+        self._trying: list[TransactionKey] = []  # INVITEs whose 100 waits for the TU
         self._clients: dict[TransactionKey, _Txn] = {}
         self._servers: dict[TransactionKey, _Txn] = {}
         # (Call-ID, CSeq number, From tag) -> accepted INVITE server transaction,
@@ -181,7 +240,8 @@ class TransactionLayer:
         self._heap: list[tuple[float, int, TransactionKey, str]] = []
         self._seq = 0
         self._out: list[tuple[bytes, Address]] = []
-        self.stats = {"malformed": 0, "dropped": 0, "stray_responses": 0}
+        self.stats = {"malformed": 0, "dropped": 0, "stray_responses": 0,
+                      "stateless_replies": 0, "replies_resent": 0}
 
     # -- introspection ----------------------------------------------------------------
     def __len__(self) -> int:
@@ -393,8 +453,26 @@ class TransactionLayer:
         if txn is None:
             raise LocalProtocolError(f"no server transaction for {key}")
         events: list[Event] = []
+        if (self.stateless_refusals and response.status >= 300 and txn.last is None
+                and txn.state in _FRESH):
+            # Stateless (see the class docstring): once, cached, no transaction left.
+            data = bytes(response)
+            self._out.append((data, txn.peer))
+            self.replies.put(key, txn.peer, data, now)
+            self.stats["stateless_replies"] += 1
+            self._remove(txn)
+            return events
         self._apply(txn, _class_input("send_", response.status), now, response, events)
         return events
+
+    def send_trying(self, now: float) -> None:
+        """Send the deferred 100 Trying of every new INVITE the TU has not answered."""
+        keys, self._trying = self._trying, []
+        for key in keys:
+            txn = self._servers.get(key)
+            if (txn is not None and txn.last is None and txn.state is State.PROCEEDING
+                    and txn.request is not None):
+                self._apply(txn, "send_1xx", now, build_response(txn.request, 100), [])
 
     def transport_error(self, key: TransactionKey, now: float) -> list[Event]:
         """The adapter could not send for ``key`` (RFC 3261 §17.1.4, §17.2.4)."""
@@ -441,6 +519,14 @@ class TransactionLayer:
             return events
         skey = _server_key(msg)
         txn = self._servers.get(skey)
+        if txn is None and self.replies.bytes:
+            again = self.replies.get(skey, source, now)
+            if again is not None:
+                # A stateless refusal's request again: the same answer; its ACK: absorbed.
+                if msg.method != "ACK":
+                    self.stats["replies_resent"] += 1
+                    self._out.append((again, source))
+                return events
         if msg.method == "ACK":
             if txn is not None and txn.kind is Kind.IST:
                 self._remote(txn, "recv_ack", now, msg, events, source)
@@ -468,5 +554,8 @@ class TransactionLayer:
             return events
         events.append(RequestReceived(msg, source, skey))
         if kind is Kind.IST and self.auto_trying:
-            self._apply(txn, "send_1xx", now, build_response(msg, 100), events)
+            if self.stateless_refusals:
+                self._trying.append(skey)  # sent by send_trying unless refused at once
+            else:
+                self._apply(txn, "send_1xx", now, build_response(msg, 100), events)
         return events
