@@ -27,7 +27,7 @@ from ..bindings.store import StoreUnavailable
 from ..bindings.validate import parse_create, parse_numbers, parse_update
 from ..errors import BadRequest, NotFound, RelayError
 from .openapi import openapi_document
-from .query import query_limit, query_number
+from .query import check_params, query_limit, query_number
 from .views import binding_view, iso, route_view
 
 if TYPE_CHECKING:
@@ -136,6 +136,7 @@ async def get_binding(request: web.Request) -> web.Response:
 
 
 async def list_bindings(request: web.Request) -> web.Response:
+    check_params(request, frozenset({"x", "state", "out_id", "cursor", "limit"}))
     node = request.app[NODE]
     q = request.query
     x = query_number(request, "x", node.config.default_cc)
@@ -184,6 +185,7 @@ async def add_numbers(request: web.Request) -> web.Response:
 
 
 async def list_numbers(request: web.Request) -> web.Response:
+    check_params(request, frozenset({"area", "cursor", "limit"}))
     node = request.app[NODE]
     now = node.clock()
     stats = node.pool.stats(node.table, now)

@@ -12,7 +12,26 @@ from dialplan.numbers import InvalidNumber, normalise
 
 from ..errors import BadRequest
 
-__all__ = ["list_records", "query_limit", "query_number", "query_time"]
+__all__ = ["UnknownParameter", "check_params", "list_records", "query_limit", "query_number",
+           "query_time"]
+
+
+class UnknownParameter(BadRequest):
+    status = 400
+    code = "unknown_parameter"
+
+
+def check_params(request: web.Request, allowed: frozenset[str]) -> None:
+    """A list endpoint answers 400 naming any query parameter it does not know: a typo
+    (`?staus=frozen`) must not quietly return everything."""
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        raise UnknownParameter(
+            "unknown query parameter" + ("s " if len(unknown) > 1 else " ")
+            + ", ".join(unknown) + "; known: " + ", ".join(sorted(allowed)))
+
+
+_RECORD_PARAMS = frozenset({"x", "binding", "out_id", "since", "until", "cursor", "limit"})
 
 
 def query_limit(request: web.Request) -> int:
@@ -53,6 +72,7 @@ async def list_records(request: web.Request, kind: str, key: str,
     """`GET /v1/calls` and `GET /v1/messages`: newest first, filtered, paged, masked."""
     from .app import NODE, ROLE
 
+    check_params(request, _RECORD_PARAMS)
     node = request.app[NODE]
     q = request.query
     try:
