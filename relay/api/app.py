@@ -358,9 +358,10 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def ops_page(request: web.Request) -> web.Response:
-    from .page import OPS_PAGE
+    from .page import OPS_PAGE, PAGE_HEADERS
 
-    return web.Response(text=OPS_PAGE, content_type="text/html", charset="utf-8")
+    return web.Response(text=OPS_PAGE, content_type="text/html", charset="utf-8",
+                        headers=PAGE_HEADERS)
 
 
 async def not_found(request: web.Request) -> web.Response:
@@ -451,4 +452,6 @@ def build_api(node: Node) -> web.Application:
                          ("method", "status"))
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
+    from .page import add_page_routes
+    add_page_routes(app)
     return app
