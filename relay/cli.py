@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -47,7 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--media-ports", help="A-B")
     s.add_argument("--smpp-account", action="append", metavar="SYSTEM_ID:PASSWORD")
     s.add_argument("--default-cc", help="country code for national numbers")
-    s.add_argument("--log-level", default=None)
+    s.add_argument("--log-level", default=None,
+                   help="DEBUG, INFO (default: a line per call and per API request), WARNING")
+    s.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="text lines, or one JSON object a line (fields as keys)")
 
     b = sub.add_parser("bind", help="create a binding")
     _common(b)
@@ -412,9 +414,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"relay: {exc}\n")
         return 2
+    from .logfmt import configure
+
     level = cfg.log_level.upper() if a.cmd == "serve" else "WARNING"
-    logging.basicConfig(level=level,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure(level, getattr(a, "log_format", "text"))
     if a.cmd == "serve":
         return _serve(cfg)
     try:

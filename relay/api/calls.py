@@ -17,6 +17,7 @@ from aiohttp import web
 
 from dialplan.numbers import mask
 
+from ..calllog import outcome as call_outcome
 from ..errors import BadRequest, NotFound, RelayError
 from ..events.records import CallRecord, to_iso
 from .app import NODE, ROLE
@@ -39,16 +40,6 @@ _SCAN_MAX = 5000  # records read per request when filtering by party or outcome
 class Forbidden(RelayError):
     status = 403
     code = "forbidden"
-
-
-def call_outcome(rec: dict[str, Any]) -> str:
-    """answered (the callee answered), refused (the relay refused it: no binding,
-    frozen, stranger, policy, ...) or unanswered (busy, no answer, cancelled, failed)."""
-    if rec.get("sip_code") == 200 or rec.get("duration_ms"):
-        return "answered"
-    if rec.get("unconnected_cause") not in (None, "none"):
-        return "refused"
-    return "unanswered"
 
 
 def call_view(rec: dict[str, Any], role: str) -> dict[str, Any]:
