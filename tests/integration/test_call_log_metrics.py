@@ -11,8 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from sipp_harness import A, B, X, bind, callee, caller, calls, refused_scenario, relay_args
-from sipp_harness import udp_port
+from sipp_harness import (
+    A,
+    B,
+    X,
+    bind,
+    callee,
+    caller,
+    calls,
+    refused_scenario,
+    relay_args,
+    udp_port,
+)
 
 TOKEN = "s3cretAdminToken42"
 STRANGER = "+8613000000009"
