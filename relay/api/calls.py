@@ -64,7 +64,7 @@ async def list_calls(request: web.Request) -> web.Response:
     if outcome is not None and outcome not in OUTCOMES:
         raise BadRequest("outcome must be one of " + ", ".join(OUTCOMES))
     limit = query_limit(request)
-    filters = {"x": query_number(request, "x", node.config.default_cc),
+    filters: dict[str, Any] = {"x": query_number(request, "x", node.config.default_cc),
                "binding": q.get("binding"), "out_id": q.get("out_id"),
                "since": query_time(request, "since"), "until": query_time(request, "until")}
     cursor = q.get("cursor")

@@ -172,7 +172,7 @@ def openapi_document() -> dict[str, Any]:
     pol = {"$ref": "#/components/schemas/Policy"}
     pname = {"name": "name", "in": "path", "required": True,
              "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}}
-    doc = {
+    doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "Privacy-number relay API", "version": "1"},
         "components": {

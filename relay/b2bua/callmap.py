@@ -227,7 +227,7 @@ class CallMap:
         """A read-only snapshot of the calls not yet ended, oldest first: what
         `GET /v1/calls/live` shows (times in seconds and leg times in UTC ms, as a
         record stores them; real numbers: the API masks them per role)."""
-        out = []
+        out: list[dict[str, Any]] = []
         for c in self.calls.values():
             if c.ended:
                 continue
@@ -239,7 +239,7 @@ class CallMap:
                         "started_at": c.started_at, "legs": legs,
                         "answered_at": legs["caller"]["answer_at"],
                         "recording": c.record_media})
-        out.sort(key=lambda d: d["started_at"])
+        out.sort(key=lambda d: float(d["started_at"]))
         return out
 
     def hangup_call(self, call_id: str, now: float, *, reason: str = "operator") -> bool:

@@ -56,6 +56,7 @@ def test_live_call_is_listed_and_hung_up_by_an_operator(relay_factory: Any,
         assert live["started_at"].endswith("Z") and live["answered_at"].endswith("Z")
         assert live["legs"]["callee"]["answer_at"] is not None
 
+        _valid(relay.base, live, "LiveCall")
         status, ops = request(relay.base, "GET", "/v1/calls/live", "opstok")
         assert status == 200
         assert ops["calls"][0]["caller"] == "+86138****2222"
@@ -79,6 +80,7 @@ def test_live_call_is_listed_and_hung_up_by_an_operator(relay_factory: Any,
     rec = calls(relay.base, token="adm")[0]
     assert rec["id"] == live["id"] and rec["end_reason"] == "operator"
     assert rec["released_by"] == "relay" and rec["outcome"] == "answered"
+    _valid(relay.base, rec, "Call")
     assert request(relay.base, "GET", "/v1/calls/live", "adm")[1]["calls"] == []
     assert request(relay.base, "DELETE", f"/v1/calls/live/{live['id']}", "adm")[0] == 404
 
@@ -123,6 +125,21 @@ def test_list_filters_and_unknown_parameters(relay_factory: Any, tmp_path: Path)
         assert status == 400 and body["error"] == "unknown_parameter", (path, body)
     status, body = request(relay.base, "GET", "/v1/calls?staus=1&xx=2", "adm")
     assert "staus" in body["detail"] and "xx" in body["detail"]
+
+
+def _valid(base: str, instance: Any, schema: str) -> None:
+    """The running node's OpenAPI document is valid OpenAPI 3.1, and `instance` is valid
+    against its component `schema`."""
+    import jsonschema
+    from openapi_spec_validator import validate
+
+    doc = request(base, "GET", "/v1/openapi.json", "adm")[1]
+    validate(doc)
+    for name in ("Call", "LiveCall", "Message", "Links", "Policy", "Binding"):
+        assert name in doc["components"]["schemas"], name
+    assert "delete" in doc["paths"]["/v1/calls/live/{id}"]
+    jsonschema.validate(instance, {"$ref": f"#/components/schemas/{schema}",
+                                   "components": doc["components"]})
 
 
 def _refused(tmp_path: Path) -> Path:
