@@ -30,7 +30,7 @@ def _escape(v: str) -> str:
 
 
 def _num(v: float) -> str:
-    return "+Inf" if v == float("inf") else f"{v:g}"
+    return "+Inf" if v == float("inf") else repr(float(v))  # le="30.0", as client libraries write
 
 
 class Histogram:

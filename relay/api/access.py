@@ -20,14 +20,27 @@ from dialplan.numbers import mask
 __all__ = ["AccessLogger", "scrub"]
 
 _NUMBER = re.compile(r"(?:\+|%2[bB])?\d{7,15}")
-_SECRET = re.compile(r"(?i)\b(sig|token|password|secret)=[^&]*")
+_SECRET = frozenset({"sig", "token", "password", "secret"})
+_PLAIN = frozenset({"expires", "since", "until", "cursor", "limit", "ttl"})  # not numbers
+
+
+def _mask_numbers(text: str) -> str:
+    return _NUMBER.sub(lambda m: mask("+" + m.group(0).lstrip("+").removeprefix("%2B")
+                                      .removeprefix("%2b")) or "", text)
 
 
 def scrub(path_qs: str) -> str:
     """The request target with secrets cut and numbers masked."""
-    out = _SECRET.sub(lambda m: m.group(1) + "=...", path_qs)
-    return _NUMBER.sub(lambda m: mask("+" + m.group(0).lstrip("+").removeprefix("%2B")
-                                      .removeprefix("%2b")) or "", out)
+    path, sep, query = path_qs.partition("?")
+    pairs = []
+    for pair in query.split("&") if sep else ():
+        key, eq, value = pair.partition("=")
+        if key.lower() in _SECRET:
+            value = "..."
+        elif key.lower() not in _PLAIN:
+            value = _mask_numbers(value)
+        pairs.append(key + eq + value)
+    return _mask_numbers(path) + sep + "&".join(pairs)
 
 
 class AccessLogger(AbstractAccessLogger):

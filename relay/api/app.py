@@ -291,6 +291,7 @@ def _policy_name(request: web.Request) -> str:
 
 
 async def list_policies(request: web.Request) -> web.Response:
+    check_params(request, frozenset())
     node = request.app[NODE]
     book = node.policies
     return web.json_response({
@@ -388,6 +389,7 @@ def _block_key(request: web.Request, body_x: Any = None) -> tuple[str, str | Non
 
 
 async def list_blocklist(request: web.Request) -> web.Response:
+    check_params(request, frozenset())
     node = request.app[NODE]
     now = node.clock()
     return web.json_response({"blocklist": [

@@ -120,7 +120,8 @@ def test_list_filters_and_unknown_parameters(relay_factory: Any, tmp_path: Path)
     status, body = request(relay.base, "GET", "/v1/calls?outcome=maybe", "adm")
     assert status == 422
     for path in ("/v1/calls?staus=1&x=1", "/v1/bindings?stat=frozen", "/v1/messages?sender=1",
-                 "/v1/numbers?zone=1", "/v1/calls/live?x=1"):
+                 "/v1/numbers?zone=1", "/v1/calls/live?x=1", "/v1/policies?name=a",
+                 "/v1/blocklist?number=1"):
         status, body = request(relay.base, "GET", path, "adm")
         assert status == 400 and body["error"] == "unknown_parameter", (path, body)
     status, body = request(relay.base, "GET", "/v1/calls?staus=1&xx=2", "adm")
