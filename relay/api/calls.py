@@ -111,7 +111,8 @@ def _switch(node: Node) -> Any:
 
 def live_calls(node: Node, role: str, now: float | None = None) -> list[dict[str, Any]]:
     """The calls in progress on `node`, oldest first, in the API's form: the fields of a
-    record so far (ISO 8601 UTC with ms), plus `phase`, `node` and `age_ms`."""
+    record so far (ISO 8601 UTC with ms; `recording` stays null until the record), plus
+    `phase`, `node`, `age_ms` and `recorded` (whether it is being recorded)."""
     switch = _switch(node)
     if switch is None:
         return []
@@ -131,7 +132,7 @@ def live_calls(node: Node, role: str, now: float | None = None) -> list[dict[str
             "answered_at": to_iso(answered / 1000) if answered is not None else None,
             "age_ms": max(0, int((now - c["started_at"]) * 1000)),
             "duration_ms": max(0, int(now * 1000) - answered) if answered is not None else 0,
-            "legs": legs, "recording": c["recording"],
+            "legs": legs, "recording": None, "recorded": c["recording"],
         })
     return out
 
@@ -216,7 +217,8 @@ LIVE_SCHEMA: dict[str, Any] = {
         "started_at": {"type": "string", "format": "date-time"}, "answered_at": _TIME,
         "age_ms": {"type": "integer"}, "duration_ms": {"type": "integer"},
         "legs": {"type": "object", "properties": {"caller": _LEG, "callee": _LEG}},
-        "recording": {"type": "boolean"},
+        "recording": {"type": "null", "description": "the files come with the record"},
+        "recorded": {"type": "boolean", "description": "this call is being recorded"},
     }}
 
 
