@@ -575,16 +575,11 @@ def _verify(a: argparse.Namespace, cfg: Config, root: str) -> int:
 def _recordings(a: argparse.Namespace, cfg: Config) -> int:
     """`relay recordings ls|show|export|sweep|verify`: straight from the recordings
     folder; returns the exit status."""
-    from recordings.cli import (
-        export_recording,
-        list_recordings,
-        parse_since,
-        show_recording,
-    )
+    from recordings.cli import export_recording, list_recordings, show_recording
 
     root = a.recordings or cfg.recordings
     if a.rec_cmd == "ls":
-        since = parse_since(a.since, time.time()) if a.since else None
+        since = _when(a, "since")
         rows = list_recordings(root, since=since, limit=a.limit)
         _emit(a, {"recordings": rows}, rows,
               ("call_id", "started_at", "duration_ms", "size", "state"))

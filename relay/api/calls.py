@@ -238,7 +238,8 @@ def add_call_routes(app: web.Application) -> None:
                       ("out_id", "platform reference"),
                       ("party", "caller or callee number (admin only)"),
                       ("outcome", "answered, unanswered or refused"),
-                      ("since", "UNIX seconds or ISO 8601"), ("until", "UNIX seconds or ISO 8601"),
+                      ("since", "UNIX seconds, ISO 8601 or an age (30m, 24h, 7d)"),
+                      ("until", "UNIX seconds, ISO 8601 or an age (30m, 24h, 7d)"),
                       ("cursor", "from `next`"), ("limit", "1-1000"))]
     err = {"$ref": "#/components/schemas/Error"}
     ref = {"$ref": "#/components/schemas/Call"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -53,18 +52,18 @@ def query_number(request: web.Request, name: str, default_cc: str) -> str | None
 
 
 def query_time(request: web.Request, name: str) -> float | None:
-    """UNIX seconds or ISO 8601 (a trailing Z means UTC)."""
+    """UNIX seconds, ISO 8601 (a trailing Z means UTC; naive means UTC) or an age
+    (`30m`, `24h`, `7d`): the one time format of the API, the CLI and the page."""
+    from ..cli_ops import parse_when
+
     raw = request.query.get(name)
     if raw is None:
         return None
     try:
-        return float(raw)
+        return parse_when(raw)
     except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise BadRequest(f"{name} must be UNIX seconds or ISO 8601") from None
+        raise BadRequest(f"{name} must be UNIX seconds, ISO 8601 or an age "
+                         "(30m, 24h, 7d)") from None
 
 
 async def list_records(request: web.Request, kind: str, key: str,
