@@ -10,6 +10,7 @@ RELAY_DOCS_SHOTS=1, for the README).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -189,6 +190,19 @@ async def _as_admin(base: str, recorded: dict[str, Any], live_id: str, shots: Pa
         # Hang up from the page; the row goes and the call is over.
         await b.eval(f"document.querySelector('#live button[data-id=\"{live_id}\"]').click()")
         await b.wait("document.querySelectorAll('#live tbody tr').length === 0", timeout=20)
+        # After the hang-up the call is in the list (the record writer batches: search
+        # again until it is there), and its detail says the operator ended it.
+        found = f"document.querySelector('#calls tbody tr[data-id=\"{live_id}\"]')"
+        await b.eval("location.hash = 'calls'")
+        for _ in range(50):
+            await b.eval("(() => { const f = document.getElementById('cf');"
+                         " f.party.value = ''; f.outcome.value = ''; f.requestSubmit(); })()")
+            await asyncio.sleep(0.3)
+            if await b.eval(f"!!{found}"):
+                break
+        await b.wait(found)
+        await view(b, f"call/{live_id}",
+                   "document.getElementById('d-facts').textContent.includes('operator')")
 
 
 async def _as_ops(base: str, recorded_id: str, live_id: str, shots: Path) -> None:
@@ -199,6 +213,12 @@ async def _as_ops(base: str, recorded_id: str, live_id: str, shots: Path) -> Non
         assert await b.eval("getComputedStyle(document.querySelector('.admin-only')).display") \
             == "none"
         await shot(b, shots, "calls")
+        await b.eval("(() => { const f = document.getElementById('cf');"
+                     " f.out_id.value = 'order-42'; f.requestSubmit(); })()")
+        await b.wait("[...document.querySelectorAll('#calls tbody tr')].length >= 1 && "
+                     "[...document.querySelectorAll('#calls tbody tr')]"
+                     ".every(r => r.textContent.includes('order-42'))")
+        assert await b.eval(f"!!document.querySelector('#calls tr[data-id=\"{recorded_id}\"]')")
         pages.append(await view(b, f"call/{recorded_id}",
                                 "document.querySelectorAll('#d-rec canvas').length === 3 && "
                                 "[...document.querySelectorAll('#d-rec canvas')]"
