@@ -179,7 +179,8 @@ CALL_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["id", "started_at", "legs", "outcome"],
     "description": "A call record (every time ISO 8601 UTC with milliseconds). "
     "end_reason says why the relay ended it (max_duration, frozen, drain, media_timeout, "
-    "media, no_extension, no_answer, operator; null otherwise); unconnected_cause is "
+    "session_expired, crash, media, no_extension, no_answer, operator; null otherwise); "
+    "unconnected_cause is "
     "none, no_binding, frozen, stranger, policy, untrusted, error or no_extension; "
     "policy_reason names the policy rule that refused it (quiet_hours, direction, "
     "blocked, frequency, score, hook). AXE calls add ext, and ivr_start_at and "
