@@ -279,6 +279,34 @@ class CallMap:
             call.hangup(now, reason="drain")
         return len(live)
 
+    def live_calls(self) -> list[dict[str, Any]]:
+        """A read-only snapshot of the calls not yet ended, oldest first: what
+        `GET /v1/calls/live` shows (times in seconds and leg times in UTC ms, as a
+        record stores them; real numbers: the API masks them per role)."""
+        out: list[dict[str, Any]] = []
+        for c in self.calls.values():
+            if c.ended:
+                continue
+            legs = {leg: dict(v) for leg, v in c.times.legs.items()
+                    if leg == "caller" or v["invite_at"] is not None}
+            out.append({"id": c.id, "x": c.x, "ext": c.ext, "caller": c.caller,
+                        "callee": c.callee, "binding": c.binding, "out_id": c.out_id,
+                        "direction": c.direction, "phase": c.phase.value,
+                        "started_at": c.started_at, "legs": legs,
+                        "answered_at": legs["caller"]["answer_at"],
+                        "recording": c.record_media})
+        out.sort(key=lambda d: float(d["started_at"]))
+        return out
+
+    def hangup_call(self, call_id: str, now: float, *, reason: str = "operator") -> bool:
+        """An operator ends one live call (BYE, CANCEL or a final response to each leg,
+        through the controller's own ending path); False when no such call is live."""
+        call = self.calls.get(call_id)
+        if call is None or call.ended:
+            return False
+        call.hangup(now, cause=16, reason=reason)
+        return True
+
     def media_timeout(self, idle: Iterable[object], now: float) -> int:
         """End answered calls whose media handle is in `idle` (the backend's
         `idle_calls(timeout)`: no RTP or RTCP from either side): BYE both legs,

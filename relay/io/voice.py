@@ -240,8 +240,13 @@ async def attach_voice(node: Node) -> None:
     hub = node.events
     contacts = node.contact_writer
 
+    from relay.calllog import CallLog
+
+    call_log = CallLog(node.metrics)
+
     def record(rec: dict[str, Any]) -> None:
         writer.submit("call", rec)
+        call_log.submit(rec)  # one masked INFO line, refusal reasons, latency histograms
         contacts.submit(contact_from_call(rec))  # the caller's score inputs
         if rec.get("recording"):
             sealer.submit_record(rec)
@@ -401,6 +406,9 @@ def _tune_gc(threshold: Any) -> bool:
 def _metrics(node: Node, switch: CallMap, server: SipServer, media: MediaBackend) -> None:
     m = node.metrics
     m.gauge("relay_calls_live", "calls in progress", lambda: float(switch.live))
+    m.counter_from("relay_recording_errors_total",
+                   "recordings stopped by a failed spool write (the call went on)",
+                   lambda: float(getattr(media, "recording_errors", 0)))
     # The in-process backend paces every prompt on one clock; rtpengine plays its own.
     m.gauge("relay_media_playing", "prompts the relay is playing now (in-process media)",
             lambda: float(len(getattr(media, "playout", None) or ())))
