@@ -54,8 +54,8 @@ from ._phases import Timer
 from ._state import LegState
 from .cdr import CallTimes, build_record
 from .controller import CallController, ControlSettings, Table
-from .events import CallEvent, CallRefused, Incoming, MediaJob
-from .legs import ALLOW, CalleeLeg, CallerLeg, _Leg, reason_header
+from .events import CallEvent, CallRefused, Fail, Incoming, MediaJob
+from .legs import ALLOW, REL100, CalleeLeg, CallerLeg, _Leg, reason_header
 from .overload import OverloadGuard
 from .trunks import Trunk, TrunkSet
 
@@ -128,6 +128,14 @@ class Wire:
     def respond(self, resp: Any, now: float) -> None:
         """Hand a response to its server transaction."""
         self.layer.send_response(resp, now)
+
+    def respond_reliably(self, resp: Any, now: float) -> None:
+        """A provisional retransmitted until PRACKed (RFC 3262 §3)."""
+        self.layer.send_reliable_provisional(resp, now)
+
+    def prack(self, key: TransactionKey) -> None:
+        """The PRACK for INVITE `key`'s reliable provisional came: stop resending it."""
+        self.layer.prack_received(key)
 
     def stateless(self, msg: SipRequest, dest: Address) -> None:
         """An ACK for a 2xx (RFC 3261 §13.2.2.4 sends it outside any transaction),
@@ -483,6 +491,12 @@ class CallMap:
         key = ev.key
         if key.role == "server":
             call = self._invites.get(key)
+            if call is not None and getattr(ev, "timer", "") == "P":
+                # RFC 3262 §3: no PRACK for 64*T1: reject the INVITE with a 5xx.
+                if call.a.can("fail"):
+                    call.a.deliver(Fail(504, 102, "no_prack"), now)
+                call.hangup(now, cause=102, reason="no_prack")
+                return
             if call is not None:
                 a = call.a
                 assert isinstance(a, CallerLeg)
@@ -546,7 +560,8 @@ class CallMap:
         implement only session timers) gets 420 with those option-tags in Unsupported."""
         if "require" not in req.headers:
             return False
-        tags = [t for t in req.headers.get_list("require") if t and t.lower() != TIMER_TAG]
+        tags = [t for t in req.headers.get_list("require")
+                if t and t.lower() not in (TIMER_TAG, REL100)]
         if not tags:
             return False
         self._reply(req, 420, now, [("Unsupported", ", ".join(tags))])

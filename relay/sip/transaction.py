@@ -115,6 +115,7 @@ class _Txn:
         "kind",
         "last",
         "peer",
+        "rel1xx",
         "reliable",
         "request",
         "state",
@@ -135,6 +136,8 @@ class _Txn:
         self.interval = t1  # current retransmission interval for A/E/G
         self.acked = False
         self.ack_index: tuple[str, int, str] | None = None
+        # A reliable provisional awaiting PRACK (RFC 3262 §3): bytes, interval, give-up.
+        self.rel1xx: tuple[bytes, float, float] | None = None
 
 
 def _server_key(msg: SipRequest | SipResponse) -> TransactionKey:
@@ -285,6 +288,9 @@ class TransactionLayer:
             if txn is None or txn.timers.get(name) != deadline:
                 continue
             del txn.timers[name]
+            if name == "P":
+                self._resend_reliable(txn, now, events)
+                continue
             self._apply(txn, "timer_" + name, now, None, events)
         return events
 
@@ -318,6 +324,12 @@ class TransactionLayer:
         self._seq += 1
         heapq.heappush(self._heap, (deadline, self._seq, txn.key, name))
         return False
+
+    def _arm(self, txn: _Txn, name: str, deadline: float) -> None:
+        """Arm a timer outside the state table (P: reliable provisionals)."""
+        txn.timers[name] = deadline
+        self._seq += 1
+        heapq.heappush(self._heap, (deadline, self._seq, txn.key, name))
 
     # -- the state machine driver -----------------------------------------------------
     def _apply(self, txn: _Txn, event: str, now: float,
@@ -464,6 +476,40 @@ class TransactionLayer:
             return events
         self._apply(txn, _class_input("send_", response.status), now, response, events)
         return events
+
+    def send_reliable_provisional(self, response: SipResponse, now: float) -> None:
+        """A 101-199 sent reliably (RFC 3262 §3): as any provisional, and again at T1,
+        2*T1... until :meth:`prack_received`, a final response, or 64*T1, when the TU
+        gets ``TransactionTimeout(key, "P")`` (it should reject the INVITE with a 5xx).
+        On a reliable transport it is sent once and waits as long for its PRACK."""
+        self.send_response(response, now)
+        txn = self._servers.get(_server_key(response))
+        if txn is None or txn.state is not State.PROCEEDING or txn.last is None:
+            return
+        t1 = self.config.t1
+        txn.rel1xx = (txn.last, t1, now + 64 * t1)
+        self._arm(txn, "P", now + (64 * t1 if txn.reliable else t1))
+
+    def prack_received(self, key: TransactionKey) -> None:
+        """The TU matched a PRACK to the reliable provisional of INVITE `key`."""
+        txn = self._servers.get(key)
+        if txn is not None:
+            txn.rel1xx = None
+            txn.timers.pop("P", None)
+
+    def _resend_reliable(self, txn: _Txn, now: float, events: list[Event]) -> None:
+        rel = txn.rel1xx
+        if rel is None or txn.state is not State.PROCEEDING:
+            return
+        data, interval, give_up = rel
+        if now >= give_up:
+            txn.rel1xx = None
+            events.append(TransactionTimeout(txn.key, "P"))
+            return
+        self._out.append((data, txn.peer))
+        interval *= 2  # §3: "starts at T1 seconds and doubles for each retransmission"
+        txn.rel1xx = (data, interval, give_up)
+        self._arm(txn, "P", min(now + interval, give_up))
 
     def send_trying(self, now: float) -> None:
         """Send the deferred 100 Trying of every new INVITE the TU has not answered."""
