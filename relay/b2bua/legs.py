@@ -279,6 +279,11 @@ class _Leg:
             self._respond(req, 200, now)
             return [Disconnect(self.role)]
         if method in ("INVITE", "UPDATE"):
+            if method == "INVITE" and self.state is LegState.EARLY:
+                # §14.1: no re-INVITE before the INVITE's final response; UPDATE is
+                # the early dialog's way (RFC 3311 §5).
+                self._respond(req, 491, now, extra=[("Retry-After", "1")])
+                return []
             if not self.can("remote_offer"):
                 # RFC 3311 §5.2 allows UPDATE in early dialogs; we only renegotiate
                 # once connected, so ask the peer to try later.
