@@ -272,6 +272,7 @@ async def attach_voice(node: Node) -> None:
     await server.start(udp, tcp=bool(sip.get("tcp", True)))
     if sip_tls is not None and ctx is not None:
         tls_port = await server.start_tls(sip_tls[0], sip_tls[1], ctx)
+        switch.wire.tls_port = tls_port  # Via and Contact toward callers on TLS
         log.info("SIP over TLS on %s:%s", sip_tls[0], tls_port)
     node.voice = server  # type: ignore[attr-defined]
     _metrics(node, switch, server, media)
