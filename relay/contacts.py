@@ -17,13 +17,13 @@ import contextlib
 import logging
 import sqlite3
 from collections import OrderedDict, deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from dialplan.score import SHORT_MS, WEEK, Contact, score_card
 
 from .bindings.store import StoreUnavailable
+from .sqlite_thread import SqliteThread
 
 __all__ = ["ContactStore", "ContactWriter", "Scores", "contact_from_call",
            "contact_from_message", "open_contact_store"]
@@ -117,7 +117,7 @@ class RedisContacts:
         return [_contact(d) for d in docs]
 
 
-class SqliteContacts:
+class SqliteContacts(SqliteThread):
     """Contacts in the relay's SQLite file (one node)."""
 
     _SCHEMA = """
@@ -126,36 +126,12 @@ class SqliteContacts:
     CREATE INDEX IF NOT EXISTS contacts_c ON contacts(caller, at);
     """
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="contacts")
-        self._db: sqlite3.Connection | None = None
+    _what = "contact store"
+    _thread = "contacts"
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise StoreUnavailable("contact store is not open")
-        return self._db
-
-    async def open(self) -> None:
-        def o() -> None:
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
-                                 check_same_thread=False)
-            db.execute("PRAGMA busy_timeout=10000")
-            db.executescript(self._SCHEMA)
-            self._db = db
-        await self._run(o)
-
-    async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await asyncio.get_running_loop().run_in_executor(self._pool, db.close)
-        self._pool.shutdown(wait=False)
+    def _setup(self, db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA busy_timeout=10000")
+        db.executescript(self._SCHEMA)
 
     def _add(self, items: list[tuple[str, Contact]]) -> None:
         db = self._conn()

@@ -19,16 +19,15 @@ configured fail-open/closed on error or timeout) continues the call (relay.io.si
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from dialplan.policy import MAX_PER, Limit, counter_key
 
 from .bindings.store import StoreUnavailable
+from .sqlite_thread import SqliteThread
 
 __all__ = ["CounterStore", "MemoryCounters", "counter_key", "open_counter_store"]
 
@@ -131,7 +130,7 @@ class RedisCounters:
             raise StoreUnavailable(str(exc)) from exc
 
 
-class SqliteCounters:
+class SqliteCounters(SqliteThread):
     """Counters in the relay's SQLite file (one node)."""
 
     _SCHEMA = """
@@ -139,36 +138,12 @@ class SqliteCounters:
     CREATE INDEX IF NOT EXISTS counters_k ON counters(key, at);
     """
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="counters")
-        self._db: sqlite3.Connection | None = None
+    _what = "counter store"
+    _thread = "counters"
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise StoreUnavailable("counter store is not open")
-        return self._db
-
-    async def open(self) -> None:
-        def o() -> None:
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
-                                 check_same_thread=False)
-            db.execute("PRAGMA busy_timeout=10000")
-            db.executescript(self._SCHEMA)
-            self._db = db
-        await self._run(o)
-
-    async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await asyncio.get_running_loop().run_in_executor(self._pool, db.close)
-        self._pool.shutdown(wait=False)
+    def _setup(self, db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA busy_timeout=10000")
+        db.executescript(self._SCHEMA)
 
     def _take(self, key: str, now: float, limit: Limit) -> bool:
         db = self._conn()

@@ -14,12 +14,10 @@ thread). Redis: the hashes `{relay}:policies` (name -> JSON) and `{relay}:blockl
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sqlite3
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -27,6 +25,7 @@ from dialplan.blocklist import Block, Blocklist
 from dialplan.policy import Policy, PolicyError, parse_policy
 
 from .bindings.store import StoreUnavailable
+from .sqlite_thread import SqliteThread
 
 __all__ = ["PolicyBook", "PolicyStore", "open_policy_store"]
 
@@ -117,7 +116,7 @@ class PolicyBook:
         self._by_name = {k: v for k, v in self._by_name.items() if k != name}
 
 
-class SqlitePolicyStore:
+class SqlitePolicyStore(SqliteThread):
     """Policies in the relay's SQLite file."""
 
     _SCHEMA = """
@@ -126,36 +125,12 @@ class SqlitePolicyStore:
                                          doc TEXT NOT NULL, PRIMARY KEY(number, x));
     """
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policies")
-        self._db: sqlite3.Connection | None = None
+    _what = "policy store"
+    _thread = "policies"
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise StoreUnavailable("policy store is not open")
-        return self._db
-
-    async def open(self) -> None:
-        def o() -> None:
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
-                                 check_same_thread=False)
-            db.execute("PRAGMA busy_timeout=10000")
-            db.executescript(self._SCHEMA)
-            self._db = db
-        await self._run(o)
-
-    async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await asyncio.get_running_loop().run_in_executor(self._pool, db.close)
-        self._pool.shutdown(wait=False)
+    def _setup(self, db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA busy_timeout=10000")
+        db.executescript(self._SCHEMA)
 
     async def all(self) -> dict[str, dict[str, Any]]:
         rows = await self._run(

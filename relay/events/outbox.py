@@ -16,16 +16,15 @@ a store do not post the same events in parallel (which would break the order per
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from relay.bindings.store import StoreUnavailable
+from relay.sqlite_thread import SqliteThread
 
 from .model import Event
 
@@ -68,42 +67,18 @@ class Outbox(Protocol):
     async def acquire(self, holder: str, now: float, ttl: float) -> bool: ...
 
 
-class SqliteOutbox:
+class SqliteOutbox(SqliteThread):
     """The outbox table of the relay's SQLite file."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
-        self._db: sqlite3.Connection | None = None
+    _what = "outbox"
+    _thread = "outbox"
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise StoreUnavailable("outbox is not open")
-        return self._db
-
-    async def open(self) -> None:
-        def o() -> None:
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
-                                 check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            # The record store creates `outbox`; the lease is the sender's own.
-            db.execute("CREATE TABLE IF NOT EXISTS outbox_lease("
-                       "name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL)")
-            self._db = db
-        await self._run(o)
-
-    async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await asyncio.get_running_loop().run_in_executor(self._pool, db.close)
-        self._pool.shutdown(wait=False)
+    def _setup(self, db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        # The record store creates `outbox`; the lease is the sender's own.
+        db.execute("CREATE TABLE IF NOT EXISTS outbox_lease("
+                   "name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL)")
 
     async def due(self, now: float, limit: int) -> list[OutboxRow]:
         """Heads of their keys whose time has come, oldest first."""
