@@ -18,14 +18,18 @@ import json
 import logging
 import sqlite3
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from dialplan.blocklist import Block, Blocklist
-from dialplan.policy import Policy, PolicyError, parse_policy
+from dialplan.policy import Limit, Policy, PolicyError, parse_policy
 
 from .bindings.store import StoreUnavailable
 from .sqlite_thread import SqliteThread
+
+if TYPE_CHECKING:
+    from .contacts import Scores
+    from .counters import FrequencyView
 
 __all__ = ["PolicyBook", "PolicyStore", "open_policy_store"]
 
@@ -59,6 +63,10 @@ class PolicyBook:
         self.blocklist = Blocklist()
         self.refresh_errors = 0
         self.bad_documents = 0
+        # The node's memory of the shared counters and scores (set by relay.app.Node);
+        # None: every attempt is admitted, scores are asked for as jobs.
+        self.frequency: FrequencyView | None = None
+        self.scores: Scores | None = None
 
     def for_binding(self, name: str | None) -> Policy | None:
         """The policy a binding routes under: its own if it exists, else the default
@@ -73,6 +81,18 @@ class PolicyBook:
     def blocked(self, caller: str | None, x: str, now: float) -> bool:
         """The blocklist holds `caller` for `x` at `now`."""
         return self.blocklist.match(caller, x, now) is not None
+
+    def admit(self, key: str, now: float, limit: Limit) -> bool:
+        """Count one attempt under `limit` in the shared counter `key`, or refuse it:
+        decided from this node's memory at once (relay.counters.FrequencyView)."""
+        f = self.frequency
+        return True if f is None else f.take_now(key, now, limit)
+
+    def score_now(self, caller: str, now: float) -> int | None:
+        """`caller`'s score if this node has one (a stale one is refreshed beside the
+        call path); None when it must be read first."""
+        s = self.scores
+        return None if s is None else s.cached(caller, now)
 
     def get(self, name: str) -> Policy | None:
         """The policy called `name`, if there is one."""

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 from dialplan.numbers import InvalidNumber, mask, normalise
 from dialplan.policy import counter_key
-from dialplan.route import Bridge, counted, decide, scored
+from dialplan.route import Bridge, counted, decide, hooked, scored
 from relay.bindings.store import StoreUnavailable
 from relay.config import ConfigError, parse_hostport
 from relay.contacts import contact_from_message
+from relay.io.hook import text_hook
 from relay.io.smpp_client import SmppClient
 from relay.io.smpp_server import NoRouteError, SessionRef, SmppServer
 from relay.io.webhook import WebhookSender
@@ -157,6 +158,7 @@ class SmsService:
         self.server: SmppServer | None = None
         self.client: SmppClient | None = None
         self.webhook: WebhookSender | None = None
+        self.hook = text_hook(node)  # [dialplan] hook_url: texts are asked too
         self.receipts = ReceiptBook()
         self._ids = _Ids()
         self._refs = itertools.count(1)
@@ -203,6 +205,8 @@ class SmsService:
             await self.client.stop()
         if self.webhook is not None:
             await self.webhook.stop()
+        if self.hook is not None:
+            await self.hook.close()
 
     # ---- entry points ----
     async def on_gateway_message(self, ref: SessionRef, msg: SmsMessage) -> tuple[int, str]:
@@ -270,6 +274,11 @@ class SmsService:
                                   policy=policy, blocked=node.policies.blocked(sender, x, now))
                 if isinstance(decision, Bridge) and decision.max_score is not None:
                     decision = scored(decision, await self._score(sender, now))
+                if isinstance(decision, Bridge) and self.hook is not None:
+                    decision = hooked(decision, await self.hook.allow_text({
+                        "at": now, "message_id": msg_id, "x": x, "caller": sender,
+                        "binding": decision.binding, "direction": decision.direction,
+                        "out_id": getattr(entry, "out_id", None)}))
                 if isinstance(decision, Bridge) and decision.limit is not None:
                     decision = counted(decision, await self._admit(decision, sender, now))
                 action = plan(sender, x, decision)
@@ -304,6 +313,9 @@ class SmsService:
         """The sender's harassment score (`max_score`); a store that cannot answer in
         time scores 0 (counter_fail open) or above any limit (closed), counted."""
         node = self.node
+        known = node.scores.cached(sender, now)  # at once, when this node has one
+        if known is not None:
+            return known
         try:
             return await asyncio.wait_for(node.scores.score(sender, now),
                                           node.config.counter_timeout)
