@@ -16,21 +16,28 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from relay.bindings.store import StoreUnavailable
-from relay.io.webhook import Attempt, RetryPolicy, WebhookClient
+from relay.io.webhook import Attempt, RetryPolicy
 
 from .outbox import Outbox, OutboxRow
 
-__all__ = ["OutboxSender"]
+__all__ = ["OutboxSender", "Poster"]
 
 log = logging.getLogger("relay.events")
+
+
+class Poster(Protocol):
+    """Where the sender posts: a WebhookClient, or stream-only's (events.service)."""
+
+    async def post(self, key: str, body: bytes) -> Attempt: ...
 
 
 class OutboxSender:
     """Delivers one store's outbox to one webhook."""
 
-    def __init__(self, outbox: Outbox, client: WebhookClient, policy: RetryPolicy, *,
+    def __init__(self, outbox: Outbox, client: Poster, policy: RetryPolicy, *,
                  batch: int = 256, poll: float = 1.0, lease_ttl: float = 10.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.outbox = outbox

@@ -3,6 +3,7 @@ loopback that fails, is down, and a relay killed with SIGKILL and started again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -155,5 +156,50 @@ def test_outage_and_kill_minus_9_lose_nothing(relay_factory: Any, tmp_path: Path
         receiver.check()
         assert len(_by_call(got)) == 4
         assert all(t == CALL_ORDER for t in _by_call(got).values())
+    finally:
+        receiver.stop()
+
+
+def test_kill_minus_9_right_after_calls_end_loses_no_event(relay_factory: Any,
+                                                          tmp_path: Path) -> None:
+    """The relay is killed the moment the calls' last events are made, before the
+    record writer's next commit (50-200 ms later): the journal had the events and their
+    records on disk, and the restarted relay delivers every one and keeps the records."""
+    out = udp_port()
+    receiver = Receiver(free_port(), SECRET)  # down until the restart
+    conf = _config(tmp_path, receiver)
+    relay = _start(relay_factory, tmp_path, out, conf)
+    bind(relay.base)
+    n = 6
+    uas = callee(tmp_path, out, name="kill-uas", extra=["-m", str(n)])
+    uac = caller(tmp_path, relay.sip_port, name="kill-uac",
+                 extra=["-m", str(n), "-d", "100", "-r", "20", "-l", str(n)])
+    uas.start()
+    time.sleep(0.3)
+    uac.start()
+    # call.ended is made once the call's media is released (its recording finished),
+    # a moment after its BYE: kill as soon as the journal has had all of them, well
+    # before the record writer's commit (which lingers 50 ms for company).
+    journal = tmp_path / "relay.db-events"
+    deadline = time.monotonic() + 30
+    seen: dict[str, int] = {}  # segment -> its call.ended (a committed one is deleted)
+    while sum(seen.values()) < n:
+        assert time.monotonic() < deadline, "the calls' ends never reached the journal"
+        for p in journal.glob("events-*.jnl"):
+            with contextlib.suppress(FileNotFoundError):
+                seen[p.name] = max(seen.get(p.name, 0), p.read_bytes().count(b'"call.ended"'))
+        time.sleep(0.002)
+    relay.proc.kill()
+    relay.proc.wait()
+    uac.wait(30)
+    uas.wait(10)
+    receiver.start()
+    try:
+        again = _start(relay_factory, tmp_path, out, conf)
+        got = receiver.wait_for(_complete(n), timeout=60)
+        receiver.check()
+        assert len(_by_call(got)) == n
+        assert all(t == CALL_ORDER for t in _by_call(got).values())
+        assert len(calls(again.base, want=n)) == n  # the records came back too
     finally:
         receiver.stop()
