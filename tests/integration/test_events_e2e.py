@@ -203,3 +203,47 @@ def test_kill_minus_9_right_after_calls_end_loses_no_event(relay_factory: Any,
         assert len(calls(again.base, want=n)) == n  # the records came back too
     finally:
         receiver.stop()
+
+
+def test_sms_webhook_is_durable_across_an_outage_and_kill_minus_9(relay_factory: Any,
+                                                                   tmp_path: Path) -> None:
+    """The SMS webhook route rides the same outbox and sender as events: a message
+    accepted while the webhook is down survives a `kill -9` and is posted, signed, with
+    its id as Idempotency-Key, once the relay is back and the webhook is up."""
+    import sqlite3
+
+    from sms_helpers import A as SMS_A
+    from sms_helpers import B as SMS_B
+    from sms_helpers import X as SMS_X
+    from sms_helpers import http, make_binding
+
+    hook = Receiver(free_port(), "sms-secret")  # down until the restart
+    conf = tmp_path / "relay.toml"
+    conf.write_text(f'[sms]\nroute = "webhook"\nwebhook_url = "{hook.url}"\n'
+                    'webhook_secret = "sms-secret"\nwebhook_backoff = 0.1\n')
+    store = f"sqlite:///{tmp_path}/relay.db"
+    relay = relay_factory(store, ["--config", str(conf)], "sms")
+    make_binding(relay.base, x=SMS_X, a=SMS_A, b=SMS_B)
+    status, body = http("POST", f"{relay.base}/v1/sms",
+                        {"from": SMS_B, "to": SMS_X, "text": "still there?"})
+    assert status == 202, body
+    deadline = time.monotonic() + 10
+    while True:  # in the store's queue (not only in memory) before the kill
+        with sqlite3.connect(tmp_path / "relay.db", timeout=10) as db:
+            if db.execute("SELECT count(*) FROM sms_outbox WHERE id = ?",
+                          (body["id"],)).fetchone()[0]:
+                break
+        assert time.monotonic() < deadline, "the message never reached the outbox"
+        time.sleep(0.05)
+    relay.proc.kill()
+    relay.proc.wait()
+    hook.start()
+    try:
+        relay_factory(store, ["--config", str(conf)], "sms-again")
+        got = hook.wait_for(lambda g: any(d["id"] == body["id"] for d in g), timeout=60)
+        hook.check()
+        (msg,) = {d["id"]: d for d in got}.values()
+        assert msg["from"] == SMS_X and msg["to"] == SMS_A and msg["text"] == "still there?"
+        assert SMS_B not in json.dumps(msg)
+    finally:
+        hook.stop()
