@@ -9,11 +9,12 @@ start, what the last run journaled and did not commit is handed back to the reco
 writer (events are idempotent in the outbox; a record is put back only when the store
 lacks it, never over a newer version). So a `kill -9` loses at most the last ~10 ms.
 
-The journal is a series of segment files `<dir>/events-<n>.jnl`, one JSON line per
+The journal is a series of segment files `<dir>/events-<n>-<pid>.jnl`, one JSON line per
 entry: `{"k": kind, "r": record, "e": [[id, type, key, at, body], ...]}`. The writer
 commits events in the order they were submitted, so the journal only counts them
 (`committed`): a segment is deleted once every event in it has been committed. A
 segment is closed after `segment_seconds`, so under steady load old ones go away.
+One journal folder per node: relays sharing a store must not share it.
 """
 
 from __future__ import annotations
@@ -95,8 +96,8 @@ class EventJournal:
         lacks), then keep those segments until it has committed them. Returns the
         number of events handed back."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        old = sorted(self.dir.glob("events-*.jnl"), key=lambda p: int(p.stem[7:]))
-        self._seq = int(old[-1].stem[7:]) + 1 if old else 0
+        old = sorted(self.dir.glob("events-*.jnl"), key=_seq_of)
+        self._seq = _seq_of(old[-1]) + 1 if old else 0
         for path in old:
             entries = await asyncio.to_thread(_read, path)
             for kind, record, events in entries:
@@ -133,7 +134,7 @@ class EventJournal:
             self._current = None
             self.committed(0)  # it may be committed already
         if self._current is None:
-            self._current = self.dir / f"events-{self._seq}.jnl"
+            self._current = self.dir / f"events-{self._seq}-{os.getpid()}.jnl"
             self._seq += 1
             self._opened_at = now
         self._current_events = self._submitted
@@ -155,6 +156,14 @@ class EventJournal:
                 await self._task
             self._task = None
         await self._write(asyncio.get_running_loop().time())
+
+
+def _seq_of(path: Path) -> int:
+    """The sequence number in `events-<n>-<pid>.jnl` (-1 for a name not ours)."""
+    try:
+        return int(path.stem.split("-")[1])
+    except (IndexError, ValueError):
+        return -1
 
 
 def _append(path: Path, data: bytes) -> None:
