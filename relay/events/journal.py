@@ -9,8 +9,9 @@ start, what the last run journaled and did not commit is handed back to the reco
 writer (events are idempotent in the outbox; a record is put back only when the store
 lacks it, never over a newer version). So a `kill -9` loses at most the last ~10 ms.
 
-The journal is a series of segment files `<dir>/events-<n>-<pid>.jnl`, one JSON line per
-entry: `{"k": kind, "r": record, "e": [[id, type, key, at, body], ...]}`. The writer
+The journal is a series of segment files `<dir>/events-<n>-<pid>.jnl`; an entry is a
+JSON line `{"k": kind, "r": record, "e": [[id, type, key, at, size], ...]}`, then each
+event's body as it will be posted (`size` bytes), then a newline. The writer
 commits events in the order they were submitted, so the journal only counts them
 (`committed`): a segment is deleted once every event in it has been committed. A
 segment is closed after `segment_seconds`, so under steady load old ones go away.
@@ -69,9 +70,11 @@ class EventJournal:
         both to the record writer, in the same order."""
         if not events:
             return
-        entry = {"k": kind, "r": record,
-                 "e": [[e.id, e.type, e.key, e.at, e.body.decode()] for e in events]}
-        self._lines.append(_encode(entry).encode() + b"\n")
+        # The bodies follow their header raw: no second JSON encoding of each body.
+        head = {"k": kind, "r": record,
+                "e": [[e.id, e.type, e.key, e.at, len(e.body)] for e in events]}
+        self._lines.append(b"".join([_encode(head).encode(), b"\n",
+                                     *(e.body for e in events), b"\n"]))
         self._submitted += len(events)
         self._wake.set()
 
@@ -178,13 +181,19 @@ def _append(path: Path, data: bytes) -> None:
 def _read(path: Path) -> list[tuple[str | None, dict[str, Any] | None, list[Event]]]:
     out: list[tuple[str | None, dict[str, Any] | None, list[Event]]] = []
     with path.open("rb") as f:
-        for line in f:
+        while line := f.readline():
             try:
                 d = json.loads(line)
-                events = [Event(i, t, k, float(at), body.encode())
-                          for i, t, k, at, body in d["e"]]
+                events = []
+                for i, t, k, at, size in d["e"]:
+                    body = f.read(size)
+                    if len(body) != size:
+                        raise ValueError("short body")
+                    events.append(Event(i, t, k, float(at), body))
+                if f.read(1) != b"\n":
+                    raise ValueError("no end of entry")
             except (ValueError, KeyError, TypeError):
-                break  # a line cut short by the kill: nothing after it was written
+                break  # an entry cut short by the kill: nothing after it was written
             out.append((d.get("k"), d.get("r"), events))
     return out
 

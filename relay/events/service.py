@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recordings.links import MAX_TTL
-from relay.b2bua.events import CallEvent
+from relay.b2bua.events import CallEnded, CallEvent, CallRefused
 from relay.config import ConfigError
 from relay.io.webhook import Attempt, RetryPolicy, WebhookClient
 from relay.records import RecordWriter
@@ -111,7 +111,10 @@ class EventHub:
         self.made += len(events)
         self.writer.submit_events(events)
         if self.journal is not None:
-            self.journal.append(events, "call", getattr(ev, "record", None))
+            # Only a finished call's record: earlier versions are superseded by it (and
+            # a call cut short by a crash is relay.live_journal's to finish).
+            self.journal.append(events, "call", ev.record
+                                if isinstance(ev, CallEnded | CallRefused) else None)
 
     def on_message(self, rec: dict[str, Any], now: float) -> None:
         """A message record was saved (submitted just before)."""
