@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dialplan.numbers import InvalidNumber, normalise, split_extension
-from dialplan.policy import Policy
+from dialplan.policy import Limit, Policy
 from dialplan.route import Policies
 from relay.media.backend import MediaEvent
 from relay.sip import (
@@ -703,6 +703,12 @@ class _NoPolicies:
 
     def blocked(self, caller: str | None, x: str, now: float) -> bool:
         return False
+
+    def admit(self, key: str, now: float, limit: Limit) -> bool:
+        return True
+
+    def score_now(self, caller: str, now: float) -> int | None:
+        return 0
 
 
 # Transaction-layer event -> handler (dispatch by table, STYLE.md).

@@ -549,14 +549,6 @@ class SipServer:
     async def _detect(self, job: MediaJob) -> None:
         await self.media.detect_digits(_handle(job), job.side, job.flag)
 
-    async def _count(self, job: MediaJob) -> bool:
-        """Admit the attempt in its shared counter, or not, within the deadline (a
-        TimeoutError or StoreUnavailable reaches the controller as the job's error)."""
-        if self.counters is None or job.limit is None:
-            return True
-        return await asyncio.wait_for(
-            self.counters.take(job.key, self.clock(), job.limit), self.counter_timeout)
-
     async def _score(self, job: MediaJob) -> int:
         """The caller's harassment score (dialplan.score) from the shared contacts."""
         if self.scores is None or not job.key:
@@ -587,7 +579,7 @@ _OPS: dict[str, Callable[[SipServer, MediaJob], Any]] = {
     "release": SipServer._release, "answer_local": SipServer._answer_local,
     "local_offer": SipServer._local_offer, "play": SipServer._play,
     "stop_play": SipServer._stop_play, "detect": SipServer._detect,
-    "count": SipServer._count, "score": SipServer._score, "hook": SipServer._hook,
+    "score": SipServer._score, "hook": SipServer._hook,
 }
 _RECORDED = (CallEnded, CallRefused)
 
