@@ -51,7 +51,6 @@ from typing import Any, cast
 from relay.b2bua.callmap import CallMap
 from relay.b2bua.events import CallEnded, CallEvent, CallRefused, MediaJob
 from relay.contacts import Scores
-from relay.counters import CounterStore
 from relay.media.backend import MediaBackend, MediaCall, MediaEvent
 from relay.rtp.session import Side
 from relay.sdp import SdpError
@@ -197,14 +196,13 @@ class SipServer:
 
     def __init__(self, switch: CallMap, media: MediaBackend, records: RecordSink,
                  clock: Callable[[], float] = time.time, *, events: EventSink | None = None,
-                 prompts: PromptPath | None = None, counters: CounterStore | None = None,
+                 prompts: PromptPath | None = None,
                  scores: Scores | None = None, counter_timeout: float = 0.3,
                  hook: DecisionHook | None = None,
                  limits: StreamLimits | None = None) -> None:
         self.switch = switch
         self.hook = hook  # the per-call decision hook ([dialplan] hook_url)
         self.scores = scores  # callers' harassment scores (relay.contacts)
-        self.counters = counters  # frequency limits (relay.counters); None: admit all
         self.counter_timeout = counter_timeout
         self.media = media
         self.records = records

@@ -254,7 +254,7 @@ async def attach_voice(node: Node) -> None:
     cfg_ = node.config
     hook = (DecisionHook(cfg_.hook_url, cfg_.hook_secret, cfg_.hook_timeout)
             if cfg_.hook_url else None)
-    server = SipServer(switch, media, record, prompts=prompts.path, counters=node.counters,
+    server = SipServer(switch, media, record, prompts=prompts.path,
                        scores=node.scores, counter_timeout=cfg_.counter_timeout, hook=hook,
                        events=node.live_calls.sink(hub.on_call_event if hub else None),
                        limits=stream_limits(sip))
