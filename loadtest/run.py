@@ -162,7 +162,8 @@ def _direct(plan: Plan, engine: str, rtp: bool, quiet: bool) -> dict[str, Any]:
     uas = SippUas(work, port)
     # SIPp's UAS answers every INVITE with 200: expect that of every attempt.
     direct = Plan([a.__class__(**{**{f: getattr(a, f) for f in a.__slots__},
-                                  "expect_code": 200, "callee": None})
+                                  "expect_code": 200, "callee": None,
+                                  "hangup_by": "caller"})
                    for a in plan.attempts], [], [])
     try:
         res, dur, _, _ = _engine_run(direct, ("127.0.0.1", port), ("127.0.0.1",
