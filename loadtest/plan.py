@@ -126,8 +126,8 @@ def from_records(records: list[CallRecord], *, speed: float = 1.0) -> Plan:
 
 def _placeholders(x: str) -> tuple[str, str]:
     """Parties for an X seen only refused: numbers no record calls from (X's digits)."""
-    tail = x[-8:]
-    return f"+86130{tail}", f"+86131{tail}"
+    tail = int(x[-8:]) if x[-8:].isdigit() else 0
+    return f"+86130{(tail + 50000000) % 10**8:08d}", f"+86131{(tail + 70000000) % 10**8:08d}"
 
 
 def _attempt(r: CallRecord, offset: float, speed: float) -> Attempt:

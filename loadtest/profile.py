@@ -200,8 +200,9 @@ def step_offsets(step: Step, t0: float) -> list[float]:
 
 
 def numbers(i: int) -> tuple[str, str, str]:
-    """The generated (X, A, B) of binding `i`."""
-    return f"+86170{i:08d}", f"+86138{i:08d}", f"+86139{i:08d}"
+    """The generated (X, A, B) of binding `i`; their last 8 digits all differ, so a leak
+    check on them cannot match the wrong number."""
+    return f"+86170{30000000 + i:08d}", f"+86138{10000000 + i:08d}", f"+86139{20000000 + i:08d}"
 
 
 def generate(p: Profile) -> Plan:
@@ -222,7 +223,7 @@ def generate(p: Profile) -> Plan:
                 attempts.append(Attempt(off, s.a, s.x, None, 410, step=step.name))
             elif u < p.frozen + p.strangers:
                 s = bindings[rng.randrange(live)]
-                attempts.append(Attempt(off, f"+86137{k:08d}", s.x, None, 403,
+                attempts.append(Attempt(off, f"+86137{40000000 + k:08d}", s.x, None, 403,
                                         step=step.name))
             else:
                 s = bindings[rng.randrange(live)]
