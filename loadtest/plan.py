@@ -87,8 +87,9 @@ def from_records(records: list[CallRecord], *, speed: float = 1.0) -> Plan:
     """Attempts at their original offsets (divided by `speed`) and the bindings they need.
 
     A bridged record gives its binding (its direction says who is A); a `frozen` refusal
-    makes that X frozen; `no_binding` leaves X unknown; `stranger` needs X bound to
-    others (the parties of another record, or placeholders)."""
+    makes that X frozen (its caller a party: the relay says 403 before 410 to others);
+    `no_binding` leaves X unknown; `stranger` needs X bound to others (the parties of
+    another record, or placeholders)."""
     if speed <= 0:
         raise PlanError("--speed must be > 0")
     recs = sorted((r for r in records if r.caller and r.x), key=lambda r: r.started_at)
@@ -100,7 +101,7 @@ def from_records(records: list[CallRecord], *, speed: float = 1.0) -> Plan:
                             "(`relay calls --json` on the node, or /v1/calls as admin)")
     t0 = recs[0].started_at
     parties: dict[str, tuple[str, str]] = {}
-    frozen: set[str] = set()
+    frozen: dict[str, str] = {}  # X -> a caller refused as frozen (a party, then)
     unbound: set[str] = set()
     attempts: list[Attempt] = []
     for r in recs:
@@ -110,22 +111,27 @@ def from_records(records: list[CallRecord], *, speed: float = 1.0) -> Plan:
             a, b = (r.caller, r.callee) if r.direction == "a_to_b" else (r.callee, r.caller)
             parties.setdefault(r.x, (a, b))
         if cause == "frozen":
-            frozen.add(r.x)
+            frozen.setdefault(r.x, r.caller)
         elif cause == "no_binding":
             unbound.add(r.x)
         attempts.append(_attempt(r, (r.started_at - t0) / speed, speed))
     bindings: list[BindingSpec] = []
-    for x in sorted(set(parties) | frozen | {a.x for a in attempts if a.expect_code == 403}):
+    for x in sorted(set(parties) | set(frozen) | {a.x for a in attempts if a.expect_code == 403}):
         if x in unbound and x not in parties:
             continue
-        a, b = parties.get(x, _placeholders(x))
+        if x in parties:
+            a, b = parties[x]
+        else:  # seen only refused; a frozen X still knows its caller (410 needs a party)
+            a, b = _placeholders(x)
+            if x in frozen:
+                a = frozen[x]
         bindings.append(BindingSpec(x, a, b, frozen=x in frozen))
     bound = {s.x for s in bindings}
     return Plan(attempts, bindings, sorted(unbound - bound))
 
 
 def _placeholders(x: str) -> tuple[str, str]:
-    """Parties for an X seen only refused: numbers no record calls from (X's digits)."""
+    """Parties for an X seen only refused (numbers made from X's digits)."""
     tail = int(x[-8:]) if x[-8:].isdigit() else 0
     return f"+86130{(tail + 50000000) % 10**8:08d}", f"+86131{(tail + 70000000) % 10**8:08d}"
 

@@ -150,12 +150,13 @@ def test_records_become_attempts_at_their_offsets() -> None:
     assert (c6.expect_code, c6.callee_code) == (486, 486)
     assert c6.answer_delay == pytest.approx(0.5)
     # The binding of X1 comes from its bridged calls (A called first); X9 only ever
-    # refused as frozen gets placeholder parties and is frozen; X77 stays unknown.
+    # refused as frozen is bound to its caller and frozen; X77 stays unknown.
     by_x = {b.x: b for b in plan.bindings}
     assert (by_x["+8617000000001"].a, by_x["+8617000000001"].b) == ("+8613800000001",
                                                                     "+8613900000002")
     assert by_x["+8617000000009"].frozen
-    assert "+8613700000003" not in (by_x["+8617000000009"].a, by_x["+8617000000009"].b)
+    assert by_x["+8617000000009"].a == "+8613700000003"  # a party, or 403 comes first
+    assert by_x["+8617000000001"].b != "+8613700000004"  # the stranger stays one
     assert "+8617000000077" not in by_x
     assert plan.unbound == ["+8617000000077"]
 
