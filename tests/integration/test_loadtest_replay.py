@@ -130,7 +130,7 @@ class FakeSwitch:
                 self.invites += 1
                 if self.leaky:
                     head.append(f"X-Routed-To: <sip:{self.number}@10.1.2.3>")
-                head.append("Contact: <sip:fake@127.0.0.1:%d>" % self.port)
+                head.append(f"Contact: <sip:fake@127.0.0.1:{self.port}>")
                 body = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
                         "t=0 0\r\nm=audio 9 RTP/AVP 0\r\n")
                 head.append("Content-Type: application/sdp")
