@@ -197,7 +197,8 @@ def _common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--report", required=True, help="folder for report.json, .html, plots")
 
 
-def _finish(plan: Plan, a: argparse.Namespace, mode: str, extra_meta: dict[str, Any]) -> int:
+def _finish(plan: Plan, a: argparse.Namespace, mode: str, extra_meta: dict[str, Any],
+            sms: Any = None) -> int:
     setup: dict[str, Any] = {}
     if a.api and not a.no_setup:
         try:
@@ -207,9 +208,20 @@ def _finish(plan: Plan, a: argparse.Namespace, mode: str, extra_meta: dict[str, 
             return 2
         time.sleep(0.3)  # the relay's table follows the store within milliseconds
     direct = _direct(plan, a.engine, a.rtp, a.quiet) if a.direct else None
-    results, duration, interrupted, eng_meta = _engine_run(
-        plan, a.target, a.callee, rtp=a.rtp, check_leaks=not a.no_leak_check,
-        quiet=a.quiet, engine=a.engine)
+    if sms is not None:
+        sms.start()
+    try:
+        results, duration, interrupted, eng_meta = _engine_run(
+            plan, a.target, a.callee, rtp=a.rtp, check_leaks=not a.no_leak_check,
+            quiet=a.quiet, engine=a.engine)
+    except BaseException:
+        if sms is not None:
+            sms.stop.set()
+        raise
+    if sms is not None:
+        if interrupted:
+            sms.stop.set()
+        sms.join(60)
     meta: dict[str, Any] = {"mode": mode, "engine": a.engine,
                             "target": f"{a.target[0]}:{a.target[1]}",
                             "callee": f"{a.callee[0]}:{a.callee[1]}", "setup": setup,
@@ -217,6 +229,9 @@ def _finish(plan: Plan, a: argparse.Namespace, mode: str, extra_meta: dict[str, 
                             "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                             **eng_meta, **extra_meta}
     rep = build_report(results, duration_s=duration, meta=meta, partial=interrupted)
+    if sms is not None:
+        rep["sms"] = sms.report()
+        rep["leaks"] += [{"record": "sms", "x": None, "leak": t} for t in rep["sms"]["leaks"]]
     if direct is not None:
         rep["direct"] = direct
         d, s = direct["setup_ms"], rep["setup_ms"]
@@ -259,6 +274,10 @@ def main_profile(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="loadtest profile", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", required=True, help="a profile file, or its clauses inline")
+    ap.add_argument("--smpp", type=_hostport, default=None,
+                    help="the relay's SMPP address, for the profile's `sms` traffic")
+    ap.add_argument("--smpp-account", default="loadtest:loadtest",
+                    help="SYSTEM_ID:PASSWORD the relay lets bind (relay serve --smpp-account)")
     _common_args(ap)
     a = ap.parse_args(argv)
     try:
@@ -269,4 +288,12 @@ def main_profile(argv: list[str]) -> int:
         sys.stderr.write(f"loadtest profile: {exc}\n")
         return 2
     plan = generate(prof)
-    return _finish(plan, a, "profile", {"profile": text, "seconds": prof.seconds})
+    sms = None
+    if prof.sms_rate > 0:
+        if a.smpp is None:
+            sys.stderr.write("loadtest profile: the profile has `sms`: give --smpp HOST:PORT\n")
+            return 2
+        from .sms import SmsRun
+
+        sms = SmsRun(a.smpp, a.smpp_account, plan.bindings, prof.sms_rate, prof.seconds)
+    return _finish(plan, a, "profile", {"profile": text, "seconds": prof.seconds}, sms)
