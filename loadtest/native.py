@@ -69,6 +69,74 @@ def _digits(number: str) -> str:
     return number.lstrip("+")
 
 
+class _Flag:
+    """A one-way flag to wait on with a timeout, without asyncio.wait_for's task per wait
+    (the engine's hot path: a few waits per call)."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        for f in self._waiters:
+            if not f.done():
+                f.set_result(None)
+        self._waiters.clear()
+
+    async def wait(self, timeout: float) -> bool:
+        """True once set, False after `timeout` seconds."""
+        if self._set:
+            return True
+        loop = asyncio.get_running_loop()
+        f: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(f)
+        h = loop.call_later(max(0.0, timeout), _wake, f)
+        try:
+            await f
+        finally:
+            h.cancel()
+        return self._set
+
+
+def _wake(f: asyncio.Future[None]) -> None:
+    if not f.done():
+        f.set_result(None)
+
+
+class _Inbox:
+    """What arrives for one call: (message, its text); `get` waits with a timeout."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[SipRequest | SipResponse, str]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: tuple[SipRequest | SipResponse, str]) -> None:
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self, timeout: float) -> tuple[SipRequest | SipResponse, str] | None:
+        """The next item, or None after `timeout` seconds."""
+        if not self._items and timeout > 0:
+            loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
+            h = loop.call_later(timeout, _wake, self._waiter)
+            try:
+                await self._waiter
+            finally:
+                h.cancel()
+                self._waiter = None
+        return self._items.popleft() if self._items else None
+
+
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self, on_datagram: Callable[[bytes, tuple[str, int]], None]) -> None:
         self.on_datagram = on_datagram
@@ -156,8 +224,8 @@ class _Leg:
     result: Result | None
     to_tag: str
     final: bytes | None = None
-    acked: asyncio.Event = field(default_factory=asyncio.Event)
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    acked: _Flag = field(default_factory=_Flag)
+    ended: _Flag = field(default_factory=_Flag)
     cancelled: bool = False
     stream: _Stream | None = None
 
@@ -177,7 +245,7 @@ class NativeEngine:
         self.counters = Counters()
         self.results: list[Result] = []
         self.t0 = 0.0
-        self._calls: dict[str, asyncio.Queue[SipResponse | SipRequest]] = {}
+        self._calls: dict[str, _Inbox] = {}
         self._legs: dict[str, _Leg] = {}
         # B-legs not yet arrived, per (X, B): the attempts the caller side placed.
         self._expect: dict[tuple[str, str], deque[tuple[Attempt, Result]]] = defaultdict(deque)
@@ -234,10 +302,10 @@ class NativeEngine:
             on_start(self.t0)
         try:
             for a in self.plan.attempts:
-                delay = self.t0 + a.offset - time.monotonic()
-                if delay > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), delay)
+                # Sleep in slices of at most 0.2 s so that Ctrl-C is heard during long gaps.
+                while (delay := self.t0 + a.offset - time.monotonic()) > 0 \
+                        and not stop.is_set():
+                    await asyncio.sleep(min(delay, 0.2))
                 if stop.is_set():
                     break
                 r = Result(a, placed_at=time.monotonic() - self.t0)
@@ -290,7 +358,7 @@ class NativeEngine:
             return
         q = self._calls.get(msg.call_id)
         if q is not None:
-            q.put_nowait(msg)
+            q.put((msg, data.decode("latin-1")))
         elif isinstance(msg, SipRequest) and msg.method not in ("ACK",):
             self._uac_send(bytes(build_response(msg, 481)), addr)
 
@@ -318,7 +386,7 @@ class NativeEngine:
 
     async def _uac_call_inner(self, a: Attempt, r: Result, stop: asyncio.Event) -> None:
         cid = f"lt{secrets.token_hex(8)}@loadtest"
-        q: asyncio.Queue[SipResponse | SipRequest] = asyncio.Queue()
+        q = _Inbox()
         self._calls[cid] = q
         stream: _Stream | None = None
         callee_stream: list[_Stream] = []
@@ -358,6 +426,7 @@ class NativeEngine:
                     return
                 if stop.is_set() and not cancelled:
                     cancel_at = now
+                    r.cancelled_on_stop = True
                 wake = deadline
                 if not provisional:
                     wake = min(wake, retrans)
@@ -365,9 +434,8 @@ class NativeEngine:
                     wake = min(wake, cancel_at)
                 if stop.is_set() and not cancelled:
                     wake = now
-                try:
-                    msg = await asyncio.wait_for(q.get(), max(0.0, wake - now))
-                except TimeoutError:
+                got = await q.get(max(0.0, wake - now))
+                if got is None:
                     now = time.monotonic()
                     if cancel_at is not None and not cancelled and now >= cancel_at:
                         cancelled = True
@@ -379,7 +447,8 @@ class NativeEngine:
                         interval = min(interval * 2, 4.0)
                         retrans = now + interval
                     continue
-                self._check_caller_side(a, r, bytes(msg).decode("latin-1"))
+                msg, text = got
+                self._check_caller_side(a, r, text)
                 if isinstance(msg, SipRequest):
                     continue
                 if msg.cseq.method != "INVITE":
@@ -414,7 +483,7 @@ class NativeEngine:
                         dq.remove(item)
 
     async def _uac_dialog(self, a: Attempt, r: Result, ok: SipResponse, ruri: str, frm: str,
-                          cid: str, q: asyncio.Queue[SipResponse | SipRequest],
+                          cid: str, q: _Inbox,
                           stream: _Stream | None, stop: asyncio.Event) -> None:
         to = ok.headers.get("To") or ""
         contact = ok.contacts[0].uri if ok.contacts else None
@@ -447,11 +516,11 @@ class NativeEngine:
             now = time.monotonic()
             if now >= end_at or stop.is_set():
                 break
-            try:
-                msg = await asyncio.wait_for(q.get(), end_at - now if not stop.is_set() else 0)
-            except TimeoutError:
+            got = await q.get(end_at - now if not stop.is_set() else 0)
+            if got is None:
                 break
-            self._check_caller_side(a, r, bytes(msg).decode("latin-1"))
+            msg, text = got
+            self._check_caller_side(a, r, text)
             if isinstance(msg, SipRequest) and msg.method == "BYE":
                 if stream is not None:
                     stream.sending = False
@@ -466,12 +535,12 @@ class NativeEngine:
         give_up = time.monotonic() + 16.0
         self._uac_send(bye)
         while time.monotonic() < give_up:
-            try:
-                msg = await asyncio.wait_for(q.get(), interval)
-            except TimeoutError:
+            got = await q.get(interval)
+            if got is None:
                 self._uac_send(bye)
                 interval = min(interval * 2, 4.0)
                 continue
+            msg = got[0]
             if isinstance(msg, SipResponse) and msg.cseq.method == "BYE" and msg.status >= 200:
                 return
             if isinstance(msg, SipRequest) and msg.method == "BYE":  # crossed BYEs
@@ -570,8 +639,7 @@ class NativeEngine:
         send = self._uas.sendto
         send(bytes(build_response(inv, 180, to_tag=leg.to_tag, record_route=True)), leg.addr)
         if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(leg.ended.wait(), delay)
+            await leg.ended.wait(delay)
         if leg.cancelled or leg.ended.is_set():
             leg.final = bytes(build_response(inv, 487, to_tag=leg.to_tag))
             send(leg.final, leg.addr)
@@ -608,9 +676,7 @@ class NativeEngine:
         send(leg.final, leg.addr)
         deadline = time.monotonic() + 32.0
         while not leg.acked.is_set() and time.monotonic() < deadline:
-            try:
-                await asyncio.wait_for(leg.acked.wait(), interval)
-            except TimeoutError:
+            if not await leg.acked.wait(interval):
                 send(leg.final, leg.addr)
                 interval = min(interval * 2, 4.0)
         if stream is not None and stream.peer is not None:
@@ -618,14 +684,10 @@ class NativeEngine:
             self._streams.add(stream)
         talk = a.talk if a is not None else 1.0
         if a is None or a.hangup_by == "caller":
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(leg.ended.wait(), talk + 40.0)
+            await leg.ended.wait(talk + 40.0)
             return
-        try:
-            await asyncio.wait_for(leg.ended.wait(), talk)
+        if await leg.ended.wait(talk):
             return  # the caller hung up first
-        except TimeoutError:
-            pass
         if stream is not None:
             stream.sending = False
         frm = inv.headers.get("To") or ""
@@ -647,12 +709,10 @@ class NativeEngine:
         give_up = time.monotonic() + 16.0
         send(msg, leg.addr)
         while time.monotonic() < give_up:
-            try:
-                await asyncio.wait_for(leg.ended.wait(), interval)
+            if await leg.ended.wait(interval):
                 return
-            except TimeoutError:
-                send(msg, leg.addr)
-                interval = min(interval * 2, 4.0)
+            send(msg, leg.addr)
+            interval = min(interval * 2, 4.0)
 
 
 def engine_cpu() -> float:

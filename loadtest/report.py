@@ -34,6 +34,7 @@ class Result:
     rtp_received: int = 0
     rtp_bad: int = 0  # packets whose payload was not the tone sent
     rtp_delay_ms: list[float] = field(default_factory=list)
+    cancelled_on_stop: bool = False  # still ringing at Ctrl-C: the tool CANCELled it
 
     @property
     def outcome(self) -> str:
@@ -69,6 +70,15 @@ def _timeline(results: list[Result], duration: float) -> list[dict[str, Any]]:
     return bins
 
 
+def _placed_rate(results: list[Result]) -> float:
+    """Attempts per second while they were being placed (first to last)."""
+    if len(results) < 2:
+        return float(len(results))
+    t = [r.placed_at for r in results]
+    span = max(t) - min(t)
+    return round((len(t) - 1) / span, 2) if span > 0 else 0.0
+
+
 def build_report(results: list[Result], *, duration_s: float, meta: dict[str, Any],
                  partial: bool = False) -> dict[str, Any]:
     """The report as a dict (see the module docstring and DESIGN.md)."""
@@ -85,7 +95,7 @@ def build_report(results: list[Result], *, duration_s: float, meta: dict[str, An
             refused[str(r.code)] = refused.get(str(r.code), 0) + 1
         if r.outcome == "failed":
             failures[r.error or "no answer"] = failures.get(r.error or "no answer", 0) + 1
-        if r.code != r.attempt.expect_code:
+        if r.code != r.attempt.expect_code and not r.cancelled_on_stop:
             mismatches.append({"record": r.attempt.source_id, "x": r.attempt.x,
                                "offset_s": round(r.attempt.offset, 3),
                                "expected": r.attempt.expect_code, "got": r.code,
@@ -122,10 +132,12 @@ def build_report(results: list[Result], *, duration_s: float, meta: dict[str, An
         "duration_s": round(duration_s, 3),
         "leaks": leaks,
         "rate": round(len(results) / duration_s, 2) if duration_s > 0 else 0.0,
+        "placed_rate": _placed_rate(results),
         "completed_rate": round(completed / duration_s, 2) if duration_s > 0 else 0.0,
         "codes": codes,
         "failures": failures,
         "expected_mismatches": len(mismatches),
+        "cancelled_on_stop": sum(1 for r in results if r.cancelled_on_stop),
         "mismatches": mismatches[:50],
         "steps": step_rows,
         "timeline": _timeline(results, duration_s),
@@ -170,9 +182,10 @@ def render_html(rep: dict[str, Any], plots: list[str]) -> str:
         ("attempted", rep["attempted"]), ("completed", rep["completed"]),
         ("refused", ", ".join(f"{k}: {v}" for k, v in sorted(rep["refused"].items())) or "0"),
         ("failed", rep["failed"]), ("duration (s)", rep["duration_s"]),
-        ("attempts per second", rep["rate"]),
+        ("attempts per second while placing", rep["placed_rate"]),
         ("setup p50 / p95 / p99 (ms)", f"{_fmt(s['p50'])} / {_fmt(s['p95'])} / {_fmt(s['p99'])}"),
         ("answers other than expected", rep["expected_mismatches"]),
+        ("ringing at Ctrl-C, cancelled", rep["cancelled_on_stop"]),
         ("leaks", len(rep["leaks"])),
     ]
     if "direct" in rep:
