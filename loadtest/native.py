@@ -458,6 +458,7 @@ class NativeEngine:
                     continue
                 final = msg
             r.code = final.status
+            r.reason = final.headers.get("Reason") or ""
             r.setup_ms = (time.monotonic() - sent_at) * 1000.0
             if final.status >= 300:
                 self._uac_send(bytes(SipRequest("ACK", ruri, [

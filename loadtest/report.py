@@ -34,6 +34,7 @@ class Result:
     rtp_received: int = 0
     rtp_bad: int = 0  # packets whose payload was not the tone sent
     rtp_delay_ms: list[float] = field(default_factory=list)
+    reason: str = ""  # the final response's Reason header, if any (why it was refused)
     cancelled_on_stop: bool = False  # still ringing at Ctrl-C: the tool CANCELled it
 
     @property
@@ -99,7 +100,7 @@ def build_report(results: list[Result], *, duration_s: float, meta: dict[str, An
             mismatches.append({"record": r.attempt.source_id, "x": r.attempt.x,
                                "offset_s": round(r.attempt.offset, 3),
                                "expected": r.attempt.expect_code, "got": r.code,
-                               "error": r.error or None})
+                               "error": r.error or None, "reason": r.reason or None})
         for what in r.leaks:
             leaks.append({"record": r.attempt.source_id, "x": r.attempt.x, "leak": what})
     steps: dict[str, dict[str, Any]] = {}
@@ -216,7 +217,7 @@ def render_html(rep: dict[str, Any], plots: list[str]) -> str:
         parts.append("<h2 class='bad'>Leaks</h2>" + _table(rep["leaks"], ["record", "x", "leak"]))
     if rep["mismatches"]:
         parts.append("<h2>Answers other than expected (first 50)</h2>" + _table(
-            rep["mismatches"], ["record", "x", "offset_s", "expected", "got", "error"]))
+            rep["mismatches"], ["record", "x", "offset_s", "expected", "got", "reason", "error"]))
     for p in plots:
         parts.append(f"<h2>{html.escape(p)}</h2><img src='{html.escape(p)}' alt='{p}'>")
     if not plots:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import signal
 import socket
 import sys
@@ -212,6 +213,13 @@ def _common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--report", required=True, help="folder for report.json, .html, plots")
 
 
+def _media_block() -> str:
+    """A random 6,000-port block below Linux's ephemeral range: several runs (and other
+    relays) on one machine rarely collide, and a collision shows as 503 cause 47."""
+    base = random.randrange(10000, 26000, 1000)
+    return f"{base}-{base + 5999}"
+
+
 def _local_relay(a: argparse.Namespace, smpp: bool) -> Any:
     """--local-relay: a `relay serve` child on free ports, B-legs to --callee."""
     from .common import RelayChild
@@ -220,7 +228,7 @@ def _local_relay(a: argparse.Namespace, smpp: bool) -> Any:
     if a.callee is None:
         a.callee = ("127.0.0.1", free_port(socket.SOCK_DGRAM))
     extra = ["--outbound", f"{a.callee[0]}:{a.callee[1]}", "--trunk", "127.0.0.0/8",
-             "--media-ports", "30000-39999", "--recordings", f"{work}/recordings"]
+             "--media-ports", _media_block(), "--recordings", f"{work}/recordings"]
     if smpp:
         a.smpp = ("127.0.0.1", free_port())
         extra += ["--smpp", f"127.0.0.1:{a.smpp[1]}", "--smpp-account", a.smpp_account]
