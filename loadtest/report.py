@@ -138,7 +138,8 @@ def build_report(results: list[Result], *, duration_s: float, meta: dict[str, An
         "codes": codes,
         "failures": failures,
         "expected_mismatches": len(mismatches),
-        "cancelled_on_stop": sum(1 for r in results if r.cancelled_on_stop),
+        "cancelled_on_stop": sum(1 for r in results
+                                 if r.cancelled_on_stop and r.outcome != "completed"),
         "mismatches": mismatches[:50],
         "steps": step_rows,
         "timeline": _timeline(results, duration_s),
