@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import random
 import signal
@@ -171,10 +172,9 @@ def _direct(plan: Plan, engine: str, rtp: bool, quiet: bool) -> dict[str, Any]:
     port = free_port(socket.SOCK_DGRAM)
     work = Path(tempfile.mkdtemp(prefix="loadtest-direct-"))
     uas = SippUas(work, port)
-    # SIPp's UAS answers every INVITE with 200: expect that of every attempt.
-    direct = Plan([a.__class__(**{**{f: getattr(a, f) for f in a.__slots__},
-                                  "expect_code": 200, "callee": None,
-                                  "hangup_by": "caller"})
+    # SIPp's UAS answers every INVITE with 200 and waits for the caller's BYE.
+    direct = Plan([dataclasses.replace(a, expect_code=200, callee=None, hangup_by="caller",
+                                       cancel_after=None, answer_delay=0.0)
                    for a in plan.attempts], [], [])
     try:
         res, dur, _, _ = _engine_run(direct, ("127.0.0.1", port), ("127.0.0.1",
