@@ -82,7 +82,10 @@ class RedisProc:
 class RelayChild:
     """`relay serve` in a child process on free ports."""
 
-    def __init__(self, store: str, workdir: str, extra: list[str] | None = None) -> None:
+    def __init__(self, store: str, workdir: str, extra: list[str] | None = None,
+                 new_session: bool = False) -> None:
+        """`new_session`: out of the terminal's process group, so that a Ctrl-C meant for
+        the load tool does not stop the relay under it."""
         self.http = free_port()
         self.sip = free_port(socket.SOCK_DGRAM)
         self.log = open(Path(workdir) / f"relay-{self.http}.log", "wb")  # noqa: SIM115
@@ -90,7 +93,8 @@ class RelayChild:
             [sys.executable, "-m", "relay", "serve", "--store", store,
              "--http", f"127.0.0.1:{self.http}", "--sip", f"127.0.0.1:{self.sip}",
              "--log-level", "WARNING", *(extra or [])],
-            cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
+            cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=new_session)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:

@@ -123,6 +123,11 @@ class _Inbox:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
+    def wake(self) -> None:
+        """Wake a waiting `get` now, without an item (the run is stopping)."""
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
     async def get(self, timeout: float) -> tuple[SipRequest | SipResponse, str] | None:
         """The next item, or None after `timeout` seconds."""
         if not self._items and timeout > 0:
@@ -315,8 +320,14 @@ class NativeEngine:
                 task = asyncio.ensure_future(self._uac_call(a, r, stop))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+            woken = False
             while self._tasks:
-                await asyncio.wait(set(self._tasks), timeout=0.5)
+                if stop.is_set() and not woken:
+                    # Calls waiting for their talk time or an answer end now (BYE, CANCEL).
+                    woken = True
+                    for q in list(self._calls.values()):
+                        q.wake()
+                await asyncio.wait(set(self._tasks), timeout=0.2)
         finally:
             if ticker is not None:
                 ticker.cancel()

@@ -232,7 +232,8 @@ def _local_relay(a: argparse.Namespace, smpp: bool) -> Any:
     if smpp:
         a.smpp = ("127.0.0.1", free_port())
         extra += ["--smpp", f"127.0.0.1:{a.smpp[1]}", "--smpp-account", a.smpp_account]
-    child = RelayChild(f"sqlite:///{work}/relay.db", work, [*extra, *a.relay_arg])
+    child = RelayChild(f"sqlite:///{work}/relay.db", work, [*extra, *a.relay_arg],
+                       new_session=True)
     a.target = ("127.0.0.1", child.sip)
     a.api = child.base
     return child

@@ -187,7 +187,8 @@ class SippUas:
             [sipp_exe(), "-sf", str(sf), "-i", "127.0.0.1", "-p", str(port),
              "-mp", str(free_port(socket.SOCK_DGRAM)), "-nostdin", "-aa",
              "-max_recv_loops", "5000", "-timeout", "3600s"],
-            cwd=work, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            cwd=work, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)  # a terminal's Ctrl-C is the tool's to handle
         time.sleep(0.3)
 
     def stop(self) -> None:
@@ -294,8 +295,10 @@ class SippEngine:
         c0 = os.times()
         stopped = False
         with open(self.work / f"step{i}.out", "wb") as out:
+            # Its own session: a terminal's Ctrl-C reaches only the tool, which asks
+            # SIPp to stop placing calls (SIGUSR1) and lets the calls that are up end.
             proc = subprocess.Popen(args, cwd=self.work, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL)
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
             old = signal.getsignal(signal.SIGINT)
 
             def on_sigint(_sig: int, _frm: Any) -> None:

@@ -187,7 +187,7 @@ def test_ctrl_c_gives_a_partial_report(relay_factory: Any, tmp_path: Path) -> No
     out = tmp_path / "rep"
     proc = subprocess.Popen(
         [sys.executable, "-m", "loadtest", "profile", "--profile",
-         "hold 2 120s; hold-time 30s; bindings 3", "--target", f"127.0.0.1:{node.sip_port}",
+         "hold 2 120s; hold-time 90s; bindings 3", "--target", f"127.0.0.1:{node.sip_port}",
          "--callee", f"127.0.0.1:{cp}", "--api", node.base, "--report", str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -203,7 +203,10 @@ def test_ctrl_c_gives_a_partial_report(relay_factory: Any, tmp_path: Path) -> No
         else:
             raise AssertionError(seen[-2000:])
         proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
         stdout, stderr = proc.communicate(timeout=90)
+        # The calls are 90 s long: it ended them at once instead of waiting them out.
+        assert time.monotonic() - sent < 60, stdout + stderr
     finally:
         if proc.poll() is None:
             proc.kill()
