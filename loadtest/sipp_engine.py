@@ -221,6 +221,28 @@ def _trace(path: Path) -> dict[int, tuple[float, int | None, float | None]]:
     return out
 
 
+def _progress(stat_csv: Path) -> str:
+    """SIPp's own counters, from the last row of its -trace_stat file (cumulative)."""
+    try:
+        rows = stat_csv.read_text().splitlines()
+    except OSError:
+        return "starting"
+    if len(rows) < 2:
+        return "starting"
+    head, last = rows[0].split(";"), rows[-1].split(";")
+    col = {name: k for k, name in enumerate(head)}
+    try:
+        placed = int(last[col["OutgoingCall(C)"]])
+        ended = int(last[col["SuccessfulCall(C)"]])
+        failed = int(last[col["FailedCall(C)"]])
+        up = int(last[col["CurrentCall"]])
+        rate = float(last[col["CallRate(P)"]])
+    except (KeyError, IndexError, ValueError):
+        return "running"
+    return (f"attempted {placed}  ended {ended} (completed or refused)  failed {failed}  "
+            f"up {up}  rate {rate:.1f}/s")
+
+
 class SippEngine:
     """Runs a plan with SIPp: one caller run per step, a SIPp UAS on `callee`."""
 
@@ -290,7 +312,8 @@ class SippEngine:
                 "-rp", str(rp), "-d", str(talk_ms), "-l", "100000", "-nostdin",
                 "-max_recv_loops", "5000", "-cid_str", "lt-%u-%p@%s",
                 "-timeout", f"{int(len(step) / rate + talk_ms / 1000 + 60)}s",
-                "-trace_msg", "-message_file", str(trace)]
+                "-trace_msg", "-message_file", str(trace),
+                "-trace_stat", "-stf", str(self.work / f"step{i}.stat.csv"), "-fd", "1"]
         step_t0 = time.monotonic()
         c0 = os.times()
         stopped = False
@@ -315,9 +338,9 @@ class SippEngine:
                         proc.wait(timeout=1.0)
                     except subprocess.TimeoutExpired:
                         if not quiet:
-                            sys.stderr.write(f"sipp step {i + 1}: {step[0].step}, "
-                                             f"{len(step)} calls at {rate:.1f}/s, "
-                                             f"{time.monotonic() - step_t0:.0f} s\n")
+                            sys.stderr.write(f"step {i + 1} ({step[0].step}, {rate:.1f}/s): "
+                                             f"{_progress(self.work / f'step{i}.stat.csv')}"
+                                             "\n")
                         if stopped and time.monotonic() - step_t0 > 3600:
                             proc.kill()
             finally:
