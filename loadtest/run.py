@@ -340,6 +340,13 @@ def main_profile(argv: list[str]) -> int:
                     help="SYSTEM_ID:PASSWORD the relay lets bind (relay serve --smpp-account)")
     _common_args(ap)
     a = ap.parse_args(argv)
+    try:  # bad input is said before anything starts
+        path = Path(a.profile)
+        parse_profile(path.read_text() if "\n" not in a.profile and path.is_file()
+                      else a.profile)
+    except (OSError, ProfileError) as exc:
+        sys.stderr.write(f"loadtest profile: {exc}\n")
+        return 2
     child = _local_relay(a, _has_sms(a.profile)) if a.local_relay else None
     try:
         return _profile(a)
