@@ -1,5 +1,6 @@
-"""`python -m loadtest <benchmark>`: each benchmark prints its figures and writes JSON
-under loadtest/out/."""
+"""`python -m loadtest replay|profile ...`: replay exported call records or a rate
+profile against a switch (see loadtest/run.py); `python -m loadtest <benchmark>`: each
+benchmark prints its figures and writes JSON under loadtest/out/."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+COMMANDS = {"replay": "main_replay", "profile": "main_profile"}  # in loadtest.run
 BENCHMARKS = {
     "axe": "loadtest.bench_axe",
     "bindings": "loadtest.bench_bindings",
@@ -19,8 +21,13 @@ BENCHMARKS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in COMMANDS:
+        from . import run
+
+        return int(getattr(run, COMMANDS[args[0]])(args[1:]))
     ap = argparse.ArgumentParser(prog="loadtest", description=__doc__)
-    ap.add_argument("benchmark", choices=sorted(BENCHMARKS))
+    ap.add_argument("benchmark", choices=sorted([*BENCHMARKS, *COMMANDS]))
     ap.add_argument("args", nargs=argparse.REMAINDER)
     a = ap.parse_args(argv)
     import importlib

@@ -47,17 +47,11 @@ from typing import Any
 
 from relay.events.records import from_iso
 
-from .bench_sip import (
-    SCENARIOS,
-    _counts,
-    _post,
-    _sipp,
-    _stop,
-    setup_times,
-    start_profile,
-    top_frames,
-)
+from .bench_sip import SCENARIOS, _counts, setup_times, start_profile, top_frames
 from .common import OUT, RelayChild, cpu_seconds, free_port, percentile, report
+from .common import post_json as _post
+from .common import sipp_exe as _sipp
+from .common import stop_proc as _stop
 from .dtmf_pcap import EVENT_CODES, dtmf_packets, write_rtp_pcap, write_tone_pcap
 
 X = "+8617055557777"

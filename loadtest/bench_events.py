@@ -28,8 +28,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .bench_sip import _callee, _post, _stop, max_rate, run_step
+from .bench_sip import _callee, max_rate, run_step
 from .common import RelayChild, free_port, report
+from .common import post_json as _post
+from .common import stop_proc as _stop
 
 X, A, B = "+8617055556666", "+8613811112222", "+8613933334444"
 

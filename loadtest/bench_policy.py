@@ -32,8 +32,10 @@ from relay.counters import open_counter_store
 from relay.policies import PolicyBook
 
 from .bench_bindings import PAIRS_PER_X, synthetic
-from .bench_sip import A, B, X, _callee, _post, _stop, run_step
+from .bench_sip import A, B, X, _callee, run_step
 from .common import RedisProc, RelayChild, free_port, percentile, report
+from .common import post_json as _post
+from .common import stop_proc as _stop
 
 TZ = "Asia/Shanghai"
 

@@ -23,11 +23,9 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
-import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -37,23 +35,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from .common import TRACE_BLOCK as _BLOCK
 from .common import RelayChild, cpu_seconds, free_port, percentile, report
+from .common import post_json as _post
+from .common import sipp_exe as _sipp
+from .common import stop_proc as _stop
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "tests" / "flows" / "sipp"
 X, A, B = "+8617055556666", "+8613811112222", "+8613933334444"
-
-
-def _post(base: str, path: str, body: Any) -> Any:
-    req = urllib.request.Request(base + path, json.dumps(body).encode(), method="POST")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
-
-
-def _sipp() -> str:
-    exe = shutil.which("sipp")
-    if exe is None:
-        raise SystemExit("sipp is not installed (Debian: sip-tester)")
-    return exe
 
 
 def _callee(work: Path, port: int) -> subprocess.Popen[bytes]:
@@ -63,16 +52,6 @@ def _callee(work: Path, port: int) -> subprocess.Popen[bytes]:
          "-max_recv_loops", "5000"],
         cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _metric(base: str, name: str) -> float:
@@ -126,10 +105,6 @@ def _counts(stat_csv: Path) -> tuple[int, int]:
     head, last = rows[0], rows[-1]
     col = {name: i for i, name in enumerate(head)}
     return int(last[col["SuccessfulCall(C)"]]), int(last[col["FailedCall(C)"]])
-
-
-_BLOCK = re.compile(r"^-{20,} (\S+ \S+)\n(UDP message (?:sent|received))[^\n]*\n\n"
-                    r"([^\n]*)\n(.*?)(?=^-{20,} |\Z)", re.M | re.S)
 
 
 def setup_times(trace: Path) -> list[float]:

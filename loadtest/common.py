@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -80,7 +82,10 @@ class RedisProc:
 class RelayChild:
     """`relay serve` in a child process on free ports."""
 
-    def __init__(self, store: str, workdir: str, extra: list[str] | None = None) -> None:
+    def __init__(self, store: str, workdir: str, extra: list[str] | None = None,
+                 new_session: bool = False) -> None:
+        """`new_session`: out of the terminal's process group, so that a Ctrl-C meant for
+        the load tool does not stop the relay under it."""
         self.http = free_port()
         self.sip = free_port(socket.SOCK_DGRAM)
         self.log = open(Path(workdir) / f"relay-{self.http}.log", "wb")  # noqa: SIM115
@@ -88,7 +93,8 @@ class RelayChild:
             [sys.executable, "-m", "relay", "serve", "--store", store,
              "--http", f"127.0.0.1:{self.http}", "--sip", f"127.0.0.1:{self.sip}",
              "--log-level", "WARNING", *(extra or [])],
-            cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
+            cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=new_session)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -108,6 +114,37 @@ class RelayChild:
         self.proc.terminate()
         self.proc.wait(timeout=30)
         self.log.close()
+
+
+def post_json(base: str, path: str, body: Any) -> Any:
+    """POST `body` as JSON to the relay API at `base` (no token) and return the answer."""
+    req = urllib.request.Request(base + path, json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def sipp_exe() -> str:
+    """The sipp executable, or exit saying how to get it."""
+    exe = shutil.which("sipp")
+    if exe is None:
+        raise SystemExit("sipp is not installed (Debian: sip-tester)")
+    return exe
+
+
+def stop_proc(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a child (SIPp, a relay), SIGKILL it after 10 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# One message of SIPp's -trace_msg file: stamp, direction, first line, the rest.
+TRACE_BLOCK = re.compile(r"^-{20,} (\S+ \S+)\n(UDP message (?:sent|received))[^\n]*\n\n"
+                         r"([^\n]*)\n(.*?)(?=^-{20,} |\Z)", re.M | re.S)
 
 
 def report(name: str, rows: list[tuple[str, float, str, str]], extra: dict[str, Any],

@@ -1,0 +1,365 @@
+"""The SIPp engine: generated SIPp scenarios and injection files, one SIPp caller run per
+step of the plan, a SIPp UAS on the callee address.
+
+SIPp places calls at a constant rate per run, so each step runs at its average rate
+(a ramp becomes its mean) and a replay is one step at the records' mean rate; the UAS
+answers every B-leg after the plan's median answer delay and the caller hangs up after
+the median talk time. Per-call answer delays, talk times, who hangs up, RTP and the
+leak checks are the native engine's. Final codes and setup times per call come from
+SIPp's -trace_msg file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .common import TRACE_BLOCK, free_port, sipp_exe, stop_proc
+from .plan import Attempt, Plan
+from .report import Result
+
+__all__ = ["SippEngine", "SippUas", "uac_scenario", "uas_scenario"]
+
+# Refusals the caller scenario accepts (and ACKs) besides those the plan expects.
+CODES = (400, 403, 404, 408, 410, 480, 483, 486, 487, 488, 500, 503, 603)
+
+_INVITE = """      INVITE sip:[field1]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:[field0]@[local_ip]:[local_port]>;tag=[pid]LT[call_number]
+      To: <sip:[field1]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:[field0]@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=- 53655765 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0 101
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:101 telephone-event/8000
+"""
+
+
+def _ack(branch: str, uri: str) -> str:
+    return f"""  <send>
+    <![CDATA[
+      ACK {uri} SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch={branch}
+      From: <sip:[field0]@[local_ip]:[local_port]>;tag=[pid]LT[call_number]
+      To: <sip:[field1]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Contact: <sip:[field0]@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+"""
+
+
+def uac_scenario(codes: list[int]) -> str:
+    """The caller: INVITE from [field0] to [field1]; 200 -> ACK, pause (-d), BYE; any of
+    `codes` -> ACK (RFC 3261 §17.1.1.3, same branch as the INVITE) and end."""
+    codes = sorted({c for c in (*CODES, *codes) if c >= 300})
+    k = len(codes)
+    parts = ['<?xml version="1.0" encoding="ISO-8859-1" ?>',
+             '<!DOCTYPE scenario SYSTEM "sipp.dtd">',
+             '<scenario name="loadtest caller">',
+             f'  <send retrans="500">\n    <![CDATA[\n{_INVITE}    ]]>\n  </send>',
+             '  <recv response="100" optional="true"/>',
+             '  <recv response="180" optional="true"/>',
+             '  <recv response="183" optional="true"/>']
+    parts += [f'  <recv response="{c}" optional="true" next="refused"/>' for c in codes]
+    parts.append('  <recv response="200" rtd="true" rrs="true"/>')
+    parts.append(_ack("[branch]", "[next_url]").rstrip("\n"))
+    parts.append("  <pause/>")
+    parts.append("""  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:[field0]@[local_ip]:[local_port]>;tag=[pid]LT[call_number]
+      To: <sip:[field1]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Contact: <sip:[field0]@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>""")
+    parts.append('  <recv response="200" crlf="true" next="done"/>')
+    parts.append('  <label id="refused"/>')
+    # Elements so far: INVITE, 3 provisionals, k refusals, 200, ACK, pause, BYE, 200;
+    # labels do not count, so the INVITE is 9 + k elements back.
+    parts.append(_ack(f"[branch-{9 + k}]",
+                      "sip:[field1]@[remote_ip]:[remote_port]").rstrip("\n"))
+    parts.append('  <label id="done"/>\n</scenario>\n')
+    return "\n".join(parts)
+
+
+def uas_scenario(answer_delay_ms: int) -> str:
+    """The callee: 180, 200 with SDP after `answer_delay_ms`, wait for the BYE."""
+    pause = f'  <pause milliseconds="{answer_delay_ms}"/>\n' if answer_delay_ms > 0 else ""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="loadtest callee">
+  <recv request="INVITE" crlf="true"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 180 Ringing
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]LTCallee[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:callee@[local_ip]:[local_port]>
+      Content-Length: 0
+
+    ]]>
+  </send>
+{pause}  <send retrans="500">
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]LTCallee[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:callee@[local_ip]:[local_port]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=- 53655765 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0 101
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:101 telephone-event/8000
+    ]]>
+  </send>
+  <recv request="ACK" optional="true" crlf="true"/>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <timewait milliseconds="2000"/>
+</scenario>
+"""
+
+
+class SippUas:
+    """A SIPp UAS on 127.0.0.1:`port` (the callee of the SIPp engine, and the direct
+    anchor: a switch-less target that answers every call)."""
+
+    def __init__(self, work: Path, port: int, answer_delay_ms: int = 0) -> None:
+        sf = work / f"uas-{port}.xml"
+        sf.write_text(uas_scenario(answer_delay_ms))
+        self.log = open(work / f"uas-{port}.out", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sipp_exe(), "-sf", str(sf), "-i", "127.0.0.1", "-p", str(port),
+             "-mp", str(free_port(socket.SOCK_DGRAM)), "-nostdin", "-aa",
+             "-max_recv_loops", "5000", "-timeout", "3600s"],
+            cwd=work, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)  # a terminal's Ctrl-C is the tool's to handle
+        time.sleep(0.3)
+
+    def stop(self) -> None:
+        stop_proc(self.proc)
+        self.log.close()
+
+
+def _trace(path: Path) -> dict[int, tuple[float, int | None, float | None]]:
+    """Per SIPp call number: INVITE sent (epoch s), final code, when it came."""
+    out: dict[int, tuple[float, int | None, float | None]] = {}
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return out
+    for m in TRACE_BLOCK.finditer(text):
+        stamp, way, first, rest = m.groups()
+        cid = re.search(r"^Call-ID:\s*lt-(\d+)-", rest, re.M | re.I)
+        if cid is None:
+            continue
+        n = int(cid.group(1))
+        t = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        if way.endswith("sent") and first.startswith("INVITE ") and n not in out:
+            out[n] = (t, None, None)
+        elif (way.endswith("received") and first.startswith("SIP/2.0 ")
+              and re.search(r"^CSeq:\s*\d+ INVITE", rest, re.M | re.I) and n in out):
+            code = int(first.split()[1])
+            sent, got, _ = out[n]
+            if code >= 200 and got is None:
+                out[n] = (sent, code, t)
+    return out
+
+
+def _progress(stat_csv: Path) -> str:
+    """SIPp's own counters, from the last row of its -trace_stat file (cumulative)."""
+    try:
+        rows = stat_csv.read_text().splitlines()
+    except OSError:
+        return "starting"
+    if len(rows) < 2:
+        return "starting"
+    head, last = rows[0].split(";"), rows[-1].split(";")
+    col = {name: k for k, name in enumerate(head)}
+    try:
+        placed = int(last[col["OutgoingCall(C)"]])
+        ended = int(last[col["SuccessfulCall(C)"]])
+        failed = int(last[col["FailedCall(C)"]])
+        up = int(last[col["CurrentCall"]])
+        rate = float(last[col["CallRate(P)"]])
+    except (KeyError, IndexError, ValueError):
+        return "running"
+    return (f"attempted {placed}  ended {ended} (completed or refused)  failed {failed}  "
+            f"up {up}  rate {rate:.1f}/s")
+
+
+class SippEngine:
+    """Runs a plan with SIPp: one caller run per step, a SIPp UAS on `callee`."""
+
+    name = "sipp"
+
+    def __init__(self, plan: Plan, target: tuple[str, int], callee: tuple[str, int]) -> None:
+        self.plan = plan
+        self.target = target
+        self.callee = callee
+        self.work = Path(tempfile.mkdtemp(prefix="loadtest-sipp-"))
+
+    def _steps(self) -> list[list[Attempt]]:
+        steps: list[list[Attempt]] = []
+        for a in self.plan.attempts:
+            if not steps or steps[-1][0].step != a.step:
+                steps.append([])
+            steps[-1].append(a)
+        return steps
+
+    def run(self, quiet: bool = False) -> tuple[list[Result], float, bool, dict[str, Any]]:
+        attempts = self.plan.attempts
+        answered = [a for a in attempts if a.expect_code == 200] or attempts
+        delay_ms = round(1000 * statistics.median(a.answer_delay for a in answered))
+        talk_ms = max(1, round(1000 * statistics.median(a.talk for a in answered)))
+        codes = sorted({a.expect_code for a in attempts})
+        (self.work / "uac.xml").write_text(uac_scenario(codes))
+        uas = SippUas(self.work, self.callee[1], delay_ms)
+        results: list[Result] = []
+        interrupted = False
+        t0 = time.monotonic()
+        cpu = 0.0
+        try:
+            for i, step in enumerate(self._steps()):
+                start = step[0].offset
+                wait = t0 + start - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                span = step[-1].offset - step[0].offset
+                rate = (len(step) - 1) / span if span > 0 and len(step) > 1 else 1000.0
+                got, stopped, used = self._run_step(i, step, rate, talk_ms, t0, quiet)
+                results += got
+                cpu += used
+                if stopped:
+                    interrupted = True
+                    break
+        finally:
+            stop_proc(uas.proc)
+            uas.log.close()
+        duration = time.monotonic() - t0
+        extra = {"sipp": {"answer_delay_ms": delay_ms, "talk_ms": talk_ms,
+                          "work": str(self.work)},
+                 "engine_cpu_s": round(cpu, 3),
+                 "engine_cpu_ms_per_attempt": round(1000 * cpu / max(1, len(results)), 3)}
+        return results, duration, interrupted, extra
+
+    def _run_step(self, i: int, step: list[Attempt], rate: float, talk_ms: int, t0: float,
+                  quiet: bool) -> tuple[list[Result], bool, float]:
+        csv = self.work / f"step{i}.csv"
+        csv.write_text("SEQUENTIAL\n" + "".join(f"{a.caller};{a.x}\n" for a in step))
+        trace = self.work / f"step{i}.msg"
+        host, port = self.target
+        rp = 10000  # SIPp's rate is calls per period: tenths of a call per second
+        args = [sipp_exe(), "-sf", str(self.work / "uac.xml"), f"{host}:{port}",
+                "-i", "127.0.0.1", "-p", str(free_port(socket.SOCK_DGRAM)),
+                "-mp", str(free_port(socket.SOCK_DGRAM)), "-inf", str(csv),
+                "-m", str(len(step)), "-r", str(max(1, round(rate * rp / 1000))),
+                "-rp", str(rp), "-d", str(talk_ms), "-l", "100000", "-nostdin",
+                "-max_recv_loops", "5000", "-cid_str", "lt-%u-%p@%s",
+                "-timeout", f"{int(len(step) / rate + talk_ms / 1000 + 60)}s",
+                "-trace_msg", "-message_file", str(trace),
+                "-trace_stat", "-stf", str(self.work / f"step{i}.stat.csv"), "-fd", "1"]
+        step_t0 = time.monotonic()
+        c0 = os.times()
+        stopped = False
+        with open(self.work / f"step{i}.out", "wb") as out:
+            # Its own session: a terminal's Ctrl-C reaches only the tool, which asks
+            # SIPp to stop placing calls (SIGUSR1) and lets the calls that are up end.
+            proc = subprocess.Popen(args, cwd=self.work, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            old = signal.getsignal(signal.SIGINT)
+
+            def on_sigint(_sig: int, _frm: Any) -> None:
+                nonlocal stopped
+                stopped = True
+                sys.stderr.write("\nstopping SIPp: a partial report follows\n")
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGUSR1)  # SIPp: stop placing, end the calls
+
+            signal.signal(signal.SIGINT, on_sigint)
+            try:
+                while proc.poll() is None:
+                    try:
+                        proc.wait(timeout=1.0)
+                    except subprocess.TimeoutExpired:
+                        if not quiet:
+                            sys.stderr.write(f"step {i + 1} ({step[0].step}, {rate:.1f}/s): "
+                                             f"{_progress(self.work / f'step{i}.stat.csv')}"
+                                             "\n")
+                        if stopped and time.monotonic() - step_t0 > 3600:
+                            proc.kill()
+            finally:
+                signal.signal(signal.SIGINT, old)
+        c1 = os.times()
+        used = (c1.children_user + c1.children_system) - (c0.children_user + c0.children_system)
+        calls = _trace(trace)
+        results = []
+        base = datetime.now().timestamp() - time.monotonic()  # epoch of monotonic 0
+        for n, a in enumerate(step, 1):
+            if n not in calls:
+                if stopped:
+                    continue  # never placed
+                results.append(Result(a, placed_at=a.offset, error="not placed by SIPp"))
+                continue
+            sent, code, got = calls[n]
+            r = Result(a, placed_at=max(0.0, sent - base - t0), code=code,
+                       setup_ms=(got - sent) * 1000.0 if got is not None else None)
+            if code is None:
+                r.error = "timeout (no final answer)"
+            results.append(r)
+        return results, stopped, used

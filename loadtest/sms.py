@@ -1,0 +1,163 @@
+"""SMS traffic over SMPP beside the calls of a profile run.
+
+One gateway account binds twice, as smpplib and SMSCs do: a transmitter that submits
+messages from each binding's A to its X at the profile's rate, and a receiver that takes
+the relay's deliver_sm (to B, sender X) and answers at once. Both run on the project's
+sans-IO SMPP session (relay.sms.session) in a thread with its own event loop, so either
+call engine can run beside it. A deliver_sm that shows A's real number is a leak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from relay.sms._state import Role
+from relay.sms.events import Bound, MessageReceived, ResponseReceived
+from relay.sms.session import SessionConfig, SmppSession
+
+from .common import percentile
+from .plan import BindingSpec
+
+__all__ = ["SmsRun"]
+
+SUBMIT_SM = 0x00000004
+
+
+@dataclass(slots=True)
+class _Stats:
+    submitted: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    delivered: int = 0
+    sent_at: dict[bytes, float] = field(default_factory=dict)
+    delivery_ms: list[float] = field(default_factory=list)
+    leaks: list[str] = field(default_factory=list)
+    wrong: int = 0  # delivered to someone else than B, or not from X
+
+
+class _Link(asyncio.Protocol):
+    def __init__(self, run: SmsRun, mode: str) -> None:
+        self.run = run
+        self.mode = mode
+        self.loop = asyncio.get_running_loop()
+        self.session = SmppSession(Role.CLIENT, self.loop.time(),
+                                   SessionConfig(window=10, enquire_link_interval=3600.0,
+                                                 response_timeout=3600.0))
+        self.transport: asyncio.Transport | None = None
+        self.bound = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.session.bind(self.loop.time(), self.run.system_id, self.run.password, self.mode)
+        self.flush()
+
+    def flush(self) -> None:
+        out = self.session.data_to_send()
+        if out and self.transport is not None:
+            self.transport.write(out)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        for ev in self.session.receive_data(data, self.loop.time()):
+            if isinstance(ev, MessageReceived):
+                self.session.respond(ev, 0)
+                self.run.delivered(ev, now)
+            elif isinstance(ev, ResponseReceived) and ev.request.command_id == SUBMIT_SM:
+                st = ev.response.command_status
+                s = self.run.stats
+                s.statuses[st] = s.statuses.get(st, 0) + 1
+            elif isinstance(ev, Bound):
+                self.bound.set()
+        self.flush()
+
+
+class SmsRun:
+    """`rate` messages/s for `seconds` over SMPP at `addr`, from the live bindings' A."""
+
+    def __init__(self, addr: tuple[str, int], account: str, bindings: list[BindingSpec],
+                 rate: float, seconds: float) -> None:
+        self.addr = addr
+        self.system_id, _, self.password = account.partition(":")
+        self.pairs = [(b.a, b.x, b.b) for b in bindings if not b.frozen]
+        self.rate = rate
+        self.seconds = seconds
+        self.stats = _Stats()
+        self.stop = threading.Event()
+        self.error = ""
+        self._thread = threading.Thread(target=self._main, name="sms", daemon=True)
+        self._by_x = {x.lstrip("+"): (a, b) for a, x, b in self.pairs}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float = 30.0) -> None:
+        self._thread.join(timeout)
+
+    def delivered(self, ev: MessageReceived, now: float) -> None:
+        s = self.stats
+        s.delivered += 1
+        sent = s.sent_at.pop(bytes(ev.short_message), None)
+        if sent is not None:
+            s.delivery_ms.append((now - sent) * 1000.0)
+        parties = self._by_x.get(ev.source_addr.lstrip("+"))
+        for a, _x, _b in self.pairs:
+            if ev.source_addr.lstrip("+") == a.lstrip("+"):
+                s.leaks.append(f"SMS to the callee with sender {a[:6]}… (a real number)")
+                break
+        if parties is None or ev.destination_addr.lstrip("+") != parties[1].lstrip("+"):
+            s.wrong += 1
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except Exception as exc:  # the SMS side reports, never kills the run
+            self.error = repr(exc)
+
+    async def _run(self) -> None:
+        if not self.pairs or self.rate <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        host, port = self.addr
+        _, rx = await loop.create_connection(lambda: _Link(self, "rx"), host, port)
+        _, tx = await loop.create_connection(lambda: _Link(self, "tx"), host, port)
+        await asyncio.wait_for(asyncio.gather(rx.bound.wait(), tx.bound.wait()), 15)
+        total = int(self.rate * self.seconds)
+        t0 = time.monotonic()
+        for i in range(total):
+            if self.stop.is_set():
+                break
+            delay = t0 + i / self.rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            while tx.session.window_free == 0 and not self.stop.is_set():
+                await asyncio.sleep(0.005)
+            a, x, _b = self.pairs[i % len(self.pairs)]
+            body = b"loadtest %d" % i
+            self.stats.sent_at[body] = time.monotonic()
+            tx.session.submit(loop.time(), source_addr=a, source_addr_ton=1,
+                              source_addr_npi=1, destination_addr=x, dest_addr_ton=1,
+                              dest_addr_npi=1, short_message=body)
+            self.stats.submitted += 1
+            tx.flush()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not self.stop.is_set():
+            answered = sum(self.stats.statuses.values())
+            if answered >= self.stats.submitted and self.stats.delivered >= \
+                    self.stats.statuses.get(0, 0):
+                break
+            await asyncio.sleep(0.05)
+        for link in (tx, rx):
+            if link.transport is not None:
+                link.transport.close()
+
+    def report(self) -> dict[str, Any]:
+        s = self.stats
+        return {"submitted": s.submitted, "accepted": s.statuses.get(0, 0),
+                "refused": {f"0x{k:02X}": v for k, v in s.statuses.items() if k},
+                "delivered": s.delivered, "wrong_recipient_or_sender": s.wrong,
+                "delivery_ms": {f"p{p}": (round(percentile(s.delivery_ms, p), 3)
+                                          if s.delivery_ms else None) for p in (50, 95, 99)},
+                "leaks": s.leaks[:20], "error": self.error or None}

@@ -1,0 +1,97 @@
+"""`python -m loadtest profile` with both engines against a relay (a few seconds each),
+SMS over SMPP in the same run, RTP on the native engine, the direct anchor (SIPp's own
+UAS) in the same run, and a SIPp UAS as "any other switch"."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import free_port
+from sipp_harness import callee, need_sipp, relay_args, udp_port
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+PROFILE = ("ramp 2 6 2s; hold 6 2s; hold-time 1s; answer-delay 0.2s; strangers 15%; "
+           "frozen 10%; bindings 4; seed 2")
+
+
+def loadtest(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "loadtest", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _expected(rep: dict[str, Any]) -> dict[str, int]:
+    return rep["plan"]["expected_codes"]
+
+
+def test_native_engine_with_rtp_sms_and_the_direct_anchor(relay_factory: Any,
+                                                          tmp_path: Path) -> None:
+    need_sipp()
+    cp, smpp = udp_port(), free_port()
+    node = relay_factory(f"sqlite:///{tmp_path}/r.db", relay_args(
+        cp, tmp_path / "w", "--smpp", f"127.0.0.1:{smpp}", "--smpp-account", "lt:pw"))
+    out = tmp_path / "rep"
+    run = loadtest("profile", "--profile", PROFILE + "; sms 4", "--rtp", "--direct",
+                   "--smpp", f"127.0.0.1:{smpp}", "--smpp-account", "lt:pw", "--quiet",
+                   "--target", f"127.0.0.1:{node.sip_port}", "--callee", f"127.0.0.1:{cp}",
+                   "--api", node.base, "--report", str(out))
+    assert run.returncode == 0, run.stdout + run.stderr
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["engine"] == "native"
+    assert rep["attempted"] == 20 and rep["failed"] == 0 and rep["expected_mismatches"] == 0
+    assert rep["codes"] == _expected(rep)
+    assert [s["step"] for s in rep["steps"]] == ["ramp 2->6/s", "hold 6/s"]
+    assert rep["steps"][1]["offered_rate"] == pytest.approx(6, rel=0.05)
+    # Media went both ways through the relay: tones arrived intact, delay measured.
+    rtp = rep["rtp"]
+    assert rtp["calls"] == rep["completed"] and rtp["bad_payload"] == 0
+    assert rtp["received"] > 0.9 * rtp["sent"]
+    assert 0 < rtp["one_way_delay_ms"]["p50"] < 500
+    # The anchor ran the same attempts in this run, straight to a SIPp UAS.
+    assert rep["direct"]["attempted"] == 20 and rep["direct"]["completed"] == 20
+    assert rep["ratio_vs_direct"]["p50"] > 0
+    sms = rep["sms"]
+    assert sms["submitted"] == 16 and sms["accepted"] == 16 and sms["delivered"] == 16
+    assert sms["wrong_recipient_or_sender"] == 0 and rep["leaks"] == []
+    assert {p.name for p in out.iterdir()} >= {"report.json", "report.html", "rate.png",
+                                               "setup.png", "outcomes.png"}
+
+
+def test_sipp_engine(relay_factory: Any, tmp_path: Path) -> None:
+    need_sipp()
+    cp = udp_port()
+    node = relay_factory(f"sqlite:///{tmp_path}/r.db", relay_args(cp, tmp_path / "w"))
+    out = tmp_path / "rep"
+    run = loadtest("profile", "--profile", PROFILE, "--engine", "sipp", "--quiet",
+                   "--target", f"127.0.0.1:{node.sip_port}", "--callee", f"127.0.0.1:{cp}",
+                   "--api", node.base, "--report", str(out))
+    assert run.returncode == 0, run.stdout + run.stderr
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["engine"] == "sipp"
+    assert rep["attempted"] == 20 and rep["failed"] == 0 and rep["expected_mismatches"] == 0
+    assert rep["codes"] == _expected(rep)
+    assert len(rep["steps"]) == 2 and rep["setup_ms"]["p99"] is not None
+    assert rep["sipp"]["talk_ms"] == 1000 and rep["sipp"]["answer_delay_ms"] == 200
+
+
+def test_any_switch_here_a_sipp_uas(tmp_path: Path) -> None:
+    """No relay, no setup: the target is SIPp's own UAS (it answers every call)."""
+    need_sipp()
+    uas = callee(tmp_path, udp_port()).start()
+    try:
+        run = loadtest("profile", "--profile", "hold 5 2s; hold-time 0.5s; bindings 2",
+                       "--no-setup", "--no-leak-check", "--quiet",
+                       "--target", f"127.0.0.1:{uas.port}",
+                       "--callee", f"127.0.0.1:{udp_port()}", "--report", str(tmp_path / "r"))
+    finally:
+        uas.stop()
+    assert run.returncode == 0, run.stdout + run.stderr
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert (rep["attempted"], rep["completed"], rep["setup"]) == (10, 10, {})
+    assert len(uas.received()) >= 30  # INVITE, ACK, BYE per call reached SIPp
