@@ -27,6 +27,7 @@ from typing import Any
 from dialplan.numbers import InvalidNumber, normalise, split_extension
 from dialplan.policy import Policy
 from dialplan.route import Policies
+from relay.guard import LeakGuard
 from relay.media.backend import MediaEvent
 from relay.sip import (
     AckReceived,
@@ -50,6 +51,7 @@ from ._phases import Timer
 from ._state import LegState
 from .cdr import CallTimes, build_record
 from .controller import CallController, ControlSettings, Table
+from .egress import egress_ok
 from .events import CallEvent, CallRefused, Incoming, MediaJob
 from .legs import ALLOW, CalleeLeg, CallerLeg, _Leg, reason_header
 from .overload import OverloadGuard
@@ -76,6 +78,8 @@ class Settings(ControlSettings):
     # Overload control (relay/b2bua/overload.py): the call map asks it per new INVITE,
     # the adapter feeds it measurements (socket queueing delay, loop lag, media jobs).
     overload: OverloadGuard = field(default_factory=OverloadGuard)
+    # The egress leak guard (relay/guard.py): every message a leg sends is checked.
+    guard: LeakGuard = field(default_factory=LeakGuard)
 
 
 class Wire:
@@ -97,19 +101,23 @@ class Wire:
     def request(self, leg: _Leg, purpose: str, req: SipRequest, dest: Address,
                 now: float) -> TransactionKey:
         """Start a client transaction and remember (leg, purpose) for its responses."""
+        if not egress_ok(self.callmap, leg, req, now):
+            return TransactionKey("client", "blocked", req.method)  # never sent
         key = self.layer.send_request(req, dest, now)
         self.callmap._clients[key] = (leg, purpose)
         leg.client_keys.append(key)
         return key
 
-    def respond(self, resp: Any, now: float) -> None:
+    def respond(self, resp: Any, now: float, leg: _Leg) -> None:
         """Hand a response to its server transaction."""
-        self.layer.send_response(resp, now)
+        if egress_ok(self.callmap, leg, resp, now):
+            self.layer.send_response(resp, now)
 
-    def stateless(self, msg: SipRequest, dest: Address) -> None:
+    def stateless(self, msg: SipRequest, dest: Address, leg: _Leg, now: float) -> None:
         """An ACK for a 2xx (RFC 3261 §13.2.2.4 sends it outside any transaction),
         queued in order with everything else."""
-        self.layer.send_stateless(msg, dest)
+        if egress_ok(self.callmap, leg, msg, now):
+            self.layer.send_stateless(msg, dest)
 
 
 class CallMap:
@@ -144,6 +152,7 @@ class CallMap:
             "overload": 0, "media_errors": 0, "counter_errors": 0, "hook_errors": 0,
         }
         self.refusals: dict[int, int] = {}
+        self._leaks: list[tuple[CallController, float]] = []  # blocked: hang up next
 
     # -- adapter interface ----------------------------------------------------------
     def receive_datagram(self, data: bytes, source: Address, now: float, *,
@@ -159,6 +168,9 @@ class CallMap:
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         """Everything to transmit, in order."""
+        while self._leaks:  # calls the leak guard stopped: end them (outside the leg)
+            call, now = self._leaks.pop()
+            call.hangup(now, cause=41, reason="leak_blocked")
         return self.layer.datagrams_to_send()
 
     def take_jobs(self) -> list[MediaJob]:
@@ -275,6 +287,11 @@ class CallMap:
     def new_id(self) -> str:
         """A fresh relay call id."""
         return self._new_id()
+
+    def leaked(self, call: CallController, now: float) -> None:
+        """The leak guard blocked a message of `call`: hang it up when the current
+        step is over (see datagrams_to_send)."""
+        self._leaks.append((call, now))
 
     def ending(self, call: CallController) -> None:
         """The call stops counting as live (its media may still be releasing)."""

@@ -115,6 +115,11 @@ class _Leg:
         self.last_sdp_sent = b""
         self.last_ack: tuple[int, SipRequest] | None = None  # for re-ACKing a 2xx
         self.code: int | None = None  # the final status of the initial INVITE
+        # Egress leak guard (relay/b2bua/egress.py): needles made once per leg; a
+        # sealed leg sends nothing more (its peer got a clean 500 instead of a leak).
+        self.sealed = False
+        self.guard_key: tuple[str | None, str | None] | None = None
+        self.needles: tuple[bytes, ...] = ()
 
     # -- state ---------------------------------------------------------------------
     def _go(self, event: str) -> None:
@@ -151,7 +156,7 @@ class _Leg:
         resp = build_response(request, status, to_tag=self.local_tag, extra_headers=headers,
                               body=body, record_route=100 < status < 300
                               and request.method == "INVITE" and request.to_tag is None)
-        self.wire.respond(resp, now)
+        self.wire.respond(resp, now, self)
 
     def _send_in_dialog(self, method: str, purpose: str, now: float, *, body: bytes = b"",
                         content_type: str = SDP, extra: list[tuple[str, str]] | None = None
@@ -169,12 +174,12 @@ class _Leg:
             self.last_sdp_sent = body
         self.wire.request(self, purpose, req, self.peer, now)
 
-    def _send_ack(self, cseq: int) -> None:
+    def _send_ack(self, cseq: int, now: float) -> None:
         if self.dialog is None:
             return
         if self.last_ack is None or self.last_ack[0] != cseq:
             self.last_ack = (cseq, self.dialog.create_ack(cseq))
-        self.wire.stateless(self.last_ack[1], self.peer)
+        self.wire.stateless(self.last_ack[1], self.peer, self, now)
 
     # -- controller -> leg: mid-call events ------------------------------------------
     def offer(self, ev: Offer, now: float) -> None:
@@ -271,7 +276,7 @@ class _Leg:
             self.dialog.receive_response(SipRequest(resp.cseq.method, ""), resp)
         if purpose == "offer":
             if resp.cseq.method == "INVITE" and resp.status < 300:
-                self._send_ack(resp.cseq.number)  # §13.2.2.4 end-to-end ACK
+                self._send_ack(resp.cseq.number, now)  # §13.2.2.4 end-to-end ACK
             if not self.pending_out:
                 return []  # a retransmitted 2xx, re-ACKed above
             self.pending_out = False
@@ -343,7 +348,7 @@ class CallerLeg(_Leg):
         if was is LegState.CONNECTED:
             self.bye(now, ev.cause)
         else:
-            self.code = 480
+            self.code = 500 if self.sealed else 480  # sealed: the guard's 500 went out
             self._respond(self.invite, 480, now, extra=[reason_header(ev.cause)])
 
     def on_cancel(self, now: float) -> list[CCEvent]:
@@ -456,7 +461,7 @@ class CalleeLeg(_Leg):
             else:
                 self.dialog.receive_response(self.invite, resp)
             if not self.late or self.last_ack is not None:
-                self._send_ack(self.invite.cseq.number)
+                self._send_ack(self.invite.cseq.number, now)
             # else: late offer, the ACK must carry the caller's answer (ack_with)
             if not self.can("answered"):
                 return []
@@ -484,7 +489,7 @@ class CalleeLeg(_Leg):
         cseq = self.invite.cseq.number
         self.last_ack = (cseq, self.dialog.create_ack(cseq, body=sdp,
                                                       content_type=SDP if sdp else None))
-        self.wire.stateless(self.last_ack[1], self.peer)
+        self.wire.stateless(self.last_ack[1], self.peer, self, now)
 
     def _early_dialog(self, resp: SipResponse) -> None:
         if resp.to_tag and self.invite is not None and self.dialog is None:

@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 from relay.b2bua.callmap import CallMap, Settings
 from relay.b2bua.overload import OverloadConfig, OverloadGuard
 from relay.contacts import contact_from_call
+from relay.guard import for_node
 from relay.media.backend import MediaBackend
 from relay.media.prompts import PromptSet
 from relay.sip import TimerConfig
@@ -156,6 +157,7 @@ async def attach_voice(node: Node) -> None:
     udp = SipServer.bind_udp(cfg.sip[0], cfg.sip[1])
     port = udp.getsockname()[1]
     settings, sip = settings_from(cfg, port)
+    settings.guard = for_node(node)  # the egress leak guard (relay/guard.py), shared with SMS
     media_cfg = dict(cfg.extra.get("media", {}))
     media_timeout = float(media_cfg.get("timeout", 60.0))
     media = await _media_backend(cfg, media_cfg, settings.host,
