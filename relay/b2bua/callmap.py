@@ -46,6 +46,7 @@ from relay.sip import (
     new_tag,
     system_random,
 )
+from relay.sip.digest import Credentials
 
 from ._phases import Timer
 from ._state import LegState
@@ -80,6 +81,8 @@ class Settings(ControlSettings):
     overload: OverloadGuard = field(default_factory=OverloadGuard)
     # The egress leak guard (relay/guard.py): every message a leg sends is checked.
     guard: LeakGuard = field(default_factory=LeakGuard)
+    # Digest credentials for the outbound trunk's 401/407 ([sip] trunk_auth_*; legs.py).
+    trunk_auth: Credentials | None = None
 
 
 class Wire:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from relay.sip import (
     Dialog,
+    Headers,
     SipRequest,
     SipResponse,
     TransactionKey,
@@ -24,7 +25,9 @@ from relay.sip import (
     new_branch,
     new_call_id,
     new_tag,
+    system_random,
 )
+from relay.sip.digest import Credentials, authorization, choose
 
 from ._state import LegKind, LegState, allowed, transition
 from .events import (
@@ -120,6 +123,12 @@ class _Leg:
         self.sealed = False
         self.guard_key: tuple[str | None, str | None] | None = None
         self.needles: tuple[bytes, ...] = ()
+        # Digest (RFC 3261 §22.2): in-dialog requests as sent (to re-send one when the
+        # trunk challenges it), challenges answered per purpose, nonce counts.
+        self.sent: dict[str, tuple[str, bytes, str, list[tuple[str, str]]]] = {}
+        self.auth_tries: dict[str, int] = {}
+        self.nonce_counts: dict[str, int] = {}
+        self.auth_cache: tuple[str, Any] | None = None  # the last challenge answered
 
     # -- state ---------------------------------------------------------------------
     def _go(self, event: str) -> None:
@@ -167,19 +176,83 @@ class _Leg:
         headers = list(extra or ())
         if method == "INVITE":
             headers.append(("Allow", ALLOW))
+        self.sent[purpose] = (method, body, content_type, list(extra or ()))
         req = dialog.create_request(method, body=body,
                                     content_type=content_type if body else None,
                                     extra_headers=headers)
         if body and content_type == SDP:
             self.last_sdp_sent = body
+        if self.auth_cache is not None:
+            # §22.3: credentials go with later requests of the dialog unasked (a BYE's
+            # challenge could come after the call is gone and find nobody to answer it).
+            self._answer(*self.auth_cache, req)
         self.wire.request(self, purpose, req, self.peer, now)
+
+    # -- digest challenges from the trunk (RFC 3261 §22.2) -------------------------------
+    def _credentials(self, purpose: str, resp: SipResponse) -> tuple[str, Any] | None:
+        """(header name, challenge) to answer `resp`, or None: no credentials, nothing
+        we can answer, or already answered once for this request (a second challenge
+        means wrong credentials, unless the nonce was only stale, RFC 7616 §3.3)."""
+        creds: Credentials | None = getattr(self.wire.callmap.settings, "trunk_auth", None)
+        if creds is None or resp.status not in (401, 407):
+            return None
+        header = "www-authenticate" if resp.status == 401 else "proxy-authenticate"
+        challenge = choose(resp.headers.get_all(header))
+        tries = self.auth_tries.get(purpose, 0)
+        if challenge is None or tries >= 2 or (tries == 1 and not challenge.stale):
+            return None
+        self.auth_tries[purpose] = tries + 1
+        return ("Authorization" if resp.status == 401 else "Proxy-Authorization", challenge)
+
+    def _answer(self, name: str, challenge: Any, req: SipRequest) -> None:
+        """Add the digest answering `challenge` to `req` (its URI, method and body)."""
+        creds = self.wire.callmap.settings.trunk_auth
+        assert creds is not None  # _credentials found them
+        self.auth_cache = (name, challenge)
+        count = self.nonce_counts[challenge.nonce] = self.nonce_counts.get(challenge.nonce,
+                                                                            0) + 1
+        if len(self.nonce_counts) > 8:  # a leg lives for one call: keep it small
+            self.nonce_counts = {challenge.nonce: count}
+        req.headers.remove("authorization")
+        req.headers.remove("proxy-authorization")
+        req.headers.add(name, authorization(challenge, creds, req.method, req.uri,
+                                            cnonce=system_random(8).hex(), nc=count,
+                                            body=req.body))
+
+    def _resend_challenged(self, purpose: str, resp: SipResponse, now: float) -> bool:
+        """An in-dialog request the trunk challenged goes again with credentials and the
+        next CSeq (§22.2); True when it did."""
+        found = self._credentials(purpose, resp)
+        sent = self.sent.get(purpose)
+        if found is None or sent is None or self.dialog is None:
+            return False
+        method, body, content_type, extra = sent
+        headers = list(extra)
+        if method == "INVITE":
+            headers.append(("Allow", ALLOW))
+        req = self.dialog.create_request(method, body=body,
+                                         content_type=content_type if body else None,
+                                         extra_headers=headers)
+        self._answer(found[0], found[1], req)
+        self.wire.request(self, purpose, req, self.peer, now)
+        return True
 
     def _send_ack(self, cseq: int, now: float) -> None:
         if self.dialog is None:
             return
         if self.last_ack is None or self.last_ack[0] != cseq:
-            self.last_ack = (cseq, self.dialog.create_ack(cseq))
+            self.last_ack = (cseq, self._credited(self.dialog.create_ack(cseq)))
         self.wire.stateless(self.last_ack[1], self.peer, self, now)
+
+    def _credited(self, ack: SipRequest) -> SipRequest:
+        """§13.2.2.4: the ACK for a 2xx carries the same credentials as the INVITE."""
+        invite = getattr(self, "invite", None)
+        if invite is not None:
+            for name in ("Authorization", "Proxy-Authorization"):
+                value = invite.headers.get(name)
+                if value is not None:
+                    ack.headers.add(name, value)
+        return ack
 
     # -- controller -> leg: mid-call events ------------------------------------------
     def offer(self, ev: Offer, now: float) -> None:
@@ -272,6 +345,9 @@ class _Leg:
         """A response to one of our in-dialog requests."""
         if resp.status < 200:
             return []
+        if resp.status in (401, 407) and self._resend_challenged(purpose, resp, now):
+            return []
+        self.auth_tries.pop(purpose, None)
         if self.dialog is not None:
             self.dialog.receive_response(SipRequest(resp.cseq.method, ""), resp)
         if purpose == "offer":
@@ -474,6 +550,9 @@ class CalleeLeg(_Leg):
                 return []
             self.code = status
             return [Connect(resp.body)]
+        if status in (401, 407) and self.state is not LegState.CANCELLING \
+                and self._reinvite_with_credentials(resp, now):
+            return []
         self.code = status
         if not self.can("rejected"):
             return []
@@ -481,14 +560,31 @@ class CalleeLeg(_Leg):
         code, cause = map_failure(status)
         return [Fail(code, cause)]
 
+    def _reinvite_with_credentials(self, resp: SipResponse, now: float) -> bool:
+        """The trunk challenged our INVITE (401/407): send it again with credentials,
+        a new branch and CSeq + 1, same Call-ID and tags (RFC 3261 §22.2, §8.1.3.5)."""
+        found = self._credentials("invite", resp)
+        old = self.invite
+        if found is None or old is None:
+            return False
+        w = self.wire
+        headers = Headers(list(old.headers))
+        headers.set("Via", f"SIP/2.0/{w.transport} {w.sent_by};branch={new_branch()};rport")
+        headers.set("CSeq", f"{old.cseq.number + 1} INVITE")
+        self.invite = SipRequest("INVITE", old.uri, headers, old.body)
+        self._answer(found[0], found[1], self.invite)
+        self.provisional = False  # §9.1: CANCEL waits for a 1xx to *this* INVITE
+        self.key = w.request(self, "invite", self.invite, self.peer, now)
+        return True
+
     def ack_with(self, ev: Ack, now: float) -> None:
         """Late offer: the ACK for the 2xx carries the (rewritten) answer (RFC 3264)."""
         sdp = ev.sdp
         if self.dialog is None or self.invite is None or self.last_ack is not None:
             return
         cseq = self.invite.cseq.number
-        self.last_ack = (cseq, self.dialog.create_ack(cseq, body=sdp,
-                                                      content_type=SDP if sdp else None))
+        self.last_ack = (cseq, self._credited(self.dialog.create_ack(
+            cseq, body=sdp, content_type=SDP if sdp else None)))
         self.wire.stateless(self.last_ack[1], self.peer, self, now)
 
     def _early_dialog(self, resp: SipResponse) -> None:

@@ -61,6 +61,7 @@ from relay.guard import for_node
 from relay.media.backend import MediaBackend
 from relay.media.prompts import PromptSet
 from relay.sip import TimerConfig
+from relay.sip.digest import credentials_from
 
 from .hook import DecisionHook
 from .sip import SipServer
@@ -88,6 +89,7 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
         max_calls=int(sip.get("max_calls", 5000)),
         cps=float(sip.get("cps", 0.0)),
         hangup_on_freeze=bool(sip.get("hangup_on_freeze", False)),
+        trunk_auth=credentials_from(sip),  # digest for the trunk's 401/407 (never logged)
         announce_refusals=bool(sip.get("announce_refusals", True)),
         no_early_media=tuple(str(n) for n in sip.get("no_early_media", ())),
         ivr_tries=int(sip.get("ivr_tries", 3)),
