@@ -1,0 +1,113 @@
+"""The egress leak guard end to end: a planted leak (the test-only hook
+RELAY_TEST_PLANT_LEAK copies the other party's real number into an X-Leak-Test header
+of every SIP message toward one side) never reaches a real SIPp peer; the call fails
+safe (500 to the caller, CANCEL to the callee), is counted and recorded."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sipp_harness import (
+    A,
+    B,
+    bind,
+    callee,
+    caller,
+    calls,
+    refused_scenario,
+    relay_args,
+    udp_port,
+)
+
+from relay.guard import PLANT_ENV, needles_for, scan
+
+pytestmark = pytest.mark.integration
+
+
+def _metric(base: str, name: str) -> float:
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def _leaks(messages: list[str], number: str, visible: list[str]) -> list[str]:
+    needles = needles_for([number], visible)
+    return [m for m in messages if scan(m.encode(), needles) or "X-Leak-Test" in m]
+
+
+def test_planted_leak_toward_the_caller_is_blocked(relay_factory: Any,
+                                                   tmp_path: Path) -> None:
+    out = udp_port()
+    relay = relay_factory(f"sqlite:///{tmp_path}/relay.db", relay_args(out, tmp_path),
+                          env={PLANT_ENV: "caller"})
+    binding = bind(relay.base)
+    uas = callee(tmp_path, out, "uas_ring.xml", extra=["-m", "1"])
+    uac = caller(tmp_path, relay.sip_port, scenario_path=refused_scenario(tmp_path, 500),
+                 extra=["-m", "1"])
+    uas.start()
+    time.sleep(0.3)
+    uac.start()
+    assert uac.wait(60) == 0, uac.tail()
+    assert uas.wait(60) == 0, uas.tail()  # it rang, was CANCELled, answered 487
+    to_caller = uac.received()
+    assert any(m.startswith("SIP/2.0 500") for m in to_caller)
+    assert not any(m.startswith("SIP/2.0 180") for m in to_caller)  # the leaky 180
+    assert _leaks(to_caller, B, [A, binding["x"]]) == []
+    assert any(m.startswith("CANCEL ") for m in uas.received())
+    assert _metric(relay.base, "relay_leaks_blocked_sip_total") == 1
+    rec, = calls(relay.base, f"?binding={binding['id']}")
+    assert rec["end_reason"] == "leak_blocked" and rec["sip_code"] == 500
+    log = relay.log.read_text()
+    assert "leak blocked" in log and B not in log and B[1:] not in log  # masked
+
+
+def test_planted_leak_toward_the_callee_never_leaves(relay_factory: Any,
+                                                     tmp_path: Path) -> None:
+    """The INVITE toward B would carry A's number: it is never sent (a socket on the
+    outbound trunk's port hears nothing) and the caller gets 500."""
+    trunk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    trunk.bind(("127.0.0.1", 0))
+    trunk.settimeout(0.2)
+    try:
+        out = trunk.getsockname()[1]
+        relay = relay_factory(f"sqlite:///{tmp_path}/relay.db", relay_args(out, tmp_path),
+                              env={PLANT_ENV: "callee"})
+        bind(relay.base)
+        uac = caller(tmp_path, relay.sip_port, scenario_path=refused_scenario(tmp_path, 500),
+                     extra=["-m", "1"])
+        uac.start()
+        assert uac.wait(60) == 0, uac.tail()
+        heard: list[bytes] = []
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            try:
+                heard.append(trunk.recv(65535))
+            except TimeoutError:
+                continue
+        assert heard == []
+        assert _metric(relay.base, "relay_leaks_blocked_sip_total") == 1
+    finally:
+        trunk.close()
+
+
+def test_clean_call_is_untouched(relay_factory: Any, tmp_path: Path) -> None:
+    """Without a plant the same flow completes: the guard scans and lets it pass."""
+    out = udp_port()
+    relay = relay_factory(f"sqlite:///{tmp_path}/relay.db", relay_args(out, tmp_path))
+    bind(relay.base)
+    uas = callee(tmp_path, out, extra=["-m", "1"])
+    uac = caller(tmp_path, relay.sip_port, extra=["-m", "1", "-d", "200"])
+    uas.start()
+    time.sleep(0.3)
+    uac.start()
+    assert uac.wait(60) == 0, uac.tail()
+    assert uas.wait(60) == 0, uas.tail()
+    assert _metric(relay.base, "relay_leaks_blocked_sip_total") == 0
+    assert _metric(relay.base, "relay_leak_checks_total") >= 5
