@@ -115,7 +115,7 @@ async def _json(request: web.Request) -> Any:
         raise MalformedBody("a JSON body is required")
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         raise MalformedBody("the body is not valid JSON") from None
 
 
