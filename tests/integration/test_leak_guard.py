@@ -111,3 +111,40 @@ def test_clean_call_is_untouched(relay_factory: Any, tmp_path: Path) -> None:
     assert uas.wait(60) == 0, uas.tail()
     assert _metric(relay.base, "relay_leaks_blocked_sip_total") == 0
     assert _metric(relay.base, "relay_leak_checks_total") >= 5
+
+
+def test_sms_holding_the_senders_number_is_refused(relay_factory: Any,
+                                                   tmp_path: Path) -> None:
+    """A courier texts its own number to the customer (in any writing): the relay refuses
+    it (ESME_RX_P_APPN), the receiver bind gets nothing of it, and the next clean text
+    goes through; the refusal is recorded and counted."""
+    import smpplib.gsm
+    from conftest import free_port
+    from sms_helpers import A as SA
+    from sms_helpers import X as SX
+    from sms_helpers import close, connect, digits, make_binding, receive, wait_messages
+
+    port = free_port()
+    relay = relay_factory(f"sqlite:///{tmp_path}/relay.db",
+                          ["--smpp", f"127.0.0.1:{port}", "--smpp-account", "gw1:pw1"], "sms")
+    binding = make_binding(relay.base)
+    rx = connect(port)
+    rx.bind_receiver(system_id="gw1", password="pw1")
+    tx = connect(port)
+    tx.bind_transmitter(system_id="gw1", password="pw1")
+    national = SA[3:6] + " " + SA[6:10] + "-" + SA[10:]  # "138 1111-2222"
+    for text in (f"call me on {national} at the gate", "I am at the north gate"):
+        parts, coding, esm = smpplib.gsm.make_parts(text)
+        tx.send_message(source_addr_ton=1, source_addr_npi=1, source_addr=digits(SA),
+                        dest_addr_ton=1, dest_addr_npi=1, destination_addr=digits(SX),
+                        short_message=parts[0], data_coding=coding, esm_class=esm)
+        if "call me" in text:
+            assert int(tx.read_pdu().status) == 0x65  # ESME_RX_P_APPN: permanent
+    (delivered,) = receive(rx, 1)
+    assert delivered.short_message == b"I am at the north gate"
+    assert int(tx.read_pdu().status) == 0
+    close(tx)
+    close(rx)
+    recs = wait_messages(relay.base, {"binding": binding}, 2)
+    assert sorted(r.get("reason") or r["status"] for r in recs) == ["delivered", "leak_blocked"]
+    assert _metric(relay.base, "relay_leaks_blocked_sms_total") == 1
