@@ -79,22 +79,18 @@ def needles_for(others: Iterable[str | None], visible: Iterable[str | None],
     tail of each number in `others` (at least `digits` long), lengthened until it is
     not part of anything in `visible` (what the recipient may legitimately see: X,
     its own number, its extension). A number wholly inside a visible one is skipped."""
-    seen = [v for v in map(_digits, visible) if v]
+    seen = "|".join([_digits(v) for v in visible if v])  # '|': no match across two
     out: list[bytes] = []
     for other in others:
         d = _digits(other)
-        n = min(max(digits, 1), len(d))
-        while n and n <= len(d):
-            tail = d[-n:]
-            for v in seen:
-                if tail in v:
-                    n += 1
-                    break
-            else:
-                needle = tail.encode()
-                if needle not in out:
-                    out.append(needle)
-                break
+        size = len(d)
+        n = min(max(digits, 1), size)
+        while n and d[-n:] in seen:
+            n = n + 1 if n < size else 0
+        if n:
+            needle = d[-n:].encode()
+            if needle not in out:
+                out.append(needle)
     return tuple(out)
 
 
