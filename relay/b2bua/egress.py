@@ -11,12 +11,13 @@ the block is counted, logged masked and reported as a ``leak.blocked`` event.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
 from dialplan.numbers import mask
 from relay.guard import scan_text
-from relay.sip import SipRequest, SipResponse, build_response
+from relay.sip import LocalProtocolError, SipRequest, SipResponse, build_response
 
 from ._state import LegState
 from .events import LeakBlocked
@@ -84,5 +85,7 @@ def _refuse_caller(host: CallMap, a: _Leg, blocked: SipRequest | SipResponse,
     if a.state in (LegState.TRYING, LegState.EARLY) or answering:
         a.sealed = True
         a.code = 500
-        host.layer.send_response(build_response(
-            invite, 500, to_tag=a.local_tag, extra_headers=[reason_header(41)]), now)
+        # Its transaction may be over already (timed out): then nothing may go anyway.
+        with contextlib.suppress(LocalProtocolError):
+            host.layer.send_response(build_response(
+                invite, 500, to_tag=a.local_tag, extra_headers=[reason_header(41)]), now)
