@@ -5,6 +5,7 @@ safe (500 to the caller, CANCEL to the callee), is counted and recorded."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 import urllib.request
@@ -148,3 +149,43 @@ def test_sms_holding_the_senders_number_is_refused(relay_factory: Any,
     recs = wait_messages(relay.base, {"binding": binding}, 2)
     assert sorted(r.get("reason") or r["status"] for r in recs) == ["delivered", "leak_blocked"]
     assert _metric(relay.base, "relay_leaks_blocked_sms_total") == 1
+
+
+def test_a_blocked_leak_is_an_event(relay_factory: Any, tmp_path: Path) -> None:
+    """With [events] set, the block reaches the webhook as a signed `leak.blocked` event
+    naming the call, with the parties masked, before the call's own call.ended."""
+    from conftest import free_port
+    from event_receiver import Receiver
+
+    secret = "hook-secret-0123456789"
+    receiver = Receiver(free_port(), secret)
+    receiver.start()
+    try:
+        out = udp_port()
+        conf = tmp_path / "relay.toml"
+        conf.write_text(f'[events]\nurl = "{receiver.url}"\nsecret = "{secret}"\n'
+                        "backoff = 0.1\nbackoff_max = 0.5\n")
+        relay = relay_factory(f"sqlite:///{tmp_path}/relay.db",
+                              relay_args(out, tmp_path, "--config", str(conf)),
+                              env={PLANT_ENV: "caller"})
+        binding = bind(relay.base)
+        uas = callee(tmp_path, out, "uas_ring.xml", extra=["-m", "1"])
+        uac = caller(tmp_path, relay.sip_port, scenario_path=refused_scenario(tmp_path, 500),
+                     extra=["-m", "1"])
+        uas.start()
+        time.sleep(0.3)
+        uac.start()
+        assert uac.wait(60) == 0, uac.tail()
+        assert uas.wait(60) == 0, uas.tail()
+        got = receiver.wait_for(lambda g: any(e["type"] == "call.ended" for e in g))
+        receiver.check()
+        leak, = [e for e in got if e["type"] == "leak.blocked"]
+        assert leak["channel"] == "sip" and leak["toward"] == "caller" and leak["what"] == "180"
+        assert leak["binding"] == binding["id"]
+        assert leak["caller"] == "+86138****2222" and leak["callee"] == "+86139****4444"
+        ended = next(e for e in got if e["type"] == "call.ended")
+        assert ended["call_id"] == leak["call_id"]
+        assert got.index(leak) < got.index(ended)  # in order per call
+        assert A not in json.dumps(got) and B not in json.dumps(got)
+    finally:
+        receiver.stop()
