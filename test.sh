@@ -37,6 +37,14 @@ if [ ${#need_apt[@]} -gt 0 ] || [ "$need_rtpengine" = 1 ] || [ "$need_kamailio" 
     || echo "test.sh: kamailio unavailable; its tests will be skipped"
   # redis-server's and kamailio's packages start system services; the tests start their own.
 fi
+# Kannel (bearerbox + smsbox): a real SMS gateway for the SMPP tests (issue 17); optional,
+# its test skips without it. Its package may start a system service on 13000-13013; the
+# test starts its own boxes on free ports.
+if ! command -v bearerbox >/dev/null && [ ! -x /usr/sbin/bearerbox ] && [ "$(id -u)" -eq 0 ]; then
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kannel >/dev/null 2>&1 \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kannel \
+         >/dev/null; }; } || echo "test.sh: kannel unavailable; its test will be skipped"
+fi
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

@@ -16,6 +16,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from .events.service import EventHub
 
+from .bindings.pending import PendingJournal
 from .bindings.pool import NumberPool
 from .bindings.service import BindingService, Lifecycle
 from .bindings.store import StoreUnavailable, open_store
@@ -24,6 +25,7 @@ from .bindings.table import BindingTable
 from .config import Config
 from .contacts import ContactWriter, Scores, open_contact_store
 from .counters import open_counter_store
+from .live_journal import LiveJournal
 from .metrics import Metrics
 from .policies import PolicyBook, open_policy_store
 from .recordings_config import recordings_settings
@@ -50,7 +52,12 @@ class Node:
             self.store, self.table, self.pool,
             Lifecycle(default_cc=config.default_cc, quarantine=config.quarantine,
                       frozen_hold=config.frozen_hold), clock)
+        # Issue 13: freezes never wait for the store (relay.bindings.pending).
+        self.service.pending = PendingJournal(config.journal_path())
+        self.service.store_down = lambda: self.follower.degraded
+        self.follower.on_load = self.service.overlay_pending
         self.records = open_record_store(config.store)
+        self.live_calls = LiveJournal(config.journal_path())  # issue 13: crash-safe records
         self.policies = PolicyBook(config.default_policy)
         self.policy_store = open_policy_store(config.store)
         self.counters = open_counter_store(config.store)
@@ -121,6 +128,7 @@ class Node:
         self.record_writer.start()
         self.contact_writer.start()
         self._tasks.append(asyncio.create_task(self._sweeper(), name="sweeper"))
+        self._tasks.append(asyncio.create_task(self._replayer(), name="pending-changes"))
         self._tasks.append(asyncio.create_task(self._policy_refresher(), name="policies"))
         app = build_api(self)
         self.api = app
@@ -144,6 +152,14 @@ class Node:
                 self._retention(rec.retention_days, rec.retention_interval),
                 name="retention"))
         # -- subsystems: end --
+        try:  # after the media backend finished the spools a crash left (attach_voice)
+            await self.live_calls.close_crashed(
+                self.records, self.config.recordings,
+                self.events.on_call_event if self.events is not None else None)
+        except StoreUnavailable as exc:
+            log.error("calls left live by a crash stay journaled until the store is back "
+                      "at the next start: %s", exc)
+        self.live_calls.start()
         for hook in self.on_start:
             await hook(self)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -168,6 +184,21 @@ class Node:
                 log.debug("sweep skipped: %s", exc)
             except Exception:
                 log.exception("sweep failed")
+
+    async def _replayer(self) -> None:
+        """Write freezes made while the store was down once it is back (issue 13)."""
+        while True:
+            await asyncio.sleep(0.2)
+            if self.follower.degraded or not self.service.pending:
+                continue
+            try:
+                if done := await self.service.replay_pending():
+                    log.info("store is back: %d pending freezes/releases written", done)
+            except StoreUnavailable as exc:
+                log.debug("pending changes wait: %s", exc)
+            except Exception:
+                log.exception("writing pending changes failed")
+                await asyncio.sleep(1.0)
 
     async def _retention(self, days: float, interval: float) -> None:
         """`[recordings] retention_days`: sweep now, then every `interval` seconds.
@@ -205,6 +236,7 @@ class Node:
         for hook in reversed(self.on_stop):
             with contextlib.suppress(Exception):
                 await hook(self)
+        await self.live_calls.stop()
         await self.record_writer.stop()
         await self.contact_writer.stop()
         for t in self._tasks:
@@ -220,6 +252,8 @@ class Node:
         await self.counters.close()
         await self.contacts.close()
         await self.store.close()
+        if self.service.pending is not None:
+            self.service.pending.close()
 
 
 async def serve(config: Config, ready: Callable[[Node], None] | None = None) -> None:

@@ -30,7 +30,8 @@ def _resp(desc: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "malformed JSON", 401: "missing or unknown token", 403: "read-only token",
             404: "unknown id", 409: "conflict (illegal transition, pool exhausted, busy)",
-            422: "invalid field", 503: "store unavailable"}
+            422: "invalid field", 429: "rate limited (Retry-After)",
+            503: "store unavailable"}
     return {str(c): _resp(text[c], _ERR) for c in codes}
 
 
@@ -172,13 +173,18 @@ def openapi_document() -> dict[str, Any]:
                                         **_errors(400, 401, 403, 404, 409, 422, 503)}},
                 "delete": {"summary": "Release the binding (its number goes to quarantine)",
                            "responses": {"200": _resp("the released binding", _BIND),
-                                         **_errors(401, 403, 404, 409, 503)}},
+                                         "202": _resp("store down: frozen on this node now, "
+                                                      "released when the store returns",
+                                                      _BIND),
+                                         **_errors(401, 403, 404, 409, 429, 503)}},
             },
             "/v1/bindings/{id}/freeze": {
                 "parameters": [_ID],
                 "post": {"summary": "Freeze: every call and SMS to X is refused from now on",
                          "responses": {"200": _resp("the frozen binding", _BIND),
-                                       **_errors(401, 403, 404, 409, 503)}},
+                                       "202": _resp("store down: frozen on this node now, "
+                                                    "written when the store returns", _BIND),
+                                       **_errors(401, 403, 404, 409, 429, 503)}},
             },
             "/v1/numbers": {
                 "post": {
@@ -264,6 +270,11 @@ def openapi_document() -> dict[str, Any]:
                                  "security": [],
                                  "responses": {"200": _resp("health", {"type": "object"}),
                                                "503": _resp("draining")}}},
+            "/readyz": {"get": {"summary": "For load balancers: 200 when in step with the "
+                                           "store; 503 degraded, pending changes or draining",
+                                "security": [],
+                                "responses": {"200": _resp("ready", {"type": "object"}),
+                                              "503": _resp("not ready", {"type": "object"})}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
                                  "responses": {"200": {"description": "text format"}}}},
             "/": {"get": {"summary": "The ops page",

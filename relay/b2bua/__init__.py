@@ -42,10 +42,16 @@ Decisions an operator should know:
   An AXE call without an offer (late offer) cannot be prompted: 484.
 - Refusals for an unknown (404) or frozen (410) X are announced in 183 early media
   first (``[sip] announce_refusals``, except trunks in ``no_early_media``).
-- No SIP extension is implemented (no PRACK/100rel, no session timers): the relay
-  never sends Supported or Require, drops them from what it relays, and answers a
-  request that *requires* one with 420 and ``Unsupported`` (RFC 3261 §8.2.2.3). A
-  callee may then not send reliable provisionals (RFC 3262 §3), so none need PRACK.
+- Session timers (RFC 4028, ``timer``) are the one SIP extension implemented, per leg:
+  the relay offers ``[sip] session_expires`` to the callee, grants the caller's (or
+  its own) with 422 below ``min_se``, refreshes where it is the refresher (UPDATE when
+  the peer allows it, else a re-INVITE with the same SDP) and ends a call whose peer
+  stopped refreshing (BYE both, cause 102, ``end_reason: session_expired``). No other
+  option-tag crosses; a request that *requires* one (100rel...) gets 420 and
+  ``Unsupported`` (RFC 3261 §8.2.2.3). A callee may then not send reliable
+  provisionals (RFC 3262 §3), so none need PRACK.
+- In-dialog requests go to the route set's first hop, else the peer's Contact
+  (§12.2.1.1); ``[sip] symmetric`` trunks and TCP get them at the source address.
 - Refusals carry ``Reason: Q.850;cause=N;text="..."`` (RFC 3326); overload and drain
   are 503 with Retry-After.
 """

@@ -47,6 +47,7 @@ from relay.sip import (
     system_random,
 )
 from relay.sip.digest import Credentials
+from relay.sip.session_timer import MIN_SE_FLOOR, TIMER_TAG, uas_negotiate
 
 from ._phases import Timer
 from ._state import LegState
@@ -71,6 +72,9 @@ class Settings(ControlSettings):
     outbound: Address = ("127.0.0.1", 5070)
     trunks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     no_early_media: tuple[str, ...] = ()  # trunks that get refusals unannounced
+    symmetric: tuple[str, ...] = ()  # trunks (behind NAT) sent in-dialog requests at source
+    session_expires: int = 1800  # RFC 4028 session interval asked for and granted (0: off)
+    min_se: int = 90  # the shortest session interval accepted (a shorter one: 422)
     default_cc: str = ""
     max_calls: int = 5000
     cps: float = 0.0  # new calls per second admitted; 0 = no limit
@@ -95,6 +99,8 @@ class Wire:
         self.transport = "UDP"
         self.sent_by = f"{s.host}:{s.port}"
         self.outbound_host = s.outbound[0]
+        self.session_expires = s.session_expires
+        self.min_se = max(MIN_SE_FLOOR, s.min_se)
         self._contact_tail = f"@{s.host}:{s.port}>"
 
     def contact(self, user: str) -> str:
@@ -147,6 +153,7 @@ class CallMap:
         self._trust: dict[str, bool] = {}
         self._nets = [ipaddress.ip_network(n, strict=False) for n in settings.trunks]
         self._quiet = [ipaddress.ip_network(n, strict=False) for n in settings.no_early_media]
+        self._symmetric = [ipaddress.ip_network(n, strict=False) for n in settings.symmetric]
         self._tokens = settings.cps
         self._tokens_at = 0.0
         self._new_id = clock_id or (lambda: system_random(8).hex())
@@ -231,6 +238,11 @@ class CallMap:
         """The relay ends a call (max duration, freeze, drain, operator)."""
         call.hangup(now, cause=cause, reason=reason)
 
+    @property
+    def dialog_count(self) -> int:
+        """Dialogs (either leg) the map still routes in-dialog requests by."""
+        return len(self._dialogs)
+
     def hangup_all(self, now: float) -> int:
         """End every live call (the end of a drain); returns how many."""
         live = [c for c in self.calls.values() if not c.ended]
@@ -265,6 +277,7 @@ class CallMap:
     def place(self, call: CallController) -> CalleeLeg:
         """A callee leg for `call`: a new dialog toward the outbound trunk."""
         b = CalleeLeg(self.wire, call.x, self.settings.outbound)
+        b.symmetric = self.wire.transport != "UDP" or self._in(b.peer[0], self._symmetric)
         b.control = call
         self._dialogs[(b.call_id, b.local_tag)] = b
         return b
@@ -423,11 +436,11 @@ class CallMap:
 
     # -- admission ----------------------------------------------------------------------
     def _unsupported(self, req: SipRequest, now: float) -> bool:
-        """RFC 3261 §8.2.2.3: a Require naming an extension we lack (100rel, timer...:
-        we implement none) gets 420 with those option-tags in Unsupported."""
+        """RFC 3261 §8.2.2.3: a Require naming an extension we lack (100rel...; we
+        implement only session timers) gets 420 with those option-tags in Unsupported."""
         if "require" not in req.headers:
             return False
-        tags = [t for t in req.headers.get_list("require") if t]
+        tags = [t for t in req.headers.get_list("require") if t and t.lower() != TIMER_TAG]
         if not tags:
             return False
         self._reply(req, 420, now, [("Unsupported", ", ".join(tags))])
@@ -504,8 +517,21 @@ class CallMap:
         incoming = Incoming(x, caller, ext, req.body,
                             70 if mf is None else mf,
                             not self._quiet or not self._in(source[0], self._quiet))
+        session, min_se = uas_negotiate(req, self.settings.session_expires,
+                                        self.wire.min_se, now)
+        if min_se is not None:
+            # RFC 4028 §8.1: too short a session: 422 with the shortest we accept.
+            self.counts["refused"] += 1
+            self.refusals[422] = self.refusals.get(422, 0) + 1
+            self._reply(req, 422, now, [("Min-SE", str(min_se))])
+            return
         call_id = self._new_id()
         a = CallerLeg(self.wire, x, req, key, source)
+        a.session = session
+        # TCP and TLS answer on the connection the INVITE came on (it is the only way
+        # back to most trunks); UDP follows the route set or Contact unless configured.
+        a.symmetric = req.top_via.transport.upper() != "UDP" or self._in(source[0],
+                                                                         self._symmetric)
         call = CallController(self, self.settings, self.table, call_id, a, incoming, now)
         a.control = call
         self.calls[call_id] = call

@@ -28,6 +28,13 @@ from relay.sip import (
     system_random,
 )
 from relay.sip.digest import Credentials, authorization, choose
+from relay.sip.session_timer import (
+    TIMER_TAG,
+    SessionTimer,
+    retry_interval,
+    uac_negotiate,
+    uac_offer,
+)
 
 from ._state import LegKind, LegState, allowed, transition
 from .events import (
@@ -129,6 +136,17 @@ class _Leg:
         self.auth_tries: dict[str, int] = {}
         self.nonce_counts: dict[str, int] = {}
         self.auth_cache: tuple[str, Any] | None = None  # the last challenge answered
+        self.session: SessionTimer | None = None  # RFC 4028, once the dialog is confirmed
+        # Send in-dialog requests back to `peer` (where the INVITE came from or went)
+        # rather than to the route set or Contact (RFC 3261 §12.2.1.1): trunks behind
+        # NAT (`[sip] symmetric`), and every leg on TCP, whose connection is reused.
+        self.symmetric = False
+
+    def dialog_peer(self) -> Address:
+        """The address of this leg's next in-dialog request (see `symmetric`)."""
+        if self.symmetric or self.dialog is None:
+            return self.peer
+        return self.dialog.next_hop_address() or self.peer
 
     # -- state ---------------------------------------------------------------------
     def _go(self, event: str) -> None:
@@ -161,6 +179,15 @@ class _Leg:
         if body:
             headers.append(("Content-Type", SDP))
             self.last_sdp_sent = body
+        session = self.session
+        if session is not None and 200 <= status < 300 and request.method in ("INVITE",
+                                                                                "UPDATE"):
+            # RFC 4028 §9: the 2xx names the interval and refresher; a refresh from the
+            # peer (or its first INVITE) restarts the session.
+            headers.append(session.header(we_are_uac=False))
+            if session.peer_supports:
+                headers.append(("Require", TIMER_TAG))
+            session.touch(now)
         # §12.1.1: 18x and 2xx that make the dialog echo the INVITE's Record-Route.
         resp = build_response(request, status, to_tag=self.local_tag, extra_headers=headers,
                               body=body, record_route=100 < status < 300
@@ -177,6 +204,8 @@ class _Leg:
         if method == "INVITE":
             headers.append(("Allow", ALLOW))
         self.sent[purpose] = (method, body, content_type, list(extra or ()))
+        if self.session is not None and method in ("INVITE", "UPDATE"):
+            headers += [("Supported", TIMER_TAG), self.session.header(we_are_uac=True)]
         req = dialog.create_request(method, body=body,
                                     content_type=content_type if body else None,
                                     extra_headers=headers)
@@ -186,7 +215,7 @@ class _Leg:
             # §22.3: credentials go with later requests of the dialog unasked (a BYE's
             # challenge could come after the call is gone and find nobody to answer it).
             self._answer(*self.auth_cache, req)
-        self.wire.request(self, purpose, req, self.peer, now)
+        self.wire.request(self, purpose, req, self.dialog_peer(), now)
 
     # -- digest challenges from the trunk (RFC 3261 §22.2) -------------------------------
     def _credentials(self, purpose: str, resp: SipResponse) -> tuple[str, Any] | None:
@@ -230,11 +259,13 @@ class _Leg:
         headers = list(extra)
         if method == "INVITE":
             headers.append(("Allow", ALLOW))
+        if self.session is not None and method in ("INVITE", "UPDATE"):
+            headers += [("Supported", TIMER_TAG), self.session.header(we_are_uac=True)]
         req = self.dialog.create_request(method, body=body,
                                          content_type=content_type if body else None,
                                          extra_headers=headers)
         self._answer(found[0], found[1], req)
-        self.wire.request(self, purpose, req, self.peer, now)
+        self.wire.request(self, purpose, req, self.dialog_peer(), now)
         return True
 
     def _send_ack(self, cseq: int, now: float) -> None:
@@ -242,7 +273,7 @@ class _Leg:
             return
         if self.last_ack is None or self.last_ack[0] != cseq:
             self.last_ack = (cseq, self._credited(self.dialog.create_ack(cseq)))
-        self.wire.stateless(self.last_ack[1], self.peer, self, now)
+        self.wire.stateless(self.last_ack[1], self.dialog_peer(), self, now)
 
     def _credited(self, ack: SipRequest) -> SipRequest:
         """§13.2.2.4: the ACK for a 2xx carries the same credentials as the INVITE."""
@@ -287,6 +318,22 @@ class _Leg:
     def bye(self, now: float, cause: int = 16) -> None:
         """End a confirmed dialog (RFC 3261 §15.1.1)."""
         self._send_in_dialog("BYE", "bye", now, extra=[reason_header(cause)])
+
+    def refresh(self, now: float) -> None:
+        """Refresh the session (RFC 4028 §7.4, §9): UPDATE without a body where the peer
+        allows it, else a re-INVITE repeating the SDP it has. An offer already open
+        with this peer refreshes the session when it completes: nothing to send."""
+        session = self.session
+        if session is None or session.refreshing or self.state is not LegState.CONNECTED:
+            return
+        session.refreshing = True
+        if self.negotiating:
+            return
+        if session.use_update:
+            self._send_in_dialog("UPDATE", "refresh", now)
+        else:
+            self.pending_out = True  # a re-INVITE from the peer now would glare: 491
+            self._send_in_dialog("INVITE", "refresh", now, body=self.last_sdp_sent)
 
     # -- peer -> leg ------------------------------------------------------------------
     def on_request(self, req: SipRequest, now: float) -> list[CCEvent]:
@@ -350,6 +397,11 @@ class _Leg:
         self.auth_tries.pop(purpose, None)
         if self.dialog is not None:
             self.dialog.receive_response(SipRequest(resp.cseq.method, ""), resp)
+        if purpose == "refresh":
+            return self._refreshed(resp, now)
+        if (self.session is not None and resp.status < 300
+                and resp.cseq.method in ("INVITE", "UPDATE")):
+            self.session.touch(now)  # a re-INVITE or UPDATE that succeeded refreshes too
         if purpose == "offer":
             if resp.cseq.method == "INVITE" and resp.status < 300:
                 self._send_ack(resp.cseq.number, now)  # §13.2.2.4 end-to-end ACK
@@ -361,8 +413,32 @@ class _Leg:
             return [InfoReply(resp.status)]
         return []
 
+    def _refreshed(self, resp: SipResponse, now: float) -> list[CCEvent]:
+        session = self.session
+        if resp.cseq.method == "INVITE":
+            if resp.status < 300:
+                self._send_ack(resp.cseq.number, now)
+            self.pending_out = False
+        if session is None:
+            return []
+        if resp.status < 300:
+            session.touch(now)
+            return []
+        if resp.status in (408, 481) and self.can("bye"):
+            # §10 of RFC 4028 and §12.2.1.2 of RFC 3261: the dialog is gone.
+            self._go("bye")
+            return [Disconnect(self.role, 102)]
+        return []  # refused otherwise: the session expires unless the peer refreshes
+
     def on_timeout(self, purpose: str, now: float) -> list[CCEvent]:
         """Timer F/B for an in-dialog request: RFC 3261 §12.2.1.2 ends the dialog."""
+        if purpose == "refresh":
+            if self.pending_out and self.session is not None and self.session.refreshing:
+                self.pending_out = False
+            if self.can("bye"):
+                self._go("bye")
+                return [Disconnect(self.role, 102)]
+            return []
         if purpose == "offer" and self.pending_out:
             self.pending_out = False
             return [Answer(408)]
@@ -473,6 +549,7 @@ class CalleeLeg(_Leg):
         self.late = False  # INVITE without SDP: the 2xx offers, our ACK answers
         self.cancel_sent = False
         self.call_id = new_call_id(wire.host)
+        self.retried_422 = False
 
     def place(self, ev: Try, now: float) -> None:
         """Send the INVITE: new Call-ID, tags and branch; From and PAI show X."""
@@ -491,6 +568,8 @@ class CalleeLeg(_Leg):
             ("P-Asserted-Identity", f"<{x_uri}>"),
             ("Allow", ALLOW),
         ]
+        if w.session_expires:
+            headers += [("Supported", TIMER_TAG), *uac_offer(w.session_expires, w.min_se)]
         headers += _body_headers(ev.sdp)
         self.invite = SipRequest("INVITE", to_uri, headers, ev.sdp)
         self.late = not ev.sdp
@@ -536,6 +615,8 @@ class CalleeLeg(_Leg):
                 self.dialog = Dialog.from_uac(self.invite, resp, sent_by=self.wire.sent_by)
             else:
                 self.dialog.receive_response(self.invite, resp)
+            if self.session is None and self.state is not LegState.CONNECTED:
+                self.session = uac_negotiate(resp, now)
             if not self.late or self.last_ack is not None:
                 self._send_ack(self.invite.cseq.number, now)
             # else: late offer, the ACK must carry the caller's answer (ack_with)
@@ -552,6 +633,8 @@ class CalleeLeg(_Leg):
             return [Connect(resp.body)]
         if status in (401, 407) and self.state is not LegState.CANCELLING \
                 and self._reinvite_with_credentials(resp, now):
+            return []
+        if status == 422 and self._retry_422(resp, now):
             return []
         self.code = status
         if not self.can("rejected"):
@@ -577,6 +660,27 @@ class CalleeLeg(_Leg):
         self.key = w.request(self, "invite", self.invite, self.peer, now)
         return True
 
+    def _retry_422(self, resp: SipResponse, now: float) -> bool:
+        """RFC 4028 §7.3: the callee wants a longer session: ask once more, for its Min-SE,
+        in a new INVITE of the same dialog attempt (CSeq + 1, new branch)."""
+        invite = self.invite
+        if invite is None or self.retried_422 or self.cancel_sent:
+            return False
+        interval = retry_interval(resp, self.wire.session_expires)
+        if interval is None:
+            return False
+        self.retried_422 = True
+        headers = invite.headers.copy()
+        w = self.wire
+        headers.set("Via", f"SIP/2.0/{w.transport} {w.sent_by};branch={new_branch()};rport")
+        headers.set("CSeq", f"{invite.cseq.number + 1} INVITE")
+        headers.set("Session-Expires", str(interval))
+        headers.set("Min-SE", str(interval))
+        self.invite = SipRequest("INVITE", invite.uri, headers, invite.body)
+        self.provisional = False
+        self.key = w.request(self, "invite", self.invite, self.peer, now)
+        return True
+
     def ack_with(self, ev: Ack, now: float) -> None:
         """Late offer: the ACK for the 2xx carries the (rewritten) answer (RFC 3264)."""
         sdp = ev.sdp
@@ -585,7 +689,7 @@ class CalleeLeg(_Leg):
         cseq = self.invite.cseq.number
         self.last_ack = (cseq, self._credited(self.dialog.create_ack(
             cseq, body=sdp, content_type=SDP if sdp else None)))
-        self.wire.stateless(self.last_ack[1], self.peer, self, now)
+        self.wire.stateless(self.last_ack[1], self.dialog_peer(), self, now)
 
     def _early_dialog(self, resp: SipResponse) -> None:
         if resp.to_tag and self.invite is not None and self.dialog is None:
@@ -613,7 +717,7 @@ CalleeLeg.HANDLERS = {**_MID_CALL, Try: CalleeLeg.place, Disconnect: CalleeLeg.d
 # Contact of the callee side and 401/407 a challenge meant for us: neither may cross.
 _FAILURES: dict[int, tuple[int, int]] = {
     404: (404, 1), 408: (408, 102), 410: (410, 22), 480: (480, 18), 484: (484, 28),
-    486: (486, 17), 487: (487, 16), 488: (488, 65), 500: (500, 41), 502: (502, 38),
+    422: (500, 127), 486: (486, 17), 487: (487, 16), 488: (488, 65), 500: (500, 41), 502: (502, 38),
     503: (503, 34), 504: (504, 102), 600: (486, 17), 603: (603, 21), 604: (404, 1),
 }
 

@@ -16,6 +16,10 @@ Tunables live in relay.toml (see README "Configuration" and DESIGN.md):
     gc_full_seconds = 3600       # a full collection this often (0: never; see _tune_gc)
     announce_refusals = true     # unknown or frozen X hears why in 183 early media first
     no_early_media = []          # trunks (CIDRs) that get refusals unannounced
+    symmetric = []               # trunks (CIDRs, behind NAT) sent in-dialog requests at
+                                 # their source address, not their Contact / route set
+    session_expires = 1800       # RFC 4028 session interval per leg (0: no timers offered)
+    min_se = 90                  # a caller asking for less gets 422 (RFC 4028 floor: 90)
     ivr_tries = 3                # AXE: extensions a caller may key before the hang-up
     ivr_first_digit = 10         # seconds after the prompt for the first digit
     ivr_pause = 3                # a pause this long ends the extension
@@ -92,6 +96,9 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
         trunk_auth=credentials_from(sip),  # digest for the trunk's 401/407 (never logged)
         announce_refusals=bool(sip.get("announce_refusals", True)),
         no_early_media=tuple(str(n) for n in sip.get("no_early_media", ())),
+        symmetric=tuple(str(n) for n in sip.get("symmetric", ())),
+        session_expires=int(sip.get("session_expires", 1800)),
+        min_se=int(sip.get("min_se", 90)),
         ivr_tries=int(sip.get("ivr_tries", 3)),
         ivr_first_digit=float(sip.get("ivr_first_digit", 10.0)),
         ivr_pause=float(sip.get("ivr_pause", 3.0)),
@@ -191,7 +198,7 @@ async def attach_voice(node: Node) -> None:
             if cfg_.hook_url else None)
     server = SipServer(switch, media, record, prompts=prompts.path, counters=node.counters,
                        scores=node.scores, counter_timeout=cfg_.counter_timeout, hook=hook,
-                       events=hub.on_call_event if hub is not None else None)
+                       events=node.live_calls.sink(hub.on_call_event if hub else None))
     if hook is not None:
         node.on_stop.append(lambda _node: hook.close())
     await server.start(udp, tcp=bool(sip.get("tcp", True)))
@@ -305,6 +312,8 @@ def _metrics(node: Node, switch: CallMap, server: SipServer, media: MediaBackend
                    "unparsable SIP messages (answered 400 if possible)",
                    lambda: float(layer.stats["malformed"]))
     m.gauge("relay_sip_transactions", "live SIP transactions", lambda: float(len(layer)))
+    m.gauge("relay_sip_dialogs", "SIP dialogs the relay holds (two per answered call)",
+            lambda: float(switch.dialog_count))
     m.counter_from("relay_sip_adapter_errors_total", "exceptions caught in the SIP adapter",
                    lambda: float(server.stats["errors"]))
     m.counter_from("relay_sip_udp_send_errors_total",

@@ -104,6 +104,9 @@ class Harness:
         self.to_caller: list[SipRequest | SipResponse] = []
         self.to_callee: list[SipRequest | SipResponse] = []
         self.raw: list[tuple[tuple[str, int], bytes]] = []
+        # Where the caller's side is reached: its address, and any proxy or Contact a
+        # test puts in front of it (in-dialog requests follow the route set, §12.2.1.1).
+        self.caller_side: set[tuple[str, int]] = {CALLER}
         self.transcript: list[str] = []
         self.records: list[dict[str, Any]] = []
         self.events: list[Any] = []
@@ -139,14 +142,15 @@ class Harness:
             if not out and not jobs:
                 return
             for data, addr in out:
-                tag = "C" if addr == CALLER else "B" if addr == CALLEE else str(addr)
+                tag = ("C" if addr in self.caller_side else "B" if addr == CALLEE
+                       else str(addr))
                 if self.drop(tag, data):
                     self.transcript.append(f"R->{tag} {_line(data)} (lost)")
                     continue
                 self.transcript.append(f"R->{tag} {_line(data)}")
                 self.raw.append((addr, data))
                 msg = parse_message(data)
-                (self.to_caller if addr == CALLER else self.to_callee).append(msg)
+                (self.to_caller if addr in self.caller_side else self.to_callee).append(msg)
             for job in jobs:
                 try:
                     if job.op in ("count", "score", "hook") and job.op in self.media.fail:
@@ -197,6 +201,7 @@ class Harness:
     def caller_invite(self, *, x: str = X, caller: str = A, body: bytes | None = None,
                       call_id: str = "a-call-1@caller.example", branch: str = "z9hG4bKa1",
                       max_forwards: int = 70, source: tuple[str, int] = CALLER,
+                      contact: str | None = None,
                       extra: list[tuple[str, str]] | None = None) -> SipRequest:
         req = SipRequest("INVITE", f"sip:{x}@{RELAY[0]}", [
             ("Via", f"SIP/2.0/UDP {source[0]}:{source[1]};branch={branch}"),
@@ -205,7 +210,7 @@ class Harness:
             ("To", f"<sip:{x}@{RELAY[0]}>"),
             ("Call-ID", call_id),
             ("CSeq", "1 INVITE"),
-            ("Contact", f"<sip:{caller}@{source[0]}:{source[1]}>"),
+            ("Contact", contact or f"<sip:{caller}@{source[0]}:{source[1]}>"),
             ("User-Agent", "AliceSecretPhone"),
             ("P-Asserted-Identity", f"<sip:{caller}@caller.example>"),
             ("Diversion", f"<sip:{caller}@caller.example>"),
