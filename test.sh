@@ -45,6 +45,13 @@ if ! command -v bearerbox >/dev/null && [ ! -x /usr/sbin/bearerbox ] && [ "$(id 
     || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kannel \
          >/dev/null; }; } || echo "test.sh: kannel unavailable; its test will be skipped"
 fi
+# dnsmasq: a real DNS server for the RFC 3263 resolver test (issue 18); optional, the test
+# skips without it. dnsmasq-base is the binary alone, without a system service.
+if ! command -v dnsmasq >/dev/null && [ ! -x /usr/sbin/dnsmasq ] && [ "$(id -u)" -eq 0 ]; then
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsmasq-base >/dev/null 2>&1 \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+         dnsmasq-base >/dev/null; }; } || echo "test.sh: dnsmasq unavailable; its test will be skipped"
+fi
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

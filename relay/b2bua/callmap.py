@@ -43,6 +43,8 @@ from relay.sip import (
     TransactionTimeout,
     TransportError,
     build_response,
+    new_branch,
+    new_call_id,
     new_tag,
     system_random,
 )
@@ -57,6 +59,7 @@ from .egress import egress_ok
 from .events import CallEvent, CallRefused, Incoming, MediaJob
 from .legs import ALLOW, CalleeLeg, CallerLeg, _Leg, reason_header
 from .overload import OverloadGuard
+from .trunks import Trunk, TrunkSet
 
 __all__ = ["CallMap", "Settings", "Wire"]
 
@@ -73,6 +76,10 @@ class Settings(ControlSettings):
     trunks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     no_early_media: tuple[str, ...] = ()  # trunks that get refusals unannounced
     symmetric: tuple[str, ...] = ()  # trunks (behind NAT) sent in-dialog requests at source
+    # Outbound trunks ([[sip.trunk]]): empty means the one `outbound` address. Probed
+    # with OPTIONS every probe_interval s when listed (0: never).
+    outbound_trunks: tuple[Trunk, ...] = ()
+    probe_interval: float = 30.0
     session_expires: int = 1800  # RFC 4028 session interval asked for and granted (0: off)
     min_se: int = 90  # the shortest session interval accepted (a shorter one: 422)
     default_cc: str = ""
@@ -163,6 +170,14 @@ class CallMap:
         }
         self.refusals: dict[int, int] = {}
         self._leaks: list[tuple[CallController, float]] = []  # blocked: hang up next
+        self.trunks = (TrunkSet(list(settings.outbound_trunks)) if settings.outbound_trunks
+                       else TrunkSet.single(settings.outbound))
+        # call id -> the trunks (and their addresses) it has yet to try
+        self._plans: dict[str, list[tuple[Trunk, Address]]] = {}
+        self._probes: dict[TransactionKey, Trunk] = {}
+        # The first probes go out at the first timer; a lone --outbound is never probed.
+        self._probe_due: float | None = (0.0 if settings.outbound_trunks
+                                         and settings.probe_interval > 0 else None)
 
     # -- adapter interface ----------------------------------------------------------
     def receive_datagram(self, data: bytes, source: Address, now: float, *,
@@ -204,6 +219,8 @@ class CallMap:
                 break
             heapq.heappop(heap)
         mine = heap[0][0] if heap else None
+        if self._probe_due is not None:
+            mine = self._probe_due if mine is None else min(mine, self._probe_due)
         theirs = self.layer.get_timer()
         if mine is None:
             return theirs
@@ -212,6 +229,8 @@ class CallMap:
     def handle_timer(self, now: float) -> None:
         """Fire every due timer: transaction timers (RFC 3261 A-M) and call timers."""
         self.handle_events(self.layer.handle_timer(now), now)
+        if self._probe_due is not None and self._probe_due <= now:
+            self._probe(now)
         heap = self._heap
         while heap and heap[0][0] <= now:
             deadline, _, cid, name = heapq.heappop(heap)
@@ -274,10 +293,33 @@ class CallMap:
                 call.hangup(now, cause=22, reason="frozen")
 
     # -- what the controllers ask of the call map (controller.Host) -----------------------
-    def place(self, call: CallController) -> CalleeLeg:
-        """A callee leg for `call`: a new dialog toward the outbound trunk."""
-        b = CalleeLeg(self.wire, call.x, self.settings.outbound)
-        b.symmetric = self.wire.transport != "UDP" or self._in(b.peer[0], self._symmetric)
+    def place(self, call: CallController) -> CalleeLeg | None:
+        """A callee leg for `call`: a new dialog toward the first trunk of its plan
+        (None when no trunk has an address)."""
+        plan = self._plans[call.id] = self.trunks.plan()
+        return self._leg_to(call, *plan.pop(0)) if plan else None
+
+    def failover(self, call: CallController, failed: Any) -> CalleeLeg | None:
+        """The callee leg toward `failed`'s trunk gave up (408, 503, transport): mark
+        that trunk down and place the call on the next trunk of its plan, if any."""
+        trunk = self.trunks.by_name.get(getattr(failed, "trunk", "") or "")
+        if trunk is not None:
+            trunk.failovers += 1
+            self.trunks.mark(trunk, False, f"call failed {failed.code}")
+        if isinstance(failed, CalleeLeg):
+            self._dialogs.pop((failed.call_id, failed.local_tag), None)
+            for key in failed.client_keys:
+                self._clients.pop(key, None)
+            failed.control = None
+        plan = self._plans.get(call.id)
+        return self._leg_to(call, *plan.pop(0)) if plan else None
+
+    def _leg_to(self, call: CallController, trunk: Trunk, address: Address) -> CalleeLeg:
+        trunk.calls += 1
+        b = CalleeLeg(self.wire, call.x, address)
+        b.trunk = trunk.name
+        b.to_host = trunk.host
+        b.symmetric = self.wire.transport != "UDP" or self._in(address[0], self._symmetric)
         b.control = call
         self._dialogs[(b.call_id, b.local_tag)] = b
         return b
@@ -316,6 +358,7 @@ class CallMap:
     def finished(self, call: CallController) -> None:
         """Forget a call whose record is out: its dialogs, transactions and cycles."""
         self.calls.pop(call.id, None)
+        self._plans.pop(call.id, None)
         a = call.a
         assert isinstance(a, CallerLeg)
         self._invites.pop(a.key, None)
@@ -386,6 +429,11 @@ class CallMap:
 
     def _on_response(self, ev: ResponseReceived, now: float) -> None:
         resp, key = ev.response, ev.key
+        if self._probes and key in self._probes:
+            if resp.status >= 200:  # any answer but 503 means the trunk is there
+                self.trunks.mark(self._probes.pop(key), resp.status != 503,
+                                 f"OPTIONS {resp.status}")
+            return
         found = self._clients.get(key)
         if found is None:
             return
@@ -406,6 +454,10 @@ class CallMap:
                 a = call.a
                 assert isinstance(a, CallerLeg)
                 self._route(a, a.on_invite_timeout(now), now)
+            return
+        trunk = self._probes.pop(key, None)
+        if trunk is not None:
+            self.trunks.mark(trunk, False, "OPTIONS timeout")
             return
         found = self._clients.pop(key, None)
         if found is None:
@@ -433,6 +485,27 @@ class CallMap:
             control.leg_events(leg, events, now)
         elif control is not None:
             control._pump(now)
+
+    # -- trunk probes -------------------------------------------------------------------
+    def _probe(self, now: float) -> None:
+        """OPTIONS to every resolved trunk (one outstanding probe per trunk)."""
+        self._probe_due = now + self.settings.probe_interval
+        busy = set(map(id, self._probes.values()))
+        w = self.wire
+        for trunk in self.trunks.trunks:
+            address = trunk.address
+            if address is None or id(trunk) in busy:
+                continue
+            req = SipRequest("OPTIONS", f"sip:{address[0]}:{address[1]}", [
+                ("Via", f"SIP/2.0/{w.transport} {w.sent_by};branch={new_branch()};rport"),
+                ("Max-Forwards", "70"),
+                ("From", f"<sip:relay@{w.host}>;tag={new_tag()}"),
+                ("To", f"<sip:{trunk.host}>"),
+                ("Call-ID", new_call_id(w.host)),
+                ("CSeq", "1 OPTIONS"),
+                ("Allow", ALLOW),
+            ], b"")
+            self._probes[self.layer.send_request(req, address, now)] = trunk
 
     # -- admission ----------------------------------------------------------------------
     def _unsupported(self, req: SipRequest, now: float) -> bool:

@@ -124,4 +124,9 @@ def call_record(c: Any) -> tuple[bool, dict[str, Any]]:
         record["ivr_end_at"] = _ms(c.ivr_end_at)
     if c.prompts:
         record["prompts"] = list(c.prompts)
+    trunk = getattr(b, "trunk", None) if b is not None else None
+    if trunk is not None:
+        record["trunk"] = trunk  # the outbound trunk that carried (or last tried) the call
+    if c.failovers:
+        record["failovers"] = c.failovers
     return False, record

@@ -56,6 +56,7 @@ from .events import (
 )
 from .gate import admit
 from .ivr import Collector, ExtensionPrompt
+from .trunks import FAILOVER_CODES
 
 __all__ = ["CallController", "ControlSettings", "Host", "LegPort"]
 
@@ -121,7 +122,8 @@ class Host(Protocol):
     refusals: dict[int, int]
     policies: Policies
 
-    def place(self, call: CallController) -> LegPort: ...
+    def place(self, call: CallController) -> LegPort | None: ...
+    def failover(self, call: CallController, failed: LegPort) -> LegPort | None: ...
     def arm(self, call: CallController, timer: Timer, deadline: float) -> None: ...
     def job(self, job: MediaJob) -> None: ...
     def job_seq(self) -> int: ...
@@ -174,6 +176,8 @@ class CallController:
         self.ivr_start_at: float | None = None
         self.ivr_end_at: float | None = None
         self.prompts: list[str] = []  # names of the prompts played, in order
+        self.failovers = 0  # outbound trunks given up on before the one that carried it
+        self._callee_offer = b""  # the INVITE's (rewritten) offer, for the next trunk
         self.play_id: int | None = None  # the prompt playing now (None: none)
         self.after_play: Callable[[float], None] | None = None
         self.times.stamp("caller", "invite_at", now)
@@ -236,11 +240,20 @@ class CallController:
     def _place(self, sdp: bytes, now: float) -> None:
         """Send the callee's INVITE (phase placing) and start the ring timer."""
         self._go("bridge" if self.phase is Phase.ROUTING else "extension")
-        b = self.b = self.host.place(self)
-        assert self.callee is not None
-        b.deliver(Try(self.x, self.callee, sdp, min(69, self.incoming.max_forwards - 1)), now)
+        self._callee_offer = sdp
+        b = self.host.place(self)
         self.times.stamp("callee", "invite_at", now)
+        if b is None:  # no outbound trunk has an address (names not resolved yet)
+            self._on_fail(None, Fail(503, 34, "no_trunk"), now)
+            return
+        self.b = b
+        self._try(b, now)
         self._arm(Timer.RING, now + self.ring_timeout)
+
+    def _try(self, b: LegPort, now: float) -> None:
+        assert self.callee is not None
+        b.deliver(Try(self.x, self.callee, self._callee_offer,
+                      min(69, self.incoming.max_forwards - 1)), now)
 
     def _refuse(self, decision: Refuse, out_id: str | None, now: float) -> None:
         self.refusal = decision
@@ -536,7 +549,18 @@ class CallController:
         self._arm_session()
         self.host.emit(CallAnswered(self.id, now, *self._parties()))
 
-    def _on_fail(self, leg: LegPort, ev: Fail, now: float) -> None:
+    def _on_fail(self, leg: LegPort | None, ev: Fail, now: float) -> None:
+        if (leg is not None and leg is self.b and self.phase is Phase.PLACING
+                and leg.code in FAILOVER_CODES):
+            # Nothing rang: the trunk, not the callee, failed (RFC 3263 §4.3). The
+            # next trunk of the call's plan gets the same offer; the ring timer runs on.
+            b = self.host.failover(self, leg)
+            if b is not None:
+                self.failovers += 1
+                self.b = b
+                self._try(b, now)
+                return
+
         def fail(_r: Any, _e: BaseException | None, now: float) -> None:
             if self.ended:
                 return

@@ -550,13 +550,15 @@ class CalleeLeg(_Leg):
         self.cancel_sent = False
         self.call_id = new_call_id(wire.host)
         self.retried_422 = False
+        self.trunk: str | None = None  # the outbound trunk's name (records, failover)
+        self.to_host = wire.outbound_host  # the host of the callee's Request-URI and To
 
     def place(self, ev: Try, now: float) -> None:
         """Send the INVITE: new Call-ID, tags and branch; From and PAI show X."""
         self._go("try")
         w = self.wire
         x_uri = f"sip:{ev.x}@{w.host}"
-        to_uri = f"sip:{ev.to}@{w.outbound_host}"
+        to_uri = f"sip:{ev.to}@{self.to_host}"
         headers = [
             ("Via", f"SIP/2.0/{w.transport} {w.sent_by};branch={new_branch()};rport"),
             ("Max-Forwards", str(ev.max_forwards)),

@@ -171,6 +171,7 @@ class SipServer:
             log.info("no SO_TIMESTAMP: overload control measures the loop's lag only")
         self._loop.add_reader(udp.fileno(), self._on_udp)
         self._sample_lag()
+        self._rearm(self.switch.get_timer())  # timers due before any input (trunk probes)
         if tcp:
             host, port = udp.getsockname()[:2]
             try:

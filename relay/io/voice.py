@@ -18,6 +18,9 @@ Tunables live in relay.toml (see README "Configuration" and DESIGN.md):
     no_early_media = []          # trunks (CIDRs) that get refusals unannounced
     symmetric = []               # trunks (CIDRs, behind NAT) sent in-dialog requests at
                                  # their source address, not their Contact / route set
+    probe_interval = 30          # OPTIONS to each [[sip.trunk]] this often (0: never)
+    dns_servers = []             # for trunks named by DNS name (default: resolv.conf)
+    dns_refresh = 30             # seconds between lookups of those names (TTLs cached)
     session_expires = 1800       # RFC 4028 session interval per leg (0: no timers offered)
     min_se = 90                  # a caller asking for less gets 422 (RFC 4028 floor: 90)
     ivr_tries = 3                # AXE: extensions a caller may key before the hang-up
@@ -33,6 +36,13 @@ Tunables live in relay.toml (see README "Configuration" and DESIGN.md):
     overload_retry_after = 5     # seconds, in the 503
     overload_sample = 100        # one call record per this many 503s (the rest: a counter)
     overload_force_after = 0     # test knob: admit this many calls, then shed every new one
+
+    [[sip.trunk]]                # outbound trunks (none: the one --outbound address)
+    name = "carrier-a"           # in call records ("trunk") and metrics
+    host = "192.0.2.50"          # an address, or a DNS name (RFC 3263: NAPTR/SRV/A)
+    port = 5060                  # optional with a DNS name (SRV gives it)
+    priority = 1                 # lower first; a call fails over to the next trunk on
+    weight = 10                  # 408, 503 or no answer before anything rang
 
     [media]
     bind = "127.0.0.1"           # RTP sockets (default: the SIP host)
@@ -60,12 +70,15 @@ from typing import TYPE_CHECKING, Any
 
 from relay.b2bua.callmap import CallMap, Settings
 from relay.b2bua.overload import OverloadConfig, OverloadGuard
+from relay.b2bua.trunks import Trunk, parse_trunks
+from relay.config import ConfigError
 from relay.contacts import contact_from_call
 from relay.guard import for_node
 from relay.media.backend import MediaBackend
 from relay.media.prompts import PromptSet
 from relay.sip import TimerConfig
 from relay.sip.digest import credentials_from
+from relay.sip.dns import A, DnsError
 
 from .hook import DecisionHook
 from .sip import SipServer
@@ -97,6 +110,8 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
         announce_refusals=bool(sip.get("announce_refusals", True)),
         no_early_media=tuple(str(n) for n in sip.get("no_early_media", ())),
         symmetric=tuple(str(n) for n in sip.get("symmetric", ())),
+        outbound_trunks=_trunks(sip.get("trunk", ())),
+        probe_interval=float(sip.get("probe_interval", 30.0)),
         session_expires=int(sip.get("session_expires", 1800)),
         min_se=int(sip.get("min_se", 90)),
         ivr_tries=int(sip.get("ivr_tries", 3)),
@@ -117,6 +132,17 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
             force_after=int(sip.get("overload_force_after", 0)))),
     )
     return s, sip
+
+
+def _trunks(items: Any) -> tuple[Trunk, ...]:
+    """`[[sip.trunk]]` tables (relay.b2bua.trunks); a bad one stops the relay, named."""
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, dict) for i in items):
+        raise ConfigError("[[sip.trunk]]: each trunk is a table (host, port, priority, "
+                          "weight, name)")
+    try:
+        return tuple(parse_trunks(items))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 async def _media_backend(cfg: Any, media_cfg: dict[str, Any], advertise: str,
@@ -228,6 +254,7 @@ async def attach_voice(node: Node) -> None:
                          found, (time.perf_counter() - started) * 1000)
 
     task = asyncio.create_task(sweeper(), name="voice-sweeper")
+    resolving = await _resolve_trunks(switch, sip)
     drain_limit = float(sip.get("drain_seconds", 10.0))
 
     async def stop(node: Node) -> None:
@@ -244,6 +271,8 @@ async def attach_voice(node: Node) -> None:
         while (switch.calls or server.jobs) and time.monotonic() < end:
             await asyncio.sleep(0.05)
         task.cancel()
+        if resolving is not None:
+            resolving.cancel()
         await server.close()
         await media.close()
         pool = getattr(media, "executor", None)  # the finishing processes, if any
@@ -254,6 +283,53 @@ async def attach_voice(node: Node) -> None:
     node.on_stop.append(stop)
     log.info("SIP on %s:%s (advertised as %s), outbound %s:%s", cfg.sip[0], port,
              settings.host, *cfg.outbound)
+
+
+async def _resolve_trunks(switch: CallMap, sip: dict[str, Any]
+                          ) -> asyncio.Task[None] | None:
+    """Trunks named by DNS name get their addresses here (RFC 3263: NAPTR, SRV, A),
+    once before the first call and then every `dns_refresh` s in the background; the
+    call path only reads what the last lookup found. A failed refresh keeps it."""
+    named = [t for t in switch.trunks.trunks if not t.numeric]
+    if not named:
+        return None
+    from .dns import DnsUnavailable, Resolver
+
+    servers = [_host_port(str(v), 53) for v in sip.get("dns_servers", ())] or None
+    resolver = Resolver(servers, timeout=float(sip.get("dns_timeout", 2.0)))
+    every = float(sip.get("dns_refresh", 30.0))
+
+    async def once() -> None:
+        for trunk in named:
+            try:
+                targets = await resolver.resolve_sip(trunk.host, trunk.port, None,
+                                                     transports=("UDP",), families=(A,))
+            except (DnsUnavailable, DnsError, OSError) as exc:
+                log.warning("trunk %s: cannot resolve %s: %s", trunk.name, trunk.host, exc)
+                continue
+            found = [(t.ip, t.port) for t in targets]
+            if found != trunk.targets:
+                log.info("trunk %s: %s is %s", trunk.name, trunk.host,
+                         ", ".join(f"{ip}:{port}" for ip, port in found) or "nothing")
+            switch.trunks.set_targets(trunk.name, found)
+
+    async def refresh() -> None:
+        while True:
+            await asyncio.sleep(every)
+            await once()
+
+    await once()
+    return asyncio.create_task(refresh(), name="trunk-dns")
+
+
+def _host_port(value: str, default: int) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host:
+        return value, default
+    try:
+        return host, int(port)
+    except ValueError:
+        raise ConfigError(f"[sip] dns_servers: not HOST[:PORT]: {value!r}") from None
 
 
 def _tune_gc(threshold: Any) -> bool:
@@ -312,6 +388,12 @@ def _metrics(node: Node, switch: CallMap, server: SipServer, media: MediaBackend
                    "unparsable SIP messages (answered 400 if possible)",
                    lambda: float(layer.stats["malformed"]))
     m.gauge("relay_sip_transactions", "live SIP transactions", lambda: float(len(layer)))
+    trunks = switch.trunks.trunks
+    m.gauge("relay_trunks_up", "outbound trunks up (last OPTIONS probe or call answered)",
+            lambda: float(sum(t.up for t in trunks)))
+    m.counter_from("relay_trunk_failovers_total",
+                   "calls moved to the next outbound trunk (408, 503 or silence)",
+                   lambda: float(sum(t.failovers for t in trunks)))
     m.gauge("relay_sip_dialogs", "SIP dialogs the relay holds (two per answered call)",
             lambda: float(switch.dialog_count))
     m.counter_from("relay_sip_adapter_errors_total", "exceptions caught in the SIP adapter",

@@ -33,6 +33,12 @@ def udp_port() -> int:
         return int(s.getsockname()[1])
 
 
+def sipp_media_port() -> int:
+    """A base for SIPp's `-mp`: it binds audio RTP and RTCP there and video at +2 and +3,
+    so all four must be free (two SIPps on neighbouring ephemeral ports collided)."""
+    return int(media_range(4, 40000, 60000).split("-")[0])
+
+
 def media_range(width: int = 300, low: int = 20000, high: int = 60000) -> str:
     """A random media port range that is wholly bindable now.
 
@@ -72,7 +78,7 @@ class Sipp:
                  port: int | None = None) -> None:
         self.name = name
         self.port = port or udp_port()
-        self.media_port = udp_port()
+        self.media_port = sipp_media_port()
         self.trace = workdir / f"{name}.msg"
         self.errors = workdir / f"{name}.err"
         self.out = workdir / f"{name}.out"
