@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from dialplan.numbers import mask
+from relay.config import ConfigError
 
 __all__ = ["PLANT_ENV", "GuardSettings", "LeakGuard", "check_sms", "for_node", "needles_for",
            "project", "scan", "scan_text"]
@@ -58,11 +59,11 @@ class GuardSettings:
         raw = dict(extra.get("guard", {}) or {})
         unknown = sorted(set(raw) - {"enabled", "digits"})
         if unknown:
-            raise ValueError(f"[guard]: unknown keys {unknown}; known: ['digits', 'enabled']")
+            raise ConfigError(f"[guard]: unknown keys {unknown}; known: ['digits', 'enabled']")
         enabled, digits = raw.get("enabled", True), raw.get("digits", 8)
         if not isinstance(enabled, bool) or isinstance(digits, bool) \
                 or not isinstance(digits, int) or not 6 <= digits <= 15:
-            raise ValueError("[guard]: enabled is true or false, digits 6 to 15")
+            raise ConfigError("[guard]: enabled is true or false, digits 6 to 15")
         return cls(enabled, digits)
 
 

@@ -106,7 +106,7 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
         max_calls=int(sip.get("max_calls", 5000)),
         cps=float(sip.get("cps", 0.0)),
         hangup_on_freeze=bool(sip.get("hangup_on_freeze", False)),
-        trunk_auth=credentials_from(sip),  # digest for the trunk's 401/407 (never logged)
+        trunk_auth=_credentials(sip),  # digest for the trunk's 401/407 (never logged)
         announce_refusals=bool(sip.get("announce_refusals", True)),
         no_early_media=tuple(str(n) for n in sip.get("no_early_media", ())),
         symmetric=tuple(str(n) for n in sip.get("symmetric", ())),
@@ -141,6 +141,15 @@ def _trunks(items: Any) -> tuple[Trunk, ...]:
                           "weight, name)")
     try:
         return tuple(parse_trunks(items))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _credentials(sip: dict[str, Any]) -> Any:
+    """`[sip] trunk_auth_*` as digest Credentials (None when unset); a half-set or
+    malformed entry is a configuration error at start, not a surprise on a call."""
+    try:
+        return credentials_from(sip)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
