@@ -77,6 +77,11 @@ class Node:
 
     def _metrics(self) -> None:
         m, f = self.metrics, self.follower
+        import platform
+
+        from . import __version__
+        m.info("relay_build_info", "the relay's version and Python (always 1)",
+               {"version": __version__, "python": platform.python_version()})
         m.gauge("relay_bindings", "live bindings in this node's table", lambda: len(self.table))
         m.gauge("relay_numbers", "numbers in the pool", lambda: len(self.pool))
         m.gauge("relay_store_degraded", "1 while the store is unreachable",
@@ -162,7 +167,9 @@ class Node:
         self.live_calls.start()
         for hook in self.on_start:
             await hook(self)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        from .api.access import AccessLogger
+        self._runner = web.AppRunner(app, access_log=logging.getLogger("relay.access"),
+                                     access_log_class=AccessLogger, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.http[0], self.config.http[1],
                            reuse_address=True)

@@ -47,6 +47,7 @@ class Config:
     """All settings of one relay process."""
 
     sip: HostPort = ("127.0.0.1", 5060)
+    sip_tls: HostPort | None = None  # SIP over TLS ([sip] tls_cert and tls_key)
     http: HostPort = ("127.0.0.1", 8080)
     smpp: HostPort | None = None
     store: str = "sqlite:///var/relay.db"
@@ -163,7 +164,7 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None,
             raise ConfigError(f"{path}: {exc}") from None
     relay = dict(raw.get("relay", {}))
     kw: dict[str, Any] = {}
-    for name in ("sip", "http", "smpp", "outbound"):
+    for name in ("sip", "sip_tls", "http", "smpp", "outbound"):
         if name in relay:
             kw[name] = parse_hostport(str(relay[name]), name)
     for name in ("store", "recordings", "default_cc", "log_level", "journal_dir"):

@@ -28,7 +28,7 @@ from ..bindings.validate import parse_create, parse_numbers, parse_update
 from ..errors import BadRequest, NotFound, RelayError
 from .guard import NumberFilter, RateLimiter, parse_json_body
 from .openapi import openapi_document
-from .query import query_limit, query_number
+from .query import check_params, query_limit, query_number
 from .views import binding_view, iso, route_view
 
 if TYPE_CHECKING:
@@ -155,6 +155,7 @@ async def get_binding(request: web.Request) -> web.Response:
 
 
 async def list_bindings(request: web.Request) -> web.Response:
+    check_params(request, frozenset({"x", "state", "out_id", "cursor", "limit"}))
     node = request.app[NODE]
     q = request.query
     x = query_number(request, "x", node.config.default_cc)
@@ -210,6 +211,7 @@ async def add_numbers(request: web.Request) -> web.Response:
 
 
 async def list_numbers(request: web.Request) -> web.Response:
+    check_params(request, frozenset({"area", "cursor", "limit"}))
     node = request.app[NODE]
     now = node.clock()
     stats = node.pool.stats(node.table, now)
@@ -325,6 +327,7 @@ def _policy_name(request: web.Request) -> str:
 
 
 async def list_policies(request: web.Request) -> web.Response:
+    check_params(request, frozenset())
     node = request.app[NODE]
     book = node.policies
     return web.json_response({
@@ -397,9 +400,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    from ..metrics import CONTENT_TYPE
+
     text = request.app[NODE].metrics.render()
-    return web.Response(text=text, content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type": "text/plain; version=0.0.4"})
+    return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -407,9 +411,10 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def ops_page(request: web.Request) -> web.Response:
-    from .page import OPS_PAGE
+    from .page import OPS_PAGE, PAGE_HEADERS
 
-    return web.Response(text=OPS_PAGE, content_type="text/html", charset="utf-8")
+    return web.Response(text=OPS_PAGE, content_type="text/html", charset="utf-8",
+                        headers=PAGE_HEADERS)
 
 
 async def not_found(request: web.Request) -> web.Response:
@@ -435,6 +440,7 @@ def _block_key(request: web.Request, body_x: Any = None) -> tuple[str, str | Non
 
 
 async def list_blocklist(request: web.Request) -> web.Response:
+    check_params(request, frozenset())
     node = request.app[NODE]
     now = node.clock()
     return web.json_response({"blocklist": [
@@ -510,4 +516,6 @@ def build_api(node: Node) -> web.Application:
                          ("method", "status"))
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
+    from .page import add_page_routes
+    add_page_routes(app)
     return app

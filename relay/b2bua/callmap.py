@@ -49,6 +49,7 @@ from relay.sip import (
     system_random,
 )
 from relay.sip.digest import Credentials
+from relay.sip.pike import Pike
 from relay.sip.session_timer import MIN_SE_FLOOR, TIMER_TAG, uas_negotiate
 
 from ._phases import Timer
@@ -56,8 +57,8 @@ from ._state import LegState
 from .cdr import CallTimes, build_record
 from .controller import CallController, ControlSettings, Table
 from .egress import egress_ok
-from .events import CallEvent, CallRefused, Incoming, MediaJob
-from .legs import ALLOW, CalleeLeg, CallerLeg, _Leg, reason_header
+from .events import CallEvent, CallRefused, Fail, Incoming, MediaJob
+from .legs import ALLOW, REL100, CalleeLeg, CallerLeg, _Leg, reason_header
 from .overload import OverloadGuard
 from .trunks import Trunk, TrunkSet
 
@@ -94,6 +95,15 @@ class Settings(ControlSettings):
     guard: LeakGuard = field(default_factory=LeakGuard)
     # Digest credentials for the outbound trunk's 401/407 ([sip] trunk_auth_*; legs.py).
     trunk_auth: Credentials | None = None
+    # Refusals outside a dialog go out once, without a 100 Trying, and are answered
+    # again from a small cache (relay.sip.transaction.ReplyCache), as Kamailio's `sl`.
+    stateless_refusals: bool = True
+    # Per-source rate limit of sources that are not trunks (relay.sip.pike): more than
+    # `rate_limit` datagrams in `rate_window` seconds bans the source for `rate_ban`
+    # seconds; everything it sends meanwhile is dropped unanswered. 0: off.
+    rate_limit: int = 0
+    rate_window: float = 2.0
+    rate_ban: float = 60.0
 
 
 class Wire:
@@ -129,6 +139,15 @@ class Wire:
         if egress_ok(self.callmap, leg, resp, now):
             self.layer.send_response(resp, now)
 
+    def respond_reliably(self, resp: Any, now: float, leg: _Leg) -> None:
+        """A provisional retransmitted until PRACKed (RFC 3262 §3)."""
+        if egress_ok(self.callmap, leg, resp, now):
+            self.layer.send_reliable_provisional(resp, now)
+
+    def prack(self, key: TransactionKey) -> None:
+        """The PRACK for INVITE `key`'s reliable provisional came: stop resending it."""
+        self.layer.prack_received(key)
+
     def stateless(self, msg: SipRequest, dest: Address, leg: _Leg, now: float) -> None:
         """An ACK for a 2xx (RFC 3261 §13.2.2.4 sends it outside any transaction),
         queued in order with everything else."""
@@ -145,7 +164,10 @@ class CallMap:
         self.settings = settings
         self.table = table
         self.policies: Policies = policies or _NoPolicies()  # relay.policies.PolicyBook
-        self.layer = TransactionLayer(settings.timers)
+        self.layer = TransactionLayer(settings.timers,
+                                      stateless_refusals=settings.stateless_refusals)
+        self.pike = (Pike(settings.rate_limit, settings.rate_window, settings.rate_ban)
+                     if settings.rate_limit > 0 else None)
         self.wire = Wire(self, settings)
         self.calls: dict[str, CallController] = {}  # live and finishing, by relay call id
         self.live = 0  # calls not yet ended (the overload limit counts these)
@@ -167,6 +189,7 @@ class CallMap:
         self.counts: dict[str, int] = {
             "invites": 0, "bridged": 0, "answered": 0, "refused": 0, "untrusted": 0,
             "overload": 0, "media_errors": 0, "counter_errors": 0, "hook_errors": 0,
+            "rate_limited": 0,
         }
         self.refusals: dict[int, int] = {}
         self._leaks: list[tuple[CallController, float]] = []  # blocked: hang up next
@@ -182,7 +205,15 @@ class CallMap:
     # -- adapter interface ----------------------------------------------------------
     def receive_datagram(self, data: bytes, source: Address, now: float, *,
                          reliable: bool = False) -> None:
-        """Feed one datagram (never raises on garbage: the layer answers 400 itself)."""
+        """Feed one datagram (never raises on garbage: the layer answers 400 itself).
+
+        A source over its rate limit (not a trunk) is dropped here, unparsed."""
+        pike = self.pike
+        if (pike is not None and not self._trusted(source[0])
+                and source[0] not in self.trunks.hosts()
+                and not pike.allow(source[0], now)):
+            self.counts["rate_limited"] += 1
+            return
         self.handle_events(self.layer.receive_datagram(data, source, now, reliable=reliable),
                            now)
 
@@ -190,6 +221,9 @@ class CallMap:
         """Act on transaction-layer events (dispatched by type)."""
         for ev in events:
             _EVENTS[type(ev)](self, ev, now)
+        layer = self.layer
+        if layer._trying:
+            layer.send_trying(now)  # the 100s of INVITEs not refused at once
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         """Everything to transmit, in order."""
@@ -268,6 +302,34 @@ class CallMap:
         for call in live:
             call.hangup(now, reason="drain")
         return len(live)
+
+    def live_calls(self) -> list[dict[str, Any]]:
+        """A read-only snapshot of the calls not yet ended, oldest first: what
+        `GET /v1/calls/live` shows (times in seconds and leg times in UTC ms, as a
+        record stores them; real numbers: the API masks them per role)."""
+        out: list[dict[str, Any]] = []
+        for c in self.calls.values():
+            if c.ended:
+                continue
+            legs = {leg: dict(v) for leg, v in c.times.legs.items()
+                    if leg == "caller" or v["invite_at"] is not None}
+            out.append({"id": c.id, "x": c.x, "ext": c.ext, "caller": c.caller,
+                        "callee": c.callee, "binding": c.binding, "out_id": c.out_id,
+                        "direction": c.direction, "phase": c.phase.value,
+                        "started_at": c.started_at, "legs": legs,
+                        "answered_at": legs["caller"]["answer_at"],
+                        "recording": c.record_media})
+        out.sort(key=lambda d: float(d["started_at"]))
+        return out
+
+    def hangup_call(self, call_id: str, now: float, *, reason: str = "operator") -> bool:
+        """An operator ends one live call (BYE, CANCEL or a final response to each leg,
+        through the controller's own ending path); False when no such call is live."""
+        call = self.calls.get(call_id)
+        if call is None or call.ended:
+            return False
+        call.hangup(now, cause=16, reason=reason)
+        return True
 
     def media_timeout(self, idle: Iterable[object], now: float) -> int:
         """End answered calls whose media handle is in `idle` (the backend's
@@ -450,6 +512,12 @@ class CallMap:
         key = ev.key
         if key.role == "server":
             call = self._invites.get(key)
+            if call is not None and getattr(ev, "timer", "") == "P":
+                # RFC 3262 §3: no PRACK for 64*T1: reject the INVITE with a 5xx.
+                if call.a.can("fail"):
+                    call.a.deliver(Fail(504, 102, "no_prack"), now)
+                call.hangup(now, cause=102, reason="no_prack")
+                return
             if call is not None:
                 a = call.a
                 assert isinstance(a, CallerLeg)
@@ -513,7 +581,8 @@ class CallMap:
         implement only session timers) gets 420 with those option-tags in Unsupported."""
         if "require" not in req.headers:
             return False
-        tags = [t for t in req.headers.get_list("require") if t and t.lower() != TIMER_TAG]
+        tags = [t for t in req.headers.get_list("require")
+                if t and t.lower() not in (TIMER_TAG, REL100)]
         if not tags:
             return False
         self._reply(req, 420, now, [("Unsupported", ", ".join(tags))])

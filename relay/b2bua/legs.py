@@ -58,7 +58,8 @@ __all__ = ["CalleeLeg", "CallerLeg", "dtmf_digit", "reason_header"]
 
 Address = tuple[str, int]
 SDP = "application/sdp"
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK"
+REL100 = "100rel"  # RFC 3262's option tag
 # INFO bodies relayed between legs (RFC 6086 legacy DTMF usage); others get 415.
 INFO_TYPES = ("application/dtmf-relay", "application/dtmf", "audio/telephone-event")
 
@@ -172,7 +173,8 @@ class _Leg:
 
     # -- sending -------------------------------------------------------------------
     def _respond(self, request: SipRequest, status: int, now: float, *,
-                 body: bytes = b"", extra: list[tuple[str, str]] | None = None) -> None:
+                 body: bytes = b"", extra: list[tuple[str, str]] | None = None,
+                 reliably: bool = False) -> None:
         headers = list(extra or ())
         if status < 300 or body:
             headers.append(("Contact", self.wire.contact(self.x)))
@@ -192,7 +194,10 @@ class _Leg:
         resp = build_response(request, status, to_tag=self.local_tag, extra_headers=headers,
                               body=body, record_route=100 < status < 300
                               and request.method == "INVITE" and request.to_tag is None)
-        self.wire.respond(resp, now, self)
+        if reliably:
+            self.wire.respond_reliably(resp, now, self)
+        else:
+            self.wire.respond(resp, now, self)
 
     def _send_in_dialog(self, method: str, purpose: str, now: float, *, body: bytes = b"",
                         content_type: str = SDP, extra: list[tuple[str, str]] | None = None
@@ -342,6 +347,9 @@ class _Leg:
         if self.dialog is not None and self.dialog.receive_request(req) is not None:
             self._respond(req, 500, now, extra=[("Retry-After", "1")])  # §12.2.2: old CSeq
             return []
+        if method == "PRACK":
+            self._respond(req, self.on_prack(req, now), now)
+            return []
         if method == "BYE":
             if not self.can("bye"):
                 self._respond(req, 481, now)
@@ -350,6 +358,11 @@ class _Leg:
             self._respond(req, 200, now)
             return [Disconnect(self.role)]
         if method in ("INVITE", "UPDATE"):
+            if method == "INVITE" and self.state is LegState.EARLY:
+                # §14.1: no re-INVITE before the INVITE's final response; UPDATE is
+                # the early dialog's way (RFC 3311 §5).
+                self._respond(req, 491, now, extra=[("Retry-After", "1")])
+                return []
             if not self.can("remote_offer"):
                 # RFC 3311 §5.2 allows UPDATE in early dialogs; we only renegotiate
                 # once connected, so ask the peer to try later.
@@ -387,6 +400,11 @@ class _Leg:
         # REFER, NOTIFY, MESSAGE...: a transfer would reveal or move a real party.
         self._respond(req, 501 if method != "REFER" else 403, now)
         return []
+
+    def on_prack(self, req: SipRequest, now: float) -> int:
+        """A PRACK (RFC 3262 §3): 200 if it acknowledges our reliable provisional, else
+        481. Only the caller leg sends reliable provisionals."""
+        return 481
 
     def on_response(self, purpose: str, resp: SipResponse, now: float) -> list[CCEvent]:
         """A response to one of our in-dialog requests."""
@@ -467,11 +485,50 @@ class CallerLeg(_Leg):
             # No Contact (a broken trunk): aim in-dialog requests at its From URI; they
             # go to the source address anyway.
             self.dialog.remote_target = str(invite.from_.uri)
+        # RFC 3262: the caller requires reliable provisionals, or supports them (then
+        # those carrying early media go reliably, as a trunk's reliable 183 would).
+        tags = {t.strip().lower() for t in invite.headers.get_list("require")}
+        self.rel100 = ("required" if REL100 in tags else "supported"
+                       if REL100 in {t.strip().lower() for t in
+                                     invite.headers.get_list("supported")} else "")
+        self.rseq = int.from_bytes(system_random(3), "big") + 1  # §7.1: random start
+        self.unacked: int | None = None  # the RSeq awaiting its PRACK
+        self.held: Ring | None = None  # a later 18x waiting for that PRACK (§3)
 
     def ring(self, ev: Ring, now: float) -> None:
-        """18x toward the caller (§13.3.1.1), with early media SDP if any."""
+        """18x toward the caller (§13.3.1.1), with early media SDP if any; reliably
+        (Require: 100rel, RSeq) when the caller asked for it (RFC 3262 §3)."""
         self._go("ring")
-        self._respond(self.invite, ev.code, now, body=ev.sdp)
+        if not (self.rel100 == "required" or (self.rel100 and ev.sdp)):
+            self._respond(self.invite, ev.code, now, body=ev.sdp)
+            return
+        if self.unacked is not None:
+            self.held = ev  # one unacknowledged reliable provisional at a time
+            return
+        self._send_reliably(ev, now)
+
+    def on_prack(self, req: SipRequest, now: float) -> int:
+        """RAck names our RSeq, the INVITE's CSeq and INVITE (RFC 3262 §7.2)."""
+        parts = (req.headers.get("rack") or "").split()
+        try:
+            rseq, cseq, method = int(parts[0]), int(parts[1]), parts[2].upper()
+        except (IndexError, ValueError):
+            return 481
+        if (self.unacked is None or rseq != self.unacked or cseq != self.invite.cseq.number
+                or method != "INVITE"):
+            return 481
+        self.unacked = None
+        self.wire.prack(self.key)
+        held, self.held = self.held, None
+        if held is not None and self.state is LegState.EARLY:
+            self._send_reliably(held, now)
+        return 200
+
+    def _send_reliably(self, ev: Ring, now: float) -> None:
+        self.rseq += 1
+        self.unacked = self.rseq
+        self._respond(self.invite, ev.code, now, body=ev.sdp, reliably=True,
+                      extra=[("Require", REL100), ("RSeq", str(self.rseq))])
 
     def connect(self, ev: Connect, now: float) -> None:
         """200 OK with the rewritten answer (§13.3.1.4)."""
@@ -550,6 +607,7 @@ class CalleeLeg(_Leg):
         self.cancel_sent = False
         self.call_id = new_call_id(wire.host)
         self.retried_422 = False
+        self.prack_rseq: int | None = None  # the last reliable provisional PRACKed
         self.trunk: str | None = None  # the outbound trunk's name (records, failover)
         self.to_host = wire.outbound_host  # the host of the callee's Request-URI and To
 
@@ -570,8 +628,12 @@ class CalleeLeg(_Leg):
             ("P-Asserted-Identity", f"<{x_uri}>"),
             ("Allow", ALLOW),
         ]
-        if w.session_expires:
-            headers += [("Supported", TIMER_TAG), *uac_offer(w.session_expires, w.min_se)]
+        # 100rel only with an offer: a reliable 1xx would otherwise carry the callee's
+        # offer, to be answered in the PRACK, which the caller cannot yet give.
+        supported = [t for t, on in ((TIMER_TAG, w.session_expires), (REL100, ev.sdp)) if on]
+        if supported:
+            headers.append(("Supported", ", ".join(supported)))
+        headers += uac_offer(w.session_expires, w.min_se)
         headers += _body_headers(ev.sdp)
         self.invite = SipRequest("INVITE", to_uri, headers, ev.sdp)
         self.late = not ev.sdp
@@ -603,9 +665,13 @@ class CalleeLeg(_Leg):
             if self.state is LegState.CANCELLING:
                 self._cancel(now)  # the CANCEL we held back (§9.1) can go now
                 return []
-            if status == 100 or not self.can("provisional"):
+            if status == 100:
                 return []
             self._early_dialog(resp)
+            if self._reliable(resp, now):
+                return []  # a retransmission of a reliable provisional: PRACKed once
+            if not self.can("provisional"):
+                return []
             self._go("provisional")
             # With a late offer an SDP in a 1xx would be an offer needing PRACK
             # (RFC 3262), which we do not do: ring without it.
@@ -692,6 +758,23 @@ class CalleeLeg(_Leg):
         self.last_ack = (cseq, self._credited(self.dialog.create_ack(
             cseq, body=sdp, content_type=SDP if sdp else None)))
         self.wire.stateless(self.last_ack[1], self.dialog_peer(), self, now)
+
+    def _reliable(self, resp: SipResponse, now: float) -> bool:
+        """RFC 3262 §4: PRACK a reliable provisional (Require: 100rel, RSeq) once; True
+        for a retransmission or one out of order, which the caller must not hear."""
+        if REL100 not in {t.strip().lower() for t in resp.headers.get_list("require")}:
+            return False
+        try:
+            rseq = int((resp.headers.get("rseq") or "").strip())
+        except ValueError:
+            return True  # broken: neither acknowledged nor relayed
+        if self.prack_rseq is not None and rseq != self.prack_rseq + 1:
+            return True
+        self.prack_rseq = rseq
+        assert self.invite is not None
+        self._send_in_dialog("PRACK", "prack", now,
+                             extra=[("RAck", f"{rseq} {self.invite.cseq.number} INVITE")])
+        return False
 
     def _early_dialog(self, resp: SipResponse) -> None:
         if resp.to_tag and self.invite is not None and self.dialog is None:

@@ -95,6 +95,7 @@ class TrunkSet:
         self.trunks = list(trunks)
         self._rand = rand
         self.by_name = {t.name: t for t in self.trunks}
+        self._hosts: frozenset[str] | None = None
 
     @classmethod
     def single(cls, address: Address) -> TrunkSet:
@@ -138,11 +139,18 @@ class TrunkSet:
         trunk = self.by_name.get(name)
         if trunk is not None:
             trunk.targets = list(targets)
+            self._hosts = None
 
     def mark(self, trunk: Trunk, up: bool, reason: str = "") -> None:
         """A probe's answer (or a call's failure) sets a trunk up or down."""
         trunk.up = up
         trunk.down_reason = "" if up else reason
+
+    def hosts(self) -> frozenset[str]:
+        """Every address the outbound trunks resolve to (exempt from rate limits)."""
+        if self._hosts is None:
+            self._hosts = frozenset(ip for t in self.trunks for ip, _port in t.targets)
+        return self._hosts
 
     def names(self) -> list[str]:
         """Every trunk's name, in configuration order."""

@@ -36,6 +36,20 @@ Tunables live in relay.toml (see README "Configuration" and DESIGN.md):
     overload_retry_after = 5     # seconds, in the 503
     overload_sample = 100        # one call record per this many 503s (the rest: a counter)
     overload_force_after = 0     # test knob: admit this many calls, then shed every new one
+    # Hostile networks (issue 13; relay/io/sip.py StreamLimits, relay/sip/pike.py):
+    tcp_max_connections = 4096   # SIP TCP + TLS connections in all
+    tcp_max_per_source = 64      # from one IP address
+    tcp_idle_seconds = 120       # a connection silent this long is closed (0: never)
+    tcp_message_seconds = 10     # a message must be complete this long after its first byte
+                                 # (and a new connection's first one after the connect)
+    tcp_trunks_only = false      # refuse TCP/TLS connections from outside [relay] trunks
+    tcp_fd_reserve = 0           # descriptors never used for SIP streams (0: 1/4 of the limit)
+    rate_limit = 40              # datagrams per source (not a trunk) per rate_window (0: off)
+    rate_window = 2              # seconds
+    rate_ban = 60                # seconds a source over the limit is dropped unanswered
+    stateless_refusals = true    # refusals outside a dialog: once, no 100 Trying, cached
+    tls_cert = "/etc/relay/sip.pem"  # with --sip-tls / [relay] sip_tls: certificate chain
+    tls_key = "/etc/relay/sip.key"   # and its private key (TLS 1.2 or later)
 
     [[sip.trunk]]                # outbound trunks (none: the one --outbound address)
     name = "carrier-a"           # in call records ("trunk") and metrics
@@ -81,7 +95,7 @@ from relay.sip.digest import credentials_from
 from relay.sip.dns import A, DnsError
 
 from .hook import DecisionHook
-from .sip import SipServer
+from .sip import SipServer, StreamLimits, raise_fd_limit, tls_context
 
 if TYPE_CHECKING:
     from relay.app import Node
@@ -124,6 +138,10 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
         hook_fallback_allow=getattr(config, "hook_fallback", "allow") == "allow",
         timers=TimerConfig(t1=t1, t2=min(4.0, 8 * t1), t4=min(5.0, 10 * t1),
                            timer_d=max(32.0 * t1 / 0.5, 0.0)),
+        stateless_refusals=bool(sip.get("stateless_refusals", True)),
+        rate_limit=int(sip.get("rate_limit", 40)),
+        rate_window=float(sip.get("rate_window", 2.0)),
+        rate_ban=float(sip.get("rate_ban", 60.0)),
         overload=OverloadGuard(OverloadConfig(
             delay_ms=float(sip.get("overload_delay_ms", 100.0)),
             max_jobs=int(sip.get("overload_max_jobs", 2000)),
@@ -152,6 +170,17 @@ def _credentials(sip: dict[str, Any]) -> Any:
         return credentials_from(sip)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def stream_limits(sip: dict[str, Any]) -> StreamLimits:
+    """`[sip] tcp_*`: the bounds on SIP over TCP and TLS."""
+    return StreamLimits(
+        max_connections=int(sip.get("tcp_max_connections", 4096)),
+        max_per_source=int(sip.get("tcp_max_per_source", 64)),
+        idle_seconds=float(sip.get("tcp_idle_seconds", 120.0)),
+        message_seconds=float(sip.get("tcp_message_seconds", 10.0)),
+        trunks_only=bool(sip.get("tcp_trunks_only", False)),
+        fd_reserve=int(sip.get("tcp_fd_reserve", 0)))
 
 
 async def _media_backend(cfg: Any, media_cfg: dict[str, Any], advertise: str,
@@ -198,6 +227,8 @@ async def attach_voice(node: Node) -> None:
     from relay.api.calls import add_call_routes
 
     cfg = node.config
+    soft, hard = raise_fd_limit()
+    log.info("file descriptors: soft limit %d (hard %d)", soft, hard)
     udp = SipServer.bind_udp(cfg.sip[0], cfg.sip[1])
     port = udp.getsockname()[1]
     settings, sip = settings_from(cfg, port)
@@ -222,8 +253,13 @@ async def attach_voice(node: Node) -> None:
     hub = node.events
     contacts = node.contact_writer
 
+    from relay.calllog import CallLog
+
+    call_log = CallLog(node.metrics)
+
     def record(rec: dict[str, Any]) -> None:
         writer.submit("call", rec)
+        call_log.submit(rec)  # one masked INFO line, refusal reasons, latency histograms
         contacts.submit(contact_from_call(rec))  # the caller's score inputs
         if rec.get("recording"):
             sealer.submit_record(rec)
@@ -233,10 +269,23 @@ async def attach_voice(node: Node) -> None:
             if cfg_.hook_url else None)
     server = SipServer(switch, media, record, prompts=prompts.path, counters=node.counters,
                        scores=node.scores, counter_timeout=cfg_.counter_timeout, hook=hook,
-                       events=node.live_calls.sink(hub.on_call_event if hub else None))
+                       events=node.live_calls.sink(hub.on_call_event if hub else None),
+                       limits=stream_limits(sip))
     if hook is not None:
         node.on_stop.append(lambda _node: hook.close())
+    sip_tls = getattr(cfg, "sip_tls", None)
+    ctx = None
+    if sip_tls is not None:
+        if not sip.get("tls_cert") or not sip.get("tls_key"):
+            raise ConfigError("SIP over TLS needs [sip] tls_cert and tls_key")
+        try:
+            ctx = tls_context(str(sip["tls_cert"]), str(sip["tls_key"]))
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ConfigError(f"[sip] tls_cert/tls_key: {exc}") from None
     await server.start(udp, tcp=bool(sip.get("tcp", True)))
+    if sip_tls is not None and ctx is not None:
+        tls_port = await server.start_tls(sip_tls[0], sip_tls[1], ctx)
+        log.info("SIP over TLS on %s:%s", sip_tls[0], tls_port)
     node.voice = server  # type: ignore[attr-defined]
     _metrics(node, switch, server, media)
     add_call_routes(node.api)
@@ -370,6 +419,9 @@ def _tune_gc(threshold: Any) -> bool:
 def _metrics(node: Node, switch: CallMap, server: SipServer, media: MediaBackend) -> None:
     m = node.metrics
     m.gauge("relay_calls_live", "calls in progress", lambda: float(switch.live))
+    m.counter_from("relay_recording_errors_total",
+                   "recordings stopped by a failed spool write (the call went on)",
+                   lambda: float(getattr(media, "recording_errors", 0)))
     # The in-process backend paces every prompt on one clock; rtpengine plays its own.
     m.gauge("relay_media_playing", "prompts the relay is playing now (in-process media)",
             lambda: float(len(getattr(media, "playout", None) or ())))
@@ -407,6 +459,25 @@ def _metrics(node: Node, switch: CallMap, server: SipServer, media: MediaBackend
             lambda: float(switch.dialog_count))
     m.counter_from("relay_sip_adapter_errors_total", "exceptions caught in the SIP adapter",
                    lambda: float(server.stats["errors"]))
+    for name, what in (("tcp_refused_total", "TCP/TLS connections refused: the total cap"),
+                       ("tcp_refused_source", "TCP/TLS connections refused: per-source cap"),
+                       ("tcp_refused_fds", "TCP/TLS connections refused: descriptor reserve"),
+                       ("tcp_refused_untrusted", "TCP/TLS connections refused: not a trunk"),
+                       ("tcp_closed_idle", "TCP/TLS connections closed: idle timeout"),
+                       ("tcp_closed_slow", "TCP/TLS connections closed: message deadline")):
+        m.counter_from(f"relay_sip_{name}_total", what,
+                       lambda n=name: float(server.stats[n]))  # type: ignore[misc]
+    m.gauge("relay_sip_tcp_connections", "SIP TCP and TLS connections open",
+            lambda: float(len(server.streams)))
+    m.counter_from("relay_sip_rate_limited_total",
+                   "datagrams dropped unanswered: source over its rate limit or banned",
+                   lambda: float(switch.counts["rate_limited"]))
+    m.counter_from("relay_sip_stateless_replies_total",
+                   "refusals sent statelessly (once, no 100 Trying)",
+                   lambda: float(layer.stats["stateless_replies"]))
+    m.counter_from("relay_sip_replies_resent_total",
+                   "stateless refusals sent again for a retransmitted request",
+                   lambda: float(layer.stats["replies_resent"]))
     m.counter_from("relay_sip_udp_send_errors_total",
                    "SIP datagrams not sent (send buffer full or address unreachable)",
                    lambda: float(server.stats["udp_send_errors"]))
