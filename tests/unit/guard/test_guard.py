@@ -156,3 +156,19 @@ def test_a_leak_in_the_answer_sdp_is_stopped_before_the_200() -> None:
     assert not any(scan(m.encode(), NEEDLES) for m in d.to_caller)
     assert any(m.startswith("BYE ") for m in d.to_callee)  # the callee's answered leg ends
     assert _header is not None and CALLEE
+
+
+def test_a_reliable_provisional_is_guarded_too() -> None:
+    """RFC 3262: a caller requiring 100rel gets its 18x through respond_reliably; the
+    planted leak there is stopped like any other message."""
+    d = _driver("caller")
+    now = time.time()
+    invite = INVITE.format(x=X, a=A, n=7, length=len(SDP)).replace(
+        "Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nRequire: 100rel\r\n")
+    d.feed(invite.encode() + SDP, CALLER, now)
+    out = d.to_callee.pop()
+    d.reply(out, "180 Ringing", now)
+    finals = [m for m in d.to_caller if not m.startswith("SIP/2.0 100")]
+    assert finals and all(m.startswith("SIP/2.0 500") for m in finals), finals
+    assert not any(scan(m.encode(), NEEDLES) for m in d.to_caller)
+    assert d.switch.settings.guard.blocked["sip"] == 1
