@@ -24,7 +24,7 @@ from .bindings.sync import Follower
 from .bindings.table import BindingTable
 from .config import Config
 from .contacts import ContactWriter, Scores, open_contact_store
-from .counters import open_counter_store
+from .counters import FrequencyView, open_counter_store
 from .live_journal import LiveJournal
 from .metrics import Metrics
 from .policies import PolicyBook, open_policy_store
@@ -60,11 +60,14 @@ class Node:
         self.live_calls = LiveJournal(config.journal_path())  # issue 13: crash-safe records
         self.policies = PolicyBook(config.default_policy)
         self.policy_store = open_policy_store(config.store)
-        self.counters = open_counter_store(config.store)
+        # The call path's counters: in memory, synced with the store beside it.
+        self.counters = FrequencyView(open_counter_store(config.store),
+                                      fail_open=config.counter_fail == "open")
         self.counter_errors = 0  # counts that failed or timed out (fail open/closed applied)
         self.contacts = open_contact_store(config.store)  # harassment score inputs
         self.contact_writer = ContactWriter(self.contacts)
         self.scores = Scores(self.contacts, config.score_tz)  # cached for the call path
+        self.policies.frequency, self.policies.scores = self.counters, self.scores
         self.record_writer = RecordWriter(self.records)
         self.events: EventHub | None = None  # set by relay.events.service when [events] url
         self.draining = False
@@ -106,7 +109,7 @@ class Node:
                        lambda: float(p.refresh_errors))
         m.counter_from("relay_policy_counter_errors_total",
                        "frequency counts that failed or timed out (counter_fail applied)",
-                       lambda: float(self.counter_errors))
+                       lambda: float(self.counter_errors + self.counters.errors))
         m.counter_from("relay_contacts_dropped_total",
                        "score inputs dropped (the store was down too long)",
                        lambda: float(self.contact_writer.dropped))

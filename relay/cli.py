@@ -252,6 +252,19 @@ async def _with_service(cfg: Config, fn: Callable[[Any], Awaitable[None]]) -> No
         await node.store.close()
 
 
+def _bind_body(a: argparse.Namespace) -> dict[str, Any]:
+    """`relay bind`'s options as a POST /v1/bindings body (local store or --url alike)."""
+    body: dict[str, Any] = {"mode": a.mode, "b": a.b}
+    for k in ("a", "x", "ext", "ttl", "area"):
+        if getattr(a, k) is not None:
+            body[k] = getattr(a, k)
+    if a.out_id:
+        body["out_id"] = a.out_id
+    if a.no_record:
+        body["record"] = False
+    return body
+
+
 def _run_verb(a: argparse.Namespace, cfg: Config) -> None:
     from dialplan.numbers import normalise
 
@@ -259,14 +272,7 @@ def _run_verb(a: argparse.Namespace, cfg: Config) -> None:
     from .bindings.validate import parse_create, parse_numbers
 
     async def bind(node: Any) -> None:
-        body: dict[str, Any] = {"mode": a.mode, "b": a.b}
-        for k in ("a", "x", "ext", "ttl", "area"):
-            if getattr(a, k) is not None:
-                body[k] = getattr(a, k)
-        if a.out_id:
-            body["out_id"] = a.out_id
-        if a.no_record:
-            body["record"] = False
+        body = _bind_body(a)
         b, _created = await node.service.create(parse_create(body, cfg.default_cc, time.time()))
         v = binding_view(b, a.role, time.time())
         _emit(a, v, [v], _BCOLS)
@@ -450,15 +456,7 @@ def _remote(a: argparse.Namespace, cfg: Config) -> None:
                                                 "limit": a.limit})
         _emit(a, out, out["bindings"], _BCOLS)
     elif cmd == "bind":
-        body: dict[str, Any] = {"mode": a.mode, "b": a.b}
-        for k in ("a", "x", "ext", "ttl", "area"):
-            if getattr(a, k) is not None:
-                body[k] = getattr(a, k)
-        if a.out_id:
-            body["out_id"] = a.out_id
-        if a.no_record:
-            body["record"] = False
-        out = api.call("POST", "/v1/bindings", body=body)
+        out = api.call("POST", "/v1/bindings", body=_bind_body(a))
         _emit(a, out, [out], _BCOLS)
     elif cmd in ("freeze", "release"):
         path = f"/v1/bindings/{_seg(a.id)}"

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dialplan.numbers import InvalidNumber, normalise, split_extension
-from dialplan.policy import Policy
+from dialplan.policy import Limit, Policy
 from dialplan.route import Policies
 from relay.guard import LeakGuard
 from relay.media.backend import MediaEvent
@@ -119,10 +119,22 @@ class Wire:
         self.session_expires = s.session_expires
         self.min_se = max(MIN_SE_FLOOR, s.min_se)
         self._contact_tail = f"@{s.host}:{s.port}>"
+        self.tls_port: int | None = None  # set by the adapter when it listens on TLS
 
-    def contact(self, user: str) -> str:
-        """Our Contact: X at the relay, never anything of the other side."""
+    def contact(self, user: str, transport: str = "UDP") -> str:
+        """Our Contact: X at the relay, never anything of the other side; on TCP and
+        TLS it names the transport (and the TLS port) so the peer comes back on it."""
+        if transport == "TCP":
+            return f"<sip:{user}{self._contact_tail[:-1]};transport=tcp>"
+        if transport == "TLS" and self.tls_port is not None:
+            return f"<sip:{user}@{self.host}:{self.tls_port};transport=tls>"
         return f"<sip:{user}{self._contact_tail}"
+
+    def sent_by_for(self, transport: str) -> str:
+        """The Via sent-by for requests on `transport` (TLS listens on its own port)."""
+        if transport == "TLS" and self.tls_port is not None:
+            return f"{self.host}:{self.tls_port}"
+        return self.sent_by
 
     def request(self, leg: _Leg, purpose: str, req: SipRequest, dest: Address,
                 now: float) -> TransactionKey:
@@ -712,6 +724,12 @@ class _NoPolicies:
 
     def blocked(self, caller: str | None, x: str, now: float) -> bool:
         return False
+
+    def admit(self, key: str, now: float, limit: Limit) -> bool:
+        return True
+
+    def score_now(self, caller: str, now: float) -> int | None:
+        return 0
 
 
 # Transaction-layer event -> handler (dispatch by table, STYLE.md).

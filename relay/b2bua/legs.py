@@ -137,6 +137,7 @@ class _Leg:
         self.auth_tries: dict[str, int] = {}
         self.nonce_counts: dict[str, int] = {}
         self.auth_cache: tuple[str, Any] | None = None  # the last challenge answered
+        self.contact = wire.contact(x)  # ours, in this leg's transport
         self.session: SessionTimer | None = None  # RFC 4028, once the dialog is confirmed
         # Send in-dialog requests back to `peer` (where the INVITE came from or went)
         # rather than to the route set or Contact (RFC 3261 §12.2.1.1): trunks behind
@@ -177,7 +178,7 @@ class _Leg:
                  reliably: bool = False) -> None:
         headers = list(extra or ())
         if status < 300 or body:
-            headers.append(("Contact", self.wire.contact(self.x)))
+            headers.append(("Contact", self.contact))
         if body:
             headers.append(("Content-Type", SDP))
             self.last_sdp_sent = body
@@ -478,9 +479,14 @@ class CallerLeg(_Leg):
         self.invite = invite
         self.key = key
         self.late_answer_pending = False  # late offer: the answer comes in the ACK
+        # The caller's transport is the dialog's: Via and Contact name it (RFC 3261
+        # §18.1.1, §8.1.1.8), so a TCP or TLS trunk comes back on TCP or TLS.
+        transport = invite.top_via.transport.upper()
+        transport = transport if transport in ("TCP", "TLS") else "UDP"
+        self.contact = wire.contact(x, transport)
         self.dialog = Dialog.from_uas(invite, local_tag=self.local_tag,
-                                      local_contact=wire.contact(x),
-                                      sent_by=wire.sent_by)
+                                      local_contact=self.contact,
+                                      sent_by=wire.sent_by_for(transport), transport=transport)
         if not self.dialog.remote_target:
             # No Contact (a broken trunk): aim in-dialog requests at its From URI; they
             # go to the source address anyway.

@@ -51,7 +51,6 @@ from typing import Any, cast
 from relay.b2bua.callmap import CallMap
 from relay.b2bua.events import CallEnded, CallEvent, CallRefused, MediaJob
 from relay.contacts import Scores
-from relay.counters import CounterStore
 from relay.media.backend import MediaBackend, MediaCall, MediaEvent
 from relay.rtp.session import Side
 from relay.sdp import SdpError
@@ -197,14 +196,13 @@ class SipServer:
 
     def __init__(self, switch: CallMap, media: MediaBackend, records: RecordSink,
                  clock: Callable[[], float] = time.time, *, events: EventSink | None = None,
-                 prompts: PromptPath | None = None, counters: CounterStore | None = None,
+                 prompts: PromptPath | None = None,
                  scores: Scores | None = None, counter_timeout: float = 0.3,
                  hook: DecisionHook | None = None,
                  limits: StreamLimits | None = None) -> None:
         self.switch = switch
         self.hook = hook  # the per-call decision hook ([dialplan] hook_url)
         self.scores = scores  # callers' harassment scores (relay.contacts)
-        self.counters = counters  # frequency limits (relay.counters); None: admit all
         self.counter_timeout = counter_timeout
         self.media = media
         self.records = records
@@ -549,14 +547,6 @@ class SipServer:
     async def _detect(self, job: MediaJob) -> None:
         await self.media.detect_digits(_handle(job), job.side, job.flag)
 
-    async def _count(self, job: MediaJob) -> bool:
-        """Admit the attempt in its shared counter, or not, within the deadline (a
-        TimeoutError or StoreUnavailable reaches the controller as the job's error)."""
-        if self.counters is None or job.limit is None:
-            return True
-        return await asyncio.wait_for(
-            self.counters.take(job.key, self.clock(), job.limit), self.counter_timeout)
-
     async def _score(self, job: MediaJob) -> int:
         """The caller's harassment score (dialplan.score) from the shared contacts."""
         if self.scores is None or not job.key:
@@ -587,7 +577,7 @@ _OPS: dict[str, Callable[[SipServer, MediaJob], Any]] = {
     "release": SipServer._release, "answer_local": SipServer._answer_local,
     "local_offer": SipServer._local_offer, "play": SipServer._play,
     "stop_play": SipServer._stop_play, "detect": SipServer._detect,
-    "count": SipServer._count, "score": SipServer._score, "hook": SipServer._hook,
+    "score": SipServer._score, "hook": SipServer._hook,
 }
 _RECORDED = (CallEnded, CallRefused)
 

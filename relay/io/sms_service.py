@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from dialplan.numbers import InvalidNumber, mask, normalise
 from dialplan.policy import counter_key
-from dialplan.route import Bridge, counted, decide, scored
+from dialplan.route import Bridge, counted, decide, hooked, scored
 from relay.bindings.store import StoreUnavailable
 from relay.config import ConfigError, parse_hostport
 from relay.contacts import contact_from_message
 from relay.guard import check_sms, for_node
+from relay.io.hook import text_hook
 from relay.io.smpp_client import SmppClient
 from relay.io.smpp_server import NoRouteError, QueryAnswer, SessionRef, SmppServer
 from relay.io.webhook import WebhookSender
@@ -172,6 +173,7 @@ class SmsService:
         self.server: SmppServer | None = None
         self.client: SmppClient | None = None
         self.webhook: WebhookSender | None = None
+        self.hook = text_hook(node)  # [dialplan] hook_url: texts are asked too
         self.receipts = ReceiptBook()
         self._ids = MessageIds()  # one format for every id, part or message (relay.sms.ids)
         self.retries = RetryBook(settings.retry_window)
@@ -198,7 +200,8 @@ class SmsService:
         if s.webhook_url:
             self.webhook = WebhookSender(s.webhook_url, s.webhook_secret,
                                          on_result=self._webhook_result,
-                                         retries=s.webhook_retries, backoff=s.webhook_backoff)
+                                         retries=s.webhook_retries, backoff=s.webhook_backoff,
+                                         store=self.node.config.store)  # durable
             await self.webhook.start()
         if cfg.smpp is not None:
             self.server = SmppServer(cfg.smpp[0], cfg.smpp[1], cfg.smpp_accounts,
@@ -224,6 +227,8 @@ class SmsService:
             await self.client.stop()
         if self.webhook is not None:
             await self.webhook.stop()
+        if self.hook is not None:
+            await self.hook.close()
 
     # ---- entry points ----
     async def on_gateway_message(self, ref: SessionRef, msg: SmsMessage) -> tuple[int, str]:
@@ -363,6 +368,11 @@ class SmsService:
                                   policy=policy, blocked=node.policies.blocked(sender, x, now))
                 if isinstance(decision, Bridge) and decision.max_score is not None:
                     decision = scored(decision, await self._score(sender, now))
+                if isinstance(decision, Bridge) and self.hook is not None:
+                    decision = hooked(decision, await self.hook.allow_text({
+                        "at": now, "message_id": msg_id, "x": x, "caller": sender,
+                        "binding": decision.binding, "direction": decision.direction,
+                        "out_id": getattr(entry, "out_id", None)}))
                 if isinstance(decision, Bridge) and decision.limit is not None:
                     decision = counted(decision, await self._admit(decision, sender, now))
                 action = plan(sender, x, decision)
@@ -456,6 +466,9 @@ class SmsService:
         """The sender's harassment score (`max_score`); a store that cannot answer in
         time scores 0 (counter_fail open) or above any limit (closed), counted."""
         node = self.node
+        known = node.scores.cached(sender, now)  # at once, when this node has one
+        if known is not None:
+            return known
         try:
             return await asyncio.wait_for(node.scores.score(sender, now),
                                           node.config.counter_timeout)

@@ -267,7 +267,7 @@ async def attach_voice(node: Node) -> None:
     cfg_ = node.config
     hook = (DecisionHook(cfg_.hook_url, cfg_.hook_secret, cfg_.hook_timeout)
             if cfg_.hook_url else None)
-    server = SipServer(switch, media, record, prompts=prompts.path, counters=node.counters,
+    server = SipServer(switch, media, record, prompts=prompts.path,
                        scores=node.scores, counter_timeout=cfg_.counter_timeout, hook=hook,
                        events=node.live_calls.sink(hub.on_call_event if hub else None),
                        limits=stream_limits(sip))
@@ -285,6 +285,7 @@ async def attach_voice(node: Node) -> None:
     await server.start(udp, tcp=bool(sip.get("tcp", True)))
     if sip_tls is not None and ctx is not None:
         tls_port = await server.start_tls(sip_tls[0], sip_tls[1], ctx)
+        switch.wire.tls_port = tls_port  # Via and Contact toward callers on TLS
         log.info("SIP over TLS on %s:%s", sip_tls[0], tls_port)
     node.voice = server  # type: ignore[attr-defined]
     _metrics(node, switch, server, media)

@@ -96,6 +96,7 @@ class Harness:
         self.policies.replace({n: p.as_dict() for n, p in (policies or {}).items()})
         self.switch = CallMap(s, self.table, policies=self.policies)
         self.counters = MemoryCounters()
+        self.policies.frequency = self.counters  # type: ignore[assignment]  # take_now
         self.scores: dict[str, int] = {}  # caller -> harassment score
         self.hook_asked: list[dict[str, Any]] = []
         self.hook_allows = True
@@ -153,13 +154,9 @@ class Harness:
                 (self.to_caller if addr in self.caller_side else self.to_callee).append(msg)
             for job in jobs:
                 try:
-                    if job.op in ("count", "score", "hook") and job.op in self.media.fail:
+                    if job.op in ("score", "hook") and job.op in self.media.fail:
                         raise self.media.fail.pop(job.op)
-                    if job.op == "count":  # the adapter's counter job, in memory
-                        assert job.limit is not None
-                        result, error = self.counters.take_now(job.key, self.now,
-                                                               job.limit), None
-                    elif job.op == "score":  # the adapter's score job: set by the test
+                    if job.op == "score":  # the adapter's score job: set by the test
                         result, error = self.scores.get(job.key, 0), None
                     elif job.op == "hook":  # the decision hook: the test's answer
                         self.hook_asked.append(job.info)

@@ -119,10 +119,11 @@ def test_tcp_callers_are_answered_on_their_connection() -> None:
     inv = h.last("B", SipRequest, method="INVITE")
     h.callee_reply(inv, 200, body=sdp("bob", 32000))
     ok = h.last("C", SipResponse, status=200)
-    assert ok is not None
+    assert ok.headers.get("contact", "").endswith(";transport=tcp>")
     h.in_dialog("B", "BYE", cseq=5)
-    addr, _bye = _sent(h, "BYE")[-1]
+    addr, bye = _sent(h, "BYE")[-1]
     assert addr == CALLER
+    assert bye.top_via.transport == "TCP"  # RFC 3261 §18.1.1: the transport it goes on
 
 
 def test_no_contact_in_the_route_set_leaks_to_the_callee() -> None:

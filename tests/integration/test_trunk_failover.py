@@ -33,6 +33,21 @@ def _relay(relay_factory: Any, tmp_path: Path, cfg: Path) -> Any:
         "--recordings", str(tmp_path / "rec"), "--log-level", "WARNING", "--config", str(cfg)])
 
 
+def _trunk_peers(tmp_path: Path, p1: int, p2: int, calls_on_second: int) -> tuple[Any, Any]:
+    """Two SIPp trunks, started: on `p1` one that answers its one INVITE 503, on `p2`
+    one that answers `calls_on_second` calls."""
+    busy = tmp_path / "uas_503.xml"
+    busy.write_text((SCENARIOS / "uas_busy.xml").read_text()
+                    .replace("486 Busy Here", "503 Service Unavailable"))
+    first = callee(tmp_path, p1, extra=["-m", "1"], name="first")
+    first.args[first.args.index("-sf") + 1] = str(busy)
+    second = callee(tmp_path, p2, extra=["-m", str(calls_on_second)], name="second")
+    first.start()
+    second.start()
+    time.sleep(0.3)
+    return first, second
+
+
 def _metric(base: str, name: str) -> float:
     with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
         m = re.search(rf"^{name} (\S+)$", r.read().decode(), re.M)
@@ -46,15 +61,7 @@ def test_a_trunk_that_answers_503_and_then_disappears(relay_factory: Any,
     relay = _relay(relay_factory, tmp_path, _config(tmp_path / "relay.toml", p1, p2,
                                                     probe_interval=0))
     bind(relay.base)
-    busy = tmp_path / "uas_503.xml"
-    busy.write_text((SCENARIOS / "uas_busy.xml").read_text()
-                    .replace("486 Busy Here", "503 Service Unavailable"))
-    first = callee(tmp_path, p1, extra=["-m", "1"], name="first")
-    first.args[first.args.index("-sf") + 1] = str(busy)
-    second = callee(tmp_path, p2, extra=["-m", "2"], name="second")
-    first.start()
-    second.start()
-    time.sleep(0.3)
+    first, second = _trunk_peers(tmp_path, p1, p2, calls_on_second=2)
     uac = caller(tmp_path, relay.sip_port, extra=["-m", "1", "-d", "200"], name="call1")
     uac.start()
     assert uac.wait(60) == 0, uac.tail()
@@ -113,15 +120,7 @@ def test_a_trunk_named_by_dns_fails_over_along_its_srv_targets(relay_factory: An
                        '[[sip.trunk]]\nname = "carrier"\nhost = "carrier.test"\n')
         relay = _relay(relay_factory, tmp_path, cfg)
         bind(relay.base)
-        busy = tmp_path / "uas_503.xml"
-        busy.write_text((SCENARIOS / "uas_busy.xml").read_text()
-                        .replace("486 Busy Here", "503 Service Unavailable"))
-        first = callee(tmp_path, p1, extra=["-m", "1"], name="first")
-        first.args[first.args.index("-sf") + 1] = str(busy)
-        second = callee(tmp_path, p2, extra=["-m", "1"], name="second")
-        first.start()
-        second.start()
-        time.sleep(0.3)
+        first, second = _trunk_peers(tmp_path, p1, p2, calls_on_second=1)
         uac = caller(tmp_path, relay.sip_port, extra=["-m", "1", "-d", "200"])
         uac.start()
         assert uac.wait(60) == 0, uac.tail()
