@@ -73,6 +73,9 @@ REFUSALS: dict[str, Refusal] = {
     "undecodable": Refusal(488, 65, _RX_P_APPN, 422, "error"),  # data_coding we can't carry
     "no_route": Refusal(503, 34, _RX_T_APPN, 503, "error"),  # far side down: retry later
     "forward_failed": Refusal(502, 38, _RSUBMITFAIL, 502, "error"),
+    # The egress leak guard (relay/guard.py) found the sender's real number in what
+    # would go out: permanent (the same text would be stopped again), HTTP 422.
+    "leak_blocked": Refusal(500, 41, _RX_P_APPN, 422, "error"),
 }
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from dialplan.numbers import InvalidNumber, normalise, split_extension
 from dialplan.policy import Limit, Policy
 from dialplan.route import Policies
+from relay.guard import LeakGuard
 from relay.media.backend import MediaEvent
 from relay.sip import (
     AckReceived,
@@ -47,6 +48,7 @@ from relay.sip import (
     new_tag,
     system_random,
 )
+from relay.sip.digest import Credentials
 from relay.sip.pike import Pike
 from relay.sip.session_timer import MIN_SE_FLOOR, TIMER_TAG, uas_negotiate
 
@@ -54,6 +56,7 @@ from ._phases import Timer
 from ._state import LegState
 from .cdr import CallTimes, build_record
 from .controller import CallController, ControlSettings, Table
+from .egress import egress_ok
 from .events import CallEvent, CallRefused, Fail, Incoming, MediaJob
 from .legs import ALLOW, REL100, CalleeLeg, CallerLeg, _Leg, reason_header
 from .overload import OverloadGuard
@@ -88,6 +91,10 @@ class Settings(ControlSettings):
     # Overload control (relay/b2bua/overload.py): the call map asks it per new INVITE,
     # the adapter feeds it measurements (socket queueing delay, loop lag, media jobs).
     overload: OverloadGuard = field(default_factory=OverloadGuard)
+    # The egress leak guard (relay/guard.py): every message a leg sends is checked.
+    guard: LeakGuard = field(default_factory=LeakGuard)
+    # Digest credentials for the outbound trunk's 401/407 ([sip] trunk_auth_*; legs.py).
+    trunk_auth: Credentials | None = None
     # Refusals outside a dialog go out once, without a 100 Trying, and are answered
     # again from a small cache (relay.sip.transaction.ReplyCache), as Kamailio's `sl`.
     stateless_refusals: bool = True
@@ -132,27 +139,32 @@ class Wire:
     def request(self, leg: _Leg, purpose: str, req: SipRequest, dest: Address,
                 now: float) -> TransactionKey:
         """Start a client transaction and remember (leg, purpose) for its responses."""
+        if not egress_ok(self.callmap, leg, req, now):
+            return TransactionKey("client", "blocked", req.method)  # never sent
         key = self.layer.send_request(req, dest, now)
         self.callmap._clients[key] = (leg, purpose)
         leg.client_keys.append(key)
         return key
 
-    def respond(self, resp: Any, now: float) -> None:
+    def respond(self, resp: Any, now: float, leg: _Leg) -> None:
         """Hand a response to its server transaction."""
-        self.layer.send_response(resp, now)
+        if egress_ok(self.callmap, leg, resp, now):
+            self.layer.send_response(resp, now)
 
-    def respond_reliably(self, resp: Any, now: float) -> None:
+    def respond_reliably(self, resp: Any, now: float, leg: _Leg) -> None:
         """A provisional retransmitted until PRACKed (RFC 3262 §3)."""
-        self.layer.send_reliable_provisional(resp, now)
+        if egress_ok(self.callmap, leg, resp, now):
+            self.layer.send_reliable_provisional(resp, now)
 
     def prack(self, key: TransactionKey) -> None:
         """The PRACK for INVITE `key`'s reliable provisional came: stop resending it."""
         self.layer.prack_received(key)
 
-    def stateless(self, msg: SipRequest, dest: Address) -> None:
+    def stateless(self, msg: SipRequest, dest: Address, leg: _Leg, now: float) -> None:
         """An ACK for a 2xx (RFC 3261 §13.2.2.4 sends it outside any transaction),
         queued in order with everything else."""
-        self.layer.send_stateless(msg, dest)
+        if egress_ok(self.callmap, leg, msg, now):
+            self.layer.send_stateless(msg, dest)
 
 
 class CallMap:
@@ -192,6 +204,7 @@ class CallMap:
             "rate_limited": 0,
         }
         self.refusals: dict[int, int] = {}
+        self._leaks: list[tuple[CallController, float]] = []  # blocked: hang up next
         self.trunks = (TrunkSet(list(settings.outbound_trunks)) if settings.outbound_trunks
                        else TrunkSet.single(settings.outbound))
         # call id -> the trunks (and their addresses) it has yet to try
@@ -226,6 +239,9 @@ class CallMap:
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         """Everything to transmit, in order."""
+        while self._leaks:  # calls the leak guard stopped: end them (outside the leg)
+            call, now = self._leaks.pop()
+            call.hangup(now, cause=41, reason="leak_blocked")
         return self.layer.datagrams_to_send()
 
     def take_jobs(self) -> list[MediaJob]:
@@ -403,6 +419,11 @@ class CallMap:
     def new_id(self) -> str:
         """A fresh relay call id."""
         return self._new_id()
+
+    def leaked(self, call: CallController, now: float) -> None:
+        """The leak guard blocked a message of `call`: hang it up when the current
+        step is over (see datagrams_to_send)."""
+        self._leaks.append((call, now))
 
     def ending(self, call: CallController) -> None:
         """The call stops counting as live (its media may still be releasing)."""

@@ -168,7 +168,24 @@ class CallRefused:
     record: dict[str, Any]
 
 
-CallEvent = CallRinging | CallAnswered | CallEnded | CallRefused
+@dataclass(frozen=True, slots=True)
+class LeakBlocked:
+    """The egress leak guard (relay/guard.py) kept a message from a party: it held the
+    other party's real number. `toward` is "caller" or "callee", `what` the message
+    ("INVITE", "180", ...); the numbers are the call's own (masked by the event builder)."""
+
+    call_id: str
+    at: float
+    toward: str
+    what: str
+    x: str | None = None
+    binding: str | None = None
+    caller: str | None = None
+    callee: str | None = None
+    channel: str = "sip"
+
+
+CallEvent = CallRinging | CallAnswered | CallEnded | CallRefused | LeakBlocked
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from relay.sip import (
     Dialog,
+    Headers,
     SipRequest,
     SipResponse,
     TransactionKey,
@@ -24,8 +25,9 @@ from relay.sip import (
     new_branch,
     new_call_id,
     new_tag,
+    system_random,
 )
-from relay.sip.dialog import system_random
+from relay.sip.digest import Credentials, authorization, choose
 from relay.sip.session_timer import (
     TIMER_TAG,
     SessionTimer,
@@ -124,6 +126,17 @@ class _Leg:
         self.last_sdp_sent = b""
         self.last_ack: tuple[int, SipRequest] | None = None  # for re-ACKing a 2xx
         self.code: int | None = None  # the final status of the initial INVITE
+        # Egress leak guard (relay/b2bua/egress.py): needles made once per leg; a
+        # sealed leg sends nothing more (its peer got a clean 500 instead of a leak).
+        self.sealed = False
+        self.guard_key: tuple[str | None, str | None] | None = None
+        self.needles: tuple[bytes, ...] = ()
+        # Digest (RFC 3261 §22.2): in-dialog requests as sent (to re-send one when the
+        # trunk challenges it), challenges answered per purpose, nonce counts.
+        self.sent: dict[str, tuple[str, bytes, str, list[tuple[str, str]]]] = {}
+        self.auth_tries: dict[str, int] = {}
+        self.nonce_counts: dict[str, int] = {}
+        self.auth_cache: tuple[str, Any] | None = None  # the last challenge answered
         self.contact = wire.contact(x)  # ours, in this leg's transport
         self.session: SessionTimer | None = None  # RFC 4028, once the dialog is confirmed
         # Send in-dialog requests back to `peer` (where the INVITE came from or went)
@@ -183,9 +196,9 @@ class _Leg:
                               body=body, record_route=100 < status < 300
                               and request.method == "INVITE" and request.to_tag is None)
         if reliably:
-            self.wire.respond_reliably(resp, now)
+            self.wire.respond_reliably(resp, now, self)
         else:
-            self.wire.respond(resp, now)
+            self.wire.respond(resp, now, self)
 
     def _send_in_dialog(self, method: str, purpose: str, now: float, *, body: bytes = b"",
                         content_type: str = SDP, extra: list[tuple[str, str]] | None = None
@@ -196,6 +209,7 @@ class _Leg:
         headers = list(extra or ())
         if method == "INVITE":
             headers.append(("Allow", ALLOW))
+        self.sent[purpose] = (method, body, content_type, list(extra or ()))
         if self.session is not None and method in ("INVITE", "UPDATE"):
             headers += [("Supported", TIMER_TAG), self.session.header(we_are_uac=True)]
         req = dialog.create_request(method, body=body,
@@ -203,14 +217,79 @@ class _Leg:
                                     extra_headers=headers)
         if body and content_type == SDP:
             self.last_sdp_sent = body
+        if self.auth_cache is not None:
+            # §22.3: credentials go with later requests of the dialog unasked (a BYE's
+            # challenge could come after the call is gone and find nobody to answer it).
+            self._answer(*self.auth_cache, req)
         self.wire.request(self, purpose, req, self.dialog_peer(), now)
 
-    def _send_ack(self, cseq: int) -> None:
+    # -- digest challenges from the trunk (RFC 3261 §22.2) -------------------------------
+    def _credentials(self, purpose: str, resp: SipResponse) -> tuple[str, Any] | None:
+        """(header name, challenge) to answer `resp`, or None: no credentials, nothing
+        we can answer, or already answered once for this request (a second challenge
+        means wrong credentials, unless the nonce was only stale, RFC 7616 §3.3)."""
+        creds: Credentials | None = getattr(self.wire.callmap.settings, "trunk_auth", None)
+        if creds is None or resp.status not in (401, 407):
+            return None
+        header = "www-authenticate" if resp.status == 401 else "proxy-authenticate"
+        challenge = choose(resp.headers.get_all(header))
+        tries = self.auth_tries.get(purpose, 0)
+        if challenge is None or tries >= 2 or (tries == 1 and not challenge.stale):
+            return None
+        self.auth_tries[purpose] = tries + 1
+        return ("Authorization" if resp.status == 401 else "Proxy-Authorization", challenge)
+
+    def _answer(self, name: str, challenge: Any, req: SipRequest) -> None:
+        """Add the digest answering `challenge` to `req` (its URI, method and body)."""
+        creds = self.wire.callmap.settings.trunk_auth
+        assert creds is not None  # _credentials found them
+        self.auth_cache = (name, challenge)
+        count = self.nonce_counts[challenge.nonce] = self.nonce_counts.get(challenge.nonce,
+                                                                            0) + 1
+        if len(self.nonce_counts) > 8:  # a leg lives for one call: keep it small
+            self.nonce_counts = {challenge.nonce: count}
+        req.headers.remove("authorization")
+        req.headers.remove("proxy-authorization")
+        req.headers.add(name, authorization(challenge, creds, req.method, req.uri,
+                                            cnonce=system_random(8).hex(), nc=count,
+                                            body=req.body))
+
+    def _resend_challenged(self, purpose: str, resp: SipResponse, now: float) -> bool:
+        """An in-dialog request the trunk challenged goes again with credentials and the
+        next CSeq (§22.2); True when it did."""
+        found = self._credentials(purpose, resp)
+        sent = self.sent.get(purpose)
+        if found is None or sent is None or self.dialog is None:
+            return False
+        method, body, content_type, extra = sent
+        headers = list(extra)
+        if method == "INVITE":
+            headers.append(("Allow", ALLOW))
+        if self.session is not None and method in ("INVITE", "UPDATE"):
+            headers += [("Supported", TIMER_TAG), self.session.header(we_are_uac=True)]
+        req = self.dialog.create_request(method, body=body,
+                                         content_type=content_type if body else None,
+                                         extra_headers=headers)
+        self._answer(found[0], found[1], req)
+        self.wire.request(self, purpose, req, self.dialog_peer(), now)
+        return True
+
+    def _send_ack(self, cseq: int, now: float) -> None:
         if self.dialog is None:
             return
         if self.last_ack is None or self.last_ack[0] != cseq:
-            self.last_ack = (cseq, self.dialog.create_ack(cseq))
-        self.wire.stateless(self.last_ack[1], self.dialog_peer())
+            self.last_ack = (cseq, self._credited(self.dialog.create_ack(cseq)))
+        self.wire.stateless(self.last_ack[1], self.dialog_peer(), self, now)
+
+    def _credited(self, ack: SipRequest) -> SipRequest:
+        """§13.2.2.4: the ACK for a 2xx carries the same credentials as the INVITE."""
+        invite = getattr(self, "invite", None)
+        if invite is not None:
+            for name in ("Authorization", "Proxy-Authorization"):
+                value = invite.headers.get(name)
+                if value is not None:
+                    ack.headers.add(name, value)
+        return ack
 
     # -- controller -> leg: mid-call events ------------------------------------------
     def offer(self, ev: Offer, now: float) -> None:
@@ -332,6 +411,9 @@ class _Leg:
         """A response to one of our in-dialog requests."""
         if resp.status < 200:
             return []
+        if resp.status in (401, 407) and self._resend_challenged(purpose, resp, now):
+            return []
+        self.auth_tries.pop(purpose, None)
         if self.dialog is not None:
             self.dialog.receive_response(SipRequest(resp.cseq.method, ""), resp)
         if purpose == "refresh":
@@ -341,7 +423,7 @@ class _Leg:
             self.session.touch(now)  # a re-INVITE or UPDATE that succeeded refreshes too
         if purpose == "offer":
             if resp.cseq.method == "INVITE" and resp.status < 300:
-                self._send_ack(resp.cseq.number)  # §13.2.2.4 end-to-end ACK
+                self._send_ack(resp.cseq.number, now)  # §13.2.2.4 end-to-end ACK
             if not self.pending_out:
                 return []  # a retransmitted 2xx, re-ACKed above
             self.pending_out = False
@@ -354,7 +436,7 @@ class _Leg:
         session = self.session
         if resp.cseq.method == "INVITE":
             if resp.status < 300:
-                self._send_ack(resp.cseq.number)
+                self._send_ack(resp.cseq.number, now)
             self.pending_out = False
         if session is None:
             return []
@@ -481,7 +563,7 @@ class CallerLeg(_Leg):
         if was is LegState.CONNECTED:
             self.bye(now, ev.cause)
         else:
-            self.code = 480
+            self.code = 500 if self.sealed else 480  # sealed: the guard's 500 went out
             self._respond(self.invite, 480, now, extra=[reason_header(ev.cause)])
 
     def on_cancel(self, now: float) -> list[CCEvent]:
@@ -610,7 +692,7 @@ class CalleeLeg(_Leg):
             if self.session is None and self.state is not LegState.CONNECTED:
                 self.session = uac_negotiate(resp, now)
             if not self.late or self.last_ack is not None:
-                self._send_ack(self.invite.cseq.number)
+                self._send_ack(self.invite.cseq.number, now)
             # else: late offer, the ACK must carry the caller's answer (ack_with)
             if not self.can("answered"):
                 return []
@@ -623,6 +705,9 @@ class CalleeLeg(_Leg):
                 return []
             self.code = status
             return [Connect(resp.body)]
+        if status in (401, 407) and self.state is not LegState.CANCELLING \
+                and self._reinvite_with_credentials(resp, now):
+            return []
         if status == 422 and self._retry_422(resp, now):
             return []
         self.code = status
@@ -631,6 +716,23 @@ class CalleeLeg(_Leg):
         self._go("rejected")
         code, cause = map_failure(status)
         return [Fail(code, cause)]
+
+    def _reinvite_with_credentials(self, resp: SipResponse, now: float) -> bool:
+        """The trunk challenged our INVITE (401/407): send it again with credentials,
+        a new branch and CSeq + 1, same Call-ID and tags (RFC 3261 §22.2, §8.1.3.5)."""
+        found = self._credentials("invite", resp)
+        old = self.invite
+        if found is None or old is None:
+            return False
+        w = self.wire
+        headers = Headers(list(old.headers))
+        headers.set("Via", f"SIP/2.0/{w.transport} {w.sent_by};branch={new_branch()};rport")
+        headers.set("CSeq", f"{old.cseq.number + 1} INVITE")
+        self.invite = SipRequest("INVITE", old.uri, headers, old.body)
+        self._answer(found[0], found[1], self.invite)
+        self.provisional = False  # §9.1: CANCEL waits for a 1xx to *this* INVITE
+        self.key = w.request(self, "invite", self.invite, self.peer, now)
+        return True
 
     def _retry_422(self, resp: SipResponse, now: float) -> bool:
         """RFC 4028 §7.3: the callee wants a longer session: ask once more, for its Min-SE,
@@ -659,9 +761,9 @@ class CalleeLeg(_Leg):
         if self.dialog is None or self.invite is None or self.last_ack is not None:
             return
         cseq = self.invite.cseq.number
-        self.last_ack = (cseq, self.dialog.create_ack(cseq, body=sdp,
-                                                      content_type=SDP if sdp else None))
-        self.wire.stateless(self.last_ack[1], self.dialog_peer())
+        self.last_ack = (cseq, self._credited(self.dialog.create_ack(
+            cseq, body=sdp, content_type=SDP if sdp else None)))
+        self.wire.stateless(self.last_ack[1], self.dialog_peer(), self, now)
 
     def _reliable(self, resp: SipResponse, now: float) -> bool:
         """RFC 3262 §4: PRACK a reliable provisional (Require: 100rel, RSeq) once; True

@@ -14,7 +14,14 @@ from typing import Any
 
 from dialplan.numbers import mask
 from recordings.links import LinkSigner
-from relay.b2bua.events import CallAnswered, CallEnded, CallEvent, CallRefused, CallRinging
+from relay.b2bua.events import (
+    CallAnswered,
+    CallEnded,
+    CallEvent,
+    CallRefused,
+    CallRinging,
+    LeakBlocked,
+)
 from relay.bindings.model import Binding, State
 
 from .model import Event, iso_ms, make_event
@@ -55,6 +62,8 @@ class EventBuilder:
 
     def call(self, ev: CallEvent) -> list[Event]:
         """The events of one call event (call.ended may add recording.ready)."""
+        if isinstance(ev, LeakBlocked):
+            return [self.leak(ev)]
         type_ = _CALL_TYPES[type(ev)]
         if isinstance(ev, CallRinging | CallAnswered):
             fields: dict[str, Any] = {
@@ -75,6 +84,13 @@ class EventBuilder:
         if isinstance(ev, CallEnded) and rec.get("recording"):
             out.append(self._recording_ready(ev.call_id, ev.at, rec))
         return out
+
+    def leak(self, ev: LeakBlocked) -> Event:
+        """leak.blocked: which call (or message), toward whom, what was stopped."""
+        fields = {"call_id": ev.call_id, "channel": ev.channel, "toward": ev.toward,
+                  "what": ev.what, "x": ev.x, "binding": ev.binding,
+                  "caller": self._num(ev.caller), "callee": self._num(ev.callee)}
+        return make_event("leak.blocked", ev.call_id, ev.at, fields)
 
     def _recording_ready(self, call_id: str, at: float, rec: dict[str, Any]) -> Event:
         files: dict[str, Any] = {}

@@ -19,6 +19,7 @@ __all__ = ["TYPES", "Event", "iso_ms", "make_event"]
 TYPES = frozenset({
     "call.ringing", "call.answered", "call.ended", "call.refused", "recording.ready",
     "sms.forwarded", "sms.refused", "sms.delivered", "binding.frozen",
+    "leak.blocked",  # the egress leak guard stopped a message (relay/guard.py)
 })
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 

@@ -27,6 +27,7 @@ from dialplan.route import Bridge, counted, decide, hooked, scored
 from relay.bindings.store import StoreUnavailable
 from relay.config import ConfigError, parse_hostport
 from relay.contacts import contact_from_message
+from relay.guard import check_sms, for_node
 from relay.io.hook import text_hook
 from relay.io.smpp_client import SmppClient
 from relay.io.smpp_server import NoRouteError, QueryAnswer, SessionRef, SmppServer
@@ -183,6 +184,7 @@ class SmsService:
         self._recent_max = 20_000
         self._writer = node.record_writer
         self._receipt_tasks: set[asyncio.Task[None]] = set()
+        self.guard = for_node(node)  # the egress leak guard (relay/guard.py)
         m = node.metrics
         self._counts = m.counter("relay_sms_messages_total",
                                  "SMS messages by origin and result", ("origin", "result"))
@@ -501,6 +503,9 @@ class SmsService:
         except (ValueError, ConcatError):
             return reject("undecodable", fwd.binding)
         esm = c.ESM_CLASS_UDHI if len(bodies) > 1 else 0
+        if not check_sms(self.node, self.guard, rec["id"], fwd,  # egress leak guard
+                         [wire_number(fwd.x), text or ""], b"" if text is not None else payload):
+            return reject("leak_blocked", fwd.binding)
         if route == "webhook":
             return self._forward_webhook(fwd, text, payload, dc, rec)
         if route == "upstream":

@@ -87,9 +87,11 @@ from relay.b2bua.overload import OverloadConfig, OverloadGuard
 from relay.b2bua.trunks import Trunk, parse_trunks
 from relay.config import ConfigError
 from relay.contacts import contact_from_call
+from relay.guard import for_node
 from relay.media.backend import MediaBackend
 from relay.media.prompts import PromptSet
 from relay.sip import TimerConfig
+from relay.sip.digest import credentials_from
 from relay.sip.dns import A, DnsError
 
 from .hook import DecisionHook
@@ -118,6 +120,7 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
         max_calls=int(sip.get("max_calls", 5000)),
         cps=float(sip.get("cps", 0.0)),
         hangup_on_freeze=bool(sip.get("hangup_on_freeze", False)),
+        trunk_auth=_credentials(sip),  # digest for the trunk's 401/407 (never logged)
         announce_refusals=bool(sip.get("announce_refusals", True)),
         no_early_media=tuple(str(n) for n in sip.get("no_early_media", ())),
         symmetric=tuple(str(n) for n in sip.get("symmetric", ())),
@@ -156,6 +159,15 @@ def _trunks(items: Any) -> tuple[Trunk, ...]:
                           "weight, name)")
     try:
         return tuple(parse_trunks(items))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _credentials(sip: dict[str, Any]) -> Any:
+    """`[sip] trunk_auth_*` as digest Credentials (None when unset); a half-set or
+    malformed entry is a configuration error at start, not a surprise on a call."""
+    try:
+        return credentials_from(sip)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -220,6 +232,7 @@ async def attach_voice(node: Node) -> None:
     udp = SipServer.bind_udp(cfg.sip[0], cfg.sip[1])
     port = udp.getsockname()[1]
     settings, sip = settings_from(cfg, port)
+    settings.guard = for_node(node)  # the egress leak guard (relay/guard.py), shared with SMS
     media_cfg = dict(cfg.extra.get("media", {}))
     media_timeout = float(media_cfg.get("timeout", 60.0))
     media = await _media_backend(cfg, media_cfg, settings.host,

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, settings
+from fuzz_budget import fuzz_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -135,5 +135,4 @@ class Lifecycles(RuleBasedStateMachine):
 
 
 TestLifecycles = Lifecycles.TestCase
-TestLifecycles.settings = settings(max_examples=40, stateful_step_count=25, deadline=None,
-                                   suppress_health_check=[HealthCheck.too_slow])
+TestLifecycles.settings = fuzz_settings(40, stateful_step_count=25)

@@ -4,8 +4,10 @@ parse(bytes(parse(x))) is stable for messages that parse."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from fuzz_budget import fuzz_settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from relay.sip import SipParseError, StreamFramer, TransactionLayer, parse_message
@@ -25,8 +27,7 @@ TOKENS = [b"\r\n", b" ", b"\t", b":", b";", b",", b"<", b">", b'"', b"\\", b"@",
           b"?", b"sip:", b"SIP/2.0", b"Via", b"Content-Length", b"l", b"tag", b"branch",
           b"\r\n ", b"\x00", b"\xff", b"0", b"99999999999999999999", b"[", b"]"]
 
-SETTINGS = settings(max_examples=300, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = fuzz_settings(300)
 
 
 def check(data: bytes) -> None:
@@ -97,7 +98,50 @@ def test_framer_only_raises_parse_error(messages: list[bytes], chunk: int) -> No
         pass
 
 
-@settings(max_examples=100, deadline=None)
+@fuzz_settings(100)
 @given(st.sampled_from(SEEDS))
 def test_valid_seeds_round_trip(data: bytes) -> None:
     check(data)
+
+
+# -- the B2BUA core behind the transaction layer --------------------------------------
+_X, _A, _B = "+8617055556666", "+8613811112222", "+8613933334444"
+
+
+def _callmap() -> Any:
+    from relay.b2bua.callmap import CallMap, Settings
+    from relay.bindings.model import Binding, Mode
+    from relay.bindings.table import BindingTable
+
+    table = BindingTable()
+    table.apply(Binding(id="00000000000000aa", mode=Mode.AXB, x=_X, a=_A, b=_B,
+                        created_at=0.0))
+    return CallMap(Settings(outbound=("127.0.0.1", 5080)), table)
+
+
+_CALL = (
+    f"INVITE sip:{_X}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK1\r\n"
+    f"From: <sip:{_A}@127.0.0.1>;tag=1\r\nTo: <sip:{_X}@127.0.0.1>\r\nCall-ID: c1\r\n"
+    "CSeq: 1 INVITE\r\nContact: <sip:a@127.0.0.1:5061>\r\nMax-Forwards: 70\r\n"
+    "Content-Type: application/sdp\r\nContent-Length: 98\r\n\r\n"
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 6000 RTP/AVP 0 101\r\n").encode()
+
+
+@SETTINGS
+@given(st.lists(st.one_of(mutated(), st.just(_CALL)), min_size=1, max_size=5))
+def test_callmap_takes_any_datagrams(datagrams: list[bytes]) -> None:
+    """The call map (admission, dialogs, legs) never raises on what the layer lets
+    through; media jobs are answered with an error, as a failing backend would."""
+    sw = _callmap()
+    for i, data in enumerate(datagrams):
+        sw.receive_datagram(data, ("127.0.0.1", 5061), float(i))
+        for _ in range(10):
+            sw.datagrams_to_send()
+            jobs = sw.take_jobs()
+            if not jobs:
+                break
+            for job in jobs:
+                sw.media_done(job, None, RuntimeError("no media here"), float(i))
+        sw.take_call_events()
+        sw.handle_timer(float(i) + 40.0)
