@@ -449,4 +449,6 @@ def build_api(node: Node) -> web.Application:
                          ("method", "status"))
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
+    from .node import add_node_routes  # drain and the node's state (issue 16)
+    add_node_routes(app)
     return app
