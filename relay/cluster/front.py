@@ -160,7 +160,7 @@ class Front:
                     await resp.write(chunk)
                 await resp.write_eof()
                 return resp
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("%s did not answer %s %s: %s", w.name, request.method,
                         request.path, exc)
             return _unavailable(f"{w.name} did not answer")
@@ -181,7 +181,7 @@ class Front:
                                            headers=headers, data=body,
                                            timeout=aiohttp.ClientTimeout(total=10)) as r:
                     return w, r.status, await r.read(), r.content_type
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 return None
 
         got = await asyncio.gather(*(one(w) for w in workers))
@@ -222,7 +222,7 @@ class Front:
 
     async def _health(self, request: web.Request) -> web.Response:
         answers = {id(a[0]): a for a in await self._each(request, self._up())}
-        workers = []
+        workers: list[dict[str, Any]] = []
         first: dict[str, Any] | None = None
         for i, w in enumerate(self.cluster.workers):
             a = answers.get(id(w))
@@ -232,6 +232,7 @@ class Front:
                 first = health
             workers.append({"worker": i, "pid": w.pid, "up": w.up, "restarts": w.restarts,
                             "sip": f"{w.sip[0]}:{w.sip[1]}" if w.sip else None,
+                            "http": f"{w.http[0]}:{w.http[1]}" if w.http else None,
                             "health": health})
         k = self.cluster.kamailio
         answered = [x["health"] for x in workers if x["health"] is not None]
@@ -248,7 +249,7 @@ class Front:
     async def _metrics(self, request: web.Request) -> web.Response:
         answers = await self._each(request, self._up())
         if answers and all(a[1] in (401, 403) for a in answers):
-            w, status, body, ctype = answers[0]
+            _w, status, body, ctype = answers[0]
             return web.Response(status=status, body=body, content_type=ctype)
         texts = [(self.cluster.workers.index(w), body.decode("utf-8", "replace"))
                  for w, status, body, _c in answers if status == 200]
