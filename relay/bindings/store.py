@@ -97,7 +97,7 @@ def open_store(url: str) -> Store:
         from .sqlite_store import SqliteStore
 
         return SqliteStore(url)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
         from .redis_store import RedisStore
 
         return RedisStore(url)
