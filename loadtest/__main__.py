@@ -15,6 +15,7 @@ BENCHMARKS = {
     "policy": "loadtest.bench_policy",
     "sip": "loadtest.bench_sip",
     "sms": "loadtest.bench_sms",
+    "workers": "loadtest.bench_workers",
 }
 
 

@@ -244,8 +244,11 @@ class Cluster:
         for group in (self.workers, [self.kamailio]):
             for c in group:
                 if c.up and c.proc is not None:
+                    # A worker alone (its recording finishers must outlive its drain);
+                    # Kamailio's main process with its children (its process group).
+                    kill = os.kill if c in self.workers else os.killpg
                     with contextlib.suppress(ProcessLookupError):
-                        os.killpg(c.proc.pid, signal.SIGTERM)
+                        kill(c.proc.pid, signal.SIGTERM)
             deadline = time.monotonic() + grace
             while any(c.up for c in group) and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
