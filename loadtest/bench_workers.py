@@ -32,8 +32,33 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .bench_sip import SCENARIOS, A, B, X, _callee, _post, _sipp, _stop, run_step
+from .bench_sip import SCENARIOS, A, B, X, _callee, _counts, _post, _sipp, _stop
 from .common import RelayChild, free_port, report
+
+
+def run_step(work: Path, target: int, rate: int, calls: int) -> dict[str, Any]:
+    """One SIPp caller run (uac_routed.xml, 1 s calls); SIPp is stopped when it
+    overruns the step by a minute, and calls it had not finished count as failed."""
+    name = f"uac-{target}-{rate}-{calls}"
+    stat = work / f"{name}.csv"
+    args = [_sipp(), "-sf", str(SCENARIOS / "uac_routed.xml"), f"127.0.0.1:{target}",
+            "-i", "127.0.0.1", "-p", str(free_port(socket.SOCK_DGRAM)),
+            "-mp", str(free_port(socket.SOCK_DGRAM)), "-s", X, "-key", "caller", A,
+            "-m", str(calls), "-r", str(rate), "-d", "1000", "-l", str(rate * 4),
+            "-nostdin", "-max_recv_loops", "5000", "-timeout", f"{calls // rate + 60}s",
+            "-trace_stat", "-stf", str(stat), "-fd", "1"]
+    started = time.monotonic()
+    with open(work / f"{name}.out", "wb") as f:
+        proc = subprocess.Popen(args, cwd=work, stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=calls / rate + 60)
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+    ok, failed = _counts(stat)
+    return {"rate": rate, "calls": calls, "ok": ok, "failed": max(failed, calls - ok),
+            "rc": proc.returncode, "elapsed_s": time.monotonic() - started,
+            "load1": os.getloadavg()[0]}
 
 
 def _ladder(work: Path, target: int, rates: list[int], step: float,
@@ -41,7 +66,7 @@ def _ladder(work: Path, target: int, rates: list[int], step: float,
     best, steps = 0, []
     for rate in rates:
         calls = max(50, int(rate * step))
-        r = run_step(work, target, rate, calls, scenario="uac_routed.xml")
+        r = run_step(work, target, rate, calls)
         steps.append(r)
         sys.stdout.write(f"  {label}: {rate}/s -> {r['ok']} ok, {r['failed']} failed in "
                          f"{r['elapsed_s']:.1f}s (load {r['load1']:.2f})\n")
@@ -129,11 +154,14 @@ def _kamailio_alone(work: Path, callee_port: int) -> tuple[subprocess.Popen[byte
     ds = rundir / "dispatcher.list"
     kamailio.write_list(ds, [("127.0.0.1", callee_port)])
     port = free_port(socket.SOCK_DGRAM)
+    from relay.cluster.supervisor import _die_with_parent
+
     proc = subprocess.Popen(
         # No probing: SIPp's callee scenario does not answer OPTIONS.
         kamailio.command(exe, mpath, rundir, ("127.0.0.1", port), ds, ["127.0.0.0/8"],
                          ping_interval=0),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        preexec_fn=_die_with_parent(os.getpid(), int(signal.SIGTERM)))  # never orphaned
     deadline = time.monotonic() + 30
     while not keepalive(("127.0.0.1", port)):
         if proc.poll() is not None or time.monotonic() > deadline:

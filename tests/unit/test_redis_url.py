@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.bindings.redis_url import is_redis_url, parse_sentinel_url
+from relay.bindings.redis_url import is_redis_url, parse_cluster_url, parse_sentinel_url
 
 
 def test_sentinel_url_names_the_sentinels_service_db_and_password() -> None:
@@ -21,3 +21,10 @@ def test_sentinel_url_names_the_sentinels_service_db_and_password() -> None:
 def test_a_malformed_sentinel_url_is_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="sentinel"):
         parse_sentinel_url(bad)
+
+
+def test_cluster_url_names_its_startup_nodes() -> None:
+    assert parse_cluster_url("redis+cluster://10.0.0.1:7000,10.0.0.2:7001?prefix=r") == [
+        ("10.0.0.1", 7000), ("10.0.0.2", 7001)]
+    with pytest.raises(ValueError, match="cluster"):
+        parse_cluster_url("redis+cluster://")
