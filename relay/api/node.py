@@ -14,7 +14,22 @@ from aiohttp import web
 
 from .app import NODE
 
-__all__ = ["add_node_routes", "node_view", "set_draining"]
+__all__ = ["NODE_PATHS", "add_node_routes", "node_view", "set_draining"]
+
+_NODE = {"type": "object", "properties": {
+    "pid": {"type": "integer"}, "draining": {"type": "boolean"},
+    "live_calls": {"type": "integer"}, "sip": {"type": "string"}},
+    "description": "This node (on a `--workers` set: `workers`, one such object each, "
+                   "with `draining` true when all drain and `live_calls` their sum)"}
+_ANSWER = {"200": {"description": "the node", "content": {
+    "application/json": {"schema": _NODE}}}}
+NODE_PATHS: dict[str, dict[str, Any]] = {
+    "/v1/node": {"get": {"summary": "This node: draining, live calls", "responses": _ANSWER}},
+    "/v1/node/drain": {
+        "post": {"summary": "Admin: refuse new calls (INVITE and OPTIONS get 503) while "
+                            "live calls finish", "responses": _ANSWER},
+        "delete": {"summary": "Admin: take new calls again", "responses": _ANSWER}},
+}
 
 
 def set_draining(node: Any, draining: bool) -> None:
@@ -54,6 +69,9 @@ async def undrain(request: web.Request) -> web.Response:
 
 def add_node_routes(app: web.Application) -> None:
     """Register the routes (writes are admin-only through the API's auth middleware)."""
+    from .openapi import add_paths
+
+    add_paths(NODE_PATHS)
     node = app[NODE]
     node.metrics.gauge("relay_draining", "1 while this node refuses new calls",
                        lambda: 1.0 if node.draining else 0.0)
