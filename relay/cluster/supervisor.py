@@ -155,16 +155,20 @@ class Cluster:
         self.rundir = rundir or Path(tempfile.mkdtemp(prefix="relay-workers-"))
         self._own_rundir = rundir is None
         self.stopping = False
-        host = cfg.sip[0] if cfg.sip[0] not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        # Workers bind where --sip does (a wildcard too: their B-legs leave from it, and
+        # [sip] advertise names the address); Kamailio reaches a wildcard on loopback.
+        bind = cfg.sip[0]
+        host = bind if bind not in ("0.0.0.0", "::", "") else "127.0.0.1"
         self.sip_host = host
         sip_taken: set[int] = {cfg.sip[1]}
         http_taken: set[int] = {cfg.http[1]}
         args = worker_argv(argv)
         self.workers: list[Child] = []
         for i in range(n):
-            sip = (host, _free_sip_port(host, sip_taken))
+            port = _free_sip_port(bind or "0.0.0.0", sip_taken)
+            sip = (host, port)
             http = ("127.0.0.1", _free_tcp_port("127.0.0.1", http_taken))
-            spec = {"index": i, "argv": args, "sip": sip, "http": http,
+            spec = {"index": i, "argv": args, "sip": (bind, port), "http": http,
                     "media_ports": media_share(cfg.media_ports, n, i),
                     "trunks": [f"{host}/{128 if ':' in host else 32}"]}
             env = dict(os.environ, RELAY_WORKER_SPEC=json.dumps(spec),
