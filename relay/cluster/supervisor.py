@@ -179,11 +179,17 @@ class Cluster:
         exe, mpath = kamailio.find_kamailio()
         ds_list = self.rundir / "dispatcher.list"
         kamailio.write_list(ds_list, [w.sip for w in self.workers if w.sip])
-        ping = int(cfg.extra.get("workers", {}).get("ping_interval", 1))
-        children = int(cfg.extra.get("workers", {}).get("kamailio_children", 4))
+        section = cfg.extra.get("workers", {})
+        ping = int(section.get("ping_interval", 1))
+        children = int(section.get("kamailio_children", 4))
+        config = Path(section.get("kamailio_config", kamailio.CONFIG))
+        if not config.exists():
+            raise kamailio.KamailioNotFound(
+                f"{config} is missing: set [workers] kamailio_config to a copy of "
+                "deploy/kamailio/relay-dispatcher.cfg")
         self.kamailio = Child("kamailio", kamailio.command(
             exe, mpath, self.rundir, cfg.sip, ds_list, cfg.trunks, ping_interval=ping,
-            children=children))
+            children=children, config=config))
 
     @property
     def children(self) -> list[Child]:
