@@ -9,6 +9,8 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v sipp >/dev/null || need_apt+=(sip-tester)
 command -v baresip >/dev/null || need_apt+=(baresip-core)  # softphones (`baresip` adds GUI, video)
 command -v chromium >/dev/null || need_apt+=(chromium)  # the ops page, in a real browser
+command -v socat >/dev/null || need_apt+=(socat)  # SIP over TLS: a TLS bridge for the Debian SIPp (no TLS)
+command -v openssl >/dev/null || need_apt+=(openssl)  # test certificates
 need_rtpengine=0
 command -v rtpengine >/dev/null || need_rtpengine=1  # the second media backend
 need_kamailio=0  # a record-routing proxy in front of the relay (issue 18); in /usr/sbin
@@ -36,6 +38,21 @@ if [ ${#need_apt[@]} -gt 0 ] || [ "$need_rtpengine" = 1 ] || [ "$need_kamailio" 
   [ "$need_kamailio" = 0 ] || apt-get install -y -qq kamailio >/dev/null \
     || echo "test.sh: kamailio unavailable; its tests will be skipped"
   # redis-server's and kamailio's packages start system services; the tests start their own.
+fi
+# Kannel (bearerbox + smsbox): a real SMS gateway for the SMPP tests (issue 17); optional,
+# its test skips without it. Its package may start a system service on 13000-13013; the
+# test starts its own boxes on free ports.
+if ! command -v bearerbox >/dev/null && [ ! -x /usr/sbin/bearerbox ] && [ "$(id -u)" -eq 0 ]; then
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kannel >/dev/null 2>&1 \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kannel \
+         >/dev/null; }; } || echo "test.sh: kannel unavailable; its test will be skipped"
+fi
+# dnsmasq: a real DNS server for the RFC 3263 resolver test (issue 18); optional, the test
+# skips without it. dnsmasq-base is the binary alone, without a system service.
+if ! command -v dnsmasq >/dev/null && [ ! -x /usr/sbin/dnsmasq ] && [ "$(id -u)" -eq 0 ]; then
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsmasq-base >/dev/null 2>&1 \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+         dnsmasq-base >/dev/null; }; } || echo "test.sh: dnsmasq unavailable; its test will be skipped"
 fi
 
 if [ ! -x .venv/bin/python ]; then

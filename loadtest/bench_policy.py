@@ -174,7 +174,7 @@ def main(argv: list[str]) -> int:
         (f"calls ok/failed @{a.rate}/s, no policy", p["ok"], "calls", f"{p['failed']:.0f} failed"),
         (f"calls ok/failed @{a.rate}/s, policy", q["ok"], "calls", f"{q['failed']:.0f} failed"),
         ("setup p50, no policy", p["p50"], "ms", ""),
-        ("setup p50, policy (score + count jobs)", q["p50"], "ms", ""),
+        ("setup p50, policy (decided in memory)", q["p50"], "ms", ""),
         ("setup p99, no policy", p["p99"], "ms", ""),
         ("setup p99, policy", q["p99"], "ms", ""),
         ("relay CPU per call, no policy", p["cpu_ms"], "ms", ""),

@@ -16,6 +16,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from .events.service import EventHub
 
+from .bindings.pending import PendingJournal
 from .bindings.pool import NumberPool
 from .bindings.service import BindingService, Lifecycle
 from .bindings.store import StoreUnavailable, open_store
@@ -23,7 +24,8 @@ from .bindings.sync import Follower
 from .bindings.table import BindingTable
 from .config import Config
 from .contacts import ContactWriter, Scores, open_contact_store
-from .counters import open_counter_store
+from .counters import FrequencyView, open_counter_store
+from .live_journal import LiveJournal
 from .metrics import Metrics
 from .policies import PolicyBook, open_policy_store
 from .recordings_config import recordings_settings
@@ -50,14 +52,22 @@ class Node:
             self.store, self.table, self.pool,
             Lifecycle(default_cc=config.default_cc, quarantine=config.quarantine,
                       frozen_hold=config.frozen_hold), clock)
+        # Issue 13: freezes never wait for the store (relay.bindings.pending).
+        self.service.pending = PendingJournal(config.journal_path())
+        self.service.store_down = lambda: self.follower.degraded
+        self.follower.on_load = self.service.overlay_pending
         self.records = open_record_store(config.store)
+        self.live_calls = LiveJournal(config.journal_path())  # issue 13: crash-safe records
         self.policies = PolicyBook(config.default_policy)
         self.policy_store = open_policy_store(config.store)
-        self.counters = open_counter_store(config.store)
+        # The call path's counters: in memory, synced with the store beside it.
+        self.counters = FrequencyView(open_counter_store(config.store),
+                                      fail_open=config.counter_fail == "open")
         self.counter_errors = 0  # counts that failed or timed out (fail open/closed applied)
         self.contacts = open_contact_store(config.store)  # harassment score inputs
         self.contact_writer = ContactWriter(self.contacts)
         self.scores = Scores(self.contacts, config.score_tz)  # cached for the call path
+        self.policies.frequency, self.policies.scores = self.counters, self.scores
         self.record_writer = RecordWriter(self.records)
         self.events: EventHub | None = None  # set by relay.events.service when [events] url
         self.draining = False
@@ -70,6 +80,11 @@ class Node:
 
     def _metrics(self) -> None:
         m, f = self.metrics, self.follower
+        import platform
+
+        from . import __version__
+        m.info("relay_build_info", "the relay's version and Python (always 1)",
+               {"version": __version__, "python": platform.python_version()})
         m.gauge("relay_bindings", "live bindings in this node's table", lambda: len(self.table))
         m.gauge("relay_numbers", "numbers in the pool", lambda: len(self.pool))
         m.gauge("relay_store_degraded", "1 while the store is unreachable",
@@ -97,7 +112,7 @@ class Node:
                        lambda: float(p.refresh_errors))
         m.counter_from("relay_policy_counter_errors_total",
                        "frequency counts that failed or timed out (counter_fail applied)",
-                       lambda: float(self.counter_errors))
+                       lambda: float(self.counter_errors + self.counters.errors))
         m.counter_from("relay_contacts_dropped_total",
                        "score inputs dropped (the store was down too long)",
                        lambda: float(self.contact_writer.dropped))
@@ -124,6 +139,7 @@ class Node:
         self.record_writer.start()
         self.contact_writer.start()
         self._tasks.append(asyncio.create_task(self._sweeper(), name="sweeper"))
+        self._tasks.append(asyncio.create_task(self._replayer(), name="pending-changes"))
         self._tasks.append(asyncio.create_task(self._policy_refresher(), name="policies"))
         app = build_api(self)
         self.api = app
@@ -147,9 +163,19 @@ class Node:
                 self._retention(rec.retention_days, rec.retention_interval),
                 name="retention"))
         # -- subsystems: end --
+        try:  # after the media backend finished the spools a crash left (attach_voice)
+            await self.live_calls.close_crashed(
+                self.records, self.config.recordings,
+                self.events.on_call_event if self.events is not None else None)
+        except StoreUnavailable as exc:
+            log.error("calls left live by a crash stay journaled until the store is back "
+                      "at the next start: %s", exc)
+        self.live_calls.start()
         for hook in self.on_start:
             await hook(self)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        from .api.access import AccessLogger
+        self._runner = web.AppRunner(app, access_log=logging.getLogger("relay.access"),
+                                     access_log_class=AccessLogger, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.http[0], self.config.http[1],
                            reuse_address=True)
@@ -171,6 +197,21 @@ class Node:
                 log.debug("sweep skipped: %s", exc)
             except Exception:
                 log.exception("sweep failed")
+
+    async def _replayer(self) -> None:
+        """Write freezes made while the store was down once it is back (issue 13)."""
+        while True:
+            await asyncio.sleep(0.2)
+            if self.follower.degraded or not self.service.pending:
+                continue
+            try:
+                if done := await self.service.replay_pending():
+                    log.info("store is back: %d pending freezes/releases written", done)
+            except StoreUnavailable as exc:
+                log.debug("pending changes wait: %s", exc)
+            except Exception:
+                log.exception("writing pending changes failed")
+                await asyncio.sleep(1.0)
 
     async def _retention(self, days: float, interval: float) -> None:
         """`[recordings] retention_days`: sweep now, then every `interval` seconds.
@@ -208,6 +249,7 @@ class Node:
         for hook in reversed(self.on_stop):
             with contextlib.suppress(Exception):
                 await hook(self)
+        await self.live_calls.stop()
         await self.record_writer.stop()
         await self.contact_writer.stop()
         for t in self._tasks:
@@ -223,6 +265,8 @@ class Node:
         await self.counters.close()
         await self.contacts.close()
         await self.store.close()
+        if self.service.pending is not None:
+            self.service.pending.close()
 
 
 async def serve(config: Config, ready: Callable[[Node], None] | None = None) -> None:

@@ -11,43 +11,58 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import logging
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from . import __version__
+from .cli_ops import WHEN_HELP, RemoteApi, iso, parse_when, to_csv
 from .config import Config, ConfigError, load_config, parse_hostport, parse_port_range
-from .errors import RelayError
+from .errors import BadRequest, RelayError
 
 __all__ = ["main"]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="relay.toml")
-    p.add_argument("--store", help="sqlite:///path or redis://host:port/db")
+    p.add_argument("--config", help="relay.toml (its store, recordings and country code)")
+    p.add_argument("--store", help="sqlite:///path or redis://host:port/db "
+                   "(default: ./var/relay.db, or the config's)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--csv", action="store_true", help="CSV with a header line instead of a table")
     p.add_argument("--role", choices=("admin", "ops"), default="admin",
-                   help="ops masks real numbers")
+                   help="ops masks real numbers (with --url the token's role decides)")
+    p.add_argument("--url", default=os.environ.get("RELAY_URL"),
+                   help="a node's API, http://HOST:PORT: run the verb there instead of on a "
+                   "store (default: $RELAY_URL)")
+    p.add_argument("--token", default=os.environ.get("RELAY_TOKEN"),
+                   help="bearer token for the API (default: $RELAY_TOKEN)")
 
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="relay", description="privacy-number switch")
+    ap.add_argument("--version", action="version", version=f"relay {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("serve", help="run the switch")
-    s.add_argument("--config")
+    s.add_argument("--config", help="relay.toml (flags override it)")
     s.add_argument("--sip", help="HOST:PORT for SIP (UDP and TCP)")
+    s.add_argument("--sip-tls", help="HOST:PORT for SIP over TLS ([sip] tls_cert, tls_key)")
     s.add_argument("--http", help="HOST:PORT for the API and ops page")
     s.add_argument("--smpp", help="HOST:PORT for the SMPP server")
-    s.add_argument("--store")
+    s.add_argument("--store", help="sqlite:///path or redis://host:port/db")
     s.add_argument("--outbound", help="HOST:PORT where B-legs go")
     s.add_argument("--trunk", action="append", help="trusted INVITE source (CIDR), repeatable")
     s.add_argument("--recordings", help="recordings folder")
-    s.add_argument("--media-ports", help="A-B")
-    s.add_argument("--smpp-account", action="append", metavar="SYSTEM_ID:PASSWORD")
+    s.add_argument("--media-ports", help="A-B: the UDP ports media may use")
+    s.add_argument("--smpp-account", action="append", metavar="SYSTEM_ID:PASSWORD",
+                   help="an SMPP gateway allowed to bind (repeatable)")
     s.add_argument("--default-cc", help="country code for national numbers")
-    s.add_argument("--log-level", default=None)
+    s.add_argument("--log-level", default=None,
+                   help="DEBUG, INFO (default: a line per call and per API request), WARNING")
+    s.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="text lines, or one JSON object a line (fields as keys)")
     s.add_argument("--workers", type=int, default=1,
                    help="N relay processes behind Kamailio's dispatcher on --sip")
 
@@ -60,48 +75,70 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bind", help="create a binding")
     _common(b)
-    b.add_argument("--mode", default="AXB", choices=("AXB", "AXN", "AXE"))
-    b.add_argument("--a")
-    b.add_argument("--b", required=True)
-    b.add_argument("--x")
-    b.add_argument("--ext")
-    b.add_argument("--ttl", type=float)
-    b.add_argument("--out-id")
-    b.add_argument("--area")
-    b.add_argument("--no-record", action="store_true")
+    b.add_argument("--mode", default="AXB", choices=("AXB", "AXN", "AXE"),
+                   help="AXB (A and B), AXN (anyone reaches B), AXE (shared X, extension)")
+    b.add_argument("--a", help="party A's real number (AXB; AXN optional)")
+    b.add_argument("--b", required=True, help="party B's real number")
+    b.add_argument("--x", help="the virtual number (default: one from the pool)")
+    b.add_argument("--ext", help="AXE extension (default: allocated)")
+    b.add_argument("--ttl", type=float, help="seconds until the binding freezes by itself")
+    b.add_argument("--out-id", help="the platform's own reference (order id)")
+    b.add_argument("--area", help="prefer a pool number of this area")
+    b.add_argument("--no-record", action="store_true", help="do not record its calls")
 
     for verb in ("freeze", "release"):
         v = sub.add_parser(verb, help=f"{verb} a binding")
         _common(v)
-        v.add_argument("id")
+        v.add_argument("id", help="the binding's id")
 
     g = sub.add_parser("bindings", help="list bindings")
     _common(g)
-    g.add_argument("--x")
-    g.add_argument("--state", choices=("active", "frozen", "released"))
-    g.add_argument("--out-id")
-    g.add_argument("--limit", type=int, default=50)
+    g.add_argument("--x", help="only this virtual number")
+    g.add_argument("--state", choices=("active", "frozen", "released"), help="only this state")
+    g.add_argument("--out-id", help="only this platform reference")
+    g.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
 
-    c = sub.add_parser("calls", help="list call records (newest first)")
+    c = sub.add_parser("calls", help="list call records (newest first), or --live calls")
     _common(c)
-    c.add_argument("--x")
-    c.add_argument("--binding")
-    c.add_argument("--out-id")
-    c.add_argument("--since", type=float, help="UNIX seconds")
-    c.add_argument("--limit", type=int, default=50)
+    c.add_argument("--live", action="store_true",
+                   help="the calls in progress on a serving node (through its API: --url, "
+                   "default the config's http address)")
+    c.add_argument("--x", help="only this virtual number")
+    c.add_argument("--binding", help="only this binding's calls")
+    c.add_argument("--out-id", help="only this platform reference")
+    c.add_argument("--party", help="only calls with this caller or callee (admin)")
+    c.add_argument("--outcome", choices=("answered", "unanswered", "refused"),
+                   help="only calls with this outcome")
+    c.add_argument("--since", help="from this time: " + WHEN_HELP)
+    c.add_argument("--until", help="before this time: " + WHEN_HELP)
+    c.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+
+    ms = sub.add_parser("messages", help="list message records (newest first)")
+    _common(ms)
+    ms.add_argument("--x", help="only this virtual number")
+    ms.add_argument("--binding", help="only this binding's messages")
+    ms.add_argument("--out-id", help="only this platform reference")
+    ms.add_argument("--since", help="from this time: " + WHEN_HELP)
+    ms.add_argument("--until", help="before this time: " + WHEN_HELP)
+    ms.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+
+    h = sub.add_parser("hangup", help="end a call in progress (BYE to both legs; its record "
+                       "says end_reason operator), through a serving node's API")
+    _common(h)
+    h.add_argument("call_id", help="the call's id (relay calls --live)")
 
     r = sub.add_parser("recordings", help="list, show or export call recordings")
-    r.add_argument("--config")
+    r.add_argument("--config", help="relay.toml (its recordings folder)")
     r.add_argument("--recordings", help="recordings folder (default from config)")
     rsub = r.add_subparsers(dest="rec_cmd", required=True)
     ls = rsub.add_parser("ls", help="recorded calls, newest first")
-    ls.add_argument("--since", help="30m, 24h, 7d or an ISO date")
-    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--since", help="from this time: " + WHEN_HELP)
+    ls.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     show = rsub.add_parser("show", help="one call's files with sizes and SHA-256")
-    show.add_argument("call_id")
+    show.add_argument("call_id", help="the call's id")
     exp = rsub.add_parser("export", help="copy a call's WAVs and metadata to a folder")
-    exp.add_argument("call_id")
-    exp.add_argument("dest")
+    exp.add_argument("call_id", help="the call's id")
+    exp.add_argument("dest", help="the folder to copy into")
     sw = rsub.add_parser("sweep", help="delete recordings older than the retention period")
     sw.add_argument("--days", type=float,
                     help="keep this many days (default: [recordings] retention_days)")
@@ -109,6 +146,8 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("--date", help="YYYY-MM-DD (UTC; default today)")
     for p in (ls, show, exp, sw, ver):
         p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("--csv", action="store_true",
+                       help="CSV with a header line instead of a table")
         # SUPPRESS: unset here, the value given before the verb stays (argparse lets a
         # subparser's default overwrite it otherwise).
         p.add_argument("--recordings", default=argparse.SUPPRESS,
@@ -118,20 +157,21 @@ def _parser() -> argparse.ArgumentParser:
     _common(pol)
     psub = pol.add_subparsers(dest="policies_cmd")
     for verb, what in (("show", "one policy"), ("rm", "delete a policy")):
-        psub.add_parser(verb, help=what).add_argument("name")
+        psub.add_parser(verb, help=what).add_argument("name", help="the policy's name")
     pset = psub.add_parser("set", help="create or replace a policy from JSON")
-    pset.add_argument("name")
+    pset.add_argument("name", help="the policy's name")
     pset.add_argument("policy", help='JSON, e.g. \'{"directions": ["a_to_b"]}\', or @FILE')
 
     bl = sub.add_parser("blocklist", help="list, add or remove blocked callers")
     _common(bl)
     bsub = bl.add_subparsers(dest="blocklist_cmd")
     badd = bsub.add_parser("add", help="block a caller (603) on every X, or on one with --x")
-    badd.add_argument("number")
-    badd.add_argument("--reason", required=True)
-    badd.add_argument("--until", help="UNIX seconds or ISO 8601 with a zone")
+    badd.add_argument("number", help="the caller's number")
+    badd.add_argument("--reason", required=True, help="why (kept with the entry)")
+    badd.add_argument("--until", help="blocked until: UNIX seconds, ISO 8601 or a span "
+                      "from now (2h, 7d); default for good")
     brm = bsub.add_parser("rm", help="unblock a caller (the global entry, or --x's)")
-    brm.add_argument("number")
+    brm.add_argument("number", help="the caller's number")
     for p in (badd, brm):
         p.add_argument("--x", help="only this virtual number")
 
@@ -139,18 +179,18 @@ def _parser() -> argparse.ArgumentParser:
     _common(n)
     nsub = n.add_subparsers(dest="numbers_cmd")
     add = nsub.add_parser("add", help="add numbers")
-    add.add_argument("numbers", nargs="+")
-    add.add_argument("--area")
+    add.add_argument("numbers", nargs="+", help="E.164 numbers (or national ones)")
+    add.add_argument("--area", help="an area tag for these numbers")
     return ap
 
 
 def _serve_overrides(a: argparse.Namespace) -> dict[str, Any]:
     o: dict[str, Any] = {"store": a.store, "recordings": a.recordings, "default_cc": a.default_cc,
                          "log_level": a.log_level}
-    for name in ("sip", "http", "smpp", "outbound"):
+    for name in ("sip", "sip_tls", "http", "smpp", "outbound"):
         v = getattr(a, name)
         if v:
-            o[name] = parse_hostport(v, "--" + name)
+            o[name] = parse_hostport(v, "--" + name.replace("_", "-"))
     if a.trunk:
         o["trunks"] = tuple(a.trunk)
     if a.media_ports:
@@ -182,11 +222,29 @@ def _emit(a: argparse.Namespace, data: Any, rows: list[dict[str, Any]], cols: Se
           ) -> None:
     if a.json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    elif getattr(a, "csv", False):
+        sys.stdout.write(to_csv(rows, list(cols)))
     else:
         sys.stdout.write(_table(rows, cols) + "\n")
 
 
 _BCOLS = ("id", "mode", "x", "a", "b", "ext", "state", "expires_at", "out_id")
+_CCOLS = ("id", "started_at", "x", "caller", "callee", "outcome", "sip_code", "cause",
+          "released_by", "end_reason", "unconnected_cause", "duration_ms")
+_LCOLS = ("id", "node", "started_at", "x", "caller", "callee", "phase", "answered_at",
+          "duration_ms")
+_MCOLS = ("id", "started_at", "x", "sender", "recipient", "direction", "status", "reason",
+          "parts")
+
+
+def _when(a: argparse.Namespace, name: str) -> float | None:
+    raw = getattr(a, name, None)
+    if raw is None:
+        return None
+    try:
+        return parse_when(raw)
+    except ValueError as exc:
+        raise ConfigError(f"--{name} {exc}") from None
 
 
 async def _with_service(cfg: Config, fn: Callable[[Any], Awaitable[None]]) -> None:
@@ -203,6 +261,19 @@ async def _with_service(cfg: Config, fn: Callable[[Any], Awaitable[None]]) -> No
         await node.store.close()
 
 
+def _bind_body(a: argparse.Namespace) -> dict[str, Any]:
+    """`relay bind`'s options as a POST /v1/bindings body (local store or --url alike)."""
+    body: dict[str, Any] = {"mode": a.mode, "b": a.b}
+    for k in ("a", "x", "ext", "ttl", "area"):
+        if getattr(a, k) is not None:
+            body[k] = getattr(a, k)
+    if a.out_id:
+        body["out_id"] = a.out_id
+    if a.no_record:
+        body["record"] = False
+    return body
+
+
 def _run_verb(a: argparse.Namespace, cfg: Config) -> None:
     from dialplan.numbers import normalise
 
@@ -210,14 +281,7 @@ def _run_verb(a: argparse.Namespace, cfg: Config) -> None:
     from .bindings.validate import parse_create, parse_numbers
 
     async def bind(node: Any) -> None:
-        body: dict[str, Any] = {"mode": a.mode, "b": a.b}
-        for k in ("a", "x", "ext", "ttl", "area"):
-            if getattr(a, k) is not None:
-                body[k] = getattr(a, k)
-        if a.out_id:
-            body["out_id"] = a.out_id
-        if a.no_record:
-            body["record"] = False
+        body = _bind_body(a)
         b, _created = await node.service.create(parse_create(body, cfg.default_cc, time.time()))
         v = binding_view(b, a.role, time.time())
         _emit(a, v, [v], _BCOLS)
@@ -252,21 +316,42 @@ def _run_verb(a: argparse.Namespace, cfg: Config) -> None:
         _emit(a, {"numbers": rows, "stats": dataclasses.asdict(s)}, rows,
               ("number", "area", "mode", "bindings", "state"))
 
-    async def calls(node: Any) -> None:
-        from .api.calls import call_view
-
+    async def records(node: Any, kind: str, keep: Callable[[dict[str, Any]], bool]
+                      ) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first by the store's filters, then `keep` (read on, at most 5000)."""
         await node.records.open()
         try:
             x = normalise(a.x, cfg.default_cc) if a.x else None
-            found, nxt = await node.records.query("call", x=x, binding=a.binding,
-                                                  out_id=a.out_id, since=a.since,
-                                                  limit=a.limit)
+            found: list[dict[str, Any]] = []
+            nxt, scanned = None, 0
+            while len(found) < a.limit and scanned < 5000:
+                page, nxt = await node.records.query(
+                    kind, x=x, binding=a.binding, out_id=a.out_id, since=_when(a, "since"),
+                    until=_when(a, "until"), cursor=nxt, limit=a.limit - len(found))
+                scanned += len(page)
+                found += [r for r in page if keep(r)]
+                if nxt is None:
+                    break
         finally:
             await node.records.close()
+        return found, nxt
+
+    async def calls(node: Any) -> None:
+        from .api.calls import call_outcome, call_view
+
+        party = normalise(a.party, cfg.default_cc) if a.party else None
+        found, nxt = await records(node, "call", lambda r: (
+            (party is None or party in (r.get("caller"), r.get("callee")))
+            and (a.outcome is None or call_outcome(r) == a.outcome)))
         views = [call_view(r, a.role) for r in found]
-        _emit(a, {"calls": views, "next": nxt}, views,
-              ("id", "started_at", "x", "caller", "callee", "sip_code", "cause", "released_by",
-               "unconnected_cause", "duration_ms"))
+        _emit(a, {"calls": views, "next": nxt}, views, _CCOLS)
+
+    async def messages(node: Any) -> None:
+        from .api.sms import message_view
+
+        found, nxt = await records(node, "message", lambda r: True)
+        views = [message_view(r, a.role) for r in found]
+        _emit(a, {"messages": views, "next": nxt}, views, _MCOLS)
 
     async def policies(node: Any) -> None:
         from dialplan.policy import PolicyError, parse_policy
@@ -319,9 +404,7 @@ def _run_verb(a: argparse.Namespace, cfg: Config) -> None:
                 except InvalidNumber as exc:
                     raise BadRequest(str(exc), "invalid_number") from None
             if cmd == "add":
-                until: Any = a.until
-                if until is not None and until.replace(".", "", 1).isdigit():
-                    until = float(until)
+                until = _ahead(a.until)
                 try:
                     await store.block(parse_block(number, {"reason": a.reason, "until": until},
                                                   x, now))
@@ -338,9 +421,136 @@ def _run_verb(a: argparse.Namespace, cfg: Config) -> None:
         _emit(a, {"blocklist": rows}, rows, ("number", "x", "reason", "until", "created_at"))
 
     fn = {"bind": bind, "freeze": change, "release": change, "bindings": bindings,
-          "numbers": numbers, "calls": calls, "policies": policies,
+          "numbers": numbers, "calls": calls, "messages": messages, "policies": policies,
           "blocklist": blocklist}[a.cmd]
     asyncio.run(_with_service(cfg, fn))
+
+
+def _ahead(raw: str | None) -> float | None:
+    """A blocklist entry's end: the time format of every verb, a span counting forward."""
+    if raw is None:
+        return None
+    try:
+        return parse_when(raw, ahead=True)
+    except ValueError as exc:
+        raise ConfigError(f"--until {exc}") from None
+
+
+def _api_for(a: argparse.Namespace, cfg: Config) -> RemoteApi:
+    """--url, or the config's own HTTP address (a serving node on this machine)."""
+    url = a.url or f"http://{cfg.http[0]}:{cfg.http[1]}"
+    return RemoteApi(url, a.token)
+
+
+def _remote(a: argparse.Namespace, cfg: Config) -> None:
+    """Run a verb against a node's API (`--url`; always for `calls --live` and `hangup`,
+    which only the serving process can answer). The token's role decides the masking."""
+    api = _api_for(a, cfg)
+    cmd = a.cmd
+    if cmd == "hangup":
+        out = api.call("DELETE", f"/v1/calls/live/{_seg(a.call_id)}")
+        _emit(a, out, [out], ("id", "ended", "end_reason", "node"))
+    elif cmd == "calls" and a.live:
+        out = api.call("GET", "/v1/calls/live")
+        _emit(a, out, out["calls"], _LCOLS)
+    elif cmd in ("calls", "messages"):
+        q = {"x": a.x, "binding": a.binding, "out_id": a.out_id, "limit": a.limit,
+             "since": _iso_or_none(_when(a, "since")), "until": _iso_or_none(_when(a, "until"))}
+        if cmd == "calls":
+            q.update(party=a.party, outcome=a.outcome)
+        out = api.call("GET", f"/v1/{cmd}", q)
+        _emit(a, out, out[cmd], _CCOLS if cmd == "calls" else _MCOLS)
+    elif cmd == "bindings":
+        out = api.call("GET", "/v1/bindings", {"x": a.x, "state": a.state, "out_id": a.out_id,
+                                                "limit": a.limit})
+        _emit(a, out, out["bindings"], _BCOLS)
+    elif cmd == "bind":
+        out = api.call("POST", "/v1/bindings", body=_bind_body(a))
+        _emit(a, out, [out], _BCOLS)
+    elif cmd in ("freeze", "release"):
+        path = f"/v1/bindings/{_seg(a.id)}"
+        out = (api.call("POST", path + "/freeze") if cmd == "freeze"
+               else api.call("DELETE", path))
+        _emit(a, out, [out], _BCOLS)
+    elif cmd == "numbers":
+        if a.numbers_cmd == "add":
+            out = api.call("POST", "/v1/numbers", body={"numbers": a.numbers, "area": a.area}
+                           if a.area else {"numbers": a.numbers})
+            _emit(a, out, [out], ("added", "already_present"))
+        else:
+            out = api.call("GET", "/v1/numbers", {"limit": 1000})
+            _emit(a, out, out["numbers"], ("number", "area", "mode", "bindings", "state"))
+    elif cmd == "policies":
+        _remote_policies(a, api)
+    elif cmd == "blocklist":
+        _remote_blocklist(a, api)
+    else:  # pragma: no cover - the parser knows every verb
+        raise BadRequest(f"{cmd} has no remote form")
+
+
+def _seg(text: str) -> str:
+    import urllib.parse
+
+    return urllib.parse.quote(text, safe="")
+
+
+def _iso_or_none(ts: float | None) -> str | None:
+    return None if ts is None else iso(ts)
+
+
+def _remote_policies(a: argparse.Namespace, api: RemoteApi) -> None:
+    cmd = a.policies_cmd
+    if cmd is None:
+        out = api.call("GET", "/v1/policies")
+        docs = out["policies"]
+    else:
+        path = f"/v1/policies/{_seg(a.name)}"
+        if cmd == "set":
+            raw = a.policy
+            if raw.startswith("@"):
+                with open(raw[1:], encoding="utf-8") as f:
+                    raw = f.read()
+            try:
+                body = json.loads(raw)
+            except ValueError as exc:
+                raise BadRequest(f"the policy is not JSON: {exc}", "invalid_policy") from None
+            out = api.call("PUT", path, body=body)
+        else:
+            out = api.call("GET" if cmd == "show" else "DELETE", path)
+        docs = [out] if cmd != "rm" else []
+    rows = [{"name": d.get("name"), "rules": json.dumps({k: v for k, v in d.items()
+                                                        if k != "name"})} for d in docs]
+    _emit(a, out, rows, ("name", "rules"))
+
+
+def _remote_blocklist(a: argparse.Namespace, api: RemoteApi) -> None:
+    cmd = a.blocklist_cmd
+    if cmd == "add":
+        body: dict[str, Any] = {"reason": a.reason}
+        until = _ahead(a.until)
+        if until is not None:
+            body["until"] = until
+        if a.x:
+            body["x"] = a.x
+        api.call("PUT", f"/v1/blocklist/{_seg(a.number)}", body=body)
+    elif cmd == "rm":
+        api.call("DELETE", f"/v1/blocklist/{_seg(a.number)}", {"x": a.x})
+    out = api.call("GET", "/v1/blocklist")
+    _emit(a, out, out["blocklist"], ("number", "x", "reason", "until", "created_at"))
+
+
+def _store_notice(a: argparse.Namespace, cfg: Config) -> None:
+    """Say which store a verb opens when nobody chose it (run from another folder, the
+    default ./var/relay.db is not the one the switch writes)."""
+    if getattr(a, "store", None) or getattr(a, "config", None) or os.environ.get("RELAY_STORE"):
+        return
+    where = cfg.store
+    if cfg.store.startswith("sqlite:///"):
+        path = os.path.abspath(cfg.store[len("sqlite:///"):])
+        where = path + ("" if os.path.exists(path) else
+                        " (no such file: nothing is stored here; pass --store, --config "
+                        "or --url)")
+    sys.stderr.write(f"relay: store {where}\n")
 
 
 def _verify(a: argparse.Namespace, cfg: Config, root: str) -> int:
@@ -373,16 +583,11 @@ def _verify(a: argparse.Namespace, cfg: Config, root: str) -> int:
 def _recordings(a: argparse.Namespace, cfg: Config) -> int:
     """`relay recordings ls|show|export|sweep|verify`: straight from the recordings
     folder; returns the exit status."""
-    from recordings.cli import (
-        export_recording,
-        list_recordings,
-        parse_since,
-        show_recording,
-    )
+    from recordings.cli import export_recording, list_recordings, show_recording
 
     root = a.recordings or cfg.recordings
     if a.rec_cmd == "ls":
-        since = parse_since(a.since, time.time()) if a.since else None
+        since = _when(a, "since")
         rows = list_recordings(root, since=since, limit=a.limit)
         _emit(a, {"recordings": rows}, rows,
               ("call_id", "started_at", "duration_ms", "size", "state"))
@@ -421,9 +626,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"relay: {exc}\n")
         return 2
+    from .logfmt import configure
+
     level = cfg.log_level.upper() if a.cmd == "serve" else "WARNING"
-    logging.basicConfig(level=level,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure(level, getattr(a, "log_format", "text"))
     if a.cmd == "serve":
         if a.workers > 1:
             raw = list(sys.argv[1:] if argv is None else argv)
@@ -434,6 +640,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if a.cmd == "recordings":
             return _recordings(a, cfg)
+        if getattr(a, "url", None) or a.cmd == "hangup" or getattr(a, "live", False):
+            _remote(a, cfg)
+            return 0
+        _store_notice(a, cfg)
         _run_verb(a, cfg)
     except ConfigError as exc:
         sys.stderr.write(f"relay: {exc}\n")

@@ -47,6 +47,7 @@ class Config:
     """All settings of one relay process."""
 
     sip: HostPort = ("127.0.0.1", 5060)
+    sip_tls: HostPort | None = None  # SIP over TLS ([sip] tls_cert and tls_key)
     http: HostPort = ("127.0.0.1", 8080)
     smpp: HostPort | None = None
     store: str = "sqlite:///var/relay.db"
@@ -56,6 +57,12 @@ class Config:
     media_ports: tuple[int, int] = (20000, 29999)
     smpp_accounts: dict[str, str] = field(default_factory=dict)
     api_tokens: dict[str, str] = field(default_factory=dict)  # token -> role
+    # [api] rate: requests/s per token, by role (0: unlimited); burst: that many seconds
+    api_rates: dict[str, float] = field(default_factory=lambda: {"admin": 0.0, "ops": 20.0})
+    api_burst: float = 3.0
+    # [relay] journal_dir: the node's local journals (freezes waiting for the store, live
+    # calls); default beside the SQLite file, else ./var
+    journal_dir: str | None = None
     default_cc: str = ""
     quarantine: float = 86400.0
     frozen_hold: float = 7 * 86400.0
@@ -71,6 +78,18 @@ class Config:
     hook_timeout: float = 0.3  # [dialplan]: the longest a call waits for the hook
     hook_fallback: str = "allow"  # [dialplan]: a hook that fails or is late: allow|refuse
     extra: dict[str, Any] = field(default_factory=dict)  # sections owned by other modules
+
+    def journal_path(self) -> Path:
+        """This node's local journal file (one per SIP port: workers share a folder)."""
+        if self.journal_dir:
+            base = Path(self.journal_dir)
+        elif self.store.startswith("sqlite://"):
+            from .bindings.sqlite_store import SqliteStore
+
+            base = SqliteStore(self.store).path.parent
+        else:
+            base = Path("var")
+        return base / f"journal-sip{self.sip[1]}.db"
 
     def check(self) -> None:
         """Refuse settings that are unsafe or cannot work (DESIGN.md: no token, no
@@ -145,10 +164,10 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None,
             raise ConfigError(f"{path}: {exc}") from None
     relay = dict(raw.get("relay", {}))
     kw: dict[str, Any] = {}
-    for name in ("sip", "http", "smpp", "outbound"):
+    for name in ("sip", "sip_tls", "http", "smpp", "outbound"):
         if name in relay:
             kw[name] = parse_hostport(str(relay[name]), name)
-    for name in ("store", "recordings", "default_cc", "log_level"):
+    for name in ("store", "recordings", "default_cc", "log_level", "journal_dir"):
         if name in relay:
             kw[name] = str(relay[name])
     if "trunks" in relay:
@@ -161,6 +180,15 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None,
             kw[name] = float(bindings[name])
     if "tokens" in raw.get("api", {}):
         kw["api_tokens"] = _tokens(raw["api"]["tokens"], "api.tokens")
+    api = raw.get("api", {})
+    if "rate" in api:
+        if not isinstance(api["rate"], dict) or not all(
+                isinstance(v, int | float) and v >= 0 for v in api["rate"].values()):
+            raise ConfigError("api.rate: expected a table of role = requests per second")
+        kw["api_rates"] = {"admin": 0.0, "ops": 20.0,
+                           **{str(k): float(v) for k, v in api["rate"].items()}}
+    if "burst" in api:
+        kw["api_burst"] = float(api["burst"])
     if "accounts" in raw.get("smpp", {}):
         kw["smpp_accounts"] = {str(k): str(v) for k, v in raw["smpp"]["accounts"].items()}
     dialplan = dict(raw.get("dialplan", {}))

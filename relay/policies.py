@@ -14,19 +14,22 @@ thread). Redis: the hashes `{relay}:policies` (name -> JSON) and `{relay}:blockl
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sqlite3
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from dialplan.blocklist import Block, Blocklist
-from dialplan.policy import Policy, PolicyError, parse_policy
+from dialplan.policy import Limit, Policy, PolicyError, parse_policy
 
 from .bindings.store import StoreUnavailable
+from .sqlite_thread import SqliteThread
+
+if TYPE_CHECKING:
+    from .contacts import Scores
+    from .counters import FrequencyView
 
 __all__ = ["PolicyBook", "PolicyStore", "open_policy_store"]
 
@@ -60,6 +63,10 @@ class PolicyBook:
         self.blocklist = Blocklist()
         self.refresh_errors = 0
         self.bad_documents = 0
+        # The node's memory of the shared counters and scores (set by relay.app.Node);
+        # None: every attempt is admitted, scores are asked for as jobs.
+        self.frequency: FrequencyView | None = None
+        self.scores: Scores | None = None
 
     def for_binding(self, name: str | None) -> Policy | None:
         """The policy a binding routes under: its own if it exists, else the default
@@ -74,6 +81,18 @@ class PolicyBook:
     def blocked(self, caller: str | None, x: str, now: float) -> bool:
         """The blocklist holds `caller` for `x` at `now`."""
         return self.blocklist.match(caller, x, now) is not None
+
+    def admit(self, key: str, now: float, limit: Limit) -> bool:
+        """Count one attempt under `limit` in the shared counter `key`, or refuse it:
+        decided from this node's memory at once (relay.counters.FrequencyView)."""
+        f = self.frequency
+        return True if f is None else f.take_now(key, now, limit)
+
+    def score_now(self, caller: str, now: float) -> int | None:
+        """`caller`'s score if this node has one (a stale one is refreshed beside the
+        call path); None when it must be read first."""
+        s = self.scores
+        return None if s is None else s.cached(caller, now)
 
     def get(self, name: str) -> Policy | None:
         """The policy called `name`, if there is one."""
@@ -117,7 +136,7 @@ class PolicyBook:
         self._by_name = {k: v for k, v in self._by_name.items() if k != name}
 
 
-class SqlitePolicyStore:
+class SqlitePolicyStore(SqliteThread):
     """Policies in the relay's SQLite file."""
 
     _SCHEMA = """
@@ -126,36 +145,12 @@ class SqlitePolicyStore:
                                          doc TEXT NOT NULL, PRIMARY KEY(number, x));
     """
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policies")
-        self._db: sqlite3.Connection | None = None
+    _what = "policy store"
+    _thread = "policies"
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise StoreUnavailable("policy store is not open")
-        return self._db
-
-    async def open(self) -> None:
-        def o() -> None:
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
-                                 check_same_thread=False)
-            db.execute("PRAGMA busy_timeout=10000")
-            db.executescript(self._SCHEMA)
-            self._db = db
-        await self._run(o)
-
-    async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await asyncio.get_running_loop().run_in_executor(self._pool, db.close)
-        self._pool.shutdown(wait=False)
+    def _setup(self, db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA busy_timeout=10000")
+        db.executescript(self._SCHEMA)
 
     async def all(self) -> dict[str, dict[str, Any]]:
         rows = await self._run(

@@ -16,10 +16,10 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .bindings.store import StoreUnavailable
+from .sqlite_thread import SqliteThread
 
 if TYPE_CHECKING:
     from .events.model import Event
@@ -64,7 +64,7 @@ def _parse_cursor(cursor: str | None) -> tuple[float, int] | None:
         raise ValueError("cursor is not one this API gave out") from None
 
 
-class SqliteRecordStore:
+class SqliteRecordStore(SqliteThread):
     """Records in the relay's SQLite file (its own connection and thread)."""
 
     _SCHEMA = """
@@ -79,42 +79,18 @@ class SqliteRecordStore:
     CREATE INDEX IF NOT EXISTS records_o ON records(kind, out_id, started_at);
     """
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="records")
-        self._db: sqlite3.Connection | None = None
+    _what = "record store"
+    _thread = "records"
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+    def _setup(self, db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        # Index pages of recent records stay cached between batches instead of
+        # being read back from the WAL (the default cache is 2 MiB).
+        db.execute("PRAGMA cache_size=-32768")
+        from .events.outbox import OUTBOX_SCHEMA
 
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise StoreUnavailable("record store is not open")
-        return self._db
-
-    async def open(self) -> None:
-        def o() -> None:
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
-                                 check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            # Index pages of recent records stay cached between batches instead of
-            # being read back from the WAL (the default cache is 2 MiB).
-            db.execute("PRAGMA cache_size=-32768")
-            from .events.outbox import OUTBOX_SCHEMA
-
-            db.executescript(self._SCHEMA + OUTBOX_SCHEMA)
-            self._db = db
-        await self._run(o)
-
-    async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await asyncio.get_running_loop().run_in_executor(self._pool, db.close)
-        self._pool.shutdown(wait=False)
+        db.executescript(self._SCHEMA + OUTBOX_SCHEMA)
 
     async def put(self, kind: str, record: dict[str, Any]) -> None:
         await self.put_many(kind, [record])

@@ -7,8 +7,8 @@ reaches the store; every error leaves as `{"error": code, "detail": text}`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +26,9 @@ from ..bindings.model import State
 from ..bindings.store import StoreUnavailable
 from ..bindings.validate import parse_create, parse_numbers, parse_update
 from ..errors import BadRequest, NotFound, RelayError
+from .guard import NumberFilter, RateLimiter, parse_json_body
 from .openapi import openapi_document
-from .query import query_limit, query_number
+from .query import check_params, query_limit, query_number
 from .views import binding_view, iso, route_view
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ log = logging.getLogger("relay.api")
 NODE: web.AppKey[Node] = web.AppKey("node")
 ROLE: web.RequestKey[str] = web.RequestKey("role", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_PUBLIC = frozenset({"/", "/healthz", "/metrics", "/v1/openapi.json"})
+_PUBLIC = frozenset({"/", "/healthz", "/readyz", "/metrics", "/v1/openapi.json"})
 _WRITE = frozenset({"POST", "PATCH", "DELETE", "PUT"})
 
 
@@ -104,19 +105,37 @@ def _ops_may_post(request: web.Request) -> bool:
         and request.path.endswith("/links")
 
 
-class MalformedBody(BadRequest):
-    status = 400
-    code = "invalid_json"
+class Forbidden(RelayError):
+    status = 403
+    code = "forbidden"
 
 
 async def _json(request: web.Request) -> Any:
-    raw = await request.read()
-    if not raw:
-        raise MalformedBody("a JSON body is required")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedBody("the body is not valid JSON") from None
+    """The body as JSON; malformed, deeply nested or out-of-range input is a 400."""
+    return parse_json_body(await request.read())
+
+
+# -- issue 13: per-token rate limits, and one filter over every answer for `ops` ----------
+GUARD: web.AppKey[tuple[RateLimiter, NumberFilter]] = web.AppKey("guard")
+
+
+@web.middleware
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    node = request.app[NODE]
+    limiter, numbers = request.app[GUARD]
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    role = node.config.api_tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+    if role is not None and (wait := limiter.wait(token.strip(), role)):
+        node.metrics.inc("relay_api_requests_total", request.method, "429")
+        return _error(429, "rate_limited", f"too many requests for this token; retry in "
+                      f"{wait:.2f} s", **{"Retry-After": str(max(1, math.ceil(wait)))})
+    resp = await handler(request)
+    if request.get(ROLE) == "ops" and isinstance(resp, web.Response) \
+            and resp.content_type == "application/json" and isinstance(resp.body, bytes):
+        cleaned = numbers.clean_body(resp.body, request.path)
+        if cleaned is not None:
+            resp.body = cleaned
+    return resp
 
 
 # -- bindings -----------------------------------------------------------------------------
@@ -136,6 +155,7 @@ async def get_binding(request: web.Request) -> web.Response:
 
 
 async def list_bindings(request: web.Request) -> web.Response:
+    check_params(request, frozenset({"x", "state", "out_id", "cursor", "limit"}))
     node = request.app[NODE]
     q = request.query
     x = query_number(request, "x", node.config.default_cc)
@@ -161,16 +181,23 @@ async def patch_binding(request: web.Request) -> web.Response:
     return web.json_response(binding_view(b, request[ROLE], node.clock()))
 
 
-async def freeze_binding(request: web.Request) -> web.Response:
+async def _stop_now(request: web.Request, op: str, reason: str = "api") -> web.Response:
+    """A freeze or release; with the store down it is 202 and `"pending": true`: in force
+    on this node now, written and propagated when the store returns (issue 13)."""
     node = request.app[NODE]
-    b = await node.service.freeze(request.match_info["id"], "api")
-    return web.json_response(binding_view(b, request[ROLE], node.clock()))
+    b, stored = await node.service.stop_now(request.match_info["id"], op, reason)
+    view = binding_view(b, request[ROLE], node.clock())
+    if stored:
+        return web.json_response(view)
+    return web.json_response({**view, "pending": True}, status=202)
+
+
+async def freeze_binding(request: web.Request) -> web.Response:
+    return await _stop_now(request, "freeze")
 
 
 async def release_binding(request: web.Request) -> web.Response:
-    node = request.app[NODE]
-    b = await node.service.release(request.match_info["id"], "api")
-    return web.json_response(binding_view(b, request[ROLE], node.clock()))
+    return await _stop_now(request, "release")
 
 
 # -- numbers ------------------------------------------------------------------------------
@@ -184,6 +211,7 @@ async def add_numbers(request: web.Request) -> web.Response:
 
 
 async def list_numbers(request: web.Request) -> web.Response:
+    check_params(request, frozenset({"area", "cursor", "limit"}))
     node = request.app[NODE]
     now = node.clock()
     stats = node.pool.stats(node.table, now)
@@ -230,6 +258,11 @@ async def route(request: web.Request) -> web.Response:
     service = q.get("service", "voice")
     if service not in ("voice", "sms"):
         raise BadRequest("service must be voice or sms")
+    if request[ROLE] != "admin":
+        # Issue 13: whether a caller is a party is the very thing `ops` must not learn
+        # (masked numbers would fall to a few thousand guesses), so for ops the dry run
+        # is X's own answer: the caller is not looked at, nor its blocklist or score.
+        caller = None
     table = node.table
     entry = table.lookup(x, caller, ext)
     policy = node.policies.for_binding(entry.policy) if entry is not None else None
@@ -249,7 +282,10 @@ async def route(request: web.Request) -> web.Response:
         except (StoreUnavailable, TimeoutError):
             admitted = node.config.counter_fail == "open"
         decision = counted(decision, admitted)
-    return web.json_response(route_view(decision, request[ROLE]))
+    view = route_view(decision, request[ROLE])
+    if request[ROLE] != "admin":
+        view["caller_considered"] = False
+    return web.json_response(view)
 
 
 async def _score(node: Node, caller: str | None, now: float) -> int:
@@ -266,6 +302,8 @@ async def _score(node: Node, caller: str | None, now: float) -> int:
 async def get_caller(request: web.Request) -> web.Response:
     """A caller's contact statistics (24 h, 7 d) and harassment score (dialplan.score)."""
     node = request.app[NODE]
+    if request[ROLE] != "admin":  # issue 13: a number's history tells whether it is a party
+        raise Forbidden("a caller's statistics are for admin tokens only")
     try:
         number = normalise(request.match_info["number"], node.config.default_cc)
     except InvalidNumber as exc:
@@ -289,6 +327,7 @@ def _policy_name(request: web.Request) -> str:
 
 
 async def list_policies(request: web.Request) -> web.Response:
+    check_params(request, frozenset())
     node = request.app[NODE]
     book = node.policies
     return web.json_response({
@@ -341,14 +380,30 @@ async def healthz(request: web.Request) -> web.Response:
         "feed_offset": f.offset,
         "store_error": f.last_error if f.degraded else None,
         "draining": node.draining,
+        "pending_changes": len(node.service.pending or ()),
     }
     return web.json_response(body, status=503 if node.draining else 200)
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """For load balancers: 200 only when this node is fully in step with the store;
+    503 while it is degraded (serving from memory), holds changes the store has not
+    taken, or drains. /healthz stays 200 then: the process is alive and routing."""
+    node = request.app[NODE]
+    f = node.follower
+    pending = len(node.service.pending or ())
+    why = ("draining" if node.draining else "degraded" if f.degraded
+           else "pending_changes" if pending else None)
+    body = {"status": why or "ready", "store": node.store_kind,
+            "store_error": f.last_error if f.degraded else None, "pending_changes": pending}
+    return web.json_response(body, status=503 if why else 200)
+
+
 async def metrics(request: web.Request) -> web.Response:
+    from ..metrics import CONTENT_TYPE
+
     text = request.app[NODE].metrics.render()
-    return web.Response(text=text, content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type": "text/plain; version=0.0.4"})
+    return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -356,9 +411,10 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def ops_page(request: web.Request) -> web.Response:
-    from .page import OPS_PAGE
+    from .page import OPS_PAGE, PAGE_HEADERS
 
-    return web.Response(text=OPS_PAGE, content_type="text/html", charset="utf-8")
+    return web.Response(text=OPS_PAGE, content_type="text/html", charset="utf-8",
+                        headers=PAGE_HEADERS)
 
 
 async def not_found(request: web.Request) -> web.Response:
@@ -384,6 +440,7 @@ def _block_key(request: web.Request, body_x: Any = None) -> tuple[str, str | Non
 
 
 async def list_blocklist(request: web.Request) -> web.Response:
+    check_params(request, frozenset())
     node = request.app[NODE]
     now = node.clock()
     return web.json_response({"blocklist": [
@@ -436,6 +493,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("DELETE", "/v1/blocklist/{number}", delete_block),
     ("GET", "/v1/openapi.json", openapi),
     ("GET", "/healthz", healthz),
+    ("GET", "/readyz", readyz),
     ("GET", "/metrics", metrics),
     ("GET", "/", ops_page),
 ]
@@ -443,12 +501,23 @@ ROUTES: list[tuple[str, str, Handler]] = [
 
 def build_api(node: Node) -> web.Application:
     """The aiohttp application for one node. More routes (calls, SMS) register on it."""
-    app = web.Application(middlewares=[_errors, _auth], client_max_size=8 * 1024 * 1024)
+    app = web.Application(middlewares=[_guard, _errors, _auth],
+                          client_max_size=8 * 1024 * 1024)
     app[NODE] = node
+    limiter = RateLimiter(node.config.api_rates, node.config.api_burst)
+    numbers = NumberFilter(lambda n: n in node.pool)
+    app[GUARD] = (limiter, numbers)
+    node.metrics.counter_from("relay_api_rate_limited_total", "API requests refused with "
+                              "429 (per-token rate limit)", lambda: float(limiter.limited))
+    node.metrics.counter_from("relay_api_numbers_masked_total", "real numbers the response "
+                              "filter masked in answers for the ops role",
+                              lambda: float(numbers.masked))
     node.metrics.counter("relay_api_requests_total", "API requests by method and status",
                          ("method", "status"))
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
+    from .page import add_page_routes
+    add_page_routes(app)
     from .node import add_node_routes  # drain and the node's state (issue 16)
     add_node_routes(app)
     return app

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 __all__ = ["add_paths", "openapi_document"]
 
 _EXTRA_PATHS: dict[str, dict[str, Any]] = {}
+_EXTRA_SCHEMAS: dict[str, dict[str, Any]] = {}
 
 
-def add_paths(paths: dict[str, dict[str, Any]]) -> None:
-    """Subsystems (calls, recordings, SMS) describe the routes they add to the API."""
+def add_paths(paths: dict[str, dict[str, Any]],
+              schemas: dict[str, dict[str, Any]] | None = None) -> None:
+    """Subsystems (calls, recordings, SMS) describe the routes they add to the API, and
+    the component schemas those routes refer to (`#/components/schemas/NAME`)."""
     for path, ops in paths.items():
         _EXTRA_PATHS.setdefault(path, {}).update(ops)
+    _EXTRA_SCHEMAS.update(schemas or {})
 
 _NUM = {"type": "string", "pattern": r"^\+?[0-9 ()./-]{6,20}$",
         "description": "E.164 (+8613800000001) or national with the default country code"}
@@ -30,7 +35,8 @@ def _resp(desc: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "malformed JSON", 401: "missing or unknown token", 403: "read-only token",
             404: "unknown id", 409: "conflict (illegal transition, pool exhausted, busy)",
-            422: "invalid field", 503: "store unavailable"}
+            422: "invalid field", 429: "rate limited (Retry-After)",
+            503: "store unavailable"}
     return {str(c): _resp(text[c], _ERR) for c in codes}
 
 
@@ -40,6 +46,51 @@ _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"
 def _q(name: str, desc: str, required: bool = False) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": required, "description": desc,
             "schema": {"type": "string"}}
+
+
+_T = {"type": ["string", "null"], "format": "date-time"}
+MESSAGE_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["id", "started_at"],
+    "description": "A message record (numbers masked unless admin; times ISO 8601 UTC "
+                   "with ms); status forwarded, refused, delivered or failed",
+    "properties": {
+        "id": {"type": "string"}, "started_at": {"type": "string", "format": "date-time"},
+        "binding": {"type": ["string", "null"]}, "x": {"type": ["string", "null"]},
+        "sender": {"type": ["string", "null"]}, "recipient": {"type": ["string", "null"]},
+        "direction": {"type": ["string", "null"]}, "origin": {"type": ["string", "null"]},
+        "route": {"type": ["string", "null"]}, "status": {"type": ["string", "null"]},
+        "reason": {"type": ["string", "null"]}, "policy_reason": {"type": ["string", "null"]},
+        "command_status": {"type": ["integer", "null"]},
+        "received_at": _T, "forwarded_at": _T, "delivered_at": _T,
+        "parts": {"type": ["integer", "null"]}, "data_coding": {"type": ["integer", "null"]},
+        "text_sha256": {"type": ["string", "null"]}, "text": {"type": "string"}}}
+LINKS_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["call_id", "expires", "links"],
+    "description": "Signed recording links: they work without a token until `expires`",
+    "properties": {
+        "call_id": {"type": "string"}, "expires": {"type": "integer"},
+        "expires_at": {"type": "string", "format": "date-time"},
+        "links": {"type": "object", "properties": {
+            leg: {"type": "string", "format": "uri"} for leg in ("caller", "callee", "mix")}}}}
+# Routes other modules describe whose answers have a schema here: (path, method, status).
+_REFS = {("/v1/messages/{id}", "get", "200"): "Message",
+         ("/v1/recordings/{call_id}/links", "post", "201"): "Links"}
+
+
+def _refine(paths: dict[str, Any]) -> None:
+    """Point the answers in _REFS at their component schemas (lists of messages too)."""
+    for (path, method, status), name in _REFS.items():
+        resp = paths.get(path, {}).get(method, {}).get("responses", {}).get(status)
+        if resp is not None:
+            resp["content"] = {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{name}"}}}
+    listing = paths.get("/v1/messages", {}).get("get", {}).get("responses", {}).get("200")
+    if listing is not None:
+        listing["content"] = {"application/json": {"schema": {
+            "type": "object", "properties": {
+                "messages": {"type": "array",
+                             "items": {"$ref": "#/components/schemas/Message"}},
+                "next": {"type": "string"}}}}}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -122,7 +173,7 @@ def openapi_document() -> dict[str, Any]:
     pol = {"$ref": "#/components/schemas/Policy"}
     pname = {"name": "name", "in": "path", "required": True,
              "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}}
-    return {
+    doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "Privacy-number relay API", "version": "1"},
         "components": {
@@ -136,6 +187,9 @@ def openapi_document() -> dict[str, Any]:
                 "CreateBinding": create,
                 "PatchBinding": patch,
                 "Policy": policy,
+                "Message": MESSAGE_SCHEMA,
+                "Links": LINKS_SCHEMA,
+                **_EXTRA_SCHEMAS,
             },
         },
         "security": [{"bearer": []}],
@@ -172,13 +226,18 @@ def openapi_document() -> dict[str, Any]:
                                         **_errors(400, 401, 403, 404, 409, 422, 503)}},
                 "delete": {"summary": "Release the binding (its number goes to quarantine)",
                            "responses": {"200": _resp("the released binding", _BIND),
-                                         **_errors(401, 403, 404, 409, 503)}},
+                                         "202": _resp("store down: frozen on this node now, "
+                                                      "released when the store returns",
+                                                      _BIND),
+                                         **_errors(401, 403, 404, 409, 429, 503)}},
             },
             "/v1/bindings/{id}/freeze": {
                 "parameters": [_ID],
                 "post": {"summary": "Freeze: every call and SMS to X is refused from now on",
                          "responses": {"200": _resp("the frozen binding", _BIND),
-                                       **_errors(401, 403, 404, 409, 503)}},
+                                       "202": _resp("store down: frozen on this node now, "
+                                                    "written when the store returns", _BIND),
+                                       **_errors(401, 403, 404, 409, 429, 503)}},
             },
             "/v1/numbers": {
                 "post": {
@@ -264,10 +323,17 @@ def openapi_document() -> dict[str, Any]:
                                  "security": [],
                                  "responses": {"200": _resp("health", {"type": "object"}),
                                                "503": _resp("draining")}}},
+            "/readyz": {"get": {"summary": "For load balancers: 200 when in step with the "
+                                           "store; 503 degraded, pending changes or draining",
+                                "security": [],
+                                "responses": {"200": _resp("ready", {"type": "object"}),
+                                              "503": _resp("not ready", {"type": "object"})}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
                                  "responses": {"200": {"description": "text format"}}}},
             "/": {"get": {"summary": "The ops page",
                           "responses": {"200": {"description": "HTML"}}}},
-            **_EXTRA_PATHS,
+            **copy.deepcopy(_EXTRA_PATHS),
         },
     }
+    _refine(doc["paths"])
+    return doc

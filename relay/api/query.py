@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -12,7 +11,26 @@ from dialplan.numbers import InvalidNumber, normalise
 
 from ..errors import BadRequest
 
-__all__ = ["list_records", "query_limit", "query_number", "query_time"]
+__all__ = ["UnknownParameter", "check_params", "list_records", "query_limit", "query_number",
+           "query_time"]
+
+
+class UnknownParameter(BadRequest):
+    status = 400
+    code = "unknown_parameter"
+
+
+def check_params(request: web.Request, allowed: frozenset[str]) -> None:
+    """A list endpoint answers 400 naming any query parameter it does not know: a typo
+    (`?staus=frozen`) must not quietly return everything."""
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        raise UnknownParameter(
+            "unknown query parameter" + ("s " if len(unknown) > 1 else " ")
+            + ", ".join(unknown) + "; known: " + ", ".join(sorted(allowed)))
+
+
+_RECORD_PARAMS = frozenset({"x", "binding", "out_id", "since", "until", "cursor", "limit"})
 
 
 def query_limit(request: web.Request) -> int:
@@ -34,18 +52,18 @@ def query_number(request: web.Request, name: str, default_cc: str) -> str | None
 
 
 def query_time(request: web.Request, name: str) -> float | None:
-    """UNIX seconds or ISO 8601 (a trailing Z means UTC)."""
+    """UNIX seconds, ISO 8601 (a trailing Z means UTC; naive means UTC) or an age
+    (`30m`, `24h`, `7d`): the one time format of the API, the CLI and the page."""
+    from ..cli_ops import parse_when
+
     raw = request.query.get(name)
     if raw is None:
         return None
     try:
-        return float(raw)
+        return parse_when(raw)
     except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise BadRequest(f"{name} must be UNIX seconds or ISO 8601") from None
+        raise BadRequest(f"{name} must be UNIX seconds, ISO 8601 or an age "
+                         "(30m, 24h, 7d)") from None
 
 
 async def list_records(request: web.Request, kind: str, key: str,
@@ -53,6 +71,7 @@ async def list_records(request: web.Request, kind: str, key: str,
     """`GET /v1/calls` and `GET /v1/messages`: newest first, filtered, paged, masked."""
     from .app import NODE, ROLE
 
+    check_params(request, _RECORD_PARAMS)
     node = request.app[NODE]
     q = request.query
     try:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..errors import BadRequest, NotFound, Unavailable
-from ..events.records import MessageRecord
+from ..events.records import MessageRecord, to_iso
 from .app import NODE, ROLE, _json
 from .openapi import add_paths
 from .query import list_records
@@ -26,7 +26,15 @@ MAX_TEXT = 255 * 67  # the most a 255-part UCS-2 message can carry
 def message_view(rec: dict[str, Any], role: str) -> dict[str, Any]:
     """A stored message record in the API's form (`MessageRecord.to_json`): real numbers
     for admin, masked for ops. X is the relay's own number and is never masked."""
-    return MessageRecord.from_doc(rec).to_json(real_numbers=role == "admin")
+    out = MessageRecord.from_doc(rec).to_json(real_numbers=role == "admin")
+    # Issue 17: the ids of a long message's parts (each leads here), and how often a
+    # gateway resent the message (refused, or its answer lost) within the retry window.
+    if rec.get("part_ids"):
+        out["part_ids"] = list(rec["part_ids"])
+    if rec.get("retries"):
+        out["retries"] = int(rec["retries"])
+        out["last_retry_at"] = to_iso(rec.get("last_retry_at"))
+    return out
 
 
 def _service(request: web.Request) -> SmsService:
@@ -74,8 +82,10 @@ async def get_message(request: web.Request) -> web.Response:
     msg_id = request.match_info["id"]
     rec = await node.records.get(KIND, msg_id)
     if rec is None:
-        svc = getattr(node, "sms", None)  # written in batches: look at the recent ones too
-        rec = svc.recent(msg_id) if svc is not None else None
+        # Written in batches (look at the recent ones too), and a part's id leads to its
+        # message's record (issue 17: gateways keep the id of each part).
+        svc = getattr(node, "sms", None)
+        rec = await svc.find(msg_id) if svc is not None else None
     if rec is None:
         raise NotFound(f"no message {msg_id}")
     return web.json_response(message_view(rec, request[ROLE]))
@@ -112,7 +122,7 @@ PATHS: dict[str, dict[str, Any]] = {
                                       "messages": {"type": "array", "items": _MSG},
                                       "next": {"type": "string"}}}}}}}}},
     "/v1/messages/{id}": {"get": {
-        "summary": "One message record",
+        "summary": "One message record (by its id or the id of any of its parts)",
         "parameters": [{"name": "id", "in": "path", "required": True,
                         "schema": {"type": "string"}}],
         "responses": {"200": {"description": "the record",

@@ -28,9 +28,6 @@ The asyncio side lives in :mod:`relay.io.sip` (sockets, one timer, media jobs) a
 :mod:`relay.io.voice` (wiring into a Node, `[sip]`/`[media]` settings, drain on stop).
 
 Decisions an operator should know:
-- In-dialog requests go to the address the leg's peer used (the trunk's source
-  address for the caller, ``outbound`` for the callee), not to the Contact: trunks
-  sit behind their own SBCs and NAT, and the Contact may be unreachable.
 - A callee's 3xx or 401/407 never reaches the caller (it would carry the callee
   side's Contact or a challenge meant for the relay): the caller hears 480.
 - REFER is refused (403): a transfer would move or reveal a real party.
@@ -42,10 +39,20 @@ Decisions an operator should know:
   An AXE call without an offer (late offer) cannot be prompted: 484.
 - Refusals for an unknown (404) or frozen (410) X are announced in 183 early media
   first (``[sip] announce_refusals``, except trunks in ``no_early_media``).
-- No SIP extension is implemented (no PRACK/100rel, no session timers): the relay
-  never sends Supported or Require, drops them from what it relays, and answers a
-  request that *requires* one with 420 and ``Unsupported`` (RFC 3261 §8.2.2.3). A
-  callee may then not send reliable provisionals (RFC 3262 §3), so none need PRACK.
+- Two SIP extensions are implemented, per leg. Session timers (RFC 4028, ``timer``):
+  the relay offers ``[sip] session_expires`` to the callee, grants the caller's (or
+  its own) with 422 below ``min_se``, refreshes where it is the refresher (UPDATE when
+  the peer allows it, else a re-INVITE with the same SDP) and ends a call whose peer
+  stopped refreshing (BYE both, cause 102, ``end_reason: session_expired``). Reliable
+  provisionals (RFC 3262, ``100rel``): a callee's reliable 18x is PRACKed once; the
+  caller gets reliable 18x when it requires 100rel (or supports it and the 18x carries
+  early media), resent until PRACKed, one at a time, 504 after 64*T1 without PRACK.
+  No other option-tag crosses; a request that *requires* one gets 420 and
+  ``Unsupported`` (RFC 3261 §8.2.2.3).
+- Outbound trunks (``[[sip.trunk]]``, relay.b2bua.trunks): by priority and weight, a
+  call fails over on 408/503/silence before anything rang; OPTIONS probes.
+- In-dialog requests go to the route set's first hop, else the peer's Contact
+  (§12.2.1.1); ``[sip] symmetric`` trunks and TCP get them at the source address.
 - Refusals carry ``Reason: Q.850;cause=N;text="..."`` (RFC 3326); overload and drain
   are 503 with Retry-After.
 """

@@ -35,6 +35,7 @@ class Timer(StrEnum):
     DURATION = "max_duration"  # the call reached max_call_seconds: BYE both
     DIGITS = "digit_timeout"  # a pause ends the extension (or no digit came at all)
     PROMPT = "prompt_guard"  # a prompt's end was never reported: go on without it
+    SESSION = "session_timer"  # RFC 4028: a leg's refresh is due, or its session expired
 
 
 class PhaseError(Exception):

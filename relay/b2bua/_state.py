@@ -78,6 +78,10 @@ TABLE: dict[tuple[LegKind, LegState, str], LegState] = {
     (_S, _C, "info"): _C,
     (_S, _C, "info_reply"): _C,
     (_S, _C, "remote_info"): _C,
+    # RFC 3311: UPDATE (never a re-INVITE) renegotiates an early dialog too.
+    (_S, _E, "offer"): _E,
+    (_S, _E, "answer"): _E,
+    (_S, _E, "remote_offer"): _E,
     # --- callee leg: we send the INVITE (RFC 3261 §13.2) ----------------------------
     (_U, _I, "try"): _T,
     (_U, _I, "disconnect"): _D,
@@ -104,6 +108,9 @@ TABLE: dict[tuple[LegKind, LegState, str], LegState] = {
     (_U, _C, "info"): _C,
     (_U, _C, "info_reply"): _C,
     (_U, _C, "remote_info"): _C,
+    (_U, _E, "offer"): _E,
+    (_U, _E, "answer"): _E,
+    (_U, _E, "remote_offer"): _E,
 }
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dialplan.numbers import InvalidNumber, normalise, split_extension
-from dialplan.policy import Policy
+from dialplan.policy import Limit, Policy
 from dialplan.route import Policies
 from relay.media.backend import MediaEvent
 from relay.sip import (
@@ -42,17 +42,22 @@ from relay.sip import (
     TransactionTimeout,
     TransportError,
     build_response,
+    new_branch,
+    new_call_id,
     new_tag,
     system_random,
 )
+from relay.sip.pike import Pike
+from relay.sip.session_timer import MIN_SE_FLOOR, TIMER_TAG, uas_negotiate
 
 from ._phases import Timer
 from ._state import LegState
 from .cdr import CallTimes, build_record
 from .controller import CallController, ControlSettings, Table
-from .events import CallEvent, CallRefused, Incoming, MediaJob
-from .legs import ALLOW, CalleeLeg, CallerLeg, _Leg, reason_header
+from .events import CallEvent, CallRefused, Fail, Incoming, MediaJob
+from .legs import ALLOW, REL100, CalleeLeg, CallerLeg, _Leg, reason_header
 from .overload import OverloadGuard
+from .trunks import Trunk, TrunkSet
 
 __all__ = ["CallMap", "Settings", "Wire"]
 
@@ -68,6 +73,13 @@ class Settings(ControlSettings):
     outbound: Address = ("127.0.0.1", 5070)
     trunks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     no_early_media: tuple[str, ...] = ()  # trunks that get refusals unannounced
+    symmetric: tuple[str, ...] = ()  # trunks (behind NAT) sent in-dialog requests at source
+    # Outbound trunks ([[sip.trunk]]): empty means the one `outbound` address. Probed
+    # with OPTIONS every probe_interval s when listed (0: never).
+    outbound_trunks: tuple[Trunk, ...] = ()
+    probe_interval: float = 30.0
+    session_expires: int = 1800  # RFC 4028 session interval asked for and granted (0: off)
+    min_se: int = 90  # the shortest session interval accepted (a shorter one: 422)
     default_cc: str = ""
     max_calls: int = 5000
     cps: float = 0.0  # new calls per second admitted; 0 = no limit
@@ -76,6 +88,15 @@ class Settings(ControlSettings):
     # Overload control (relay/b2bua/overload.py): the call map asks it per new INVITE,
     # the adapter feeds it measurements (socket queueing delay, loop lag, media jobs).
     overload: OverloadGuard = field(default_factory=OverloadGuard)
+    # Refusals outside a dialog go out once, without a 100 Trying, and are answered
+    # again from a small cache (relay.sip.transaction.ReplyCache), as Kamailio's `sl`.
+    stateless_refusals: bool = True
+    # Per-source rate limit of sources that are not trunks (relay.sip.pike): more than
+    # `rate_limit` datagrams in `rate_window` seconds bans the source for `rate_ban`
+    # seconds; everything it sends meanwhile is dropped unanswered. 0: off.
+    rate_limit: int = 0
+    rate_window: float = 2.0
+    rate_ban: float = 60.0
 
 
 class Wire:
@@ -88,11 +109,25 @@ class Wire:
         self.transport = "UDP"
         self.sent_by = f"{s.host}:{s.port}"
         self.outbound_host = s.outbound[0]
+        self.session_expires = s.session_expires
+        self.min_se = max(MIN_SE_FLOOR, s.min_se)
         self._contact_tail = f"@{s.host}:{s.port}>"
+        self.tls_port: int | None = None  # set by the adapter when it listens on TLS
 
-    def contact(self, user: str) -> str:
-        """Our Contact: X at the relay, never anything of the other side."""
+    def contact(self, user: str, transport: str = "UDP") -> str:
+        """Our Contact: X at the relay, never anything of the other side; on TCP and
+        TLS it names the transport (and the TLS port) so the peer comes back on it."""
+        if transport == "TCP":
+            return f"<sip:{user}{self._contact_tail[:-1]};transport=tcp>"
+        if transport == "TLS" and self.tls_port is not None:
+            return f"<sip:{user}@{self.host}:{self.tls_port};transport=tls>"
         return f"<sip:{user}{self._contact_tail}"
+
+    def sent_by_for(self, transport: str) -> str:
+        """The Via sent-by for requests on `transport` (TLS listens on its own port)."""
+        if transport == "TLS" and self.tls_port is not None:
+            return f"{self.host}:{self.tls_port}"
+        return self.sent_by
 
     def request(self, leg: _Leg, purpose: str, req: SipRequest, dest: Address,
                 now: float) -> TransactionKey:
@@ -105,6 +140,14 @@ class Wire:
     def respond(self, resp: Any, now: float) -> None:
         """Hand a response to its server transaction."""
         self.layer.send_response(resp, now)
+
+    def respond_reliably(self, resp: Any, now: float) -> None:
+        """A provisional retransmitted until PRACKed (RFC 3262 §3)."""
+        self.layer.send_reliable_provisional(resp, now)
+
+    def prack(self, key: TransactionKey) -> None:
+        """The PRACK for INVITE `key`'s reliable provisional came: stop resending it."""
+        self.layer.prack_received(key)
 
     def stateless(self, msg: SipRequest, dest: Address) -> None:
         """An ACK for a 2xx (RFC 3261 §13.2.2.4 sends it outside any transaction),
@@ -121,7 +164,10 @@ class CallMap:
         self.settings = settings
         self.table = table
         self.policies: Policies = policies or _NoPolicies()  # relay.policies.PolicyBook
-        self.layer = TransactionLayer(settings.timers)
+        self.layer = TransactionLayer(settings.timers,
+                                      stateless_refusals=settings.stateless_refusals)
+        self.pike = (Pike(settings.rate_limit, settings.rate_window, settings.rate_ban)
+                     if settings.rate_limit > 0 else None)
         self.wire = Wire(self, settings)
         self.calls: dict[str, CallController] = {}  # live and finishing, by relay call id
         self.live = 0  # calls not yet ended (the overload limit counts these)
@@ -136,19 +182,37 @@ class CallMap:
         self._trust: dict[str, bool] = {}
         self._nets = [ipaddress.ip_network(n, strict=False) for n in settings.trunks]
         self._quiet = [ipaddress.ip_network(n, strict=False) for n in settings.no_early_media]
+        self._symmetric = [ipaddress.ip_network(n, strict=False) for n in settings.symmetric]
         self._tokens = settings.cps
         self._tokens_at = 0.0
         self._new_id = clock_id or (lambda: system_random(8).hex())
         self.counts: dict[str, int] = {
             "invites": 0, "bridged": 0, "answered": 0, "refused": 0, "untrusted": 0,
             "overload": 0, "media_errors": 0, "counter_errors": 0, "hook_errors": 0,
+            "rate_limited": 0,
         }
         self.refusals: dict[int, int] = {}
+        self.trunks = (TrunkSet(list(settings.outbound_trunks)) if settings.outbound_trunks
+                       else TrunkSet.single(settings.outbound))
+        # call id -> the trunks (and their addresses) it has yet to try
+        self._plans: dict[str, list[tuple[Trunk, Address]]] = {}
+        self._probes: dict[TransactionKey, Trunk] = {}
+        # The first probes go out at the first timer; a lone --outbound is never probed.
+        self._probe_due: float | None = (0.0 if settings.outbound_trunks
+                                         and settings.probe_interval > 0 else None)
 
     # -- adapter interface ----------------------------------------------------------
     def receive_datagram(self, data: bytes, source: Address, now: float, *,
                          reliable: bool = False) -> None:
-        """Feed one datagram (never raises on garbage: the layer answers 400 itself)."""
+        """Feed one datagram (never raises on garbage: the layer answers 400 itself).
+
+        A source over its rate limit (not a trunk) is dropped here, unparsed."""
+        pike = self.pike
+        if (pike is not None and not self._trusted(source[0])
+                and source[0] not in self.trunks.hosts()
+                and not pike.allow(source[0], now)):
+            self.counts["rate_limited"] += 1
+            return
         self.handle_events(self.layer.receive_datagram(data, source, now, reliable=reliable),
                            now)
 
@@ -156,6 +220,9 @@ class CallMap:
         """Act on transaction-layer events (dispatched by type)."""
         for ev in events:
             _EVENTS[type(ev)](self, ev, now)
+        layer = self.layer
+        if layer._trying:
+            layer.send_trying(now)  # the 100s of INVITEs not refused at once
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         """Everything to transmit, in order."""
@@ -182,6 +249,8 @@ class CallMap:
                 break
             heapq.heappop(heap)
         mine = heap[0][0] if heap else None
+        if self._probe_due is not None:
+            mine = self._probe_due if mine is None else min(mine, self._probe_due)
         theirs = self.layer.get_timer()
         if mine is None:
             return theirs
@@ -190,6 +259,8 @@ class CallMap:
     def handle_timer(self, now: float) -> None:
         """Fire every due timer: transaction timers (RFC 3261 A-M) and call timers."""
         self.handle_events(self.layer.handle_timer(now), now)
+        if self._probe_due is not None and self._probe_due <= now:
+            self._probe(now)
         heap = self._heap
         while heap and heap[0][0] <= now:
             deadline, _, cid, name = heapq.heappop(heap)
@@ -216,12 +287,45 @@ class CallMap:
         """The relay ends a call (max duration, freeze, drain, operator)."""
         call.hangup(now, cause=cause, reason=reason)
 
+    @property
+    def dialog_count(self) -> int:
+        """Dialogs (either leg) the map still routes in-dialog requests by."""
+        return len(self._dialogs)
+
     def hangup_all(self, now: float) -> int:
         """End every live call (the end of a drain); returns how many."""
         live = [c for c in self.calls.values() if not c.ended]
         for call in live:
             call.hangup(now, reason="drain")
         return len(live)
+
+    def live_calls(self) -> list[dict[str, Any]]:
+        """A read-only snapshot of the calls not yet ended, oldest first: what
+        `GET /v1/calls/live` shows (times in seconds and leg times in UTC ms, as a
+        record stores them; real numbers: the API masks them per role)."""
+        out: list[dict[str, Any]] = []
+        for c in self.calls.values():
+            if c.ended:
+                continue
+            legs = {leg: dict(v) for leg, v in c.times.legs.items()
+                    if leg == "caller" or v["invite_at"] is not None}
+            out.append({"id": c.id, "x": c.x, "ext": c.ext, "caller": c.caller,
+                        "callee": c.callee, "binding": c.binding, "out_id": c.out_id,
+                        "direction": c.direction, "phase": c.phase.value,
+                        "started_at": c.started_at, "legs": legs,
+                        "answered_at": legs["caller"]["answer_at"],
+                        "recording": c.record_media})
+        out.sort(key=lambda d: float(d["started_at"]))
+        return out
+
+    def hangup_call(self, call_id: str, now: float, *, reason: str = "operator") -> bool:
+        """An operator ends one live call (BYE, CANCEL or a final response to each leg,
+        through the controller's own ending path); False when no such call is live."""
+        call = self.calls.get(call_id)
+        if call is None or call.ended:
+            return False
+        call.hangup(now, cause=16, reason=reason)
+        return True
 
     def media_timeout(self, idle: Iterable[object], now: float) -> int:
         """End answered calls whose media handle is in `idle` (the backend's
@@ -247,9 +351,33 @@ class CallMap:
                 call.hangup(now, cause=22, reason="frozen")
 
     # -- what the controllers ask of the call map (controller.Host) -----------------------
-    def place(self, call: CallController) -> CalleeLeg:
-        """A callee leg for `call`: a new dialog toward the outbound trunk."""
-        b = CalleeLeg(self.wire, call.x, self.settings.outbound)
+    def place(self, call: CallController) -> CalleeLeg | None:
+        """A callee leg for `call`: a new dialog toward the first trunk of its plan
+        (None when no trunk has an address)."""
+        plan = self._plans[call.id] = self.trunks.plan()
+        return self._leg_to(call, *plan.pop(0)) if plan else None
+
+    def failover(self, call: CallController, failed: Any) -> CalleeLeg | None:
+        """The callee leg toward `failed`'s trunk gave up (408, 503, transport): mark
+        that trunk down and place the call on the next trunk of its plan, if any."""
+        trunk = self.trunks.by_name.get(getattr(failed, "trunk", "") or "")
+        if trunk is not None:
+            trunk.failovers += 1
+            self.trunks.mark(trunk, False, f"call failed {failed.code}")
+        if isinstance(failed, CalleeLeg):
+            self._dialogs.pop((failed.call_id, failed.local_tag), None)
+            for key in failed.client_keys:
+                self._clients.pop(key, None)
+            failed.control = None
+        plan = self._plans.get(call.id)
+        return self._leg_to(call, *plan.pop(0)) if plan else None
+
+    def _leg_to(self, call: CallController, trunk: Trunk, address: Address) -> CalleeLeg:
+        trunk.calls += 1
+        b = CalleeLeg(self.wire, call.x, address)
+        b.trunk = trunk.name
+        b.to_host = trunk.host
+        b.symmetric = self.wire.transport != "UDP" or self._in(address[0], self._symmetric)
         b.control = call
         self._dialogs[(b.call_id, b.local_tag)] = b
         return b
@@ -283,6 +411,7 @@ class CallMap:
     def finished(self, call: CallController) -> None:
         """Forget a call whose record is out: its dialogs, transactions and cycles."""
         self.calls.pop(call.id, None)
+        self._plans.pop(call.id, None)
         a = call.a
         assert isinstance(a, CallerLeg)
         self._invites.pop(a.key, None)
@@ -355,6 +484,11 @@ class CallMap:
 
     def _on_response(self, ev: ResponseReceived, now: float) -> None:
         resp, key = ev.response, ev.key
+        if self._probes and key in self._probes:
+            if resp.status >= 200:  # any answer but 503 means the trunk is there
+                self.trunks.mark(self._probes.pop(key), resp.status != 503,
+                                 f"OPTIONS {resp.status}")
+            return
         found = self._clients.get(key)
         if found is None:
             return
@@ -371,10 +505,20 @@ class CallMap:
         key = ev.key
         if key.role == "server":
             call = self._invites.get(key)
+            if call is not None and getattr(ev, "timer", "") == "P":
+                # RFC 3262 §3: no PRACK for 64*T1: reject the INVITE with a 5xx.
+                if call.a.can("fail"):
+                    call.a.deliver(Fail(504, 102, "no_prack"), now)
+                call.hangup(now, cause=102, reason="no_prack")
+                return
             if call is not None:
                 a = call.a
                 assert isinstance(a, CallerLeg)
                 self._route(a, a.on_invite_timeout(now), now)
+            return
+        trunk = self._probes.pop(key, None)
+        if trunk is not None:
+            self.trunks.mark(trunk, False, "OPTIONS timeout")
             return
         found = self._clients.pop(key, None)
         if found is None:
@@ -403,13 +547,35 @@ class CallMap:
         elif control is not None:
             control._pump(now)
 
+    # -- trunk probes -------------------------------------------------------------------
+    def _probe(self, now: float) -> None:
+        """OPTIONS to every resolved trunk (one outstanding probe per trunk)."""
+        self._probe_due = now + self.settings.probe_interval
+        busy = set(map(id, self._probes.values()))
+        w = self.wire
+        for trunk in self.trunks.trunks:
+            address = trunk.address
+            if address is None or id(trunk) in busy:
+                continue
+            req = SipRequest("OPTIONS", f"sip:{address[0]}:{address[1]}", [
+                ("Via", f"SIP/2.0/{w.transport} {w.sent_by};branch={new_branch()};rport"),
+                ("Max-Forwards", "70"),
+                ("From", f"<sip:relay@{w.host}>;tag={new_tag()}"),
+                ("To", f"<sip:{trunk.host}>"),
+                ("Call-ID", new_call_id(w.host)),
+                ("CSeq", "1 OPTIONS"),
+                ("Allow", ALLOW),
+            ], b"")
+            self._probes[self.layer.send_request(req, address, now)] = trunk
+
     # -- admission ----------------------------------------------------------------------
     def _unsupported(self, req: SipRequest, now: float) -> bool:
-        """RFC 3261 §8.2.2.3: a Require naming an extension we lack (100rel, timer...:
-        we implement none) gets 420 with those option-tags in Unsupported."""
+        """RFC 3261 §8.2.2.3: a Require naming an extension we lack (100rel...; we
+        implement only session timers) gets 420 with those option-tags in Unsupported."""
         if "require" not in req.headers:
             return False
-        tags = [t for t in req.headers.get_list("require") if t]
+        tags = [t for t in req.headers.get_list("require")
+                if t and t.lower() not in (TIMER_TAG, REL100)]
         if not tags:
             return False
         self._reply(req, 420, now, [("Unsupported", ", ".join(tags))])
@@ -486,8 +652,21 @@ class CallMap:
         incoming = Incoming(x, caller, ext, req.body,
                             70 if mf is None else mf,
                             not self._quiet or not self._in(source[0], self._quiet))
+        session, min_se = uas_negotiate(req, self.settings.session_expires,
+                                        self.wire.min_se, now)
+        if min_se is not None:
+            # RFC 4028 §8.1: too short a session: 422 with the shortest we accept.
+            self.counts["refused"] += 1
+            self.refusals[422] = self.refusals.get(422, 0) + 1
+            self._reply(req, 422, now, [("Min-SE", str(min_se))])
+            return
         call_id = self._new_id()
         a = CallerLeg(self.wire, x, req, key, source)
+        a.session = session
+        # TCP and TLS answer on the connection the INVITE came on (it is the only way
+        # back to most trunks); UDP follows the route set or Contact unless configured.
+        a.symmetric = req.top_via.transport.upper() != "UDP" or self._in(source[0],
+                                                                         self._symmetric)
         call = CallController(self, self.settings, self.table, call_id, a, incoming, now)
         a.control = call
         self.calls[call_id] = call
@@ -526,6 +705,12 @@ class _NoPolicies:
 
     def blocked(self, caller: str | None, x: str, now: float) -> bool:
         return False
+
+    def admit(self, key: str, now: float, limit: Limit) -> bool:
+        return True
+
+    def score_now(self, caller: str, now: float) -> int | None:
+        return 0
 
 
 # Transaction-layer event -> handler (dispatch by table, STYLE.md).

@@ -51,7 +51,8 @@ def build_record(*, call_id: str, started_at: float, x: str | None, caller: str 
                  policy_reason: str | None = None) -> dict[str, Any]:
     """One call record. `unconnected` is none, no_binding, frozen, stranger, policy,
     untrusted or error. `end_reason` says why the relay ended a call (max_duration,
-    frozen, drain, media_timeout), None when a party did or it never connected.
+    frozen, drain, media_timeout, session_expired), None when a party did or it never
+    connected.
     `policy_reason` names the policy rule that refused it (quiet_hours, direction)."""
     legs = times.legs
     caller_leg = legs["caller"]
@@ -123,4 +124,9 @@ def call_record(c: Any) -> tuple[bool, dict[str, Any]]:
         record["ivr_end_at"] = _ms(c.ivr_end_at)
     if c.prompts:
         record["prompts"] = list(c.prompts)
+    trunk = getattr(b, "trunk", None) if b is not None else None
+    if trunk is not None:
+        record["trunk"] = trunk  # the outbound trunk that carried (or last tried) the call
+    if c.failovers:
+        record["failovers"] = c.failovers
     return False, record

@@ -56,6 +56,7 @@ from .events import (
 )
 from .gate import admit
 from .ivr import Collector, ExtensionPrompt
+from .trunks import FAILOVER_CODES
 
 __all__ = ["CallController", "ControlSettings", "Host", "LegPort"]
 
@@ -79,6 +80,17 @@ class ControlSettings:
     hook_fallback_allow: bool = True  # a hook that fails or is late allows the call
 
 
+class SessionPort(Protocol):
+    """A leg's session timer (relay.sip.session_timer.SessionTimer), as the controller
+    sees it: when it needs the controller, and whether the relay refreshes."""
+
+    we_refresh: bool
+
+    def due(self) -> float: ...
+    def refresh_at(self) -> float: ...
+    def expires_at(self) -> float: ...
+
+
 class LegPort(Protocol):
     """What the controller knows of a leg: call-control events in, and its state."""
 
@@ -87,9 +99,12 @@ class LegPort(Protocol):
     late: bool
 
     @property
+    def session(self) -> SessionPort | None: ...  # RFC 4028, once the dialog is confirmed
+    @property
     def negotiating(self) -> bool: ...
     def deliver(self, ev: CCEvent, now: float) -> None: ...
     def can(self, event: str) -> bool: ...
+    def refresh(self, now: float) -> None: ...
 
 
 class Table(Protocol):
@@ -107,7 +122,8 @@ class Host(Protocol):
     refusals: dict[int, int]
     policies: Policies
 
-    def place(self, call: CallController) -> LegPort: ...
+    def place(self, call: CallController) -> LegPort | None: ...
+    def failover(self, call: CallController, failed: LegPort) -> LegPort | None: ...
     def arm(self, call: CallController, timer: Timer, deadline: float) -> None: ...
     def job(self, job: MediaJob) -> None: ...
     def job_seq(self) -> int: ...
@@ -160,6 +176,8 @@ class CallController:
         self.ivr_start_at: float | None = None
         self.ivr_end_at: float | None = None
         self.prompts: list[str] = []  # names of the prompts played, in order
+        self.failovers = 0  # outbound trunks given up on before the one that carried it
+        self._callee_offer = b""  # the INVITE's (rewritten) offer, for the next trunk
         self.play_id: int | None = None  # the prompt playing now (None: none)
         self.after_play: Callable[[float], None] | None = None
         self.times.stamp("caller", "invite_at", now)
@@ -222,11 +240,20 @@ class CallController:
     def _place(self, sdp: bytes, now: float) -> None:
         """Send the callee's INVITE (phase placing) and start the ring timer."""
         self._go("bridge" if self.phase is Phase.ROUTING else "extension")
-        b = self.b = self.host.place(self)
-        assert self.callee is not None
-        b.deliver(Try(self.x, self.callee, sdp, min(69, self.incoming.max_forwards - 1)), now)
+        self._callee_offer = sdp
+        b = self.host.place(self)
         self.times.stamp("callee", "invite_at", now)
+        if b is None:  # no outbound trunk has an address (names not resolved yet)
+            self._on_fail(None, Fail(503, 34, "no_trunk"), now)
+            return
+        self.b = b
+        self._try(b, now)
         self._arm(Timer.RING, now + self.ring_timeout)
+
+    def _try(self, b: LegPort, now: float) -> None:
+        assert self.callee is not None
+        b.deliver(Try(self.x, self.callee, self._callee_offer,
+                      min(69, self.incoming.max_forwards - 1)), now)
 
     def _refuse(self, decision: Refuse, out_id: str | None, now: float) -> None:
         self.refusal = decision
@@ -254,7 +281,7 @@ class CallController:
                 self._refuse_now(now)
                 return
             self.a.deliver(Ring(183, sdp), now)
-            self._play(prompt, now, then=self._refuse_now,
+            self.play(prompt, now, then=self._refuse_now,
                        limit=self.settings.announce_limit)
 
         return early
@@ -347,7 +374,7 @@ class CallController:
 
         def go(d: Bridge, now: float) -> None:
             self._adopt(d, entry)
-            self._play("ringback", now, repeat=True)
+            self.play("ringback", now, repeat=True)
             self._enqueue(self._job("local_offer", Side.CALLEE), self._offer_to_callee)
 
         admit(self, decision, go, lambda d, now: self._policy_hangup(d, ext, now), now)
@@ -388,18 +415,11 @@ class CallController:
         self._place(sdp, now)
 
     # -- the relay's voice -----------------------------------------------------------------
-    def play(self, prompt: str, now: float, *,
-             then: Callable[[float], None] | None = None) -> None:
-        """Play `prompt` into the caller; `then` runs when it ends (the IVR layer's way)."""
-        self._play(prompt, now, then=then)
+    def play(self, prompt: str, now: float, *, repeat: bool = False,
+             then: Callable[[float], None] | None = None, limit: float | None = None) -> None:
+        """Play `prompt` into the caller; `then` runs when it ends (or its guard fires).
 
-    def stop_play(self, now: float) -> None:
-        """Stop the prompt playing into the caller (barge-in)."""
-        self._stop_play(now)
-
-    def _play(self, prompt: str, now: float, *, repeat: bool = False,
-              then: Callable[[float], None] | None = None, limit: float | None = None) -> None:
-        """Play `prompt` into the caller; `then` runs when it ends (or its guard fires)."""
+        Public: the IVR layer plays through it (ivr.VoicePort)."""
         self.prompts.append(prompt)
         self.after_play = then
         self.play_id = None  # what played is replaced: its end, if reported, is stale
@@ -419,7 +439,8 @@ class CallController:
         self._enqueue(self._job("play", Side.CALLER, prompt=prompt, flag=repeat), started)
         self._pump(now)
 
-    def _stop_play(self, now: float) -> None:
+    def stop_play(self, now: float) -> None:
+        """Stop the prompt playing into the caller (barge-in)."""
         self.play_id = None
         self.after_play = None
         self.timers.pop(Timer.PROMPT, None)
@@ -516,7 +537,7 @@ class CallController:
             self.hangup(now, cause=65, reason="media")
             return
         # The caller already has its answer: stop the ringback and let the media through.
-        self._stop_play(now)
+        self.stop_play(now)
         self._enqueue(self._job("detect", Side.CALLER, flag=False), _ignore)
         self._connected(now)
 
@@ -525,9 +546,21 @@ class CallController:
         self.host.counts["answered"] += 1
         limit = self.max_seconds or self.settings.max_call_seconds
         self._arm(Timer.DURATION, now + limit)
+        self._arm_session()
         self.host.emit(CallAnswered(self.id, now, *self._parties()))
 
-    def _on_fail(self, leg: LegPort, ev: Fail, now: float) -> None:
+    def _on_fail(self, leg: LegPort | None, ev: Fail, now: float) -> None:
+        if (leg is not None and leg is self.b and self.phase is Phase.PLACING
+                and leg.code in FAILOVER_CODES):
+            # Nothing rang: the trunk, not the callee, failed (RFC 3263 §4.3). The
+            # next trunk of the call's plan gets the same offer; the ring timer runs on.
+            b = self.host.failover(self, leg)
+            if b is not None:
+                self.failovers += 1
+                self.b = b
+                self._try(b, now)
+                return
+
         def fail(_r: Any, _e: BaseException | None, now: float) -> None:
             if self.ended:
                 return
@@ -639,6 +672,30 @@ class CallController:
 
     def _duration(self, now: float) -> None:
         self.hangup(now, cause=16, reason="max_duration")
+
+    def _arm_session(self) -> None:
+        """One timer for both legs' sessions, at the earlier leg's next need. A refresh
+        only postpones a leg's need, so a timer that fires early just re-arms."""
+        dues = [leg.session.due() for leg in (self.a, self.b)
+                if leg is not None and leg.session is not None]
+        if dues:
+            self._arm(Timer.SESSION, min(dues))
+
+    def _session(self, now: float) -> None:
+        """RFC 4028 §10: a leg not refreshed in time ends the call (BYE both, cause 102);
+        a leg the relay refreshes gets its UPDATE or re-INVITE."""
+        if self.phase is not Phase.CONNECTED:
+            return
+        for leg in (self.a, self.b):
+            session = leg.session if leg is not None else None
+            if leg is None or session is None:
+                continue
+            if now >= session.expires_at():
+                self.hangup(now, cause=102, reason="session_expired")
+                return
+            if session.we_refresh and now >= session.refresh_at():
+                leg.refresh(now)
+        self._arm_session()
 
     def _prompt_guard(self, now: float) -> None:
         self._played(now)
@@ -779,4 +836,5 @@ _TIMERS: dict[Timer, Callable[[CallController, float], None]] = {
     Timer.DURATION: CallController._duration,
     Timer.DIGITS: CallController._digits_timeout,
     Timer.PROMPT: CallController._prompt_guard,
+    Timer.SESSION: CallController._session,
 }

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dialplan.policy import Limit
 from relay.rtp.session import Side
 
 __all__ = [
@@ -182,10 +181,9 @@ class MediaJob:
     offer), "local_offer" (a fresh offer toward `side`), "play" (the prompt named
     `prompt` into `side`, looped when `flag`), "stop_play", "detect" (digits from
     `side` reported and kept from the other side while `flag`). Not media but run the
-    same way: "count" (admit the attempt in the shared counter `key` if `limit` has
-    room; the result is True or False), "score" (the harassment score of caller
-    `key`), "hook" (ask the decision hook about `info`: True to allow). Jobs of one
-    call are issued one at a time, in order.
+    same way: "score" (the harassment score of caller `key`), "hook" (ask the
+    decision hook about `info`: True to allow). Jobs of one call are issued one at a
+    time, in order.
     """
 
     seq: int
@@ -197,6 +195,5 @@ class MediaJob:
     handle: object = None  # the backend's MediaCall, once allocated
     prompt: str = ""
     flag: bool = False
-    key: str = ""  # "count": the counter (relay.counters.counter_key)
-    limit: Limit | None = None  # "count": the window it must have room in
+    key: str = ""  # "score": the caller
     info: Any = None  # "hook": what the decision hook is told of the call (a dict)

@@ -1,13 +1,17 @@
-"""The asynchronous checks before a call is routed: the caller's harassment score
-(`max_score`), the platform's decision hook (`[dialplan] hook_url`), then the shared
-frequency counter (`max_calls`).
+"""The checks before a call is routed: the caller's harassment score (`max_score`),
+the platform's decision hook (`[dialplan] hook_url`), then the shared frequency counter
+(`max_calls`).
 
-The answers live elsewhere, so the controller asks for them as jobs on its queue
-("score", "hook", "count"), exactly as it asks the media backend: the adapter runs
-them under their deadlines and the answer continues the call. The counter comes last,
-so only attempts that are routed are counted. A store that fails or times out admits
-or refuses as `counter_fail_open` says (counted in `counter_errors`); a hook that does
-as `hook_fallback_allow` says (`hook_errors`). Sans-IO like the controller.
+The counter and the score are answered from the node's memory (`host.policies.admit`,
+`.score_now`: relay.counters.FrequencyView and relay.contacts.Scores keep them, synced
+with the store beside the call path), so they are decided at once, never waited for.
+Only a caller whose score this node has never read, and the hook, are asked for as
+jobs on the controller's queue ("score", "hook"), as it asks the media backend: the
+adapter runs them under their deadlines and the answer continues the call. The counter
+comes last, so only attempts that are routed are counted. A score read that fails or
+times out admits or refuses as `counter_fail_open` says (counted in `counter_errors`);
+a hook that does as `hook_fallback_allow` says (`hook_errors`). Sans-IO like the
+controller.
 """
 
 from __future__ import annotations
@@ -47,6 +51,14 @@ def admit(call: GatedCall, decision: Bridge, go: Go, stop: Stop, now: float) -> 
     (603 `score`, `hook` or `frequency`). With no check to run, `go` at once."""
     if decision.max_score is None:
         _hook(call, decision, go, stop, now)
+        return
+    known = call.host.policies.score_now(call.caller or "", now) if call.caller else 0
+    if known is not None:
+        d = scored(decision, known)
+        if isinstance(d, Refuse):
+            stop(d, now)
+        else:
+            _hook(call, d, go, stop, now)
         return
 
     def done(score: Any, error: BaseException | None, now: float) -> None:
@@ -93,19 +105,10 @@ def _count(call: GatedCall, decision: Bridge, go: Go, stop: Stop, now: float) ->
     if decision.limit is None:
         go(decision, now)
         return
-    key = counter_key("call", decision.binding, call.caller)
-
-    def done(admitted: Any, error: BaseException | None, now: float) -> None:
-        if call.ended:
-            return
-        if error is not None:
-            call.host.counts["counter_errors"] += 1
-            admitted = call.settings.counter_fail_open
-        d = counted(decision, bool(admitted))
-        if isinstance(d, Refuse):
-            stop(d, now)
-        else:
-            go(d, now)
-
-    call._enqueue(lambda: MediaJob(call.host.job_seq(), call.id, "count", key=key,
-                                   limit=decision.limit), done)
+    admitted = call.host.policies.admit(counter_key("call", decision.binding, call.caller),
+                                        now, decision.limit)
+    d = counted(decision, admitted)
+    if isinstance(d, Refuse):
+        stop(d, now)
+    else:
+        go(d, now)

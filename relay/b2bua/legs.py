@@ -25,6 +25,14 @@ from relay.sip import (
     new_call_id,
     new_tag,
 )
+from relay.sip.dialog import system_random
+from relay.sip.session_timer import (
+    TIMER_TAG,
+    SessionTimer,
+    retry_interval,
+    uac_negotiate,
+    uac_offer,
+)
 
 from ._state import LegKind, LegState, allowed, transition
 from .events import (
@@ -48,7 +56,8 @@ __all__ = ["CalleeLeg", "CallerLeg", "dtmf_digit", "reason_header"]
 
 Address = tuple[str, int]
 SDP = "application/sdp"
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK"
+REL100 = "100rel"  # RFC 3262's option tag
 # INFO bodies relayed between legs (RFC 6086 legacy DTMF usage); others get 415.
 INFO_TYPES = ("application/dtmf-relay", "application/dtmf", "audio/telephone-event")
 
@@ -115,6 +124,18 @@ class _Leg:
         self.last_sdp_sent = b""
         self.last_ack: tuple[int, SipRequest] | None = None  # for re-ACKing a 2xx
         self.code: int | None = None  # the final status of the initial INVITE
+        self.contact = wire.contact(x)  # ours, in this leg's transport
+        self.session: SessionTimer | None = None  # RFC 4028, once the dialog is confirmed
+        # Send in-dialog requests back to `peer` (where the INVITE came from or went)
+        # rather than to the route set or Contact (RFC 3261 §12.2.1.1): trunks behind
+        # NAT (`[sip] symmetric`), and every leg on TCP, whose connection is reused.
+        self.symmetric = False
+
+    def dialog_peer(self) -> Address:
+        """The address of this leg's next in-dialog request (see `symmetric`)."""
+        if self.symmetric or self.dialog is None:
+            return self.peer
+        return self.dialog.next_hop_address() or self.peer
 
     # -- state ---------------------------------------------------------------------
     def _go(self, event: str) -> None:
@@ -140,18 +161,31 @@ class _Leg:
 
     # -- sending -------------------------------------------------------------------
     def _respond(self, request: SipRequest, status: int, now: float, *,
-                 body: bytes = b"", extra: list[tuple[str, str]] | None = None) -> None:
+                 body: bytes = b"", extra: list[tuple[str, str]] | None = None,
+                 reliably: bool = False) -> None:
         headers = list(extra or ())
         if status < 300 or body:
-            headers.append(("Contact", self.wire.contact(self.x)))
+            headers.append(("Contact", self.contact))
         if body:
             headers.append(("Content-Type", SDP))
             self.last_sdp_sent = body
+        session = self.session
+        if session is not None and 200 <= status < 300 and request.method in ("INVITE",
+                                                                                "UPDATE"):
+            # RFC 4028 §9: the 2xx names the interval and refresher; a refresh from the
+            # peer (or its first INVITE) restarts the session.
+            headers.append(session.header(we_are_uac=False))
+            if session.peer_supports:
+                headers.append(("Require", TIMER_TAG))
+            session.touch(now)
         # §12.1.1: 18x and 2xx that make the dialog echo the INVITE's Record-Route.
         resp = build_response(request, status, to_tag=self.local_tag, extra_headers=headers,
                               body=body, record_route=100 < status < 300
                               and request.method == "INVITE" and request.to_tag is None)
-        self.wire.respond(resp, now)
+        if reliably:
+            self.wire.respond_reliably(resp, now)
+        else:
+            self.wire.respond(resp, now)
 
     def _send_in_dialog(self, method: str, purpose: str, now: float, *, body: bytes = b"",
                         content_type: str = SDP, extra: list[tuple[str, str]] | None = None
@@ -162,19 +196,21 @@ class _Leg:
         headers = list(extra or ())
         if method == "INVITE":
             headers.append(("Allow", ALLOW))
+        if self.session is not None and method in ("INVITE", "UPDATE"):
+            headers += [("Supported", TIMER_TAG), self.session.header(we_are_uac=True)]
         req = dialog.create_request(method, body=body,
                                     content_type=content_type if body else None,
                                     extra_headers=headers)
         if body and content_type == SDP:
             self.last_sdp_sent = body
-        self.wire.request(self, purpose, req, self.peer, now)
+        self.wire.request(self, purpose, req, self.dialog_peer(), now)
 
     def _send_ack(self, cseq: int) -> None:
         if self.dialog is None:
             return
         if self.last_ack is None or self.last_ack[0] != cseq:
             self.last_ack = (cseq, self.dialog.create_ack(cseq))
-        self.wire.stateless(self.last_ack[1], self.peer)
+        self.wire.stateless(self.last_ack[1], self.dialog_peer())
 
     # -- controller -> leg: mid-call events ------------------------------------------
     def offer(self, ev: Offer, now: float) -> None:
@@ -210,12 +246,31 @@ class _Leg:
         """End a confirmed dialog (RFC 3261 §15.1.1)."""
         self._send_in_dialog("BYE", "bye", now, extra=[reason_header(cause)])
 
+    def refresh(self, now: float) -> None:
+        """Refresh the session (RFC 4028 §7.4, §9): UPDATE without a body where the peer
+        allows it, else a re-INVITE repeating the SDP it has. An offer already open
+        with this peer refreshes the session when it completes: nothing to send."""
+        session = self.session
+        if session is None or session.refreshing or self.state is not LegState.CONNECTED:
+            return
+        session.refreshing = True
+        if self.negotiating:
+            return
+        if session.use_update:
+            self._send_in_dialog("UPDATE", "refresh", now)
+        else:
+            self.pending_out = True  # a re-INVITE from the peer now would glare: 491
+            self._send_in_dialog("INVITE", "refresh", now, body=self.last_sdp_sent)
+
     # -- peer -> leg ------------------------------------------------------------------
     def on_request(self, req: SipRequest, now: float) -> list[CCEvent]:
         """An in-dialog request from this leg's peer (not ACK, not CANCEL)."""
         method = req.method
         if self.dialog is not None and self.dialog.receive_request(req) is not None:
             self._respond(req, 500, now, extra=[("Retry-After", "1")])  # §12.2.2: old CSeq
+            return []
+        if method == "PRACK":
+            self._respond(req, self.on_prack(req, now), now)
             return []
         if method == "BYE":
             if not self.can("bye"):
@@ -225,6 +280,11 @@ class _Leg:
             self._respond(req, 200, now)
             return [Disconnect(self.role)]
         if method in ("INVITE", "UPDATE"):
+            if method == "INVITE" and self.state is LegState.EARLY:
+                # §14.1: no re-INVITE before the INVITE's final response; UPDATE is
+                # the early dialog's way (RFC 3311 §5).
+                self._respond(req, 491, now, extra=[("Retry-After", "1")])
+                return []
             if not self.can("remote_offer"):
                 # RFC 3311 §5.2 allows UPDATE in early dialogs; we only renegotiate
                 # once connected, so ask the peer to try later.
@@ -263,12 +323,22 @@ class _Leg:
         self._respond(req, 501 if method != "REFER" else 403, now)
         return []
 
+    def on_prack(self, req: SipRequest, now: float) -> int:
+        """A PRACK (RFC 3262 §3): 200 if it acknowledges our reliable provisional, else
+        481. Only the caller leg sends reliable provisionals."""
+        return 481
+
     def on_response(self, purpose: str, resp: SipResponse, now: float) -> list[CCEvent]:
         """A response to one of our in-dialog requests."""
         if resp.status < 200:
             return []
         if self.dialog is not None:
             self.dialog.receive_response(SipRequest(resp.cseq.method, ""), resp)
+        if purpose == "refresh":
+            return self._refreshed(resp, now)
+        if (self.session is not None and resp.status < 300
+                and resp.cseq.method in ("INVITE", "UPDATE")):
+            self.session.touch(now)  # a re-INVITE or UPDATE that succeeded refreshes too
         if purpose == "offer":
             if resp.cseq.method == "INVITE" and resp.status < 300:
                 self._send_ack(resp.cseq.number)  # §13.2.2.4 end-to-end ACK
@@ -280,8 +350,32 @@ class _Leg:
             return [InfoReply(resp.status)]
         return []
 
+    def _refreshed(self, resp: SipResponse, now: float) -> list[CCEvent]:
+        session = self.session
+        if resp.cseq.method == "INVITE":
+            if resp.status < 300:
+                self._send_ack(resp.cseq.number)
+            self.pending_out = False
+        if session is None:
+            return []
+        if resp.status < 300:
+            session.touch(now)
+            return []
+        if resp.status in (408, 481) and self.can("bye"):
+            # §10 of RFC 4028 and §12.2.1.2 of RFC 3261: the dialog is gone.
+            self._go("bye")
+            return [Disconnect(self.role, 102)]
+        return []  # refused otherwise: the session expires unless the peer refreshes
+
     def on_timeout(self, purpose: str, now: float) -> list[CCEvent]:
         """Timer F/B for an in-dialog request: RFC 3261 §12.2.1.2 ends the dialog."""
+        if purpose == "refresh":
+            if self.pending_out and self.session is not None and self.session.refreshing:
+                self.pending_out = False
+            if self.can("bye"):
+                self._go("bye")
+                return [Disconnect(self.role, 102)]
+            return []
         if purpose == "offer" and self.pending_out:
             self.pending_out = False
             return [Answer(408)]
@@ -303,18 +397,62 @@ class CallerLeg(_Leg):
         self.invite = invite
         self.key = key
         self.late_answer_pending = False  # late offer: the answer comes in the ACK
+        # The caller's transport is the dialog's: Via and Contact name it (RFC 3261
+        # §18.1.1, §8.1.1.8), so a TCP or TLS trunk comes back on TCP or TLS.
+        transport = invite.top_via.transport.upper()
+        transport = transport if transport in ("TCP", "TLS") else "UDP"
+        self.contact = wire.contact(x, transport)
         self.dialog = Dialog.from_uas(invite, local_tag=self.local_tag,
-                                      local_contact=wire.contact(x),
-                                      sent_by=wire.sent_by)
+                                      local_contact=self.contact,
+                                      sent_by=wire.sent_by_for(transport), transport=transport)
         if not self.dialog.remote_target:
             # No Contact (a broken trunk): aim in-dialog requests at its From URI; they
             # go to the source address anyway.
             self.dialog.remote_target = str(invite.from_.uri)
+        # RFC 3262: the caller requires reliable provisionals, or supports them (then
+        # those carrying early media go reliably, as a trunk's reliable 183 would).
+        tags = {t.strip().lower() for t in invite.headers.get_list("require")}
+        self.rel100 = ("required" if REL100 in tags else "supported"
+                       if REL100 in {t.strip().lower() for t in
+                                     invite.headers.get_list("supported")} else "")
+        self.rseq = int.from_bytes(system_random(3), "big") + 1  # §7.1: random start
+        self.unacked: int | None = None  # the RSeq awaiting its PRACK
+        self.held: Ring | None = None  # a later 18x waiting for that PRACK (§3)
 
     def ring(self, ev: Ring, now: float) -> None:
-        """18x toward the caller (§13.3.1.1), with early media SDP if any."""
+        """18x toward the caller (§13.3.1.1), with early media SDP if any; reliably
+        (Require: 100rel, RSeq) when the caller asked for it (RFC 3262 §3)."""
         self._go("ring")
-        self._respond(self.invite, ev.code, now, body=ev.sdp)
+        if not (self.rel100 == "required" or (self.rel100 and ev.sdp)):
+            self._respond(self.invite, ev.code, now, body=ev.sdp)
+            return
+        if self.unacked is not None:
+            self.held = ev  # one unacknowledged reliable provisional at a time
+            return
+        self._send_reliably(ev, now)
+
+    def on_prack(self, req: SipRequest, now: float) -> int:
+        """RAck names our RSeq, the INVITE's CSeq and INVITE (RFC 3262 §7.2)."""
+        parts = (req.headers.get("rack") or "").split()
+        try:
+            rseq, cseq, method = int(parts[0]), int(parts[1]), parts[2].upper()
+        except (IndexError, ValueError):
+            return 481
+        if (self.unacked is None or rseq != self.unacked or cseq != self.invite.cseq.number
+                or method != "INVITE"):
+            return 481
+        self.unacked = None
+        self.wire.prack(self.key)
+        held, self.held = self.held, None
+        if held is not None and self.state is LegState.EARLY:
+            self._send_reliably(held, now)
+        return 200
+
+    def _send_reliably(self, ev: Ring, now: float) -> None:
+        self.rseq += 1
+        self.unacked = self.rseq
+        self._respond(self.invite, ev.code, now, body=ev.sdp, reliably=True,
+                      extra=[("Require", REL100), ("RSeq", str(self.rseq))])
 
     def connect(self, ev: Connect, now: float) -> None:
         """200 OK with the rewritten answer (§13.3.1.4)."""
@@ -392,13 +530,17 @@ class CalleeLeg(_Leg):
         self.late = False  # INVITE without SDP: the 2xx offers, our ACK answers
         self.cancel_sent = False
         self.call_id = new_call_id(wire.host)
+        self.retried_422 = False
+        self.prack_rseq: int | None = None  # the last reliable provisional PRACKed
+        self.trunk: str | None = None  # the outbound trunk's name (records, failover)
+        self.to_host = wire.outbound_host  # the host of the callee's Request-URI and To
 
     def place(self, ev: Try, now: float) -> None:
         """Send the INVITE: new Call-ID, tags and branch; From and PAI show X."""
         self._go("try")
         w = self.wire
         x_uri = f"sip:{ev.x}@{w.host}"
-        to_uri = f"sip:{ev.to}@{w.outbound_host}"
+        to_uri = f"sip:{ev.to}@{self.to_host}"
         headers = [
             ("Via", f"SIP/2.0/{w.transport} {w.sent_by};branch={new_branch()};rport"),
             ("Max-Forwards", str(ev.max_forwards)),
@@ -410,6 +552,12 @@ class CalleeLeg(_Leg):
             ("P-Asserted-Identity", f"<{x_uri}>"),
             ("Allow", ALLOW),
         ]
+        # 100rel only with an offer: a reliable 1xx would otherwise carry the callee's
+        # offer, to be answered in the PRACK, which the caller cannot yet give.
+        supported = [t for t, on in ((TIMER_TAG, w.session_expires), (REL100, ev.sdp)) if on]
+        if supported:
+            headers.append(("Supported", ", ".join(supported)))
+        headers += uac_offer(w.session_expires, w.min_se)
         headers += _body_headers(ev.sdp)
         self.invite = SipRequest("INVITE", to_uri, headers, ev.sdp)
         self.late = not ev.sdp
@@ -441,9 +589,13 @@ class CalleeLeg(_Leg):
             if self.state is LegState.CANCELLING:
                 self._cancel(now)  # the CANCEL we held back (§9.1) can go now
                 return []
-            if status == 100 or not self.can("provisional"):
+            if status == 100:
                 return []
             self._early_dialog(resp)
+            if self._reliable(resp, now):
+                return []  # a retransmission of a reliable provisional: PRACKed once
+            if not self.can("provisional"):
+                return []
             self._go("provisional")
             # With a late offer an SDP in a 1xx would be an offer needing PRACK
             # (RFC 3262), which we do not do: ring without it.
@@ -455,6 +607,8 @@ class CalleeLeg(_Leg):
                 self.dialog = Dialog.from_uac(self.invite, resp, sent_by=self.wire.sent_by)
             else:
                 self.dialog.receive_response(self.invite, resp)
+            if self.session is None and self.state is not LegState.CONNECTED:
+                self.session = uac_negotiate(resp, now)
             if not self.late or self.last_ack is not None:
                 self._send_ack(self.invite.cseq.number)
             # else: late offer, the ACK must carry the caller's answer (ack_with)
@@ -469,12 +623,35 @@ class CalleeLeg(_Leg):
                 return []
             self.code = status
             return [Connect(resp.body)]
+        if status == 422 and self._retry_422(resp, now):
+            return []
         self.code = status
         if not self.can("rejected"):
             return []
         self._go("rejected")
         code, cause = map_failure(status)
         return [Fail(code, cause)]
+
+    def _retry_422(self, resp: SipResponse, now: float) -> bool:
+        """RFC 4028 §7.3: the callee wants a longer session: ask once more, for its Min-SE,
+        in a new INVITE of the same dialog attempt (CSeq + 1, new branch)."""
+        invite = self.invite
+        if invite is None or self.retried_422 or self.cancel_sent:
+            return False
+        interval = retry_interval(resp, self.wire.session_expires)
+        if interval is None:
+            return False
+        self.retried_422 = True
+        headers = invite.headers.copy()
+        w = self.wire
+        headers.set("Via", f"SIP/2.0/{w.transport} {w.sent_by};branch={new_branch()};rport")
+        headers.set("CSeq", f"{invite.cseq.number + 1} INVITE")
+        headers.set("Session-Expires", str(interval))
+        headers.set("Min-SE", str(interval))
+        self.invite = SipRequest("INVITE", invite.uri, headers, invite.body)
+        self.provisional = False
+        self.key = w.request(self, "invite", self.invite, self.peer, now)
+        return True
 
     def ack_with(self, ev: Ack, now: float) -> None:
         """Late offer: the ACK for the 2xx carries the (rewritten) answer (RFC 3264)."""
@@ -484,7 +661,24 @@ class CalleeLeg(_Leg):
         cseq = self.invite.cseq.number
         self.last_ack = (cseq, self.dialog.create_ack(cseq, body=sdp,
                                                       content_type=SDP if sdp else None))
-        self.wire.stateless(self.last_ack[1], self.peer)
+        self.wire.stateless(self.last_ack[1], self.dialog_peer())
+
+    def _reliable(self, resp: SipResponse, now: float) -> bool:
+        """RFC 3262 §4: PRACK a reliable provisional (Require: 100rel, RSeq) once; True
+        for a retransmission or one out of order, which the caller must not hear."""
+        if REL100 not in {t.strip().lower() for t in resp.headers.get_list("require")}:
+            return False
+        try:
+            rseq = int((resp.headers.get("rseq") or "").strip())
+        except ValueError:
+            return True  # broken: neither acknowledged nor relayed
+        if self.prack_rseq is not None and rseq != self.prack_rseq + 1:
+            return True
+        self.prack_rseq = rseq
+        assert self.invite is not None
+        self._send_in_dialog("PRACK", "prack", now,
+                             extra=[("RAck", f"{rseq} {self.invite.cseq.number} INVITE")])
+        return False
 
     def _early_dialog(self, resp: SipResponse) -> None:
         if resp.to_tag and self.invite is not None and self.dialog is None:
@@ -512,7 +706,7 @@ CalleeLeg.HANDLERS = {**_MID_CALL, Try: CalleeLeg.place, Disconnect: CalleeLeg.d
 # Contact of the callee side and 401/407 a challenge meant for us: neither may cross.
 _FAILURES: dict[int, tuple[int, int]] = {
     404: (404, 1), 408: (408, 102), 410: (410, 22), 480: (480, 18), 484: (484, 28),
-    486: (486, 17), 487: (487, 16), 488: (488, 65), 500: (500, 41), 502: (502, 38),
+    422: (500, 127), 486: (486, 17), 487: (487, 16), 488: (488, 65), 500: (500, 41), 502: (502, 38),
     503: (503, 34), 504: (504, 102), 600: (486, 17), 603: (603, 21), 604: (404, 1),
 }
 

@@ -3,6 +3,7 @@ and the expiry sweep, over any store, keeping this node's table current as it go
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -14,8 +15,9 @@ from ..errors import BadRequest, Conflict, NotFound
 from .claims import ClaimConflict, ops_for
 from .model import Binding, IllegalTransition, Mode, NumberRecord, State, new_binding_id
 from .model import transition as next_state
+from .pending import PendingJournal
 from .pool import NumberPool
-from .store import Store, VersionConflict
+from .store import Store, StoreUnavailable, VersionConflict
 from .table import BindingTable
 from .validate import CreateRequest
 
@@ -53,6 +55,11 @@ class BindingService:
         #: Set by the events subsystem: the events a change makes (binding.frozen), which
         #: the store commits in the change's own transaction.
         self.events_for: Callable[[Binding, Binding, float], Sequence[Event]] | None = None
+        #: Set by the node (issue 13): freezes that cannot reach the store are kept here
+        #: and take effect in this node's table at once; `store_down` says not to try.
+        self.pending: PendingJournal | None = None
+        self.store_down: Callable[[], bool] = lambda: False
+        self.store_timeout = 1.0
 
     # -- create --------------------------------------------------------------------------
 
@@ -135,22 +142,94 @@ class BindingService:
             return b.replace(**changes)
         return await self._mutate(binding_id, change)
 
-    async def freeze(self, binding_id: str, reason: str = "api") -> Binding:
+    async def freeze(self, binding_id: str, reason: str = "api",
+                     at: float | None = None) -> Binding:
         def change(b: Binding, now: float) -> Binding:
             if b.state is State.FROZEN:
                 return b
             next_state(b.state, "freeze")
-            return b.replace(state=State.FROZEN, frozen_at=now, reason=reason)
+            return b.replace(state=State.FROZEN, frozen_at=at or now, reason=reason)
         return await self._mutate(binding_id, change)
 
-    async def release(self, binding_id: str, reason: str = "api") -> Binding:
+    async def release(self, binding_id: str, reason: str = "api",
+                      at: float | None = None) -> Binding:
         def change(b: Binding, now: float) -> Binding:
             if b.state is State.RELEASED:
                 return b
             next_state(b.state, "release")
-            return b.replace(state=State.RELEASED, released_at=now, reason=reason,
-                             frozen_at=b.frozen_at or now)
+            return b.replace(state=State.RELEASED, released_at=at or now, reason=reason,
+                             frozen_at=b.frozen_at or at or now)
         return await self._mutate(binding_id, change)
+
+    # -- freezes never wait (issue 13) ---------------------------------------------------
+
+    async def stop_now(self, binding_id: str, op: str, reason: str = "api"
+                       ) -> tuple[Binding, bool]:
+        """Freeze (`op` "freeze") or release a binding even while the store is down.
+
+        Returns the binding and whether the store has it yet. When the store cannot be
+        reached (known down, an error, or no answer within `store_timeout`) the binding
+        is frozen in this node's table at once and the change waits in the pending
+        journal for `replay_pending`; a release waiting there refuses calls as frozen.
+        """
+        apply = self.freeze if op == "freeze" else self.release
+        if self.pending is None:
+            return await apply(binding_id, reason), True
+        if not self.store_down():
+            try:
+                return await asyncio.wait_for(apply(binding_id, reason),
+                                              self.store_timeout), True
+            except (StoreUnavailable, TimeoutError) as exc:
+                log.warning("store unavailable for %s of %s; applied locally: %s", op,
+                            binding_id, exc or "timeout")
+        entry = self.table.find(binding_id)
+        if entry is None:
+            raise StoreUnavailable(f"the store is down and binding {binding_id} is not "
+                                   "live in this node's table")
+        now = self.clock()
+        old = Binding(**entry.as_dict())  # type: ignore[arg-type]
+        if old.state is not State.FROZEN:
+            new = old.replace(state=State.FROZEN, frozen_at=now, reason=reason,
+                              updated_at=now, version=old.version + 1)
+            self.table.apply(new)
+        else:
+            new = old
+        self.pending.add(op, binding_id, reason, now)
+        return new, False
+
+    def overlay_pending(self) -> None:
+        """Re-apply waiting freezes to the table (after a load from a store that has
+        not taken them yet: a restart while it was down)."""
+        if not self.pending:
+            return
+        for ch in self.pending.entries():
+            entry = self.table.find(ch.binding)
+            if entry is not None and entry.state is not State.FROZEN:
+                old = Binding(**entry.as_dict())  # type: ignore[arg-type]
+                self.table.apply(old.replace(state=State.FROZEN, frozen_at=ch.at,
+                                             reason=ch.reason, version=old.version + 1))
+
+    async def replay_pending(self) -> int:
+        """Write waiting freezes and releases to the store, oldest first; each is
+        forgotten once written (or once the store says it cannot apply). Returns how
+        many were written; StoreUnavailable leaves the rest for the next try."""
+        if not self.pending:
+            return 0
+        done = 0
+        for ch in self.pending.entries():
+            apply = self.freeze if ch.op == "freeze" else self.release
+            try:
+                b = await apply(ch.binding, ch.reason, at=ch.at)
+                if b.state is State.RELEASED:
+                    # The local freeze took the version the store's release now has:
+                    # one above it makes this node's table let go of the binding too.
+                    self.table.apply(b.replace(version=b.version + 1),
+                                     self.clock() + self.lifecycle.quarantine)
+                done += 1
+            except (NotFound, Conflict) as exc:  # released meanwhile, or gone
+                log.warning("pending %s of %s dropped: %s", ch.op, ch.binding, exc.detail)
+            self.pending.done(ch.seq)
+        return done
 
     async def _mutate(self, binding_id: str,
                       change: Callable[[Binding, float], Binding]) -> Binding:

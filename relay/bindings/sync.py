@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from .pool import NumberPool
 from .store import Change, FeedGap, Store, StoreUnavailable
@@ -39,6 +40,9 @@ class Follower:
         self.applied = 0
         self.reloads = 0
         self._task: asyncio.Task[None] | None = None
+        #: Called after every load: the node re-applies freezes the store has not taken
+        #: yet (relay.bindings.pending), so a reload never un-freezes a number.
+        self.on_load: Callable[[], None] | None = None
 
     async def load(self) -> None:
         """Replace the table with a fresh snapshot (start, or the feed lost our place)."""
@@ -50,6 +54,8 @@ class Follower:
         self.pool.replace(snap.numbers)
         self.offset, self.epoch = snap.offset, snap.epoch
         self.reloads += 1
+        if self.on_load is not None:
+            self.on_load()
         log.info("loaded %d bindings and %d numbers (offset %s)", len(self.table),
                  len(self.pool), self.offset)
 

@@ -338,6 +338,21 @@ class BindingTable:
     def ext_taken(self, x: str, ext: str) -> bool:
         return (int(x[1:]), ext) in self._ext
 
+    def find(self, binding_id: str) -> RouteEntry | None:
+        """The live binding with this id, by a scan (no id index: memory matters more).
+
+        Only for the rare path that cannot ask the store (a freeze while it is down);
+        it compares the packed id field, so a million bindings take well under a second.
+        """
+        try:
+            want = int(binding_id, 16)
+        except ValueError:
+            return None
+        for rec in (*self._routes.values(), *self._ext.values()):
+            if _unpack_head(rec)[0] == want:
+                return _unpack(rec)
+        return None
+
     def entries(self) -> Iterator[RouteEntry]:
         """Every live binding once (AXB records sit under two keys: the same object)."""
         seen: set[int] = set()

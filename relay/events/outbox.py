@@ -16,16 +16,15 @@ a store do not post the same events in parallel (which would break the order per
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from relay.bindings.store import StoreUnavailable
+from relay.sqlite_thread import SqliteThread
 
 from .model import Event
 
@@ -66,49 +65,43 @@ class Outbox(Protocol):
     async def defer(self, row: OutboxRow, status: int | None, next_at: float) -> None: ...
     async def size(self) -> int: ...
     async def acquire(self, holder: str, now: float, ttl: float) -> bool: ...
+    async def put(self, events: Sequence[Event]) -> None: ...
 
 
-class SqliteOutbox:
+class SqliteOutbox(SqliteThread):
     """The outbox table of the relay's SQLite file."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
-        self._db: sqlite3.Connection | None = None
+    _what = "outbox"
+    _thread = "outbox"
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+    def __init__(self, path: str, table: str = "outbox") -> None:
+        super().__init__(path)
+        # `outbox` holds the events; another table (the SMS webhook's `sms_outbox`)
+        # is another queue with its own sender and lease.
+        self.t = table
+        self._lease = "sender" if table == "outbox" else table
 
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise StoreUnavailable("outbox is not open")
-        return self._db
+    def _setup(self, db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        # The record store creates `outbox`; the lease is the sender's own.
+        db.execute("CREATE TABLE IF NOT EXISTS outbox_lease("
+                   "name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL)")
+        if self.t != "outbox":
+            db.executescript(OUTBOX_SCHEMA.replace("outbox", self.t))
 
-    async def open(self) -> None:
-        def o() -> None:
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
-                                 check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            # The record store creates `outbox`; the lease is the sender's own.
-            db.execute("CREATE TABLE IF NOT EXISTS outbox_lease("
-                       "name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL)")
-            self._db = db
-        await self._run(o)
+    async def put(self, events: Sequence[Event]) -> None:
+        """Events into this queue directly (not in a record's transaction)."""
+        sql = SQLITE_INSERT.replace("outbox", self.t)
 
-    async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await asyncio.get_running_loop().run_in_executor(self._pool, db.close)
-        self._pool.shutdown(wait=False)
+        def w() -> None:
+            self._conn().executemany(sql, [(e.id, e.key, e.type, e.body) for e in events])
+        await self._run(w)
 
     async def due(self, now: float, limit: int) -> list[OutboxRow]:
         """Heads of their keys whose time has come, oldest first."""
-        sql = ("SELECT id, key, type, body, attempts, next_at FROM outbox o"
-               " WHERE next_at <= ? AND NOT EXISTS (SELECT 1 FROM outbox p"
+        sql = (f"SELECT id, key, type, body, attempts, next_at FROM {self.t} o"
+               f" WHERE next_at <= ? AND NOT EXISTS (SELECT 1 FROM {self.t} p"
                " WHERE p.key = o.key AND p.seq < o.seq) ORDER BY seq LIMIT ?")
 
         def q() -> list[OutboxRow]:
@@ -122,7 +115,7 @@ class SqliteOutbox:
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")  # one commit for the round, not one per event
             try:
-                db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+                db.executemany(f"DELETE FROM {self.t} WHERE id = ?", [(i,) for i in ids])
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -132,13 +125,13 @@ class SqliteOutbox:
     async def defer(self, row: OutboxRow, status: int | None, next_at: float) -> None:
         def w() -> None:
             self._conn().execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_status = ?"
+                f"UPDATE {self.t} SET attempts = attempts + 1, next_at = ?, last_status = ?"
                 " WHERE id = ?", (next_at, status, row.id))
         await self._run(w)
 
     async def size(self) -> int:
         def q() -> int:
-            return int(self._conn().execute("SELECT count(*) FROM outbox").fetchone()[0])
+            return int(self._conn().execute(f"SELECT count(*) FROM {self.t}").fetchone()[0])
         result: int = await self._run(q)
         return result
 
@@ -147,11 +140,12 @@ class SqliteOutbox:
         def w() -> bool:
             db = self._conn()
             db.execute(
-                "INSERT INTO outbox_lease(name, holder, until) VALUES('sender', ?, ?)"
+                "INSERT INTO outbox_lease(name, holder, until) VALUES(?, ?, ?)"
                 " ON CONFLICT(name) DO UPDATE SET holder = excluded.holder,"
                 " until = excluded.until WHERE outbox_lease.holder = excluded.holder"
-                " OR outbox_lease.until < ?", (holder, now + ttl, now))
-            row = db.execute("SELECT holder FROM outbox_lease WHERE name = 'sender'").fetchone()
+                " OR outbox_lease.until < ?", (self._lease, holder, now + ttl, now))
+            row = db.execute("SELECT holder FROM outbox_lease WHERE name = ?",
+                             (self._lease,)).fetchone()
             return bool(row and row[0] == holder)
         result: bool = await self._run(w)
         return result
@@ -265,6 +259,14 @@ class RedisOutbox:
                "attempts": row.attempts + 1, "next_at": next_at, "last_status": status}
         await self._call(self._r.hset(self.h, row.id, json.dumps(doc)))
 
+    async def put(self, events: Sequence[Event]) -> None:
+        """Events into this queue directly (not in a record's MULTI, not on the stream)."""
+        pipe = self._r.pipeline(transaction=True)
+        for e in events:
+            pipe.hsetnx(self.h, e.id, _row(e))
+            pipe.zadd(self.q, {e.id: _next_seq()}, nx=True)
+        await self._call(pipe.execute())
+
     async def size(self) -> int:
         return int(await self._call(self._r.zcard(self.q)))
 
@@ -274,10 +276,12 @@ class RedisOutbox:
         return bool(got)
 
 
-def open_outbox(url: str) -> Outbox:
-    """The outbox beside the record store of `url`."""
+def open_outbox(url: str, name: str = "") -> Outbox:
+    """The outbox beside the record store of `url`; `name` another queue (e.g. "sms":
+    the SMS webhook's), apart from the events'."""
     if url.startswith("sqlite://"):
         from relay.bindings.sqlite_store import SqliteStore
 
-        return SqliteOutbox(str(SqliteStore(url).path))
-    return RedisOutbox(url)
+        return SqliteOutbox(str(SqliteStore(url).path),
+                            f"{name}_outbox" if name else "outbox")
+    return RedisOutbox(url, prefix=f"{{relay}}:{name}" if name else "{relay}")

@@ -127,6 +127,8 @@ class CallRecord:
     ivr_start_at: float | None = None
     ivr_end_at: float | None = None
     prompts: tuple[str, ...] = ()
+    trunk: str | None = None  # the outbound trunk that carried (or last tried) the call
+    failovers: int = 0  # trunks tried before it (408/503/no answer from the trunk)
 
     @classmethod
     def from_doc(cls, d: dict[str, Any]) -> CallRecord:
@@ -143,7 +145,8 @@ class CallRecord:
             policy_reason=d.get("policy_reason"), duration_ms=int(d.get("duration_ms") or 0),
             recording={k: RecordingFile.from_doc(v) for k, v in rec.items()} if rec else None,
             ext=d.get("ext"), ivr_start_at=_ms(d.get("ivr_start_at")),
-            ivr_end_at=_ms(d.get("ivr_end_at")), prompts=tuple(d.get("prompts") or ()))
+            ivr_end_at=_ms(d.get("ivr_end_at")), prompts=tuple(d.get("prompts") or ()),
+            trunk=d.get("trunk"), failovers=int(d.get("failovers") or 0))
 
     def to_json(self, *, real_numbers: bool = True) -> dict[str, Any]:
         """The contract form; `real_numbers=False` masks caller and callee (X never)."""
@@ -164,6 +167,10 @@ class CallRecord:
                        ivr_end_at=to_iso(self.ivr_end_at))
         if self.prompts:
             out["prompts"] = list(self.prompts)
+        if self.trunk is not None:
+            out["trunk"] = self.trunk
+        if self.failovers:
+            out["failovers"] = self.failovers
         return out
 
     @classmethod
@@ -181,7 +188,8 @@ class CallRecord:
             policy_reason=d.get("policy_reason"), duration_ms=d.get("duration_ms") or 0,
             recording={k: RecordingFile.from_json(v) for k, v in rec.items()} if rec else None,
             ext=d.get("ext"), ivr_start_at=from_iso(d.get("ivr_start_at")),
-            ivr_end_at=from_iso(d.get("ivr_end_at")), prompts=tuple(d.get("prompts") or ()))
+            ivr_end_at=from_iso(d.get("ivr_end_at")), prompts=tuple(d.get("prompts") or ()),
+            trunk=d.get("trunk"), failovers=int(d.get("failovers") or 0))
 
 
 _MSG_TIMES = ("received_at", "forwarded_at", "delivered_at")

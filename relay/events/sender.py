@@ -16,23 +16,34 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from relay.bindings.store import StoreUnavailable
-from relay.io.webhook import Attempt, RetryPolicy, WebhookClient
+from relay.io.webhook import Attempt, RetryPolicy
 
 from .outbox import Outbox, OutboxRow
 
-__all__ = ["OutboxSender"]
+__all__ = ["OutboxSender", "Poster", "Settled"]
 
 log = logging.getLogger("relay.events")
+
+
+Settled = Callable[[OutboxRow, Attempt], None]
+
+
+class Poster(Protocol):
+    """Where the sender posts: a WebhookClient, or stream-only's (events.service)."""
+
+    async def post(self, key: str, body: bytes) -> Attempt: ...
 
 
 class OutboxSender:
     """Delivers one store's outbox to one webhook."""
 
-    def __init__(self, outbox: Outbox, client: WebhookClient, policy: RetryPolicy, *,
+    def __init__(self, outbox: Outbox, client: Poster, policy: RetryPolicy, *,
                  batch: int = 256, poll: float = 1.0, lease_ttl: float = 10.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_settled: Settled | None = None) -> None:
         self.outbox = outbox
         self.client = client
         self.policy = policy
@@ -40,6 +51,10 @@ class OutboxSender:
         self.poll = poll
         self.lease_ttl = lease_ttl
         self.clock = clock
+        # Told of each row taken (ok) or given up (a final 4xx, when the policy has
+        # final_4xx): the SMS webhook updates the message's record.
+        self.on_settled = on_settled
+        self.given_up = 0
         self.holder = secrets.token_hex(8)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -108,15 +123,24 @@ class OutboxSender:
             self.backlog = 0
             return 0
         attempts = await asyncio.gather(*(self.client.post(r.id, r.body) for r in rows))
-        done = [r.id for r, a in zip(rows, attempts, strict=True) if a.ok]
-        if done:
-            await self.outbox.done(done)
-            self.delivered += len(done)
-        failed = [(r, a) for r, a in zip(rows, attempts, strict=True) if not a.ok]
-        for row, attempt in failed:
-            await self._defer(row, attempt)
-        self.backlog = len(rows) - len(done)
-        return len(done)
+        pairs = list(zip(rows, attempts, strict=True))
+        taken = [(r, a) for r, a in pairs if a.ok]
+        final = [(r, a) for r, a in pairs if not a.ok and not self.policy.retryable(a)]
+        if taken or final:
+            await self.outbox.done([r.id for r, _a in taken + final])
+            self.delivered += len(taken)
+            self.given_up += len(final)
+            for row, attempt in final:
+                log.warning("%s %s refused for good (HTTP %s): given up", row.type, row.id,
+                            attempt.status)
+            if self.on_settled is not None:
+                for row, attempt in taken + final:
+                    self.on_settled(row, attempt)
+        for row, attempt in pairs:
+            if not attempt.ok and self.policy.retryable(attempt):
+                await self._defer(row, attempt)
+        self.backlog = len(rows) - len(taken)
+        return len(taken)
 
     async def _defer(self, row: OutboxRow, attempt: Attempt) -> None:
         self.failed_attempts += 1

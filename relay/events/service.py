@@ -11,24 +11,35 @@ report to, and the outbox sender, started and stopped with the node.
     backoff_max = 300.0           # ... up to this (a Retry-After may ask for longer)
     timeout = 10.0                # one POST
     concurrency = 64              # POSTs in flight (each to a different call)
+    stream = false                # Redis: true without url is stream-only (no webhook)
+    journal = ""                  # the journal's folder (default: beside the SQLite
+                                  # file, or var/events-journal on Redis)
 
 The hub runs on the event loop and only builds bytes and queues them on the record
-writer, which commits them to the outbox with the records (no IO on the call path).
+writer, which commits them to the outbox with the records (no IO on the call path),
+and on the journal (relay.events.journal), which has them on disk within 10 ms so a
+`kill -9` before the writer's commit loses none.
+
+Stream-only (`stream = true`, no `url`, Redis store): events go to the capped stream
+`{relay}:events` for consumers reading with their own consumer groups (XREADGROUP);
+the outbox entries written beside them are settled at once, as if a webhook took them.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recordings.links import MAX_TTL
-from relay.b2bua.events import CallEvent
+from relay.b2bua.events import CallEnded, CallEvent, CallRefused
 from relay.config import ConfigError
-from relay.io.webhook import RetryPolicy, WebhookClient
+from relay.io.webhook import Attempt, RetryPolicy, WebhookClient
 from relay.records import RecordWriter
 
 from .build import EventBuilder, LinkSpec
+from .journal import EventJournal
 from .outbox import open_outbox
 from .sender import OutboxSender
 
@@ -53,6 +64,8 @@ class EventsSettings:
     backoff_max: float = 300.0
     timeout: float = 10.0
     concurrency: int = 64
+    stream: bool = False
+    journal: str = ""
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any]) -> EventsSettings:
@@ -85,9 +98,11 @@ class EventsSettings:
 class EventHub:
     """Where the call and SMS paths report; events go to the record writer's queue."""
 
-    def __init__(self, writer: RecordWriter, builder: EventBuilder) -> None:
+    def __init__(self, writer: RecordWriter, builder: EventBuilder,
+                 journal: EventJournal | None = None) -> None:
         self.writer = writer
         self.builder = builder
+        self.journal = journal
         self.made = 0
 
     def on_call_event(self, ev: CallEvent) -> None:
@@ -95,6 +110,11 @@ class EventHub:
         events = self.builder.call(ev)
         self.made += len(events)
         self.writer.submit_events(events)
+        if self.journal is not None:
+            # Only a finished call's record: earlier versions are superseded by it (and
+            # a call cut short by a crash is relay.live_journal's to finish).
+            self.journal.append(events, "call", ev.record
+                                if isinstance(ev, CallEnded | CallRefused) else None)
 
     def on_message(self, rec: dict[str, Any], now: float) -> None:
         """A message record was saved (submitted just before)."""
@@ -102,6 +122,8 @@ class EventHub:
         if events:
             self.made += len(events)
             self.writer.submit_events(events)
+            if self.journal is not None:
+                self.journal.append(events, "message", dict(rec))
 
 
 def install_binding_events(node: Node) -> EventBuilder | None:
@@ -110,8 +132,12 @@ def install_binding_events(node: Node) -> EventBuilder | None:
     from relay.recordings_config import recordings_settings
 
     s = EventsSettings.from_extra(node.config.extra)
-    if not s.url:
+    if not s.url and not s.stream:
         return None
+    if not s.url and not node.config.store.startswith("redis"):
+        from relay.config import ConfigError
+
+        raise ConfigError("[events] stream without url needs a Redis store")
     rec = recordings_settings(node.config)
     host, port = node.config.http
     base = rec.link_base or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
@@ -131,10 +157,16 @@ async def attach_events(node: Node) -> None:
     if builder is None:
         return
     s = EventsSettings.from_extra(node.config.extra)
-    node.events = EventHub(node.record_writer, builder)
+    journal = EventJournal(_journal_dir(node, s))
+    await journal.replay(node.record_writer, node.records)
+    node.record_writer.on_commit.append(journal.committed)
+    journal.start()
+    node.events = EventHub(node.record_writer, builder, journal)
     outbox = open_outbox(node.config.store)
     await outbox.open()
-    client = WebhookClient(s.url, s.secret, timeout=s.timeout, concurrency=s.concurrency)
+    client: WebhookClient | StreamOnly = (
+        WebhookClient(s.url, s.secret, timeout=s.timeout, concurrency=s.concurrency)
+        if s.url else StreamOnly())
     await client.start()
     sender = OutboxSender(outbox, client, RetryPolicy(backoff=s.backoff,
                                                       backoff_max=s.backoff_max,
@@ -151,9 +183,36 @@ async def attach_events(node: Node) -> None:
         await sender.stop()
         await client.close()
         await outbox.close()
+        await journal.stop()
 
     node.on_stop.insert(0, stop)  # run last (hooks run in reverse)
-    log.info("events to %s (numbers %s)", s.url, "real" if s.real_numbers else "masked")
+    log.info("events to %s (numbers %s)", s.url or "the Redis stream only",
+             "real" if s.real_numbers else "masked")
+
+
+class StreamOnly:
+    """The sender's client in stream-only mode: the stream already has each event (the
+    records' MULTI wrote it), so every outbox entry is settled as taken."""
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def post(self, key: str, body: bytes) -> Attempt:
+        return Attempt(200)
+
+
+def _journal_dir(node: Node, s: EventsSettings) -> Path:
+    if s.journal:
+        return Path(s.journal)
+    if node.config.store.startswith("sqlite://"):
+        from relay.bindings.sqlite_store import SqliteStore
+
+        db = SqliteStore(node.config.store).path
+        return db.with_name(db.name + "-events")
+    return Path("var") / "events-journal"
 
 
 def _metrics(node: Node, sender: OutboxSender) -> None:

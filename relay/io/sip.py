@@ -21,6 +21,16 @@ datagram of each read batch is the oldest queued, and the kernel's receive times
 (SO_TIMESTAMP) says how long it waited; a repeating timer's drift is the loop's lag;
 the media jobs in flight are counted at the same tick. A few syscalls a second, and
 one `recvmsg` instead of a `recvfrom` per wake-up.
+
+Streams (TCP, and TLS with ``start_tls``) are bounded by :class:`StreamLimits`
+(issue 13): connections in all and per source address, an idle timeout, a deadline
+for a message once its first byte came (slowloris), trunks only when so configured,
+and file descriptors kept in reserve for media, the store and the API. A new
+connection that would cross a limit is aborted at once (RST: its descriptor is free
+again at once). Descriptors are allocated lowest first (POSIX), so a new socket's
+number is the count of descriptors open below it: at or above ``soft limit -
+reserve`` the reserve would be eaten. Each refusal and closing is counted in
+``stats`` (exported as metrics by relay.io.voice).
 """
 
 from __future__ import annotations
@@ -29,16 +39,18 @@ import asyncio
 import contextlib
 import errno
 import logging
+import resource
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from relay.b2bua.callmap import CallMap
 from relay.b2bua.events import CallEnded, CallEvent, CallRefused, MediaJob
 from relay.contacts import Scores
-from relay.counters import CounterStore
 from relay.media.backend import MediaBackend, MediaCall, MediaEvent
 from relay.rtp.session import Side
 from relay.sdp import SdpError
@@ -46,7 +58,7 @@ from relay.sip import SipParseError, StreamFramer
 
 from .hook import DecisionHook
 
-__all__ = ["SipServer"]
+__all__ = ["SipServer", "StreamLimits", "raise_fd_limit", "tls_context"]
 
 log = logging.getLogger("relay.sip")
 
@@ -68,25 +80,80 @@ LAG_SAMPLE = 0.05
 #: timeval of the datagram's arrival comes with it in recvmsg's ancillary data.
 SO_TIMESTAMP = getattr(socket, "SO_TIMESTAMP", 29)
 _TIMEVAL = struct.Struct("@ll")
+#: Listen backlog of the TCP and TLS sockets: a burst of connections (trunks coming
+#: back after an outage, or a crowd to refuse) waits there rather than retrying SYNs.
+BACKLOG = 1024
+#: Seconds between two sweeps of the stream connections (idle and slow ones).
+STREAM_SWEEP = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """Bounds on SIP over TCP and TLS (`[sip] tcp_*` in relay.toml)."""
+
+    max_connections: int = 4096  # TCP and TLS connections in all
+    max_per_source: int = 64  # from one IP address
+    idle_seconds: float = 120.0  # no byte this long: closed (0: never)
+    message_seconds: float = 10.0  # a message must be complete this long after its first
+                                   # byte, a new connection's first one after the connect
+    trunks_only: bool = False  # connections from sources outside [relay] trunks: refused
+    fd_reserve: int = 0  # descriptors never used for SIP streams (0: a quarter of the limit)
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise RLIMIT_NOFILE's soft limit to the hard one (media needs many sockets);
+    returns (soft, hard) as they are afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """A server context for SIP over TLS (RFC 3261 §26.2.1, RFC 8996: TLS 1.2 or later)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
 
 
 class _Tcp(asyncio.Protocol):
-    """One TCP connection: frame the stream, feed each message (RFC 3261 §18.3)."""
+    """One TCP or TLS connection: frame the stream, feed each message (RFC 3261 §18.3)."""
 
-    def __init__(self, server: SipServer) -> None:
+    def __init__(self, server: SipServer, tls: bool = False) -> None:
         self.server = server
+        self.tls = tls
         self.framer = StreamFramer()
         self.transport: asyncio.Transport | None = None
         self.peer: Address = ("", 0)
+        self.last = 0.0  # monotonic time of the last byte received (or the connect)
+        self.started: float | None = None  # a message's first byte came then (not done)
+        self.counted = False  # in server.streams (admitted)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCPTransport does not subclass asyncio.Transport: no isinstance check.
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = (peer[0], peer[1])
-        self.server.tcp[self.peer] = self.transport
+        server = self.server
+        refusal = server.stream_refusal(self.peer[0], transport)
+        if refusal is not None:
+            server.stats["tcp_refused_" + refusal] += 1
+            self.transport.abort()  # an RST: the descriptor is free again at once
+            return
+        self.counted = True
+        server.streams.add(self)
+        server.per_source[self.peer[0]] = server.per_source.get(self.peer[0], 0) + 1
+        self.last = time.monotonic()
+        self.started = self.last  # the first message is due within message_seconds
+        server.tcp[self.peer] = self.transport
 
     def data_received(self, data: bytes) -> None:
+        if not self.counted:
+            return
+        now = self.last = time.monotonic()
         try:
             messages = self.framer.feed(data)
         except SipParseError:
@@ -95,13 +162,28 @@ class _Tcp(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             return
+        if messages or messages.pong:
+            self.started = None
+        if self.framer.buffered and self.started is None:
+            self.started = now  # a message began: it has message_seconds to complete
         if messages.pong and self.transport is not None:
             self.transport.write(b"\r\n")  # RFC 5626 §3.5.1
         for msg in messages:
             self.server.on_message(msg, self.peer, True)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.tcp.pop(self.peer, None)
+        if not self.counted:
+            return
+        self.counted = False
+        server = self.server
+        server.streams.discard(self)
+        left = server.per_source.get(self.peer[0], 1) - 1
+        if left > 0:
+            server.per_source[self.peer[0]] = left
+        else:
+            server.per_source.pop(self.peer[0], None)
+        if server.tcp.get(self.peer) is self.transport:
+            del server.tcp[self.peer]
 
 
 class SipServer:
@@ -114,13 +196,13 @@ class SipServer:
 
     def __init__(self, switch: CallMap, media: MediaBackend, records: RecordSink,
                  clock: Callable[[], float] = time.time, *, events: EventSink | None = None,
-                 prompts: PromptPath | None = None, counters: CounterStore | None = None,
+                 prompts: PromptPath | None = None,
                  scores: Scores | None = None, counter_timeout: float = 0.3,
-                 hook: DecisionHook | None = None) -> None:
+                 hook: DecisionHook | None = None,
+                 limits: StreamLimits | None = None) -> None:
         self.switch = switch
         self.hook = hook  # the per-call decision hook ([dialplan] hook_url)
         self.scores = scores  # callers' harassment scores (relay.contacts)
-        self.counters = counters  # frequency limits (relay.counters); None: admit all
         self.counter_timeout = counter_timeout
         self.media = media
         self.records = records
@@ -129,10 +211,19 @@ class SipServer:
         self.clock = clock
         self.udp: socket.socket | None = None
         self.tcp_server: asyncio.Server | None = None
+        self.tls_server: asyncio.Server | None = None
         self.tcp: dict[Address, asyncio.Transport] = {}
+        self.limits = limits or StreamLimits()
+        self.streams: set[_Tcp] = set()  # admitted TCP and TLS connections
+        self.per_source: dict[str, int] = {}  # admitted connections per source IP
+        self.fd_ceiling = 0  # a stream socket numbered at or above this is refused
+        self._sweep_timer: asyncio.TimerHandle | None = None
         self.jobs: set[asyncio.Task[None]] = set()
         self.stats = {"errors": 0, "tcp_framing_errors": 0, "udp_send_errors": 0,
-                      "udp_receive_errors": 0}
+                      "udp_receive_errors": 0, "tcp_refused_total": 0,
+                      "tcp_refused_source": 0, "tcp_refused_fds": 0,
+                      "tcp_refused_untrusted": 0, "tcp_closed_idle": 0,
+                      "tcp_closed_slow": 0}
         self._timer: asyncio.TimerHandle | None = None
         self._armed: float | None = None
         self._loop = asyncio.get_running_loop()
@@ -171,14 +262,70 @@ class SipServer:
             log.info("no SO_TIMESTAMP: overload control measures the loop's lag only")
         self._loop.add_reader(udp.fileno(), self._on_udp)
         self._sample_lag()
+        self._fd_budget()
+        self._rearm(self.switch.get_timer())  # timers due before any input (trunk probes)
         if tcp:
             host, port = udp.getsockname()[:2]
             try:
                 self.tcp_server = await self._loop.create_server(
-                    lambda: _Tcp(self), host, port, reuse_address=True)
+                    lambda: _Tcp(self), host, port, reuse_address=True, backlog=BACKLOG)
             except OSError as exc:
                 log.warning("SIP over TCP disabled: cannot listen on %s:%s: %s",
                             host, port, exc)
+        self._sweep_streams()
+
+    async def start_tls(self, host: str, port: int, context: ssl.SSLContext) -> int:
+        """Listen for SIP over TLS (same limits as TCP); returns the bound port."""
+        self.tls_server = await self._loop.create_server(
+            lambda: _Tcp(self, tls=True), host, port, ssl=context, reuse_address=True,
+            backlog=BACKLOG,
+            ssl_handshake_timeout=max(1.0, self.limits.message_seconds))
+        return int(self.tls_server.sockets[0].getsockname()[1])
+
+    def _fd_budget(self) -> None:
+        """Check RLIMIT_NOFILE: the descriptors SIP streams may reach."""
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            soft = 1 << 20
+        reserve = self.limits.fd_reserve or max(256, soft // 4)
+        self.fd_ceiling = soft - reserve
+        if self.fd_ceiling < 64:
+            log.warning("RLIMIT_NOFILE is %d: with %d descriptors kept in reserve, SIP "
+                        "over TCP/TLS gets almost none (raise the limit)", soft, reserve)
+
+    def stream_refusal(self, host: str, transport: asyncio.BaseTransport) -> str | None:
+        """Why a new stream connection from `host` is refused, or None (admitted)."""
+        lim = self.limits
+        sock = transport.get_extra_info("socket")
+        fileno = sock.fileno() if sock is not None else -1
+        if fileno >= self.fd_ceiling:
+            return "fds"
+        if len(self.streams) >= lim.max_connections:
+            return "total"
+        if self.per_source.get(host, 0) >= lim.max_per_source:
+            return "source"
+        if lim.trunks_only and not self.switch._trusted(host):
+            return "untrusted"
+        return None
+
+    def _sweep_streams(self) -> None:
+        """Every STREAM_SWEEP s: close idle connections and unfinished messages."""
+        lim = self.limits
+        now = time.monotonic()
+        idle_before = now - lim.idle_seconds if lim.idle_seconds > 0 else None
+        slow_before = now - lim.message_seconds if lim.message_seconds > 0 else None
+        for conn in list(self.streams):
+            t = conn.transport
+            if t is None:
+                continue
+            if slow_before is not None and conn.started is not None \
+                    and conn.started < slow_before:
+                self.stats["tcp_closed_slow"] += 1
+                t.abort()
+            elif idle_before is not None and conn.last < idle_before:
+                self.stats["tcp_closed_idle"] += 1
+                t.close()
+        self._sweep_timer = self._loop.call_later(STREAM_SWEEP, self._sweep_streams)
 
     async def close(self) -> None:
         """Stop listening and cancel pending work."""
@@ -187,8 +334,13 @@ class SipServer:
         if self._lag_timer is not None:
             self._lag_timer.cancel()
             self._lag_timer = None
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
         if self.tcp_server is not None:
             self.tcp_server.close()
+        if self.tls_server is not None:
+            self.tls_server.close()
         for t in list(self.tcp.values()):
             t.close()
         if self.udp is not None:
@@ -395,14 +547,6 @@ class SipServer:
     async def _detect(self, job: MediaJob) -> None:
         await self.media.detect_digits(_handle(job), job.side, job.flag)
 
-    async def _count(self, job: MediaJob) -> bool:
-        """Admit the attempt in its shared counter, or not, within the deadline (a
-        TimeoutError or StoreUnavailable reaches the controller as the job's error)."""
-        if self.counters is None or job.limit is None:
-            return True
-        return await asyncio.wait_for(
-            self.counters.take(job.key, self.clock(), job.limit), self.counter_timeout)
-
     async def _score(self, job: MediaJob) -> int:
         """The caller's harassment score (dialplan.score) from the shared contacts."""
         if self.scores is None or not job.key:
@@ -433,7 +577,7 @@ _OPS: dict[str, Callable[[SipServer, MediaJob], Any]] = {
     "release": SipServer._release, "answer_local": SipServer._answer_local,
     "local_offer": SipServer._local_offer, "play": SipServer._play,
     "stop_play": SipServer._stop_play, "detect": SipServer._detect,
-    "count": SipServer._count, "score": SipServer._score, "hook": SipServer._hook,
+    "score": SipServer._score, "hook": SipServer._hook,
 }
 _RECORDED = (CallEnded, CallRefused)
 

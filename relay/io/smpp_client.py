@@ -178,6 +178,12 @@ class SmppClient:
         if self._bind_result is not None and not self._bind_result.done():
             self._bind_result.set_result(event.command_status or c.ESME_RBINDFAIL)
 
+    def query_received(self, conn: SmppConnection, event: object) -> None:
+        """Never: an SMSC does not send query_sm to an ESME (the session refuses it)."""
+
+    def cancel_received(self, conn: SmppConnection, event: object) -> None:
+        """Never: an SMSC does not send cancel_sm to an ESME (the session refuses it)."""
+
     def connection_gone(self, conn: SmppConnection) -> None:
         """The link dropped: the run loop reconnects."""
         if conn is self._conn:

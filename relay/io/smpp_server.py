@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
-import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -23,18 +23,21 @@ from relay.sms.concat import ConcatError, split_text
 from relay.sms.events import (
     BindRefused,
     Bound,
+    CancelRequested,
     ConnectionClosed,
     Event,
     MessageReceived,
     MessageRejected,
     OutbindReceived,
     ProtocolError,
+    QueryRequested,
     ResponseReceived,
     ResponseTimeout,
     Unbound,
 )
+from relay.sms.ids import MessageIds
 from relay.sms.message import MessageAssembler, SmsMessage
-from relay.sms.pdu import DeliverSm, LocalSmppError, Pdu
+from relay.sms.pdu import CancelSm, DeliverSm, LocalSmppError, Pdu, QuerySm
 from relay.sms.receipt import (
     Receipt,
     build_receipt_text,
@@ -48,7 +51,11 @@ log = logging.getLogger("relay.sms.smpp")
 
 __all__ = [
     "NoRouteError",
+    "OnCancel",
+    "OnLost",
     "OnMessage",
+    "OnQuery",
+    "QueryAnswer",
     "Receipt",
     "SessionRef",
     "SmppConnection",
@@ -76,6 +83,24 @@ class SessionRef:
 OnMessage = Callable[[SessionRef, SmsMessage], Awaitable[tuple[int, str]]]
 
 
+@dataclass(frozen=True, slots=True)
+class QueryAnswer:
+    """What query_sm_resp says (§4.8.2); command_status ESME_RQUERYFAIL if unknown."""
+
+    command_status: int
+    final_date: str = ""
+    message_state: int = 0
+    error_code: int = 0
+
+
+OnQuery = Callable[[SessionRef, QuerySm], Awaitable[QueryAnswer]]
+# cancel_sm: the hook gets the gateway and the PDU, answers a command_status.
+OnCancel = Callable[[SessionRef, CancelSm], Awaitable[int]]
+# A message was handled (forwarded: ESME_ROK, message_id) but its answer could not be
+# sent (the link went down meanwhile): the gateway will resend it.
+OnLost = Callable[[SessionRef, SmsMessage, str], None]
+
+
 async def reject_all(ref: SessionRef, msg: SmsMessage) -> tuple[int, str]:
     """Default hook until the router is wired: refuse with ESME_RX_R_APPN (§5.1.3)."""
     return c.ESME_RX_R_APPN, ""
@@ -88,6 +113,8 @@ class ConnectionOwner(Protocol):
     def bind_refused(self, conn: SmppConnection, event: BindRefused) -> None: ...
     def message_received(self, conn: SmppConnection, event: MessageReceived) -> None: ...
     def connection_gone(self, conn: SmppConnection) -> None: ...
+    def query_received(self, conn: SmppConnection, event: QueryRequested) -> None: ...
+    def cancel_received(self, conn: SmppConnection, event: CancelRequested) -> None: ...
 
 
 _conn_ids = itertools.count(1)
@@ -111,6 +138,7 @@ class SmppConnection(asyncio.Protocol):
         self.closed = asyncio.Event()
         self.protocol_errors = 0
         self.rejected = 0
+        self.unbound_by_us = False  # our unbind was answered (graceful stop)
         self._ref: SessionRef | None = None
 
     @property
@@ -216,11 +244,17 @@ class SmppConnection(asyncio.Protocol):
             elif isinstance(ev, MessageRejected):
                 self.rejected += 1
             elif isinstance(ev, Unbound | ConnectionClosed):
+                if isinstance(ev, Unbound) and not ev.by_peer:
+                    self.unbound_by_us = True
                 log.info("smpp link ended system_id=%s peer=%s: %s",
                          self.session.peer_system_id, self.peer, ev)
                 if isinstance(ev, ConnectionClosed):
                     for req in ev.pending:
                         self._fail(req.sequence, ConnectionError(ev.reason))
+            elif isinstance(ev, QueryRequested):
+                self.owner.query_received(self, ev)
+            elif isinstance(ev, CancelRequested):
+                self.owner.cancel_received(self, ev)
             elif isinstance(ev, OutbindReceived):
                 log.info("smpp outbind from %s ignored", self.peer)
 
@@ -263,16 +297,20 @@ class SmppConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-
-class _MessageIds:
-    """Message ids unique per process run: a random prefix and a counter (§5.2.23: ≤64)."""
-
-    def __init__(self) -> None:
-        self._prefix = secrets.token_hex(4)
-        self._n = itertools.count(1)
-
-    def __call__(self) -> str:
-        return f"{self._prefix}{next(self._n):08x}"
+    async def unbind(self, timeout: float) -> bool:
+        """Send unbind (§4.2) and wait up to `timeout` for unbind_resp; True if it came.
+        The session goes UNBOUND on the answer and the link closes. unbind takes no
+        window slot, so it goes out even while deliver_sm wait for answers."""
+        if not self.session.bound or self.transport is None:
+            return False
+        try:
+            self.session.unbind(self._loop.time())
+        except LocalSmppError:
+            return False
+        self.flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.closed.wait(), timeout)
+        return self.unbound_by_us
 
 
 class SmppServer:
@@ -290,14 +328,23 @@ class SmppServer:
         accounts: Mapping[str, str],
         *,
         on_message: OnMessage | None = None,
+        on_query: OnQuery | None = None,
+        on_cancel: OnCancel | None = None,
+        on_lost: OnLost | None = None,
         config: SessionConfig | None = None,
         reassembly_timeout: float = 60.0,
+        ids: MessageIds | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.accounts = accounts
         self.on_message: OnMessage = on_message or reject_all
+        self.on_query = on_query
+        self.on_cancel = on_cancel
+        self.on_lost = on_lost
         self.config = config or SessionConfig()
+        if on_query is not None or on_cancel is not None:
+            self.config = dataclasses.replace(self.config, message_store=True)
         self.connections: set[SmppConnection] = set()
         self._receivers: dict[str, list[SmppConnection]] = {}
         self._rr: dict[str, int] = {}
@@ -305,9 +352,10 @@ class SmppServer:
         self._assembler = MessageAssembler(reassembly_timeout)
         self._expiry: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._ids = _MessageIds()
+        self._ids = ids or MessageIds()
         self._refs = itertools.count(1)
         self.messages_in = 0
+        self.draining = False  # stopping: new messages are left unanswered (resent later)
 
     async def start(self) -> None:
         """Listen on host:port (port 0 picks a free one, readable as `self.port`)."""
@@ -323,10 +371,22 @@ class SmppServer:
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("smpp server listening on %s:%d", self.host, self.port)
 
-    async def stop(self) -> None:
-        """Stop listening and close every connection."""
+    async def stop(self, drain: float = 5.0, unbind: float = 3.0) -> None:
+        """Stop gracefully: stop listening; leave new messages unanswered (the gateway
+        resends them on its next link); let messages already being handled finish and
+        be answered (up to `drain` seconds); unbind every bound link and wait for its
+        unbind_resp (up to `unbind` seconds); then close whatever is left."""
+        self.draining = True
         if self._server is not None:
             self._server.close()
+        if self._tasks:
+            _done, late = await asyncio.wait(list(self._tasks), timeout=drain)
+            for task in late:
+                task.cancel()  # left unanswered: the gateway resends, the retry book dedups
+        links = [x for x in self.connections if x.session.bound]
+        if links:
+            answered = await asyncio.gather(*(x.unbind(unbind) for x in links))
+            log.info("smpp unbound %d of %d gateway link(s)", sum(answered), len(links))
         for conn in list(self.connections):
             conn.close()
         for conn in list(self.connections):
@@ -390,17 +450,25 @@ class SmppServer:
                 lst.remove(conn)
 
     def message_received(self, conn: SmppConnection, event: MessageReceived) -> None:
-        """Answer parts as they come; hand a complete message to the hook once."""
+        """Answer parts as they come; hand a complete message to the hook once.
+
+        Every part gets its own id (relay.sms.ids) in its submit_sm_resp; the message
+        lists them (`SmsMessage.part_ids`) so each leads to the record and each gets
+        the receipt it asked for.
+        """
+        if self.draining:
+            return  # unanswered: the gateway resends it to whichever node takes over
         loop = conn.loop
+        part_id = self._ids()
         try:
-            msg = self._assembler.add(conn.session.peer_system_id, event, loop.time())
+            msg = self._assembler.add(conn.session.peer_system_id, event, loop.time(), part_id)
         except ConcatError as exc:
             log.debug("smpp bad concatenation from %s: %s", conn.peer, exc)
             conn.respond(event, c.ESME_RINVESMCLASS)
             return
         if msg is None:
             self._arm_expiry()  # a part is waiting for the rest of its set
-            conn.respond(event, c.ESME_ROK, self._ids())
+            conn.respond(event, c.ESME_ROK, part_id)
             return
         self.messages_in += 1
         if log.isEnabledFor(logging.DEBUG):
@@ -409,19 +477,70 @@ class SmppServer:
                       len(msg.parts), conn.session.peer_system_id)
         if self._expiry is not None:
             self._arm_expiry()  # this message may have completed the last waiting set
-        task = loop.create_task(self._answer(conn, event, msg))
+        task = loop.create_task(self._answer(conn, event, msg, part_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, conn: SmppConnection, event: MessageReceived, msg: SmsMessage) -> None:
+    async def _answer(self, conn: SmppConnection, event: MessageReceived, msg: SmsMessage,
+                      part_id: str) -> None:
         try:
             status, message_id = await self.on_message(conn.ref, msg)
         except Exception:
             log.exception("smpp on_message hook failed")
             status, message_id = c.ESME_RSYSERR, ""
-        if status == c.ESME_ROK and not message_id:
-            message_id = self._ids()
+        if status == c.ESME_ROK and (len(msg.parts) > 1 or not message_id):
+            # The part that completed the set is answered with its own id, like the others.
+            message_id = part_id
+        if conn.session.closed and status == c.ESME_ROK and self.on_lost is not None:
+            self.on_lost(conn.ref, msg, message_id)
         conn.respond(event, status, message_id)
+
+    def pending_part(self, part_id: str, system_id: str) -> bool:
+        """True if `part_id` is a part `system_id` sent of a message still waiting for
+        its other parts."""
+        return self._assembler.waiting(part_id, system_id)
+
+    def cancel_pending(self, part_id: str) -> int:
+        """Drop the incomplete message holding `part_id` (cancel_sm); parts dropped."""
+        parts = self._assembler.cancel(part_id)
+        self._arm_expiry()
+        return len(parts)
+
+    def query_received(self, conn: SmppConnection, event: QueryRequested) -> None:
+        """query_sm: answered from the application's message records."""
+        self._spawn(conn, self._query(conn, event))
+
+    def cancel_received(self, conn: SmppConnection, event: CancelRequested) -> None:
+        """cancel_sm: the application cancels what is not forwarded yet."""
+        self._spawn(conn, self._cancel(conn, event))
+
+    def _spawn(self, conn: SmppConnection, coro: Coroutine[Any, Any, None]) -> None:
+        task = conn.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _query(self, conn: SmppConnection, event: QueryRequested) -> None:
+        answer = QueryAnswer(c.ESME_RQUERYFAIL)
+        if self.on_query is not None:
+            try:
+                answer = await self.on_query(conn.ref, event.pdu)
+            except Exception:
+                log.exception("smpp query hook failed")
+        conn.session.answer_query(event.pdu, answer.command_status,
+                                  final_date=answer.final_date,
+                                  message_state=answer.message_state,
+                                  error_code=answer.error_code)
+        conn.flush()
+
+    async def _cancel(self, conn: SmppConnection, event: CancelRequested) -> None:
+        status = c.ESME_RCANCELFAIL
+        if self.on_cancel is not None:
+            try:
+                status = await self.on_cancel(conn.ref, event.pdu)
+            except Exception:
+                log.exception("smpp cancel hook failed")
+        conn.session.answer_cancel(event.pdu, status)
+        conn.flush()
 
     def _arm_expiry(self) -> None:
         when = self._assembler.next_deadline()

@@ -13,9 +13,9 @@ enforced by tests/unit/sms/test_sans_io.py).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
-import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,26 +23,30 @@ from typing import TYPE_CHECKING, Any
 
 from dialplan.numbers import InvalidNumber, mask, normalise
 from dialplan.policy import counter_key
-from dialplan.route import Bridge, counted, decide, scored
+from dialplan.route import Bridge, counted, decide, hooked, scored
 from relay.bindings.store import StoreUnavailable
 from relay.config import ConfigError, parse_hostport
 from relay.contacts import contact_from_message
+from relay.io.hook import text_hook
 from relay.io.smpp_client import SmppClient
-from relay.io.smpp_server import NoRouteError, SessionRef, SmppServer
+from relay.io.smpp_server import NoRouteError, QueryAnswer, SessionRef, SmppServer
 from relay.io.webhook import WebhookSender
 from relay.sms import constants as c
 from relay.sms.concat import ConcatError
+from relay.sms.ids import MessageIds
 from relay.sms.message import SmsMessage
-from relay.sms.pdu import DeliverSm, SubmitSm
-from relay.sms.receipt import Receipt, receipt_deliver_sm
+from relay.sms.pdu import CancelSm, DeliverSm, QuerySm, SubmitSm
+from relay.sms.receipt import STATES, Receipt, receipt_deliver_sm
+from relay.sms.refusals import is_temporary
+from relay.sms.retries import RetryBook, RetryKey, Seen
 from relay.sms.router import (
     Forward,
     Origin,
     ReceiptBook,
     Reject,
     message_record,
+    part_receipts,
     plan,
-    receipt_wanted,
     reject,
     smpp_number,
     split_payload,
@@ -59,6 +63,16 @@ log = logging.getLogger("relay.sms")
 
 ROUTES = ("gateway", "upstream", "webhook")
 KIND = "message"
+# A part id other than the record's own: {"id": part id, "message": record id}, so every
+# id a gateway was given leads to the record (`GET /v1/messages/{id}`, query_sm).
+PART_KIND = "message_part"
+# query_sm (§4.8.2 message_state, §5.2.28) from a record's status.
+_QUERY_STATE = {
+    "received": c.MESSAGE_STATE_ENROUTE, "queued": c.MESSAGE_STATE_ENROUTE,
+    "forwarded": c.MESSAGE_STATE_ENROUTE, "delivered": c.MESSAGE_STATE_DELIVERED,
+    "refused": c.MESSAGE_STATE_REJECTED, "failed": c.MESSAGE_STATE_UNDELIVERABLE,
+    "undeliverable": c.MESSAGE_STATE_UNDELIVERABLE,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +102,7 @@ class SmsSettings:
     window: int = 10
     enquire_link_interval: float = 30.0
     upstream: Upstream | None = None
+    retry_window: float = 3600.0  # a gateway's resend of the same message within it is one
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any]) -> SmsSettings:
@@ -134,18 +149,18 @@ class SmsSettings:
             window=int(sms.get("window", 10)),
             enquire_link_interval=float(sms.get("enquire_link_interval", 30.0)),
             upstream=upstream,
+            retry_window=float(sms.get("retry_window", 3600.0)),
         )
 
 
-class _Ids:
-    """Message ids: a random per-process prefix and a counter (short: SMPP allows 64)."""
+def text_sha256(text: str | None, payload: bytes) -> str:
+    """The SHA-256 a record keeps of a message (of the UTF-8 text, else the payload)."""
+    return hashlib.sha256(text.encode("utf-8") if text is not None else payload).hexdigest()
 
-    def __init__(self) -> None:
-        self._prefix = "m" + secrets.token_hex(4)
-        self._n = itertools.count(1)
 
-    def __call__(self) -> str:
-        return f"{self._prefix}{next(self._n):08x}"
+def _smpp_time(t: float) -> str:
+    """§7.1.1 absolute time in UTC: YYMMDDhhmmss, tenths, quarter hours offset, '+'."""
+    return datetime.fromtimestamp(t, UTC).strftime("%y%m%d%H%M%S") + "000+"
 
 
 class SmsService:
@@ -157,8 +172,11 @@ class SmsService:
         self.server: SmppServer | None = None
         self.client: SmppClient | None = None
         self.webhook: WebhookSender | None = None
+        self.hook = text_hook(node)  # [dialplan] hook_url: texts are asked too
         self.receipts = ReceiptBook()
-        self._ids = _Ids()
+        self._ids = MessageIds()  # one format for every id, part or message (relay.sms.ids)
+        self.retries = RetryBook(settings.retry_window)
+        self._aliases: OrderedDict[str, str] = OrderedDict()  # part id -> record id
         self._refs = itertools.count(1)
         # Recent records by id: updates (forwarded, delivered) never read the store.
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -180,11 +198,14 @@ class SmsService:
         if s.webhook_url:
             self.webhook = WebhookSender(s.webhook_url, s.webhook_secret,
                                          on_result=self._webhook_result,
-                                         retries=s.webhook_retries, backoff=s.webhook_backoff)
+                                         retries=s.webhook_retries, backoff=s.webhook_backoff,
+                                         store=self.node.config.store)  # durable
             await self.webhook.start()
         if cfg.smpp is not None:
             self.server = SmppServer(cfg.smpp[0], cfg.smpp[1], cfg.smpp_accounts,
-                                     on_message=self.on_gateway_message, config=session)
+                                     on_message=self.on_gateway_message,
+                                     on_query=self.on_query, on_cancel=self.on_cancel,
+                                     on_lost=self.on_lost, config=session, ids=self._ids)
             await self.server.start()
         if s.upstream is not None:
             up = s.upstream
@@ -196,13 +217,16 @@ class SmsService:
             await self.client.start()
 
     async def stop(self) -> None:
-        """Stop taking messages, then let queued webhooks finish briefly."""
+        """Stop taking messages (messages being handled are answered, then every gateway
+        is unbound), then let queued webhooks finish briefly."""
         if self.server is not None:
             await self.server.stop()
         if self.client is not None:
             await self.client.stop()
         if self.webhook is not None:
             await self.webhook.stop()
+        if self.hook is not None:
+            await self.hook.close()
 
     # ---- entry points ----
     async def on_gateway_message(self, ref: SessionRef, msg: SmsMessage) -> tuple[int, str]:
@@ -210,6 +234,63 @@ class SmsService:
         action, msg_id = await self.handle(msg, origin=f"smpp:{ref.system_id}",
                                            system_id=ref.system_id, route=self.settings.route)
         return (action.command_status, "") if isinstance(action, Reject) else (c.ESME_ROK, msg_id)
+
+    def on_lost(self, ref: SessionRef, msg: SmsMessage, message_id: str) -> None:
+        """SmppServer hook: a message was forwarded but the gateway never heard so (its
+        link went down): its resend is answered with the same id, not forwarded again."""
+        rec_id = self._aliases.get(message_id, message_id)
+        rec = self._recent.get(rec_id)
+        if rec is None or rec.get("status") not in ("delivered", "forwarded", "queued"):
+            return
+        key = (f"smpp:{ref.system_id}", msg.source_addr, msg.destination_addr,
+               text_sha256(msg.text, msg.payload))
+        self.retries.note(key, rec_id, c.ESME_ROK, None, self.node.clock())
+
+    async def on_query(self, ref: SessionRef, pdu: QuerySm) -> QueryAnswer:
+        """SmppServer hook: query_sm, answered from the message record for the gateway
+        that submitted the message (anyone else learns nothing: ESME_RQUERYFAIL)."""
+        if self.server is not None and self.server.pending_part(pdu.message_id, ref.system_id):
+            return QueryAnswer(c.ESME_ROK, message_state=c.MESSAGE_STATE_ACCEPTED)
+        rec = await self.find(pdu.message_id)
+        if rec is None or rec.get("origin") != f"smpp:{ref.system_id}":
+            return QueryAnswer(c.ESME_RQUERYFAIL)
+        status = str(rec.get("status"))
+        state = _QUERY_STATE.get(status, c.MESSAGE_STATE_UNKNOWN)
+        final = {"delivered": rec.get("delivered_at"), "refused": rec.get("received_at"),
+                 "failed": rec.get("received_at"),
+                 "undeliverable": rec.get("delivered_at") or rec.get("received_at")}.get(status)
+        return QueryAnswer(c.ESME_ROK, final_date=_smpp_time(final) if final else "",
+                           message_state=state,
+                           error_code=int(rec.get("command_status") or 0) & 0xFF)
+
+    async def on_cancel(self, ref: SessionRef, pdu: CancelSm) -> int:
+        """SmppServer hook: cancel_sm. Only a message not forwarded yet can be cancelled:
+        one whose parts are still coming in (forwarding starts when the last arrives)."""
+        server = self.server
+        if server is not None and pdu.message_id and server.pending_part(pdu.message_id,
+                                                                         ref.system_id):
+            dropped = server.cancel_pending(pdu.message_id)
+            log.info("sms %s cancelled by %s (%d part(s) dropped)", pdu.message_id,
+                     ref.system_id, dropped)
+            return c.ESME_ROK
+        return c.ESME_RCANCELFAIL
+
+    async def find(self, msg_id: str) -> dict[str, Any] | None:
+        """The record a message id leads to: the message's own id or any part's id."""
+        rec_id = self._aliases.get(msg_id, msg_id)
+        rec = self._recent.get(rec_id)
+        if rec is not None:
+            return rec
+        try:
+            rec = await self.node.records.get(KIND, rec_id)
+            if rec is None:
+                alias = await self.node.records.get(PART_KIND, msg_id)
+                if alias is not None:
+                    rec = (self._recent.get(alias["message"])
+                           or await self.node.records.get(KIND, alias["message"]))
+        except StoreUnavailable:
+            return None
+        return rec
 
     async def on_upstream_message(self, ref: SessionRef, msg: SmsMessage) -> tuple[int, str]:
         """SmppClient hook: an MO message or a delivery receipt from the upstream SMSC."""
@@ -239,17 +320,32 @@ class SmsService:
             payload=msg.payload, data_coding=msg.data_coding, parts=len(msg.parts),
             registered_delivery=msg.registered_delivery, origin=origin,
             system_id=system_id, route=route,
-            tons=(msg.source_addr_ton, msg.dest_addr_ton))
+            tons=(msg.source_addr_ton, msg.dest_addr_ton),
+            part_ids=tuple(zip(msg.part_ids, (p.registered_delivery for p in msg.parts),
+                               strict=False)))
 
     async def handle_fields(
         self, *, sender_raw: str, x_raw: str, text: str | None, payload: bytes,
         data_coding: int, parts: int, registered_delivery: int, origin: str,
         system_id: str, route: str, tons: tuple[int, int] | None = None,
+        part_ids: tuple[tuple[str, int], ...] = (),
     ) -> tuple[Forward | Reject, str]:
-        """Decide, record, forward. Returns the action (a Reject on failure) and our id."""
+        """Decide, record, forward. Returns the action (a Reject on failure) and our id.
+
+        `part_ids` are the (id, registered_delivery) of each part as the gateway was
+        answered; the first part's id is the record's, the others lead to it.
+        """
         node = self.node
         now = node.clock()
-        msg_id = self._ids()
+        sha = text_sha256(text, payload)
+        retry_key = (origin, sender_raw, x_raw, sha)
+        seen = self.retries.retry(retry_key, now)
+        if seen is not None:
+            again = self._resend(seen, retry_key, part_ids, now)
+            if again is not None:
+                return again
+        msg_id = seen.record_id if seen is not None else (part_ids[0][0] if part_ids
+                                                          else self._ids())
         cc = node.config.default_cc
         action: Forward | Reject
         sender, x = sender_raw, x_raw
@@ -270,21 +366,39 @@ class SmsService:
                                   policy=policy, blocked=node.policies.blocked(sender, x, now))
                 if isinstance(decision, Bridge) and decision.max_score is not None:
                     decision = scored(decision, await self._score(sender, now))
+                if isinstance(decision, Bridge) and self.hook is not None:
+                    decision = hooked(decision, await self.hook.allow_text({
+                        "at": now, "message_id": msg_id, "x": x, "caller": sender,
+                        "binding": decision.binding, "direction": decision.direction,
+                        "out_id": getattr(entry, "out_id", None)}))
                 if isinstance(decision, Bridge) and decision.limit is not None:
                     decision = counted(decision, await self._admit(decision, sender, now))
                 action = plan(sender, x, decision)
         rec = message_record(msg_id, now=now, sender=sender, x=x, text=text, payload=payload,
                              data_coding=data_coding, parts=parts, origin=origin,
-                             retain_text=self.settings.retain_text, action=action, route=route)
-        node.contact_writer.submit(contact_from_message(rec))  # the sender's score inputs
+                             retain_text=self.settings.retain_text, action=action, route=route,
+                             text_sha256=sha)
+        self._note_parts(rec, part_ids)
+        if seen is not None:  # a resend of a temporarily refused message: one record
+            first = self._recent.get(seen.record_id)
+            rec.update(retries=seen.retries, started_at=(first or rec)["started_at"],
+                       received_at=(first or rec)["received_at"], last_retry_at=now)
+            if isinstance(action, Reject) and action.reason == seen.reason:
+                self._update(rec)
+                return action, msg_id
+            self.retries.forget(retry_key)
+        else:
+            node.contact_writer.submit(contact_from_message(rec))  # the sender's score inputs
         if isinstance(action, Reject):
+            self.retries.note(retry_key, msg_id, action.command_status, action.reason, now)
             self._counts[(origin, action.reason)] = self._counts.get((origin, action.reason), 0) + 1
             if log.isEnabledFor(logging.DEBUG):  # mask() costs, even when nothing is logged
                 log.debug("sms %s refused %s -> %s: %s (0x%02X)", msg_id, mask(sender), x,
                           action.reason, action.command_status)
             self._save(rec)
             return action, msg_id
-        origin_ref = Origin(msg_id, system_id, sender, x, registered_delivery, now)
+        origin_ref = Origin(msg_id, system_id, sender, x, registered_delivery,
+                            rec["received_at"], part_ids)
         failure = await self._forward(route, action, text, payload, data_coding, rec,
                                       origin_ref, system_id)
         if failure is not None:
@@ -296,14 +410,63 @@ class SmsService:
             return failure, msg_id
         self._counts[(origin, "forwarded")] = self._counts.get((origin, "forwarded"), 0) + 1
         self._save(rec)
-        if rec["status"] == "delivered" and receipt_wanted(registered_delivery, True):
+        if rec["status"] == "delivered":
             self._spawn_receipt(origin_ref, "DELIVRD", rec["delivered_at"] or now)
         return action, msg_id
+
+    def _resend(self, seen: Seen, key: RetryKey, part_ids: tuple[tuple[str, int], ...],
+                now: float) -> tuple[Forward | Reject, str] | None:
+        """A gateway resent a message the relay answered before. Forwarded (its answer
+        was lost): the same id again, nothing forwarded. Refused for good: the same
+        refusal, counted on the first record. Refused for now: None, decide again."""
+        first = self._recent.get(seen.record_id)
+        self._note_parts(first, part_ids, record_id=seen.record_id)
+        if seen.command_status == c.ESME_ROK:
+            if first is not None:
+                first.update(retries=seen.retries, last_retry_at=now)
+                self._update(first)
+            log.info("sms %s: resend of a forwarded message answered again, not forwarded",
+                     seen.record_id)
+            r = first or {}
+            return Forward(r.get("binding") or "", r.get("x") or "", r.get("sender") or "",
+                           r.get("recipient") or "", r.get("direction") or ""), seen.record_id
+        if not is_temporary(seen.command_status):
+            if first is not None:
+                first.update(retries=seen.retries, last_retry_at=now)
+                self._update(first)
+            return reject(seen.reason or "forward_failed",
+                          first.get("binding") if first else None), seen.record_id
+        return None
+
+    def _note_parts(self, rec: dict[str, Any] | None, part_ids: tuple[tuple[str, int], ...],
+                    record_id: str | None = None) -> None:
+        """Make every part id lead to the record (in memory, and in the store)."""
+        rec_id = record_id or (rec["id"] if rec is not None else None)
+        if rec_id is None or len(part_ids) < 1:
+            return
+        if rec is not None and len(part_ids) > 1:
+            rec.setdefault("part_ids", [pid for pid, _ in part_ids])
+        for pid, _ in part_ids:
+            if pid == rec_id:
+                continue
+            self._aliases[pid] = rec_id
+            self._writer.submit(PART_KIND, {"id": pid, "started_at": self.node.clock(),
+                                            "message": rec_id})
+        while len(self._aliases) > self._recent_max:
+            self._aliases.popitem(last=False)
+
+    def _update(self, rec: dict[str, Any]) -> None:
+        """Store a changed record without announcing an event (a resend is no news)."""
+        self._recent[rec["id"]] = rec
+        self._writer.submit(KIND, dict(rec))
 
     async def _score(self, sender: str, now: float) -> int:
         """The sender's harassment score (`max_score`); a store that cannot answer in
         time scores 0 (counter_fail open) or above any limit (closed), counted."""
         node = self.node
+        known = node.scores.cached(sender, now)  # at once, when this node has one
+        if known is not None:
+            return known
         try:
             return await asyncio.wait_for(node.scores.score(sender, now),
                                           node.config.counter_timeout)
@@ -378,6 +541,7 @@ class SmsService:
         if client is None or not client.bound:
             return reject("no_route", fwd.binding)
         far_id = ""
+        far_ids: list[str] = []
         try:
             for body in bodies:
                 resp = await client.submit(SubmitSm(
@@ -389,12 +553,14 @@ class SmsService:
                     log.info("sms %s: upstream answered 0x%02X", rec["id"], resp.command_status)
                     return reject("forward_failed", fwd.binding)
                 far_id = getattr(resp, "message_id", "") or far_id
+                if far_id:
+                    far_ids.append(far_id)
         except (ConnectionError, TimeoutError) as exc:
             log.info("sms %s: upstream submit failed: %s", rec["id"], exc)
             return reject("no_route", fwd.binding)
-        # Receipts are per part; the last part's completes the message for the recipient.
-        if far_id:
-            self.receipts.remember(far_id, origin)
+        # The SMSC receipts each part; the message is done when every part is.
+        if far_ids:
+            self.receipts.remember(far_ids, origin)
         rec.update(status="forwarded", forwarded_at=self.node.clock(), far_id=far_id)
         return None
 
@@ -432,11 +598,14 @@ class SmsService:
         if tlv is not None:
             far_id = tlv.as_str()  # §5.3.2.12: the TLV is authoritative over the text
         now = self.node.clock()
-        origin = self.receipts.take(far_id, now)
-        if origin is None:
+        stat = msg.receipt.stat
+        settled = self.receipts.settle(far_id, stat, now)
+        if settled is None:
             log.debug("receipt for unknown message %s", far_id)
             return
-        stat = msg.receipt.stat
+        origin, final = settled
+        if not final:
+            return  # other parts' receipts are still to come
         rec = self._recent.get(origin.msg_id)
         if rec is None:
             try:
@@ -450,33 +619,34 @@ class SmsService:
             elif stat in ("UNDELIV", "EXPIRED", "REJECTD", "DELETED"):
                 rec.update(status="undeliverable", reason=stat.lower())
             self._save(rec)
-        success = stat == "DELIVRD"
-        if receipt_wanted(origin.registered_delivery, success):
-            # Not awaited: the SMSC's deliver_sm_resp must not wait on the gateway's link.
-            self._spawn_receipt(origin, stat, now)
+        # Not awaited: the SMSC's deliver_sm_resp must not wait on the gateway's link.
+        self._spawn_receipt(origin, stat if stat in STATES else "UNKNOWN", now)
 
     def _spawn_receipt(self, origin: Origin, stat: str, done: float) -> None:
+        """Send the receipts `origin`'s parts asked for (none: nothing to do)."""
         if not origin.system_id or self.server is None:
             return
-        task = asyncio.get_running_loop().create_task(self._send_receipt(origin, stat, done))
+        receipts = part_receipts(origin, stat, done)
+        if not receipts:
+            return
+        task = asyncio.get_running_loop().create_task(self._send_receipts(origin, receipts))
         self._receipt_tasks.add(task)
         task.add_done_callback(self._receipt_tasks.discard)
 
-    async def _send_receipt(self, origin: Origin, stat: str, done: float) -> None:
-        """deliver_sm receipt to the sender's gateway: from X, with *our* message id."""
+    async def _send_receipts(self, origin: Origin, receipts: list[Receipt]) -> None:
+        """deliver_sm receipts to the sender's gateway: from X, TON 1 / NPI 1, one per
+        part that asked, each quoting the id that part was answered with."""
         if self.server is None:
             return
-        r = Receipt(message_id=origin.msg_id, stat=stat,
-                    submit_date=datetime.fromtimestamp(origin.submitted_at, UTC),
-                    done_date=datetime.fromtimestamp(done, UTC),
-                    err="000" if stat == "DELIVRD" else "001")
-        try:
-            await self.server.deliver(origin.system_id,
-                                      receipt_deliver_sm(wire_number(origin.x),
-                                                         wire_number(origin.sender), r))
-        except (NoRouteError, ConnectionError, TimeoutError) as exc:
-            log.info("receipt for %s not delivered to %s: %s", origin.msg_id,
-                     origin.system_id, exc)
+        for r in receipts:
+            try:
+                await self.server.deliver(origin.system_id,
+                                          receipt_deliver_sm(wire_number(origin.x),
+                                                             wire_number(origin.sender), r))
+            except (NoRouteError, ConnectionError, TimeoutError) as exc:
+                log.info("receipt for %s not delivered to %s: %s", r.message_id,
+                         origin.system_id, exc)
+                return
 
     # ---- records ----
     def recent(self, msg_id: str) -> dict[str, Any] | None:

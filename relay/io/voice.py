@@ -16,6 +16,13 @@ Tunables live in relay.toml (see README "Configuration" and DESIGN.md):
     gc_full_seconds = 3600       # a full collection this often (0: never; see _tune_gc)
     announce_refusals = true     # unknown or frozen X hears why in 183 early media first
     no_early_media = []          # trunks (CIDRs) that get refusals unannounced
+    symmetric = []               # trunks (CIDRs, behind NAT) sent in-dialog requests at
+                                 # their source address, not their Contact / route set
+    probe_interval = 30          # OPTIONS to each [[sip.trunk]] this often (0: never)
+    dns_servers = []             # for trunks named by DNS name (default: resolv.conf)
+    dns_refresh = 30             # seconds between lookups of those names (TTLs cached)
+    session_expires = 1800       # RFC 4028 session interval per leg (0: no timers offered)
+    min_se = 90                  # a caller asking for less gets 422 (RFC 4028 floor: 90)
     ivr_tries = 3                # AXE: extensions a caller may key before the hang-up
     ivr_first_digit = 10         # seconds after the prompt for the first digit
     ivr_pause = 3                # a pause this long ends the extension
@@ -29,6 +36,27 @@ Tunables live in relay.toml (see README "Configuration" and DESIGN.md):
     overload_retry_after = 5     # seconds, in the 503
     overload_sample = 100        # one call record per this many 503s (the rest: a counter)
     overload_force_after = 0     # test knob: admit this many calls, then shed every new one
+    # Hostile networks (issue 13; relay/io/sip.py StreamLimits, relay/sip/pike.py):
+    tcp_max_connections = 4096   # SIP TCP + TLS connections in all
+    tcp_max_per_source = 64      # from one IP address
+    tcp_idle_seconds = 120       # a connection silent this long is closed (0: never)
+    tcp_message_seconds = 10     # a message must be complete this long after its first byte
+                                 # (and a new connection's first one after the connect)
+    tcp_trunks_only = false      # refuse TCP/TLS connections from outside [relay] trunks
+    tcp_fd_reserve = 0           # descriptors never used for SIP streams (0: 1/4 of the limit)
+    rate_limit = 40              # datagrams per source (not a trunk) per rate_window (0: off)
+    rate_window = 2              # seconds
+    rate_ban = 60                # seconds a source over the limit is dropped unanswered
+    stateless_refusals = true    # refusals outside a dialog: once, no 100 Trying, cached
+    tls_cert = "/etc/relay/sip.pem"  # with --sip-tls / [relay] sip_tls: certificate chain
+    tls_key = "/etc/relay/sip.key"   # and its private key (TLS 1.2 or later)
+
+    [[sip.trunk]]                # outbound trunks (none: the one --outbound address)
+    name = "carrier-a"           # in call records ("trunk") and metrics
+    host = "192.0.2.50"          # an address, or a DNS name (RFC 3263: NAPTR/SRV/A)
+    port = 5060                  # optional with a DNS name (SRV gives it)
+    priority = 1                 # lower first; a call fails over to the next trunk on
+    weight = 10                  # 408, 503 or no answer before anything rang
 
     [media]
     bind = "127.0.0.1"           # RTP sockets (default: the SIP host)
@@ -56,13 +84,16 @@ from typing import TYPE_CHECKING, Any
 
 from relay.b2bua.callmap import CallMap, Settings
 from relay.b2bua.overload import OverloadConfig, OverloadGuard
+from relay.b2bua.trunks import Trunk, parse_trunks
+from relay.config import ConfigError
 from relay.contacts import contact_from_call
 from relay.media.backend import MediaBackend
 from relay.media.prompts import PromptSet
 from relay.sip import TimerConfig
+from relay.sip.dns import A, DnsError
 
 from .hook import DecisionHook
-from .sip import SipServer
+from .sip import SipServer, StreamLimits, raise_fd_limit, tls_context
 
 if TYPE_CHECKING:
     from relay.app import Node
@@ -89,6 +120,11 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
         hangup_on_freeze=bool(sip.get("hangup_on_freeze", False)),
         announce_refusals=bool(sip.get("announce_refusals", True)),
         no_early_media=tuple(str(n) for n in sip.get("no_early_media", ())),
+        symmetric=tuple(str(n) for n in sip.get("symmetric", ())),
+        outbound_trunks=_trunks(sip.get("trunk", ())),
+        probe_interval=float(sip.get("probe_interval", 30.0)),
+        session_expires=int(sip.get("session_expires", 1800)),
+        min_se=int(sip.get("min_se", 90)),
         ivr_tries=int(sip.get("ivr_tries", 3)),
         ivr_first_digit=float(sip.get("ivr_first_digit", 10.0)),
         ivr_pause=float(sip.get("ivr_pause", 3.0)),
@@ -99,6 +135,10 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
         hook_fallback_allow=getattr(config, "hook_fallback", "allow") == "allow",
         timers=TimerConfig(t1=t1, t2=min(4.0, 8 * t1), t4=min(5.0, 10 * t1),
                            timer_d=max(32.0 * t1 / 0.5, 0.0)),
+        stateless_refusals=bool(sip.get("stateless_refusals", True)),
+        rate_limit=int(sip.get("rate_limit", 40)),
+        rate_window=float(sip.get("rate_window", 2.0)),
+        rate_ban=float(sip.get("rate_ban", 60.0)),
         overload=OverloadGuard(OverloadConfig(
             delay_ms=float(sip.get("overload_delay_ms", 100.0)),
             max_jobs=int(sip.get("overload_max_jobs", 2000)),
@@ -107,6 +147,28 @@ def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
             force_after=int(sip.get("overload_force_after", 0)))),
     )
     return s, sip
+
+
+def _trunks(items: Any) -> tuple[Trunk, ...]:
+    """`[[sip.trunk]]` tables (relay.b2bua.trunks); a bad one stops the relay, named."""
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, dict) for i in items):
+        raise ConfigError("[[sip.trunk]]: each trunk is a table (host, port, priority, "
+                          "weight, name)")
+    try:
+        return tuple(parse_trunks(items))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def stream_limits(sip: dict[str, Any]) -> StreamLimits:
+    """`[sip] tcp_*`: the bounds on SIP over TCP and TLS."""
+    return StreamLimits(
+        max_connections=int(sip.get("tcp_max_connections", 4096)),
+        max_per_source=int(sip.get("tcp_max_per_source", 64)),
+        idle_seconds=float(sip.get("tcp_idle_seconds", 120.0)),
+        message_seconds=float(sip.get("tcp_message_seconds", 10.0)),
+        trunks_only=bool(sip.get("tcp_trunks_only", False)),
+        fd_reserve=int(sip.get("tcp_fd_reserve", 0)))
 
 
 async def _media_backend(cfg: Any, media_cfg: dict[str, Any], advertise: str,
@@ -153,6 +215,8 @@ async def attach_voice(node: Node) -> None:
     from relay.api.calls import add_call_routes
 
     cfg = node.config
+    soft, hard = raise_fd_limit()
+    log.info("file descriptors: soft limit %d (hard %d)", soft, hard)
     udp = SipServer.bind_udp(cfg.sip[0], cfg.sip[1])
     port = udp.getsockname()[1]
     settings, sip = settings_from(cfg, port)
@@ -176,8 +240,13 @@ async def attach_voice(node: Node) -> None:
     hub = node.events
     contacts = node.contact_writer
 
+    from relay.calllog import CallLog
+
+    call_log = CallLog(node.metrics)
+
     def record(rec: dict[str, Any]) -> None:
         writer.submit("call", rec)
+        call_log.submit(rec)  # one masked INFO line, refusal reasons, latency histograms
         contacts.submit(contact_from_call(rec))  # the caller's score inputs
         if rec.get("recording"):
             sealer.submit_record(rec)
@@ -185,12 +254,26 @@ async def attach_voice(node: Node) -> None:
     cfg_ = node.config
     hook = (DecisionHook(cfg_.hook_url, cfg_.hook_secret, cfg_.hook_timeout)
             if cfg_.hook_url else None)
-    server = SipServer(switch, media, record, prompts=prompts.path, counters=node.counters,
+    server = SipServer(switch, media, record, prompts=prompts.path,
                        scores=node.scores, counter_timeout=cfg_.counter_timeout, hook=hook,
-                       events=hub.on_call_event if hub is not None else None)
+                       events=node.live_calls.sink(hub.on_call_event if hub else None),
+                       limits=stream_limits(sip))
     if hook is not None:
         node.on_stop.append(lambda _node: hook.close())
+    sip_tls = getattr(cfg, "sip_tls", None)
+    ctx = None
+    if sip_tls is not None:
+        if not sip.get("tls_cert") or not sip.get("tls_key"):
+            raise ConfigError("SIP over TLS needs [sip] tls_cert and tls_key")
+        try:
+            ctx = tls_context(str(sip["tls_cert"]), str(sip["tls_key"]))
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ConfigError(f"[sip] tls_cert/tls_key: {exc}") from None
     await server.start(udp, tcp=bool(sip.get("tcp", True)))
+    if sip_tls is not None and ctx is not None:
+        tls_port = await server.start_tls(sip_tls[0], sip_tls[1], ctx)
+        switch.wire.tls_port = tls_port  # Via and Contact toward callers on TLS
+        log.info("SIP over TLS on %s:%s", sip_tls[0], tls_port)
     node.voice = server  # type: ignore[attr-defined]
     _metrics(node, switch, server, media)
     add_call_routes(node.api)
@@ -217,6 +300,7 @@ async def attach_voice(node: Node) -> None:
                          found, (time.perf_counter() - started) * 1000)
 
     task = asyncio.create_task(sweeper(), name="voice-sweeper")
+    resolving = await _resolve_trunks(switch, sip)
     drain_limit = float(sip.get("drain_seconds", 10.0))
 
     async def stop(node: Node) -> None:
@@ -233,6 +317,8 @@ async def attach_voice(node: Node) -> None:
         while (switch.calls or server.jobs) and time.monotonic() < end:
             await asyncio.sleep(0.05)
         task.cancel()
+        if resolving is not None:
+            resolving.cancel()
         await server.close()
         await media.close()
         pool = getattr(media, "executor", None)  # the finishing processes, if any
@@ -243,6 +329,53 @@ async def attach_voice(node: Node) -> None:
     node.on_stop.append(stop)
     log.info("SIP on %s:%s (advertised as %s), outbound %s:%s", cfg.sip[0], port,
              settings.host, *cfg.outbound)
+
+
+async def _resolve_trunks(switch: CallMap, sip: dict[str, Any]
+                          ) -> asyncio.Task[None] | None:
+    """Trunks named by DNS name get their addresses here (RFC 3263: NAPTR, SRV, A),
+    once before the first call and then every `dns_refresh` s in the background; the
+    call path only reads what the last lookup found. A failed refresh keeps it."""
+    named = [t for t in switch.trunks.trunks if not t.numeric]
+    if not named:
+        return None
+    from .dns import DnsUnavailable, Resolver
+
+    servers = [_host_port(str(v), 53) for v in sip.get("dns_servers", ())] or None
+    resolver = Resolver(servers, timeout=float(sip.get("dns_timeout", 2.0)))
+    every = float(sip.get("dns_refresh", 30.0))
+
+    async def once() -> None:
+        for trunk in named:
+            try:
+                targets = await resolver.resolve_sip(trunk.host, trunk.port, None,
+                                                     transports=("UDP",), families=(A,))
+            except (DnsUnavailable, DnsError, OSError) as exc:
+                log.warning("trunk %s: cannot resolve %s: %s", trunk.name, trunk.host, exc)
+                continue
+            found = [(t.ip, t.port) for t in targets]
+            if found != trunk.targets:
+                log.info("trunk %s: %s is %s", trunk.name, trunk.host,
+                         ", ".join(f"{ip}:{port}" for ip, port in found) or "nothing")
+            switch.trunks.set_targets(trunk.name, found)
+
+    async def refresh() -> None:
+        while True:
+            await asyncio.sleep(every)
+            await once()
+
+    await once()
+    return asyncio.create_task(refresh(), name="trunk-dns")
+
+
+def _host_port(value: str, default: int) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host:
+        return value, default
+    try:
+        return host, int(port)
+    except ValueError:
+        raise ConfigError(f"[sip] dns_servers: not HOST[:PORT]: {value!r}") from None
 
 
 def _tune_gc(threshold: Any) -> bool:
@@ -274,6 +407,9 @@ def _tune_gc(threshold: Any) -> bool:
 def _metrics(node: Node, switch: CallMap, server: SipServer, media: MediaBackend) -> None:
     m = node.metrics
     m.gauge("relay_calls_live", "calls in progress", lambda: float(switch.live))
+    m.counter_from("relay_recording_errors_total",
+                   "recordings stopped by a failed spool write (the call went on)",
+                   lambda: float(getattr(media, "recording_errors", 0)))
     # The in-process backend paces every prompt on one clock; rtpengine plays its own.
     m.gauge("relay_media_playing", "prompts the relay is playing now (in-process media)",
             lambda: float(len(getattr(media, "playout", None) or ())))
@@ -301,8 +437,35 @@ def _metrics(node: Node, switch: CallMap, server: SipServer, media: MediaBackend
                    "unparsable SIP messages (answered 400 if possible)",
                    lambda: float(layer.stats["malformed"]))
     m.gauge("relay_sip_transactions", "live SIP transactions", lambda: float(len(layer)))
+    trunks = switch.trunks.trunks
+    m.gauge("relay_trunks_up", "outbound trunks up (last OPTIONS probe or call answered)",
+            lambda: float(sum(t.up for t in trunks)))
+    m.counter_from("relay_trunk_failovers_total",
+                   "calls moved to the next outbound trunk (408, 503 or silence)",
+                   lambda: float(sum(t.failovers for t in trunks)))
+    m.gauge("relay_sip_dialogs", "SIP dialogs the relay holds (two per answered call)",
+            lambda: float(switch.dialog_count))
     m.counter_from("relay_sip_adapter_errors_total", "exceptions caught in the SIP adapter",
                    lambda: float(server.stats["errors"]))
+    for name, what in (("tcp_refused_total", "TCP/TLS connections refused: the total cap"),
+                       ("tcp_refused_source", "TCP/TLS connections refused: per-source cap"),
+                       ("tcp_refused_fds", "TCP/TLS connections refused: descriptor reserve"),
+                       ("tcp_refused_untrusted", "TCP/TLS connections refused: not a trunk"),
+                       ("tcp_closed_idle", "TCP/TLS connections closed: idle timeout"),
+                       ("tcp_closed_slow", "TCP/TLS connections closed: message deadline")):
+        m.counter_from(f"relay_sip_{name}_total", what,
+                       lambda n=name: float(server.stats[n]))  # type: ignore[misc]
+    m.gauge("relay_sip_tcp_connections", "SIP TCP and TLS connections open",
+            lambda: float(len(server.streams)))
+    m.counter_from("relay_sip_rate_limited_total",
+                   "datagrams dropped unanswered: source over its rate limit or banned",
+                   lambda: float(switch.counts["rate_limited"]))
+    m.counter_from("relay_sip_stateless_replies_total",
+                   "refusals sent statelessly (once, no 100 Trying)",
+                   lambda: float(layer.stats["stateless_replies"]))
+    m.counter_from("relay_sip_replies_resent_total",
+                   "stateless refusals sent again for a retransmitted request",
+                   lambda: float(layer.stats["replies_resent"]))
     m.counter_from("relay_sip_udp_send_errors_total",
                    "SIP datagrams not sent (send buffer full or address unreachable)",
                    lambda: float(server.stats["udp_send_errors"]))

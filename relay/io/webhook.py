@@ -6,9 +6,13 @@ HMAC-SHA256 of the exact body with the shared secret>`. `WebhookClient.post` mak
 attempt and reports what happened (`Attempt`); `RetryPolicy` (pure) says whether and
 when to try again: connection errors, timeouts, 408, 425, 429 and 5xx are transient,
 retried with capped exponential backoff, and a `Retry-After` (RFC 9110 §10.2.3: seconds
-or an HTTP date) is honoured when it asks for longer. Two users share them: the SMS
-webhook route (`WebhookSender`, in memory, gives up after `retries`, any other 4xx
-final) and the events outbox (`relay.events.sender`, durable, never gives up).
+or an HTTP date) is honoured when it asks for longer. Two users share them: the events
+outbox (`relay.events.sender`, durable, never gives up) and the SMS webhook route
+(`WebhookSender`). Given the store (`store=`, as the relay does), the SMS route uses
+the same durable outbox and sender, in a queue of its own (`sms_outbox` in SQLite,
+`{relay}:sms:outbox` in Redis): a message is retried until the receiver takes it, across
+restarts and a `kill -9`, and only a final 4xx gives up. Without a store it keeps
+its retries in memory and gives up after `retries`.
 """
 
 from __future__ import annotations
@@ -140,28 +144,91 @@ class WebhookClient:
 
 
 class WebhookSender:
-    """The SMS webhook route: each message posted once, retried in memory, then given up
-    (its record says `failed`: an undelivered SMS is the sender's to know about)."""
+    """The SMS webhook route: each message posted, retried until taken (durable, with a
+    `store`) or in memory up to `retries`; a final 4xx gives up (its record then says
+    `failed`: an undelivered SMS is the sender's to know about)."""
 
     def __init__(
         self, url: str, secret: str, *, on_result: ResultHook | None = None,
         retries: int = 5, backoff: float = 0.5, backoff_max: float = 30.0,
-        timeout: float = 10.0, concurrency: int = 32,
+        timeout: float = 10.0, concurrency: int = 32, store: str | None = None,
     ) -> None:
         self.client = WebhookClient(url, secret, timeout=timeout, concurrency=concurrency)
         self.policy = RetryPolicy(backoff=backoff, backoff_max=backoff_max)
         self.on_result = on_result
         self.retries = retries
+        self.store = store
         self._tasks: set[asyncio.Task[None]] = set()
         self.sent = 0
         self.failed = 0
+        self._outbox: Any = None  # relay.events.outbox.Outbox, with a store
+        self._sender: Any = None  # relay.events.sender.OutboxSender
+        self._queue: list[Any] = []  # Events waiting for the outbox
+        self._wake = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Open the HTTP client session."""
+        """Open the HTTP client session (and, with a store, the outbox and its sender)."""
         await self.client.start()
+        if self.store:
+            # Imported here: relay.events imports this module.
+            from relay.events.outbox import open_outbox
+            from relay.events.sender import OutboxSender
+
+            self._outbox = open_outbox(self.store, "sms")
+            await self._outbox.open()
+            self._sender = OutboxSender(self._outbox, self.client, self.policy,
+                                        on_settled=self._settled)
+            self._sender.start()
+            self._flusher = asyncio.create_task(self._flush_loop(), name="sms-webhook")
+
+    def _settled(self, row: Any, result: Attempt) -> None:
+        if result.ok:
+            self.sent += 1
+        else:
+            self.failed += 1
+        if self.on_result is not None:
+            self.on_result(row.id, result.ok, result.status, row.attempts + 1)
+
+    async def _flush_loop(self) -> None:
+        from relay.bindings.store import StoreUnavailable
+
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._flush()
+            except StoreUnavailable as exc:
+                log.warning("sms webhook: %d messages wait for the store: %s",
+                            len(self._queue), exc)
+                await asyncio.sleep(1.0)
+                self._wake.set()
+
+    async def _flush(self) -> None:
+        batch = list(self._queue)
+        if batch:
+            await self._outbox.put(batch)
+            del self._queue[:len(batch)]
+            self._sender.wake()
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Give queued deliveries `grace` seconds, cancel the rest, close the session."""
+        """Give queued deliveries `grace` seconds, cancel the rest, close the session
+        (durable: what is undelivered waits in the outbox for the next start)."""
+        if self._outbox is not None:
+            from relay.bindings.store import StoreUnavailable
+
+            if self._flusher is not None:
+                self._flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._flusher
+            try:
+                await self._flush()
+            except StoreUnavailable as exc:
+                log.error("sms webhook: %d messages lost at stop: %s", len(self._queue), exc)
+            await self._sender.stop()
+            await self.client.close()
+            await self._outbox.close()
+            return
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:
@@ -173,6 +240,13 @@ class WebhookSender:
 
     def submit(self, key: str, payload: dict[str, Any]) -> None:
         """Queue one delivery (non-blocking); `key` is the Idempotency-Key."""
+        if self._outbox is not None:
+            from relay.events.model import Event
+
+            body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+            self._queue.append(Event(key, "sms.webhook", key, time.time(), body))
+            self._wake.set()
+            return
         task = asyncio.get_running_loop().create_task(self._deliver(key, payload))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

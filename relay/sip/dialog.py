@@ -8,6 +8,7 @@ deterministic.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Iterable
 from enum import StrEnum
@@ -205,6 +206,24 @@ class Dialog:
         if self.route_set:
             return str(parse_name_addr(self.route_set[0]).uri)
         return self.remote_target
+
+    def next_hop_address(self) -> tuple[str, int] | None:
+        """Where to send the next request (§12.2.1.1 then RFC 3263 §4.2), when the next
+        hop's host is an IP literal: its port, else 5061 for sips: and 5060 for sip:.
+        None for a host name (no resolver here: the caller falls back to the peer's
+        source address)."""
+        try:
+            uri = parse_name_addr(f"<{self.next_hop()}>").uri
+        except Exception:  # a broken Contact: the caller falls back likewise
+            return None
+        if not isinstance(uri, SipUri) or uri.scheme == "tel":
+            return None
+        host = uri.host[1:-1] if uri.host.startswith("[") else uri.host
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        return host, uri.port or (5061 if uri.scheme == "sips" else 5060)
 
     def create_request(self, method: str, *, body: bytes = b"", content_type: str | None = None,
                        extra_headers: Iterable[tuple[str, str]] = (),

@@ -156,6 +156,14 @@ def split_commas(value: str) -> list[str]:
 
 #: Entries per memo before it is emptied (see _memo).
 MEMO_LIMIT = 20_000
+#: Bytes a memo may hold (its keys, plus a flat estimate of each parsed object)
+#: before it is emptied: a barrage of distinct header values must not grow it.
+MEMO_BYTES = 1 << 20
+#: Estimated bytes of one parsed value and its dict slot (objects are a few hundred).
+MEMO_ENTRY = 512
+#: Values longer than this are parsed each time: they rarely repeat, and a few
+#: huge ones would otherwise fill the memo with one message's garbage.
+MEMO_MAX_VALUE = 1024
 
 
 def _memo(parse: Callable[[str], _T]) -> Callable[[str], _T]:
@@ -166,16 +174,24 @@ def _memo(parse: Callable[[str], _T]) -> Callable[[str], _T]:
     was most of the relay's signalling CPU. The parsed objects are therefore shared
     between messages and must be treated as immutable: build a new one to change
     it. Errors are not remembered (they raise each time). Emptying the whole memo
-    when full keeps it bounded without bookkeeping per hit.
+    when full (MEMO_LIMIT entries or MEMO_BYTES estimated bytes) keeps it bounded
+    without bookkeeping per hit.
     """
     cache: dict[str, _T] = {}
+    size = 0
 
     def parsed(value: str) -> _T:
+        nonlocal size
         hit = cache.get(value)
         if hit is None:
-            if len(cache) >= MEMO_LIMIT:
+            if len(value) > MEMO_MAX_VALUE:
+                return parse(value)
+            hit = parse(value)
+            size += len(value) + MEMO_ENTRY
+            if len(cache) >= MEMO_LIMIT or size > MEMO_BYTES:
                 cache.clear()
-            hit = cache[value] = parse(value)
+                size = len(value) + MEMO_ENTRY
+            cache[value] = hit
         return hit
 
     parsed.__doc__ = parse.__doc__

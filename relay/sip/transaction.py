@@ -10,6 +10,7 @@ events (see :mod:`relay.sip.events`). State transitions live in :mod:`._state`.
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from ._state import INITIAL, Kind, State, TransactionStateError, transition
@@ -60,6 +61,49 @@ class TimerConfig:
     timer_d: float = 32.0  # §17.1.1.2: "at least 32 seconds" on unreliable transports
 
 
+class ReplyCache:
+    """Stateless refusals already sent, by server transaction key, bounded by bytes.
+
+    Kamailio's `sl` answers a request without creating a transaction; a
+    retransmission of that request is simply answered again. Processing it again
+    would give the same answer but a new To tag, so the answer is kept here for one
+    transaction lifetime (64*T1) and sent again as it was. Entries are evicted
+    oldest first when the bytes held would pass ``max_bytes``; an evicted entry only
+    means a retransmission is processed afresh.
+    """
+
+    #: Estimated bytes of one entry besides its message (key, tuple, dict slot).
+    ENTRY = 300
+
+    def __init__(self, max_bytes: int = 2 << 20, ttl: float = 32.0) -> None:
+        self.max_bytes = max_bytes
+        self.ttl = ttl
+        self.bytes = 0
+        self._entries: OrderedDict[TransactionKey, tuple[float, Address, bytes]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, key: TransactionKey, peer: Address, data: bytes, now: float) -> None:
+        entries = self._entries
+        old = entries.pop(key, None)
+        if old is not None:
+            self.bytes -= len(old[2]) + self.ENTRY
+        entries[key] = (now + self.ttl, peer, data)
+        self.bytes += len(data) + self.ENTRY
+        while entries and (self.bytes > self.max_bytes
+                           or next(iter(entries.values()))[0] <= now):
+            _, (_, _, gone) = entries.popitem(last=False)
+            self.bytes -= len(gone) + self.ENTRY
+
+    def get(self, key: TransactionKey, peer: Address, now: float) -> bytes | None:
+        """The answer sent to `peer` for `key`, while it is fresh."""
+        hit = self._entries.get(key)
+        if hit is None or hit[0] <= now or hit[1] != peer:
+            return None
+        return hit[2]
+
+
 class _Txn:
     """One transaction's state; behaviour lives in the layer and the table."""
 
@@ -71,6 +115,7 @@ class _Txn:
         "kind",
         "last",
         "peer",
+        "rel1xx",
         "reliable",
         "request",
         "state",
@@ -91,6 +136,8 @@ class _Txn:
         self.interval = t1  # current retransmission interval for A/E/G
         self.acked = False
         self.ack_index: tuple[str, int, str] | None = None
+        # A reliable provisional awaiting PRACK (RFC 3262 §3): bytes, interval, give-up.
+        self.rel1xx: tuple[bytes, float, float] | None = None
 
 
 def _server_key(msg: SipRequest | SipResponse) -> TransactionKey:
@@ -149,6 +196,8 @@ def build_cancel(request: SipRequest) -> SipRequest:
 _RESP_INPUT = {1: "1xx", 2: "2xx"}
 # States in which a transaction only absorbs retransmissions until a timer ends it.
 _LINGERING = frozenset((State.ACCEPTED, State.COMPLETED, State.CONFIRMED))
+# Server states before any response: a refusal sent there may be stateless.
+_FRESH = frozenset((State.PROCEEDING, State.TRYING))
 
 
 def _class_input(prefix: str, status: int) -> str:
@@ -165,14 +214,27 @@ class TransactionLayer:
     ``stamp_received`` adds received/rport to the top Via of new requests
     (RFC 3261 §18.2.1, RFC 3581). Responses always go back to the address the
     request came from (symmetric response routing, as RFC 3581 asks with rport).
+
+    ``stateless_refusals`` (as Kamailio's `sl`): a 3xx-6xx answered to a request
+    before any provisional response is sent once, its transaction forgotten at once,
+    and no timer retransmits it; a retransmission of the request gets the same bytes
+    again from a :class:`ReplyCache` and its ACK is absorbed. An unanswered refusal
+    flood then costs one datagram back per datagram in (amplification 1, not ~12)
+    and no state for 32 s. With it, ``auto_trying`` defers the 100 Trying until the
+    TU has seen the request: :meth:`send_trying` sends it for every INVITE the TU
+    did not answer at once (a refusal made then goes out without a 100).
     """
 
     def __init__(self, timers: TimerConfig | None = None, *, reliable: bool = False,
-                 auto_trying: bool = True, stamp_received: bool = True) -> None:
+                 auto_trying: bool = True, stamp_received: bool = True,
+                 stateless_refusals: bool = False, reply_cache_bytes: int = 2 << 20) -> None:
         self.config = timers or TimerConfig()
         self.reliable = reliable
         self.auto_trying = auto_trying
         self.stamp_received = stamp_received
+        self.stateless_refusals = stateless_refusals
+        self.replies = ReplyCache(reply_cache_bytes, 64 * self.config.t1)
+        self._trying: list[TransactionKey] = []  # INVITEs whose 100 waits for the TU
         self._clients: dict[TransactionKey, _Txn] = {}
         self._servers: dict[TransactionKey, _Txn] = {}
         # (Call-ID, CSeq number, From tag) -> accepted INVITE server transaction,
@@ -181,7 +243,8 @@ class TransactionLayer:
         self._heap: list[tuple[float, int, TransactionKey, str]] = []
         self._seq = 0
         self._out: list[tuple[bytes, Address]] = []
-        self.stats = {"malformed": 0, "dropped": 0, "stray_responses": 0}
+        self.stats = {"malformed": 0, "dropped": 0, "stray_responses": 0,
+                      "stateless_replies": 0, "replies_resent": 0}
 
     # -- introspection ----------------------------------------------------------------
     def __len__(self) -> int:
@@ -225,6 +288,9 @@ class TransactionLayer:
             if txn is None or txn.timers.get(name) != deadline:
                 continue
             del txn.timers[name]
+            if name == "P":
+                self._resend_reliable(txn, now, events)
+                continue
             self._apply(txn, "timer_" + name, now, None, events)
         return events
 
@@ -258,6 +324,12 @@ class TransactionLayer:
         self._seq += 1
         heapq.heappush(self._heap, (deadline, self._seq, txn.key, name))
         return False
+
+    def _arm(self, txn: _Txn, name: str, deadline: float) -> None:
+        """Arm a timer outside the state table (P: reliable provisionals)."""
+        txn.timers[name] = deadline
+        self._seq += 1
+        heapq.heappush(self._heap, (deadline, self._seq, txn.key, name))
 
     # -- the state machine driver -----------------------------------------------------
     def _apply(self, txn: _Txn, event: str, now: float,
@@ -393,8 +465,60 @@ class TransactionLayer:
         if txn is None:
             raise LocalProtocolError(f"no server transaction for {key}")
         events: list[Event] = []
+        if (self.stateless_refusals and response.status >= 300 and txn.last is None
+                and txn.state in _FRESH):
+            # Stateless (see the class docstring): once, cached, no transaction left.
+            data = bytes(response)
+            self._out.append((data, txn.peer))
+            self.replies.put(key, txn.peer, data, now)
+            self.stats["stateless_replies"] += 1
+            self._remove(txn)
+            return events
         self._apply(txn, _class_input("send_", response.status), now, response, events)
         return events
+
+    def send_reliable_provisional(self, response: SipResponse, now: float) -> None:
+        """A 101-199 sent reliably (RFC 3262 §3): as any provisional, and again at T1,
+        2*T1... until :meth:`prack_received`, a final response, or 64*T1, when the TU
+        gets ``TransactionTimeout(key, "P")`` (it should reject the INVITE with a 5xx).
+        On a reliable transport it is sent once and waits as long for its PRACK."""
+        self.send_response(response, now)
+        txn = self._servers.get(_server_key(response))
+        if txn is None or txn.state is not State.PROCEEDING or txn.last is None:
+            return
+        t1 = self.config.t1
+        txn.rel1xx = (txn.last, t1, now + 64 * t1)
+        self._arm(txn, "P", now + (64 * t1 if txn.reliable else t1))
+
+    def prack_received(self, key: TransactionKey) -> None:
+        """The TU matched a PRACK to the reliable provisional of INVITE `key`."""
+        txn = self._servers.get(key)
+        if txn is not None:
+            txn.rel1xx = None
+            txn.timers.pop("P", None)
+
+    def _resend_reliable(self, txn: _Txn, now: float, events: list[Event]) -> None:
+        rel = txn.rel1xx
+        if rel is None or txn.state is not State.PROCEEDING:
+            return
+        data, interval, give_up = rel
+        if now >= give_up:
+            txn.rel1xx = None
+            events.append(TransactionTimeout(txn.key, "P"))
+            return
+        self._out.append((data, txn.peer))
+        interval *= 2  # §3: "starts at T1 seconds and doubles for each retransmission"
+        txn.rel1xx = (data, interval, give_up)
+        self._arm(txn, "P", min(now + interval, give_up))
+
+    def send_trying(self, now: float) -> None:
+        """Send the deferred 100 Trying of every new INVITE the TU has not answered."""
+        keys, self._trying = self._trying, []
+        for key in keys:
+            txn = self._servers.get(key)
+            if (txn is not None and txn.last is None and txn.state is State.PROCEEDING
+                    and txn.request is not None):
+                self._apply(txn, "send_1xx", now, build_response(txn.request, 100), [])
 
     def transport_error(self, key: TransactionKey, now: float) -> list[Event]:
         """The adapter could not send for ``key`` (RFC 3261 §17.1.4, §17.2.4)."""
@@ -441,6 +565,14 @@ class TransactionLayer:
             return events
         skey = _server_key(msg)
         txn = self._servers.get(skey)
+        if txn is None and self.replies.bytes:
+            again = self.replies.get(skey, source, now)
+            if again is not None:
+                # A stateless refusal's request again: the same answer; its ACK: absorbed.
+                if msg.method != "ACK":
+                    self.stats["replies_resent"] += 1
+                    self._out.append((again, source))
+                return events
         if msg.method == "ACK":
             if txn is not None and txn.kind is Kind.IST:
                 self._remote(txn, "recv_ack", now, msg, events, source)
@@ -468,5 +600,8 @@ class TransactionLayer:
             return events
         events.append(RequestReceived(msg, source, skey))
         if kind is Kind.IST and self.auto_trying:
-            self._apply(txn, "send_1xx", now, build_response(msg, 100), events)
+            if self.stateless_refusals:
+                self._trying.append(skey)  # sent by send_trying unless refused at once
+            else:
+                self._apply(txn, "send_1xx", now, build_response(msg, 100), events)
         return events

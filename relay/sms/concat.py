@@ -196,6 +196,15 @@ class Reassembler:
             out.append((k, tuple(ctx for _, ctx in p.parts.values())))
         return out
 
+    def holds(self, key: Hashable) -> bool:
+        """True while the set `key` waits for parts."""
+        return key in self._pending
+
+    def drop(self, key: Hashable) -> tuple[Any, ...]:
+        """Forget the incomplete set `key`; the contexts of the parts it had."""
+        p = self._pending.pop(key, None)
+        return () if p is None else tuple(ctx for _, ctx in p.parts.values())
+
     def next_deadline(self) -> float | None:
         """When the oldest incomplete set times out, or None."""
         if not self._pending:

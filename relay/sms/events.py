@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from relay.sms._state import State
-from relay.sms.pdu import DataSm, DeliverSm, Pdu, SmppError, SubmitSm
+from relay.sms.pdu import CancelSm, DataSm, DeliverSm, Pdu, QuerySm, SmppError, SubmitSm
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,20 @@ class MessageRejected(Event):
 
     pdu: Pdu
     command_status: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueryRequested(Event):
+    """A query_sm (§4.8) awaiting `session.answer_query` (server with a message store)."""
+
+    pdu: QuerySm
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequested(Event):
+    """A cancel_sm (§4.9) awaiting `session.answer_cancel` (server with a message store)."""
+
+    pdu: CancelSm
 
 
 @dataclass(frozen=True, slots=True)

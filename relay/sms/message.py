@@ -35,6 +35,7 @@ class SmsMessage:
     registered_delivery: int
     parts: tuple[MessageReceived, ...]
     receipt: Receipt | None
+    part_ids: tuple[str, ...] = ()  # the id each part was answered with, in part order
 
 
 def segment_of(event: MessageReceived) -> tuple[Segment | None, bytes]:
@@ -49,7 +50,8 @@ def segment_of(event: MessageReceived) -> tuple[Segment | None, bytes]:
     return segment, body
 
 
-def _message(parts: tuple[MessageReceived, ...], data_coding: int, payload: bytes) -> SmsMessage:
+def _message(parts: tuple[MessageReceived, ...], data_coding: int, payload: bytes,
+             part_ids: tuple[str, ...] = ()) -> SmsMessage:
     first = parts[0]
     try:
         text: str | None = decode_text(data_coding, payload)
@@ -65,6 +67,7 @@ def _message(parts: tuple[MessageReceived, ...], data_coding: int, payload: byte
         data_coding=data_coding, payload=payload, text=text,
         esm_class=first.esm_class & ~c.ESM_CLASS_UDHI,
         registered_delivery=first.registered_delivery, parts=parts, receipt=receipt,
+        part_ids=part_ids,
     )
 
 
@@ -73,24 +76,59 @@ class MessageAssembler:
 
     def __init__(self, timeout: float = 60.0) -> None:
         self._reassembler = Reassembler(timeout)
+        self._waiting: dict[str, Hashable] = {}  # part id -> its incomplete set's key
 
-    def add(self, origin: Hashable, event: MessageReceived, now: float) -> SmsMessage | None:
+    def add(self, origin: Hashable, event: MessageReceived, now: float,
+            part_id: str = "") -> SmsMessage | None:
         """Add one PDU's event; the whole message when complete, else None.
 
-        Raises ConcatError for a malformed UDH or SAR set (answer ESME_RINVESMCLASS).
+        `part_id` is the id the part is answered with; the message lists them in part
+        order. Raises ConcatError for a malformed UDH or SAR set (ESME_RINVESMCLASS).
         """
         segment, body = segment_of(event)
         if segment is None or segment.total == 1:
-            return _message((event,), event.data_coding, body)
+            return _message((event,), event.data_coding, body, (part_id,) if part_id else ())
         key = (origin, event.source_addr, event.destination_addr, segment.ref)
-        done = self._reassembler.add(key, segment, event.data_coding, body, now, event)
+        done = self._reassembler.add(key, segment, event.data_coding, body, now,
+                                     (event, part_id))
         if done is None:
+            if part_id:
+                self._waiting[part_id] = key
+                if len(self._waiting) > 100_000:  # sets evicted when the reassembler was full
+                    self._waiting = {p: k for p, k in self._waiting.items()
+                                     if self._reassembler.holds(k)}
             return None
-        return _message(done.contexts, done.data_coding, done.payload)
+        events = tuple(ev for ev, _ in done.contexts)
+        ids = tuple(pid for _, pid in done.contexts)
+        for pid in ids:
+            self._waiting.pop(pid, None)
+        return _message(events, done.data_coding, done.payload, ids if all(ids) else ())
+
+    def waiting(self, part_id: str, origin: Hashable | None = None) -> bool:
+        """True if `part_id` belongs to a set (of `origin`, if given) still waiting."""
+        key = self._waiting.get(part_id)
+        if key is None or not self._reassembler.holds(key):
+            return False
+        return origin is None or key[0] == origin  # type: ignore[index]
+
+    def cancel(self, part_id: str) -> tuple[MessageReceived, ...]:
+        """Drop the incomplete set holding `part_id` (cancel_sm); the parts it had."""
+        key = self._waiting.pop(part_id, None)
+        if key is None:
+            return ()
+        ctx = self._reassembler.drop(key)
+        for _, pid in ctx:
+            self._waiting.pop(pid, None)
+        return tuple(ev for ev, _ in ctx)
 
     def expire(self, now: float) -> list[tuple[MessageReceived, ...]]:
         """Drop incomplete sets past their timeout; return the parts they had."""
-        return [ctx for _, ctx in self._reassembler.expire(now)]
+        out = []
+        for _, ctx in self._reassembler.expire(now):
+            for _, pid in ctx:
+                self._waiting.pop(pid, None)
+            out.append(tuple(ev for ev, _ in ctx))
+        return out
 
     def next_deadline(self) -> float | None:
         """When the oldest incomplete set times out."""

@@ -157,7 +157,10 @@ class Pdu:
     # (None: take the checked path, which raises the exact error).
     _encode: Callable[[], bytes | None]
     _decode: ClassVar[Callable[[bytes, int, int], Pdu | None]]
-    # SMPP 3.4 §4.4.2 etc.: some responses carry no body when command_status != 0.
+    # SMPP 3.4 §4.4.2 etc.: some responses may carry no body when command_status != 0.
+    # Such a response is parsed with or without its body, but always sent with it (an
+    # empty message_id is one NUL): gateways such as Kannel warn on every bodiless one,
+    # and many SMSCs send the body.
     empty_body_on_error: ClassVar[bool] = False
 
     sequence: int
@@ -178,23 +181,21 @@ class Pdu:
 
     def __bytes__(self) -> bytes:
         """Encode the whole PDU, header included."""
-        if not (self.empty_body_on_error and self.command_status != c.ESME_ROK):
-            data = self._encode()  # the fast path; None if any value needs a closer look
-            if data is not None:
-                return data
+        data = self._encode()  # the fast path; None if any value needs a closer look
+        if data is not None:
+            return data
         return self._encode_checked()
 
     def _encode_checked(self) -> bytes:
         body = bytearray()
-        if not self._omit_body():
-            for name, kind, size, _status in self.layout:
-                _encode_field(body, name, kind, size, getattr(self, name))
-            if self.tlvs and not self.has_tlvs:
-                raise LocalSmppError(f"{type(self).__name__} carries no TLVs in SMPP 3.4")
-            for t in self.tlvs:
-                if len(t.value) > 0xFFFF:
-                    raise LocalSmppError(f"TLV 0x{t.tag:04X} longer than 65535 octets")
-                body += _TLV_HEADER.pack(t.tag, len(t.value)) + t.value
+        for name, kind, size, _status in self.layout:
+            _encode_field(body, name, kind, size, getattr(self, name))
+        if self.tlvs and not self.has_tlvs:
+            raise LocalSmppError(f"{type(self).__name__} carries no TLVs in SMPP 3.4")
+        for t in self.tlvs:
+            if len(t.value) > 0xFFFF:
+                raise LocalSmppError(f"TLV 0x{t.tag:04X} longer than 65535 octets")
+            body += _TLV_HEADER.pack(t.tag, len(t.value)) + t.value
         length = HEADER_SIZE + len(body)
         if length > MAX_PDU_SIZE:
             raise LocalSmppError(f"PDU of {length} octets exceeds {MAX_PDU_SIZE}")
@@ -211,14 +212,6 @@ class Pdu:
         is on the per-message path. Each PDU type gets its own (relay/sms/_codegen.py).
         """
         return dataclasses.replace(self, sequence=sequence)  # type: ignore[type-var]
-
-    def _omit_body(self) -> bool:
-        # §4.4.2, §4.6.2, §4.8.2: an error response may carry no body; we omit it when
-        # it would hold only defaults, so re-encoding a parsed PDU is exact.
-        if not (self.empty_body_on_error and self.command_status != c.ESME_ROK):
-            return False
-        bare = type(self)(sequence=self.sequence, command_status=self.command_status)  # type: ignore[call-arg]
-        return bool(self == bare)
 
     @classmethod
     def parse(cls, data: bytes) -> Self:

@@ -76,14 +76,21 @@ def parse_receipt_text(text: str) -> Receipt | None:
     )
 
 
-def receipt_deliver_sm(source_addr: str, destination_addr: str, r: Receipt) -> DeliverSm:
-    """A deliver_sm carrying `r`: esm_class 0x04 and the receipt TLVs."""
+def receipt_deliver_sm(source_addr: str, destination_addr: str, r: Receipt, *,
+                       ton: int = 1, npi: int = 1) -> DeliverSm:
+    """A deliver_sm carrying `r`: esm_class 0x04 and the receipt TLVs.
+
+    Addresses go out as every other deliver_sm of the relay does (TON 1 / NPI 1 digits
+    unless told otherwise): gateways match a receipt by its message id, but some also
+    compare its source with the message's destination as they stored it.
+    """
     tlvs: list[Tlv] = [Tlv.cstring(c.TAG_RECEIPTED_MESSAGE_ID, r.message_id)]
     state = STATES.get(r.stat)
     if state is not None:
         tlvs.append(Tlv.u8(c.TAG_MESSAGE_STATE, state))
     return DeliverSm(
-        source_addr=source_addr, destination_addr=destination_addr,
+        source_addr_ton=ton, source_addr_npi=npi, source_addr=source_addr,
+        dest_addr_ton=ton, dest_addr_npi=npi, destination_addr=destination_addr,
         esm_class=c.ESM_CLASS_DELIVERY_RECEIPT,
         short_message=build_receipt_text(r).encode("ascii", "replace"),
         tlvs=tuple(tlvs),

@@ -27,12 +27,14 @@ from relay.sms._state import (
 from relay.sms.events import (
     BindRefused,
     Bound,
+    CancelRequested,
     ConnectionClosed,
     Event,
     MessageReceived,
     MessageRejected,
     OutbindReceived,
     ProtocolError,
+    QueryRequested,
     ResponseReceived,
     ResponseTimeout,
     Unbound,
@@ -43,6 +45,7 @@ from relay.sms.pdu import (
     BindReceiver,
     BindTransceiver,
     BindTransmitter,
+    CancelSm,
     CancelSmResp,
     DataSm,
     DataSmResp,
@@ -54,6 +57,7 @@ from relay.sms.pdu import (
     LocalSmppError,
     Pdu,
     PduFramer,
+    QuerySm,
     QuerySmResp,
     SmppError,
     SubmitSm,
@@ -99,6 +103,9 @@ class SessionConfig:
     throttle_burst: int = 10
     max_unanswered: int = 100  # inbound messages the app has not answered yet
     max_pdu_size: int = MAX_PDU_SIZE
+    # Server role: hand query_sm / cancel_sm to the application (QueryRequested,
+    # CancelRequested) instead of failing them, when it keeps message records.
+    message_store: bool = False
 
 
 @dataclass(slots=True)
@@ -378,15 +385,35 @@ class SmppSession:
         self._tokens -= 1.0
         return True
 
-    def _on_query(self, pdu: Pdu, now: float) -> list[Event]:
-        # The relay keeps no message store, so it cannot answer a query (§4.8.2).
+    def _on_query(self, pdu: QuerySm, now: float) -> list[Event]:
+        if self.config.message_store:
+            return [QueryRequested(pdu)]
+        # Without a message store there is nothing to answer a query from (§4.8.2).
         self._send(QuerySmResp(sequence=pdu.sequence, command_status=c.ESME_RQUERYFAIL))
         return [MessageRejected(pdu, c.ESME_RQUERYFAIL)]
 
-    def _on_cancel(self, pdu: Pdu, now: float) -> list[Event]:
-        # Messages are forwarded at once; nothing is left to cancel (§4.9.2).
+    def _on_cancel(self, pdu: CancelSm, now: float) -> list[Event]:
+        if self.config.message_store:
+            return [CancelRequested(pdu)]
         self._send(CancelSmResp(sequence=pdu.sequence, command_status=c.ESME_RCANCELFAIL))
         return [MessageRejected(pdu, c.ESME_RCANCELFAIL)]
+
+    def answer_query(self, request: QuerySm, command_status: int, *, final_date: str = "",
+                     message_state: int = 0, error_code: int = 0) -> None:
+        """Answer a QueryRequested (§4.8.2); the message_id is echoed."""
+        if self.state == State.CLOSED:
+            return
+        ok = command_status == c.ESME_ROK
+        self._send(QuerySmResp(sequence=request.sequence, command_status=command_status,
+                               message_id=request.message_id if ok else "",
+                               final_date=final_date if ok else "",
+                               message_state=message_state if ok else 0,
+                               error_code=error_code if ok else 0))
+
+    def answer_cancel(self, request: CancelSm, command_status: int) -> None:
+        """Answer a CancelRequested (§4.9.2)."""
+        if self.state != State.CLOSED:
+            self._send(CancelSmResp(sequence=request.sequence, command_status=command_status))
 
     def _on_enquire_link(self, pdu: Pdu, now: float) -> list[Event]:
         self._send(EnquireLinkResp(sequence=pdu.sequence))

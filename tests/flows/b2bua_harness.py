@@ -96,6 +96,7 @@ class Harness:
         self.policies.replace({n: p.as_dict() for n, p in (policies or {}).items()})
         self.switch = CallMap(s, self.table, policies=self.policies)
         self.counters = MemoryCounters()
+        self.policies.frequency = self.counters  # type: ignore[assignment]  # take_now
         self.scores: dict[str, int] = {}  # caller -> harassment score
         self.hook_asked: list[dict[str, Any]] = []
         self.hook_allows = True
@@ -104,6 +105,9 @@ class Harness:
         self.to_caller: list[SipRequest | SipResponse] = []
         self.to_callee: list[SipRequest | SipResponse] = []
         self.raw: list[tuple[tuple[str, int], bytes]] = []
+        # Where the caller's side is reached: its address, and any proxy or Contact a
+        # test puts in front of it (in-dialog requests follow the route set, §12.2.1.1).
+        self.caller_side: set[tuple[str, int]] = {CALLER}
         self.transcript: list[str] = []
         self.records: list[dict[str, Any]] = []
         self.events: list[Any] = []
@@ -139,23 +143,20 @@ class Harness:
             if not out and not jobs:
                 return
             for data, addr in out:
-                tag = "C" if addr == CALLER else "B" if addr == CALLEE else str(addr)
+                tag = ("C" if addr in self.caller_side else "B" if addr == CALLEE
+                       else str(addr))
                 if self.drop(tag, data):
                     self.transcript.append(f"R->{tag} {_line(data)} (lost)")
                     continue
                 self.transcript.append(f"R->{tag} {_line(data)}")
                 self.raw.append((addr, data))
                 msg = parse_message(data)
-                (self.to_caller if addr == CALLER else self.to_callee).append(msg)
+                (self.to_caller if addr in self.caller_side else self.to_callee).append(msg)
             for job in jobs:
                 try:
-                    if job.op in ("count", "score", "hook") and job.op in self.media.fail:
+                    if job.op in ("score", "hook") and job.op in self.media.fail:
                         raise self.media.fail.pop(job.op)
-                    if job.op == "count":  # the adapter's counter job, in memory
-                        assert job.limit is not None
-                        result, error = self.counters.take_now(job.key, self.now,
-                                                               job.limit), None
-                    elif job.op == "score":  # the adapter's score job: set by the test
+                    if job.op == "score":  # the adapter's score job: set by the test
                         result, error = self.scores.get(job.key, 0), None
                     elif job.op == "hook":  # the decision hook: the test's answer
                         self.hook_asked.append(job.info)
@@ -197,6 +198,7 @@ class Harness:
     def caller_invite(self, *, x: str = X, caller: str = A, body: bytes | None = None,
                       call_id: str = "a-call-1@caller.example", branch: str = "z9hG4bKa1",
                       max_forwards: int = 70, source: tuple[str, int] = CALLER,
+                      contact: str | None = None,
                       extra: list[tuple[str, str]] | None = None) -> SipRequest:
         req = SipRequest("INVITE", f"sip:{x}@{RELAY[0]}", [
             ("Via", f"SIP/2.0/UDP {source[0]}:{source[1]};branch={branch}"),
@@ -205,7 +207,7 @@ class Harness:
             ("To", f"<sip:{x}@{RELAY[0]}>"),
             ("Call-ID", call_id),
             ("CSeq", "1 INVITE"),
-            ("Contact", f"<sip:{caller}@{source[0]}:{source[1]}>"),
+            ("Contact", contact or f"<sip:{caller}@{source[0]}:{source[1]}>"),
             ("User-Agent", "AliceSecretPhone"),
             ("P-Asserted-Identity", f"<sip:{caller}@caller.example>"),
             ("Diversion", f"<sip:{caller}@caller.example>"),

@@ -459,13 +459,14 @@ def test_info_with_a_non_dtmf_body_is_refused_not_relayed() -> None:
 
 
 def test_required_extensions_we_lack_get_420() -> None:
-    """RFC 3261 §8.2.2.3: we support no option-tags, so Require: 100rel (PRACK) or timer
-    is refused with 420 and Unsupported naming them; nothing reaches the callee."""
+    """RFC 3261 §8.2.2.3: of the option-tags we support only `timer` (RFC 4028) and
+    `100rel` (RFC 3262), so Require: precondition is refused with 420 and Unsupported
+    naming only what we lack; nothing reaches the callee."""
     h = Harness()
     h.bind()
-    h.caller_invite(extra=[("Require", "100rel, timer")])
+    h.caller_invite(extra=[("Require", "precondition, 100rel, timer")])
     resp = h.last("C", SipResponse)
-    assert resp.status == 420 and resp.headers.get("unsupported") == "100rel, timer"
+    assert resp.status == 420 and resp.headers.get("unsupported") == "precondition"
     assert not h.to_callee and not h.switch.calls
     (rec,) = h.records
     assert rec["sip_code"] == 420 and rec["unconnected_cause"] == "error"
@@ -474,12 +475,14 @@ def test_required_extensions_we_lack_get_420() -> None:
     h2.bind()
     h2.caller_invite(extra=[("Supported", "100rel")])
     inv = h2.last("B", SipRequest, method="INVITE")
-    assert "supported" not in inv.headers and "require" not in inv.headers
+    # The caller's option-tags do not cross; the relay offers only its own.
+    assert inv.headers.get_list("supported") == ["timer", "100rel"]
+    assert "require" not in inv.headers
     h2.callee_reply(inv, 200, body=sdp("bob", 32000))
     h2.caller_ack()
     # In a dialog too: a re-INVITE requiring an extension is refused; the call stays up.
     h2.in_dialog("C", "INVITE", cseq=2, body=sdp("alice", 30002),
-                 extra=[("Require", "timer")])
+                 extra=[("Require", "precondition")])
     assert h2.last("C", SipResponse).status == 420
     assert [m.method for m in h2.to_callee if isinstance(m, SipRequest)] == ["INVITE", "ACK"]
     h2.in_dialog("C", "BYE", cseq=3)
@@ -558,12 +561,15 @@ def test_dialog_responses_echo_record_route_in_order() -> None:
     h.caller_ack()
     for _addr, data in (r for r in h.raw if r[0] == CALLEE):
         assert b"192.0.2.5" not in data and b"192.0.2.6" not in data
-    # The relay's own BYE toward the caller follows the route set (loose routing).
+    # The relay's own BYE toward the caller follows the route set (loose routing), and
+    # goes to its first hop, the proxy (§12.2.1.1).
+    h.caller_side.add(("192.0.2.5", 5060))
     h.switch.hangup(next(iter(h.switch.calls.values())), h.now)
     h.pump()
     bye = h.last("C", SipRequest, method="BYE")
     assert bye.headers.get_list("route") == rr
     assert bye.uri == f"sip:{A}@{CALLER[0]}:{CALLER[1]}"
+    assert next(a for a, d in h.raw if d.startswith(b"BYE")) == ("192.0.2.5", 5060)
 
 
 def test_refusals_and_in_dialog_answers_carry_no_record_route() -> None:

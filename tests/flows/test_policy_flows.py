@@ -10,6 +10,7 @@ from b2bua_harness import A, B, Harness, X, sdp
 from test_axe_flows import B1, keyed
 
 from dialplan.policy import parse_policy
+from relay.counters import FrequencyView, MemoryCounters
 from relay.sip import SipRequest, SipResponse
 
 QUIET = parse_policy("quiet", {"quiet_hours": {"from": "15:00", "to": "17:00",
@@ -141,13 +142,17 @@ def test_third_call_under_max_calls_2_is_603_and_the_window_slides() -> None:
     assert _call_and_hang_up(h, 6).status == 603
 
 
-def test_counter_failure_fails_open_or_closed_and_is_counted() -> None:
+def test_a_stale_counter_view_fails_open_or_closed_and_is_counted() -> None:
+    # A view that never reached its store (relay.counters.FrequencyView, not opened)
+    # is stale: "open" decides from what it knows, "closed" refuses; both are counted.
     for fail_open, code in ((True, 486), (False, 603)):
-        h = Harness(policies={"limited": LIMITED}, counter_fail_open=fail_open)
+        h = Harness(policies={"limited": LIMITED})
+        view = FrequencyView(MemoryCounters(), fail_open=fail_open)
+        h.policies.frequency = view
         h.bind(policy="limited")
-        h.media.fail["count"] = TimeoutError()
         assert _call_and_hang_up(h, 1).status == code
-        assert h.switch.counts["counter_errors"] == 1
+        assert view.errors == 1
+    assert _call_and_hang_up(h, 2).status == 603 and view.errors == 2
 
 
 def test_axe_by_digits_over_the_limit_hangs_up() -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import glob
 import os
-import random
 import shutil
 import signal
 import socket
@@ -25,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sipp_harness import udp_port
+from sipp_harness import media_range, udp_port
 
 CONFIG = Path(__file__).resolve().parent / "kamailio" / "relay-proxy.cfg"
 # Debian and Ubuntu put the modules under the multiarch triplet; others under lib or lib64.
@@ -47,28 +46,8 @@ def need_kamailio() -> tuple[str, str]:
 
 
 def quiet_media_range(width: int = 200) -> str:
-    """A media port range that is wholly bindable now, below the ephemeral ports.
-
-    sipp_harness.media_range() draws one of 24 ranges of 1,000 ports inside the ephemeral
-    range, so with other suites running on the machine two relays sometimes share one and
-    the later relay's first pairs are all taken (503, "no bindable port pair").
-    """
-    rng = random.Random()
-    for _ in range(50):
-        base = rng.randrange(20000, 32000 - width, 2)
-        held: list[socket.socket] = []
-        try:
-            for port in range(base, base + width):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                held.append(s)
-                s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-        return f"{base}-{base + width - 1}"
-    raise RuntimeError("no free media port range below 32000")
+    """A media port range that is wholly bindable now, below the ephemeral ports."""
+    return media_range(width, 20000, 32000)
 
 
 class KamailioProxy:

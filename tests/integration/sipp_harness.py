@@ -33,10 +33,35 @@ def udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-def media_range() -> str:
-    """A random media port range, so parallel relays of other tests rarely collide."""
-    base = random.randrange(36000, 60000, 1000)
-    return f"{base}-{base + 999}"
+def sipp_media_port() -> int:
+    """A base for SIPp's `-mp`: it binds audio RTP and RTCP there and video at +2 and +3,
+    so all four must be free (two SIPps on neighbouring ephemeral ports collided)."""
+    return int(media_range(4, 40000, 60000).split("-")[0])
+
+
+def media_range(width: int = 300, low: int = 20000, high: int = 60000) -> str:
+    """A random media port range that is wholly bindable now.
+
+    Several suites share this machine: drawing among many narrow ranges and probing each
+    keeps a relay from starting on a range another relay already fills (503, "no bindable
+    port pair"). Tests place a few dozen calls at most; 300 ports is 75 recorded calls.
+    """
+    rng = random.Random()
+    for _ in range(100):
+        base = rng.randrange(low, high - width, 2)
+        held: list[socket.socket] = []
+        try:
+            for port in range(base, base + width):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(s)
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+        return f"{base}-{base + width - 1}"
+    raise RuntimeError(f"no free media port range in {low}-{high}")
 
 
 def need_sipp() -> str:
@@ -53,7 +78,7 @@ class Sipp:
                  port: int | None = None) -> None:
         self.name = name
         self.port = port or udp_port()
-        self.media_port = udp_port()
+        self.media_port = sipp_media_port()
         self.trace = workdir / f"{name}.msg"
         self.errors = workdir / f"{name}.err"
         self.out = workdir / f"{name}.out"

@@ -77,6 +77,11 @@ async def test_list_filter_page_and_mask(client: Client) -> None:
     iso = await (await client.get("/v1/calls?since=1970-01-01T00:16:43Z",
                                   headers=ADMIN)).json()
     assert len(iso["calls"]) == 3
+    # The one time format: an age works too (these records are from 1970).
+    aged = await (await client.get("/v1/calls?since=24h", headers=ADMIN)).json()
+    assert aged["calls"] == []
+    old = await (await client.get("/v1/calls?until=24h&limit=2", headers=ADMIN)).json()
+    assert len(old["calls"]) == 2
 
 
 async def test_one_call_and_errors(client: Client) -> None:

@@ -143,3 +143,97 @@ async def test_scores_are_cached_and_read_once_at_a_time() -> None:
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(scores.score("+2", T0), 0.01)
     assert await scores.score("+2", T0) == 6  # a cancelled read leaves nothing behind
+
+
+async def _until(cond: Any, what: str, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.02)
+
+
+async def test_views_on_one_redis_share_admissions_and_a_new_view_loads_them(
+        redis_server: Any) -> None:
+    """The call path's FrequencyView decides at once from memory; another node's
+    admissions reach it through the store, and a restarted node loads the history."""
+    from relay.counters import FrequencyView
+
+    url = str(redis_server.url)
+    one, two = (FrequencyView(open_counter_store(url)) for _ in range(2))
+    await one.open()
+    await two.open()
+    try:
+        two_per_hour, now = Limit(2, 3600), T0
+        assert one.take_now("call:b1:+1", now, two_per_hour)
+        assert one.take_now("call:b1:+1", now + 1, two_per_hour)
+        assert not one.take_now("call:b1:+1", now + 2, two_per_hour)  # exact on one node
+        await _until(lambda: two.used_now("call:b1:+1", now + 2, 3600) == 2,
+                     "node two never saw node one's admissions")
+        assert not two.take_now("call:b1:+1", now + 3, two_per_hour)
+        assert two.take_now("call:b1:+2", now + 3, two_per_hour)  # another caller
+        await _until(lambda: one.used_now("call:b1:+2", now + 3, 3600) == 1,
+                     "node one never saw node two's admission")
+        assert one.errors == two.errors == 0
+    finally:
+        await one.close()
+        await two.close()
+    three = FrequencyView(open_counter_store(url))
+    await three.open()  # a node started later: the store's history, not an empty view
+    try:
+        assert three.used_now("call:b1:+1", T0 + 10, 3600) == 2
+        assert not three.take_now("call:b1:+1", T0 + 10, Limit(2, 3600))
+        assert three.take_now("call:b1:+1", T0 + 3601, Limit(2, 3600))  # T0 left
+    finally:
+        await three.close()
+
+
+async def test_a_view_on_sqlite_survives_a_restart(tmp_path: Path) -> None:
+    from relay.counters import FrequencyView
+
+    url = f"sqlite:///{tmp_path}/relay.db"
+    view = FrequencyView(open_counter_store(url))
+    await view.open()
+    assert view.take_now("sms:b1:+1", T0, Limit(1, 60))
+    await view.close()  # sends what is unsent
+    again = FrequencyView(open_counter_store(url))
+    await again.open()
+    try:
+        assert not again.take_now("sms:b1:+1", T0 + 30, Limit(1, 60))
+        assert again.take_now("sms:b1:+1", T0 + 61, Limit(1, 60))
+    finally:
+        await again.close()
+
+
+async def test_a_view_whose_redis_is_gone_fails_as_configured_and_catches_up(
+        redis_server: Any) -> None:
+    """With Redis down the view is stale: "closed" refuses, "open" decides from memory;
+    both are counted, and admissions made meanwhile reach Redis when it returns."""
+    from relay.counters import FrequencyView
+
+    server = redis_server
+    url = server.url
+    closed = FrequencyView(open_counter_store(url), fail_open=False)
+    opened = FrequencyView(open_counter_store(url), fail_open=True)
+    await closed.open()
+    await opened.open()
+    try:
+        assert closed.take_now("call:b1:+1", T0, Limit(5, 60)) and closed.errors == 0
+        await asyncio.sleep(0.2)  # sent
+        server.stop()
+        await _until(lambda: not closed.healthy and not opened.healthy, "never went stale")
+        assert not closed.take_now("call:b1:+1", T0 + 1, Limit(5, 60))
+        assert opened.take_now("call:b1:+1", T0 + 1, Limit(5, 60))
+        assert closed.errors == 1 and opened.errors == 1
+        server.start()
+        await _until(lambda: closed.healthy and opened.healthy, "never caught up", 30.0)
+        check = open_counter_store(url)
+        try:
+            deadline = asyncio.get_running_loop().time() + 10
+            while await check.used("call:b1:+1", T0 + 2, 60) < 2:
+                assert asyncio.get_running_loop().time() < deadline, "not sent after return"
+                await asyncio.sleep(0.05)
+        finally:
+            await check.close()
+    finally:
+        await closed.close()
+        await opened.close()

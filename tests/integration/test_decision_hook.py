@@ -99,3 +99,40 @@ def test_hook_allows_refuses_and_falls_back(relay_factory: Any, tmp_path: Path) 
         assert "relay_sip_hook_errors_total 2" in metrics
     finally:
         hook.close()
+
+
+def test_texts_ask_the_same_hook(relay_factory: Any, tmp_path: Path) -> None:
+    """A text is asked about as a call is (`sms.route`, signed, never B's number); a
+    refusal is the SMS refusal table's (HTTP 403 `hook`), a failing hook the fallback."""
+    import sms_helpers as sms
+
+    hook = Receiver()
+    try:
+        cfg = write_config(tmp_path / "cfg", {}, dialplan={
+            "hook_url": hook.url, "hook_secret": SECRET, "hook_timeout": 0.3,
+            "hook_fallback": "refuse"})
+        relay = relay_factory(f"sqlite:///{tmp_path}/relay.db", ["--config", str(cfg)], "sms")
+        binding = sms.make_binding(relay.base)
+        hook.mode = "refuse"
+        status, body = sms.http("POST", f"{relay.base}/v1/sms",
+                                {"from": sms.A, "to": sms.X, "text": "hello"})
+        assert status == 403 and body["error"] == "hook", body
+        asked, signature, raw = hook.seen[-1]
+        assert signature == "sha256=" + hmac.new(SECRET.encode(), raw,
+                                                  hashlib.sha256).hexdigest()
+        assert asked["type"] == "sms.route" and asked["caller"] == sms.A
+        assert asked["x"] == sms.X and asked["binding"] == binding
+        assert sms.B not in raw.decode()
+        hook.mode = "allow"
+        status, body = sms.http("POST", f"{relay.base}/v1/sms",
+                                {"from": sms.A, "to": sms.X, "text": "hello again"})
+        assert (body or {}).get("error") != "hook", (status, body)
+        assert len(hook.seen) == 2
+        hook.mode = "fail"
+        status, body = sms.http("POST", f"{relay.base}/v1/sms",
+                                {"from": sms.A, "to": sms.X, "text": "and again"})
+        assert status == 403 and body["error"] == "hook"  # the fallback: refuse
+        with urllib.request.urlopen(relay.base + "/metrics", timeout=5) as r:
+            assert "relay_sms_hook_errors_total 1" in r.read().decode()
+    finally:
+        hook.close()

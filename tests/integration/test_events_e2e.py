@@ -3,6 +3,7 @@ loopback that fails, is down, and a relay killed with SIGKILL and started again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -157,3 +158,94 @@ def test_outage_and_kill_minus_9_lose_nothing(relay_factory: Any, tmp_path: Path
         assert all(t == CALL_ORDER for t in _by_call(got).values())
     finally:
         receiver.stop()
+
+
+def test_kill_minus_9_right_after_calls_end_loses_no_event(relay_factory: Any,
+                                                          tmp_path: Path) -> None:
+    """The relay is killed the moment the calls' last events are made, before the
+    record writer's next commit (50-200 ms later): the journal had the events and their
+    records on disk, and the restarted relay delivers every one and keeps the records."""
+    out = udp_port()
+    receiver = Receiver(free_port(), SECRET)  # down until the restart
+    conf = _config(tmp_path, receiver)
+    relay = _start(relay_factory, tmp_path, out, conf)
+    bind(relay.base)
+    n = 6
+    uas = callee(tmp_path, out, name="kill-uas", extra=["-m", str(n)])
+    uac = caller(tmp_path, relay.sip_port, name="kill-uac",
+                 extra=["-m", str(n), "-d", "100", "-r", "20", "-l", str(n)])
+    uas.start()
+    time.sleep(0.3)
+    uac.start()
+    # call.ended is made once the call's media is released (its recording finished),
+    # a moment after its BYE: kill as soon as the journal has had all of them, well
+    # before the record writer's commit (which lingers 50 ms for company).
+    journal = tmp_path / "relay.db-events"
+    deadline = time.monotonic() + 30
+    seen: dict[str, int] = {}  # segment -> its call.ended (a committed one is deleted)
+    while sum(seen.values()) < n:
+        assert time.monotonic() < deadline, "the calls' ends never reached the journal"
+        for p in journal.glob("events-*.jnl"):
+            with contextlib.suppress(FileNotFoundError):
+                # Entry headers only (`[id,"call.ended",key,...]`), not the bodies.
+                ended = p.read_bytes().count(b'","call.ended","')
+                seen[p.name] = max(seen.get(p.name, 0), ended)
+        time.sleep(0.002)
+    relay.proc.kill()
+    relay.proc.wait()
+    uac.stop()  # its last BYE's 200 OK may have died with the relay
+    uas.stop()
+    receiver.start()
+    try:
+        again = _start(relay_factory, tmp_path, out, conf)
+        got = receiver.wait_for(_complete(n), timeout=60)
+        receiver.check()
+        assert len(_by_call(got)) == n
+        assert all(t == CALL_ORDER for t in _by_call(got).values())
+        assert len(calls(again.base, want=n)) == n  # the records came back too
+    finally:
+        receiver.stop()
+
+
+def test_sms_webhook_is_durable_across_an_outage_and_kill_minus_9(relay_factory: Any,
+                                                                   tmp_path: Path) -> None:
+    """The SMS webhook route rides the same outbox and sender as events: a message
+    accepted while the webhook is down survives a `kill -9` and is posted, signed, with
+    its id as Idempotency-Key, once the relay is back and the webhook is up."""
+    import sqlite3
+
+    from sms_helpers import A as SMS_A
+    from sms_helpers import B as SMS_B
+    from sms_helpers import X as SMS_X
+    from sms_helpers import http, make_binding
+
+    hook = Receiver(free_port(), "sms-secret")  # down until the restart
+    conf = tmp_path / "relay.toml"
+    conf.write_text(f'[sms]\nroute = "webhook"\nwebhook_url = "{hook.url}"\n'
+                    'webhook_secret = "sms-secret"\nwebhook_backoff = 0.1\n')
+    store = f"sqlite:///{tmp_path}/relay.db"
+    relay = relay_factory(store, ["--config", str(conf)], "sms")
+    make_binding(relay.base, x=SMS_X, a=SMS_A, b=SMS_B)
+    status, body = http("POST", f"{relay.base}/v1/sms",
+                        {"from": SMS_B, "to": SMS_X, "text": "still there?"})
+    assert status == 202, body
+    deadline = time.monotonic() + 10
+    while True:  # in the store's queue (not only in memory) before the kill
+        with sqlite3.connect(tmp_path / "relay.db", timeout=10) as db:
+            if db.execute("SELECT count(*) FROM sms_outbox WHERE id = ?",
+                          (body["id"],)).fetchone()[0]:
+                break
+        assert time.monotonic() < deadline, "the message never reached the outbox"
+        time.sleep(0.05)
+    relay.proc.kill()
+    relay.proc.wait()
+    hook.start()
+    try:
+        relay_factory(store, ["--config", str(conf)], "sms-again")
+        got = hook.wait_for(lambda g: any(d["id"] == body["id"] for d in g), timeout=60)
+        hook.check()
+        (msg,) = {d["id"]: d for d in got}.values()
+        assert msg["from"] == SMS_X and msg["to"] == SMS_A and msg["text"] == "still there?"
+        assert SMS_B not in json.dumps(msg)
+    finally:
+        hook.stop()

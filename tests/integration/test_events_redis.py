@@ -105,3 +105,30 @@ def test_redis_outbox_stream_and_sms_events(relay_factory: Any, redis_server: An
     finally:
         receiver.stop()
         sms_hook.stop()
+
+
+def test_stream_only_without_a_webhook(relay_factory: Any, redis_server: Any,
+                                       tmp_path: Path) -> None:
+    """`[events] stream = true` and no url: every event reaches the stream for a
+    consumer group, and the outbox does not keep them (no webhook will ever take them)."""
+    import redis
+
+    r = redis.Redis(port=redis_server.port)
+    r.xgroup_create("{relay}:events", "g1", id="$", mkstream=True)
+    conf = tmp_path / "relay.toml"
+    conf.write_text("[events]\nstream = true\n")
+    out = udp_port()
+    relay = relay_factory(redis_server.url, relay_args(out, tmp_path, "--config", str(conf)))
+    bind(relay.base)
+    _calls(tmp_path, relay, out, 2, "stream")
+    seen: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(seen) < 8:
+        _read_group(r, seen)
+    per_call = _per_call(seen.values())
+    assert len(per_call) == 2 and all(sorted(t) == sorted(CALL_ORDER)
+                                      for t in per_call.values())
+    deadline = time.monotonic() + 20
+    while r.zcard("{relay}:outbox") or r.hlen("{relay}:outbox:ev"):
+        assert time.monotonic() < deadline, "the outbox kept stream-only events"
+        time.sleep(0.1)

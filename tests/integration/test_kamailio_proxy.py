@@ -145,24 +145,29 @@ def assert_private_through_proxy(kam: KamailioProxy, uac: Sipp, uas: Sipp) -> No
         assert f"127.0.0.1:{kam.callee_port}" not in msg, msg
 
 
-def _transactions(base: str) -> int:
+def _gauges(base: str) -> dict[str, int]:
+    """The relay's SIP state gauges that must return to zero once calls are over."""
     with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
         text = r.read().decode()
-    m = re.search(r"^relay_sip_transactions (\S+)$", text, re.M)
-    assert m, "relay_sip_transactions missing from /metrics"
-    return int(float(m.group(1)))
+    found = {}
+    for name in ("relay_sip_transactions", "relay_sip_dialogs", "relay_calls_live"):
+        m = re.search(rf"^{name} (\S+)$", text, re.M)
+        assert m, f"{name} missing from /metrics"
+        found[name] = int(float(m.group(1)))
+    return found
 
 
 def assert_no_lingering_transactions(base: str) -> float:
-    """The relay's live transactions drop to 0 within its longest timer (64*T1, RFC 3261
-    §17: Timers D, H, J, L, M; K is T4), with a little slack. Returns the seconds taken."""
+    """The relay's live transactions, dialogs and calls drop to 0 within its longest
+    timer (64*T1, RFC 3261 §17: Timers D, H, J, L, M; K is T4), with a little slack.
+    Returns the seconds taken."""
     started = time.monotonic()
     deadline = started + 64 * T1 + 3.0
-    count = _transactions(base)
-    while count and time.monotonic() < deadline:
+    counts = _gauges(base)
+    while any(counts.values()) and time.monotonic() < deadline:
         time.sleep(0.2)
-        count = _transactions(base)
-    assert count == 0, f"{count} SIP transactions still live {64 * T1 + 3:.1f} s after the calls"
+        counts = _gauges(base)
+    assert not any(counts.values()), f"still live {64 * T1 + 3:.1f} s after the calls: {counts}"
     return time.monotonic() - started
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -125,14 +126,19 @@ async def test_ucs2_and_concatenated_forwarded_to_receiver(server: SmppServer) -
 
     resps = await asyncio.to_thread(send)
     assert [int(r.status) for r in resps] == [0] * 7
-    assert [r.message_id for r in resps[0::3]] == [b"relay-1", b"relay-2", b"relay-3"]
-    assert all(r.message_id for r in resps)  # parts answered as they came, each with an id
+    assert resps[0].message_id == b"relay-1"  # a single part: the hook's id
+    # Every part of a long message is answered with its own id, in one format, and the
+    # message lists them in part order (issue 17: each must lead to the record).
+    assert len({r.message_id for r in resps[1:]}) == 6
+    assert all(re.fullmatch(rb"m[0-9a-f]{16}", r.message_id) for r in resps[1:])
 
     delivered = await asyncio.wait_for(receiving, 10)
     await asyncio.to_thread(close, rx)
 
     assert [m.text for m in seen] == [chinese, long_text, long_ucs2]
     assert [len(m.parts) for m in seen] == [1, 3, 3]
+    assert [list(m.part_ids) for m in seen[1:]] == [
+        [r.message_id.decode() for r in resps[1:4]], [r.message_id.decode() for r in resps[4:7]]]
     first, dc1 = join_parts(delivered[:1])
     assert dc1 == 8 and first.decode("utf-16-be") == chinese
     second, dc2 = join_parts(delivered[1:4])

@@ -219,8 +219,8 @@ def test_sms_throttle_setting_applies_per_bind(relay_factory: Any, tmp_path: Pat
     tx = connect(port)
     tx.bind_transmitter(system_id="gw1", password="pw1")
     statuses = []
-    for _ in range(3):
-        send(tx, A, "x")
+    for i in range(3):
+        send(tx, A, f"x{i}")  # different texts: the same one again would be a resend
         statuses.append(int(read_resps(tx, 1)[0].status))
     close(tx)
     # Two within the burst reach routing (no binding: RINVDSTADR); the third is throttled

@@ -42,10 +42,13 @@ async def main(port, a, x):
             "parts": len(msg.parts)}), flush=True)
         mid = f"up-{n}"
         now = datetime.now()
+        # A long message: each part was answered with its own id; receipt each, as SMSCs do.
+        ids = list(msg.part_ids) if len(msg.parts) > 1 else [mid]
         async def receipt():
             await asyncio.sleep(0.1)
-            await srv.deliver("relay", receipt_deliver_sm(
-                msg.destination_addr, msg.source_addr, Receipt(mid, "DELIVRD", now, now)))
+            for i in ids:
+                await srv.deliver("relay", receipt_deliver_sm(
+                    msg.destination_addr, msg.source_addr, Receipt(i, "DELIVRD", now, now)))
         asyncio.get_running_loop().create_task(receipt())
         return 0, mid
     srv = SmppServer("127.0.0.1", port, {"relay": "pw"}, on_message=hook)
@@ -136,12 +139,36 @@ def test_upstream_mo_is_forwarded_as_submit_sm_with_x_as_sender(
         sub = json.loads(out.expect("SUBMIT "))
         assert (sub["src"], sub["dst"], sub["text"]) == (digits(X), digits(A), "On my way down")
         (receipt,) = receive(rx, 1)
-        close(tx)
-        close(rx)
         assert receipt.source_addr == digits(X).encode()
         assert receipt.destination_addr == digits(B).encode()
         assert f"id:{resp.message_id.decode()} ".encode() in receipt.short_message
         assert b"stat:DELIVRD" in receipt.short_message
+
+        # A long message, a receipt asked on part 1 only (as Kannel does): the SMSC
+        # receipts each of the 3 parts the relay submitted; once all are in, the gateway
+        # gets one receipt, quoting the id of its part 1 (issue 17).
+        import smpplib.gsm
+
+        parts, coding, esm = smpplib.gsm.make_parts("Second floor, door on the left. " * 12)
+        assert len(parts) == 3
+        seqs = [tx.send_message(source_addr_ton=1, source_addr=digits(B), dest_addr_ton=1,
+                                destination_addr=digits(X), short_message=part,
+                                data_coding=coding, esm_class=esm,
+                                registered_delivery=1 if i == 0 else 0).sequence
+                for i, part in enumerate(parts)]
+        part_ids = {}
+        for _ in parts:
+            r = tx.read_pdu()
+            assert int(r.status) == 0
+            part_ids[r.sequence] = r.message_id.decode()
+        sub = json.loads(out.expect("SUBMIT "))
+        assert sub["parts"] == 3 and sub["rd"] == 1
+        (receipt,) = receive(rx, 1)
+        close(tx)
+        close(rx)
+        assert f"id:{part_ids[seqs[0]]} ".encode() in receipt.short_message
+        assert receipt.receipted_message_id.decode() == part_ids[seqs[0]]
+        assert (int(receipt.source_addr_ton), int(receipt.dest_addr_ton)) == (1, 1)
     finally:
         smsc.terminate()
         smsc.wait(10)

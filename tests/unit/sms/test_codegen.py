@@ -122,7 +122,7 @@ def outcome(encode: Any) -> bytes | str:
 @given(pdus)
 def test_fast_encode_agrees_with_checked(pdu: Pdu) -> None:
     checked = outcome(pdu._encode_checked)
-    # An error response may go out without a body: bytes() leaves that to the checked path.
+    # Error responses always carry their body now (issue 17); the skip stays harmless.
     fast = None if pdu.empty_body_on_error and pdu.command_status else pdu._encode()
     if fast is not None:
         assert fast == checked

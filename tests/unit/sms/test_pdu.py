@@ -91,8 +91,9 @@ VECTORS: list[tuple[str, bytes, Pdu]] = [
      SubmitSm(sequence=10, tlvs=(Tlv.u16(c.TAG_USER_MESSAGE_REFERENCE, 7),), **SM_FIELDS)),
     ("submit_sm_resp", h("00000017 80000004 00000000 0000000a") + b"abc123\x00",
      SubmitSmResp(sequence=10, message_id="abc123")),
-    # §4.4.2: no body when command_status is non-zero.
-    ("submit_sm_resp throttled", h("00000010 80000004 00000058 0000000a"),
+    # §4.4.2 allows no body on an error; the relay sends an empty message_id (one NUL),
+    # as Kannel expects (issue 17), and parses both (test_bodiless_error_responses_parse).
+    ("submit_sm_resp throttled", h("00000011 80000004 00000058 0000000a") + b"\x00",
      SubmitSmResp(sequence=10, command_status=c.ESME_RTHROTTLED)),
     ("deliver_sm", h("00000040 00000005 00000000 0000000b") + SM_BODY,
      DeliverSm(sequence=11, **SM_FIELDS)),
@@ -260,3 +261,13 @@ def test_framer_waits_for_rest() -> None:
     assert framer.feed(wire[:20]) == []
     assert framer.buffered == 20
     assert framer.feed(wire[20:]) == [SubmitSm(**SM_FIELDS, sequence=3)]
+
+
+@pytest.mark.parametrize("cls", [SubmitSmResp, DeliverSmResp])
+def test_bodiless_error_responses_parse_and_are_sent_with_an_empty_message_id(
+        cls: type[Pdu]) -> None:
+    bare = h("00000010") + cls.command_id.to_bytes(4, "big") + h("00000045 00000007")
+    pdu = cls.parse(bare)
+    assert (pdu.command_status, pdu.sequence, pdu.message_id) == (0x45, 7, "")  # type: ignore[attr-defined]
+    wire = bytes(pdu)
+    assert wire[16:] == b"\x00" and int.from_bytes(wire[:4], "big") == 17

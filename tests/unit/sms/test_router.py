@@ -41,7 +41,7 @@ def test_bridge_becomes_a_forward_to_the_other_party() -> None:
     ("expired", c.ESME_RX_R_APPN, 410),
     ("stranger", c.ESME_RX_P_APPN, 403),
     ("disabled", c.ESME_RX_P_APPN, 403),
-    ("no_party", c.ESME_RX_T_APPN, 409),
+    ("no_party", c.ESME_RX_P_APPN, 409),  # permanent (issue 17): AXN without A
     ("quiet_hours", c.ESME_RX_T_APPN, 409),
     ("direction", c.ESME_RX_P_APPN, 403),
 ])
