@@ -148,6 +148,9 @@ def test_drain_with_live_calls(worker_set: tuple[WorkerSet, int], tmp_path: Path
                       name="long").start()
         wait_until(lambda: get(ws.base + "/v1/node")[1]["live_calls"] >= 6, 30,
                    "six live calls")
+        # The set's one API lists the live calls of both workers.
+        live = get(ws.base + "/v1/calls/live")[1]["calls"]
+        assert len(live) == 6 and len({c["id"] for c in live}) == 6, live
         # Drain worker 0 alone (on its own API, as on a node of a larger set).
         w0 = ws.worker(0)
         req = urllib.request.Request(f"http://{w0['http']}/v1/node/drain", method="POST")
