@@ -46,9 +46,14 @@ def main() -> int:
     except ConfigError as exc:
         sys.stderr.write(f"relay worker {spec.get('index')}: {exc}\n")
         return 2
-    logging.basicConfig(level=cfg.log_level.upper(),
-                        format=f"%(asctime)s %(levelname)s w{spec.get('index')} "
-                               "%(name)s %(message)s")
+    from ..cli import _parser
+    from ..logfmt import TEXT, configure
+
+    fmt = getattr(_parser().parse_args(["serve", *spec["argv"]]), "log_format", "text")
+    configure(cfg.log_level.upper(), fmt)
+    if fmt == "text":  # which worker said it
+        logging.getLogger().handlers[0].setFormatter(logging.Formatter(
+            TEXT.replace("%(name)s", f"w{spec.get('index')} %(name)s")))
     from ..app import serve
 
     try:
