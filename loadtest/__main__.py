@@ -17,6 +17,7 @@ BENCHMARKS = {
     "policy": "loadtest.bench_policy",
     "sip": "loadtest.bench_sip",
     "sms": "loadtest.bench_sms",
+    "workers": "loadtest.bench_workers",
 }
 
 

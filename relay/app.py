@@ -93,6 +93,9 @@ class Node:
                 lambda: float(f.applied))
         m.counter_from("relay_feed_reloads_total", "full reloads of the table",
                        lambda: float(f.reloads))
+        m.counter_from("relay_store_unreplicated_total",
+                       "changes no Redis replica confirmed in time (Sentinel: WAIT)",
+                       lambda: float(getattr(self.store, "unreplicated", 0)))
         w = self.record_writer
         m.gauge("relay_records_pending", "call/message records waiting to be written",
                 lambda: float(w.pending))

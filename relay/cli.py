@@ -63,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="DEBUG, INFO (default: a line per call and per API request), WARNING")
     s.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="text lines, or one JSON object a line (fields as keys)")
+    s.add_argument("--workers", type=int, default=1,
+                   help="N relay processes behind Kamailio's dispatcher on --sip")
+
+    d = sub.add_parser("drain", help="refuse new calls (503) while live calls finish")
+    d.add_argument("--config")
+    d.add_argument("--url", help="the node's API (default: http from the config)")
+    d.add_argument("--token", help="an admin bearer token (default: RELAY_TOKEN)")
+    d.add_argument("--resume", action="store_true", help="take new calls again")
+    d.add_argument("--json", action="store_true", help="machine-readable output")
 
     b = sub.add_parser("bind", help="create a binding")
     _common(b)
@@ -622,7 +631,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = cfg.log_level.upper() if a.cmd == "serve" else "WARNING"
     configure(level, getattr(a, "log_format", "text"))
     if a.cmd == "serve":
+        if a.workers > 1:
+            raw = list(sys.argv[1:] if argv is None else argv)
+            return _serve_workers(cfg, raw[raw.index("serve") + 1:], a.workers)
         return _serve(cfg)
+    if a.cmd == "drain":
+        return _drain(a, cfg)
     try:
         if a.cmd == "recordings":
             return _recordings(a, cfg)
@@ -644,6 +658,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except Exception as exc:  # the store is down, the file is unreadable, ...
         sys.stderr.write(f"relay: {type(exc).__name__}: {exc}\n")
+        return 1
+    return 0
+
+
+def _drain(a: argparse.Namespace, cfg: Config) -> int:
+    """`relay drain`: POST (or, with --resume, DELETE) /v1/node/drain on a node's API."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    base = (a.url or f"http://{cfg.http[0]}:{cfg.http[1]}").rstrip("/")
+    token = a.token or os.environ.get("RELAY_TOKEN")
+    req = urllib.request.Request(base + "/v1/node/drain",
+                                 method="DELETE" if a.resume else "POST")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            data = json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        sys.stderr.write(f"relay: {exc.code}: {exc.read().decode(errors='replace')}\n")
+        return 1
+    except OSError as exc:
+        sys.stderr.write(f"relay: {base}: {exc}\n")
+        return 1
+    rows = data.get("workers") or [data]
+    _emit(a, data, rows, ("worker", "pid", "draining", "live_calls", "sip"))
+    return 0
+
+
+def _serve_workers(cfg: Config, argv: list[str], n: int) -> int:
+    """`relay serve --workers N`: Kamailio's dispatcher in front of N workers."""
+    from .cluster.kamailio import KamailioNotFound
+    from .cluster.supervisor import run_cluster
+
+    def ready(cluster: Any) -> None:
+        h = cfg.http
+        sys.stderr.write(
+            f"relay is serving with {n} workers behind kamailio (store {cfg.store}).\n"
+            f"  SIP: {cfg.sip[0]}:{cfg.sip[1]}, workers on "
+            + ", ".join(f"{w.sip[0]}:{w.sip[1]}" for w in cluster.workers) + "\n"
+            f"  API and ops page: http://{h[0]}:{h[1]}/\n")
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run_cluster(cfg, argv, n, ready))
+    except (KamailioNotFound, ValueError) as exc:
+        sys.stderr.write(f"relay: {exc}\n")
+        return 2
+    except RuntimeError as exc:
+        sys.stderr.write(f"relay: {exc}\n")
         return 1
     return 0
 

@@ -79,11 +79,11 @@ class RedisContacts:
     """Contacts in Redis, shared by every node."""
 
     def __init__(self, url: str) -> None:
-        import redis.asyncio as aioredis
+        from relay.bindings.redis_url import redis_client
 
         opts = parse_qs(urlsplit(url).query)
         self.prefix = "{" + opts.get("prefix", ["relay"])[0] + "}:contacts:"
-        self._r: Any = aioredis.from_url(url.split("?", 1)[0], socket_timeout=1.0,
+        self._r: Any = redis_client(url, socket_timeout=1.0,
                                          socket_connect_timeout=0.5)
 
     async def open(self) -> None:

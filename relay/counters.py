@@ -143,12 +143,12 @@ class RedisCounters:
     def __init__(self, url: str) -> None:
         import os
 
-        import redis.asyncio as aioredis
+        from relay.bindings.redis_url import redis_client
 
         opts = parse_qs(urlsplit(url).query)
         self.prefix = "{" + opts.get("prefix", ["relay"])[0] + "}:freq:"
         # Short timeouts: the caller waits on the answer (the adapter's deadline cuts it).
-        self._r: Any = aioredis.from_url(url.split("?", 1)[0], socket_timeout=1.0,
+        self._r: Any = redis_client(url, socket_timeout=1.0,
                                          socket_connect_timeout=0.5)
         self._take = self._r.register_script(_TAKE_LUA)
         self.node = os.urandom(4).hex()  # members must differ between nodes and calls
@@ -156,8 +156,8 @@ class RedisCounters:
         self.feed = self.prefix[:-len("freq:")] + "freqlog"  # outside the keys' pattern
         self.feed_maxlen = 100_000
         # The feed is read with a blocking XREAD: its own connection and a longer timeout.
-        self._follow: Any = aioredis.from_url(url.split("?", 1)[0], socket_timeout=5.0,
-                                              socket_connect_timeout=0.5)
+        self._follow: Any = redis_client(url, socket_timeout=5.0,
+                                         socket_connect_timeout=0.5)
 
     async def open(self) -> None:
         pass

@@ -190,13 +190,13 @@ class RedisPolicyStore:
     """Policies in the Redis hash `{prefix}:policies`."""
 
     def __init__(self, url: str) -> None:
-        import redis.asyncio as aioredis
+        from relay.bindings.redis_url import redis_client
 
         opts = parse_qs(urlsplit(url).query)
         prefix = "{" + opts.get("prefix", ["relay"])[0] + "}"
         self.key = prefix + ":policies"
         self.block_key = prefix + ":blocklist"
-        self._r: Any = aioredis.from_url(url.split("?", 1)[0], socket_timeout=2.0,
+        self._r: Any = redis_client(url, socket_timeout=2.0,
                                          socket_connect_timeout=1.0)
 
     async def open(self) -> None:

@@ -182,9 +182,9 @@ class RedisRecordStore:
     """Records in Redis: a hash of documents and sorted sets by time per index value."""
 
     def __init__(self, url: str, prefix: str = "{relay}") -> None:
-        import redis.asyncio as aioredis
+        from relay.bindings.redis_url import redis_client
 
-        self._r: Any = aioredis.from_url(url.split("?", 1)[0], socket_timeout=2.0,
+        self._r: Any = redis_client(url, socket_timeout=2.0,
                                          socket_connect_timeout=1.0)
         self.prefix = prefix
         #: The capped copy of every event (`{relay}:events`, read with consumer groups).

@@ -518,4 +518,6 @@ def build_api(node: Node) -> web.Application:
         app.router.add_route(method, path, handler)
     from .page import add_page_routes
     add_page_routes(app)
+    from .node import add_node_routes  # drain and the node's state (issue 16)
+    add_node_routes(app)
     return app

@@ -488,7 +488,9 @@ class CallMap:
         if method == "INVITE":
             self._on_invite(req, ev.key, ev.source, now)
         elif method == "OPTIONS":
-            self._reply(req, 200, now, [("Allow", ALLOW), ("Accept", "application/sdp")])
+            # A draining node fails the balancer's OPTIONS probe, so it gets no new calls.
+            self._reply(req, 503 if self.draining else 200, now,
+                        [("Allow", ALLOW), ("Accept", "application/sdp")])
         elif method in ("BYE", "INFO", "UPDATE", "PRACK"):
             self._reply(req, 481, now)
         else:

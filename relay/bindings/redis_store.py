@@ -13,12 +13,12 @@ in one slot).  Layout:
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -28,10 +28,13 @@ from relay.events.outbox import redis_outbox_args
 
 from .claims import ClaimConflict, Op
 from .model import Binding, NumberRecord
+from .redis_url import SENTINEL_SCHEME, redis_client
 from .store import Change, FeedGap, Snapshot, StoreUnavailable, VersionConflict
 from .table import route_record
 
 __all__ = ["RedisStore"]
+
+log = logging.getLogger("relay.store")
 
 _FEED_MAXLEN = 1_000_000
 
@@ -156,9 +159,16 @@ class RedisStore:
         self.prefix = "{" + opts.get("prefix", ["relay"])[0] + "}"
         base = url.split("?", 1)[0]
         common: dict[str, Any] = {"socket_connect_timeout": 1.0, "health_check_interval": 5}
-        self._r: Any = aioredis.from_url(base, socket_timeout=2.0, **common)
+        self._r: Any = redis_client(base, socket_timeout=2.0, **common)
         # XREAD BLOCK needs a socket timeout longer than its block time: its own client.
-        self._feed_r: Any = aioredis.from_url(base, socket_timeout=5.0, **common)
+        self._feed_r: Any = redis_client(base, socket_timeout=5.0, **common)
+        # Replication is asynchronous: a change the master acknowledged can be lost in a
+        # failover. Behind Sentinel a change counts as made only once `replicas`
+        # replicas hold it (WAIT); `?replicas=0` turns that off.
+        default = "1" if url.startswith(SENTINEL_SCHEME) else "0"
+        self.replicas = int(opts.get("replicas", [default])[0])
+        self.replica_wait_ms = int(opts.get("replica_wait_ms", ["1000"])[0])
+        self.unreplicated = 0  # changes no replica confirmed in time
         self._commit = self._r.register_script(_COMMIT_LUA)
         self._add_numbers = self._r.register_script(_ADD_NUMBERS_LUA)
         self._feed_checked = False
@@ -282,15 +292,36 @@ class RedisStore:
             raise VersionConflict(new.id)
         if tag == "claim":
             raise ClaimConflict(res[1].decode(), res[2].decode())
+        await self._replicated()
+
+    async def _replicated(self) -> None:
+        """Wait until `replicas` replicas hold the writes made so far (see __init__)."""
+        if self.replicas <= 0:
+            return
+        try:
+            acked = int(await self._r.execute_command("WAIT", self.replicas,
+                                                      self.replica_wait_ms))
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        if acked < self.replicas:
+            # No replica to confirm (the set lost it, or it lags): the change stands on
+            # the master alone, as it would without WAIT; refusing it now would only
+            # turn an applied change into an error. Counted, and logged.
+            self.unreplicated += 1
+            log.warning("a change reached %d of %d replicas within %d ms (%d so far)",
+                        acked, self.replicas, self.replica_wait_ms, self.unreplicated)
 
     async def add_numbers(self, numbers: list[NumberRecord]) -> int:
         args: list[Any] = [_FEED_MAXLEN]
         for n in numbers:
             args += [n.number, n.pack()]
         try:
-            return int(await self._add_numbers(keys=[self._k("n"), self._k("feed")], args=args))
+            added = int(await self._add_numbers(keys=[self._k("n"), self._k("feed")],
+                                                args=args))
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
+        await self._replicated()
+        return added
 
     # -- the feed ------------------------------------------------------------------------
 
@@ -345,11 +376,21 @@ class RedisStore:
         return out, last
 
     async def _check_gap(self, offset: str) -> None:
-        """After a reconnect: the feed must still hold everything after `offset`."""
-        first = await self._r.xrange(self._k("feed"), count=1)
+        """After a reconnect: the feed must still hold everything after `offset`.
+
+        After a Sentinel failover the new master's stream is the old one's, as far as
+        it was replicated: the same ids, so reading resumes at `offset`. Unless this node
+        had read an entry that never reached the replica: then `offset` is not in the
+        new stream, and entries the new master adds could sort below it; reload."""
+        feed = self._k("feed")
+        first = await self._r.xrange(feed, count=1)
+        if first and offset not in ("0", "0-0"):
+            head = _sid(first[0][0].decode())
+            if head > _next_sid(offset):
+                raise FeedGap(offset)
+            if head <= _sid(offset) and not await self._r.xrange(feed, offset, offset):
+                raise FeedGap(offset)
         self._feed_checked = True
-        if first and offset != "0-0" and _sid(first[0][0].decode()) > _next_sid(offset):
-            raise FeedGap(offset)
 
 
 def _sid(s: str) -> tuple[int, int]:

@@ -97,7 +97,8 @@ def open_store(url: str) -> Store:
         from .sqlite_store import SqliteStore
 
         return SqliteStore(url)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://",
+                        "redis+cluster://")):
         from .redis_store import RedisStore
 
         return RedisStore(url)

@@ -204,9 +204,9 @@ class RedisOutbox:
     """
 
     def __init__(self, url: str, prefix: str = "{relay}", window: int = 2000) -> None:
-        import redis.asyncio as aioredis
+        from relay.bindings.redis_url import redis_client
 
-        self._r: Any = aioredis.from_url(url.split("?", 1)[0], socket_timeout=2.0,
+        self._r: Any = redis_client(url, socket_timeout=2.0,
                                          socket_connect_timeout=1.0)
         self.q, self.h = f"{prefix}:outbox", f"{prefix}:outbox:ev"
         self.lease = f"{prefix}:outbox:lease"
