@@ -100,8 +100,10 @@ async def get_call(request: web.Request) -> web.Response:
 # -- calls in progress ----------------------------------------------------------------
 
 def node_id(node: Node) -> str:
-    """This process's name in a cluster: the node's own, or host and process id."""
-    return str(getattr(node, "node_id", None) or f"{socket.gethostname()}:{os.getpid()}")
+    """This process's name in a cluster: the node's own, RELAY_NODE_ID (a worker of
+    `relay serve --workers` is `<host>/worker-<i>`), or host and process id."""
+    return str(getattr(node, "node_id", None) or os.environ.get("RELAY_NODE_ID")
+               or f"{socket.gethostname()}:{os.getpid()}")
 
 
 def _switch(node: Node) -> Any:

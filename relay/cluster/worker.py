@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import os
+import socket
 import sys
 
 from ..config import Config, ConfigError, load_config
@@ -41,6 +42,8 @@ def worker_config(spec: dict[str, object]) -> Config:
 def main() -> int:
     """Entry point of a worker process."""
     spec = json.loads(os.environ["RELAY_WORKER_SPEC"])
+    # Stable across restarts (a pid is not): live calls and call records name it.
+    os.environ.setdefault("RELAY_NODE_ID", f"{socket.gethostname()}/worker-{spec.get('index')}")
     try:
         cfg = worker_config(spec)
     except ConfigError as exc:

@@ -129,6 +129,7 @@ class CallRecord:
     prompts: tuple[str, ...] = ()
     trunk: str | None = None  # the outbound trunk that carried (or last tried) the call
     failovers: int = 0  # trunks tried before it (408/503/no answer from the trunk)
+    node: str | None = None  # the node (or worker) that handled it
 
     @classmethod
     def from_doc(cls, d: dict[str, Any]) -> CallRecord:
@@ -146,7 +147,8 @@ class CallRecord:
             recording={k: RecordingFile.from_doc(v) for k, v in rec.items()} if rec else None,
             ext=d.get("ext"), ivr_start_at=_ms(d.get("ivr_start_at")),
             ivr_end_at=_ms(d.get("ivr_end_at")), prompts=tuple(d.get("prompts") or ()),
-            trunk=d.get("trunk"), failovers=int(d.get("failovers") or 0))
+            trunk=d.get("trunk"), failovers=int(d.get("failovers") or 0),
+            node=d.get("node"))
 
     def to_json(self, *, real_numbers: bool = True) -> dict[str, Any]:
         """The contract form; `real_numbers=False` masks caller and callee (X never)."""
@@ -171,6 +173,8 @@ class CallRecord:
             out["trunk"] = self.trunk
         if self.failovers:
             out["failovers"] = self.failovers
+        if self.node is not None:
+            out["node"] = self.node
         return out
 
     @classmethod
@@ -189,7 +193,8 @@ class CallRecord:
             recording={k: RecordingFile.from_json(v) for k, v in rec.items()} if rec else None,
             ext=d.get("ext"), ivr_start_at=from_iso(d.get("ivr_start_at")),
             ivr_end_at=from_iso(d.get("ivr_end_at")), prompts=tuple(d.get("prompts") or ()),
-            trunk=d.get("trunk"), failovers=int(d.get("failovers") or 0))
+            trunk=d.get("trunk"), failovers=int(d.get("failovers") or 0),
+            node=d.get("node"))
 
 
 _MSG_TIMES = ("received_at", "forwarded_at", "delivered_at")

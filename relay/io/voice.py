@@ -257,7 +257,12 @@ async def attach_voice(node: Node) -> None:
 
     call_log = CallLog(node.metrics)
 
+    from relay.api.calls import node_id
+
+    me = node_id(node)
+
     def record(rec: dict[str, Any]) -> None:
+        rec["node"] = me  # which node (worker) handled it: records of a cluster mix
         writer.submit("call", rec)
         call_log.submit(rec)  # one masked INFO line, refusal reasons, latency histograms
         contacts.submit(contact_from_call(rec))  # the caller's score inputs

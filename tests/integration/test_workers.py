@@ -87,6 +87,8 @@ def test_calls_spread_and_a_killed_worker_comes_back(worker_set: tuple[WorkerSet
         assert min(seen.count(p) for p in ports) >= 5, seen  # a hash, not a round trip
         records = calls(ws.base, "?limit=100", want=40, timeout=30)
         assert len(records) >= 40 and all(r["sip_code"] == 200 for r in records[:40])
+        nodes = {r.get("node") for r in records[:40]}
+        assert {n.rsplit("/", 1)[-1] for n in nodes if n} == {"worker-0", "worker-1"}, nodes
 
         # 2. kill -9 of worker 1 under load: calls keep completing (Kamailio fails over
         #    to worker 0, then its probe marks worker 1 inactive), and worker 1 is back.
