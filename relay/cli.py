@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="N relay processes behind Kamailio's dispatcher on --sip")
 
     d = sub.add_parser("drain", help="refuse new calls (503) while live calls finish")
-    d.add_argument("--config")
+    d.add_argument("--config", help="relay.toml (its [relay] http is the node to drain)")
     d.add_argument("--url", help="the node's API (default: http from the config)")
     d.add_argument("--token", help="an admin bearer token (default: RELAY_TOKEN)")
     d.add_argument("--resume", action="store_true", help="take new calls again")
