@@ -28,13 +28,15 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from .common import free_port, percentile
 from .native import NativeEngine, engine_cpu
-from .plan import Plan, PlanError, describe, from_records, load_records
+from .plan import (Plan, PlanError, describe, from_records, load_messages, load_records,
+                   next_cursor)
 from .profile import ProfileError, generate, parse_profile
 from .report import Result, build_report, write_report
 
@@ -59,6 +61,37 @@ def _api(base: str, method: str, path: str, body: Any = None, token: str | None 
         return json.loads(r.read() or b"null")
 
 
+def read_source(src: str, key: str, token: str | None = None, max_pages: int = 10000
+                ) -> str:
+    """Records from a file, stdin (`-`) or an API URL (`http://node:8080/v1/calls?since=1h`):
+    from a URL every page is read, following the answer's `next` cursor."""
+    if src == "-":
+        return sys.stdin.read()
+    if not src.startswith(("http://", "https://")):
+        return Path(src).read_text()
+    rows: list[Any] = []
+    url = src
+    for _ in range(max_pages):
+        req = urllib.request.Request(url)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(req, timeout=60) as r:
+            text = r.read().decode()
+        data = json.loads(text)
+        page = data.get(key) if isinstance(data, dict) else None
+        if not isinstance(page, list):
+            raise PlanError(f"{url}: expected {{\"{key}\": [...]}}")
+        rows += page
+        nxt = next_cursor(text)
+        if nxt is None:
+            break
+        parts = urllib.parse.urlsplit(src)
+        query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "cursor"]
+        url = urllib.parse.urlunsplit(parts._replace(
+            query=urllib.parse.urlencode([*query, ("cursor", nxt)])))
+    return json.dumps({key: rows})
+
+
 def setup_target(plan: Plan, api: str, token: str | None = None) -> dict[str, int]:
     """Numbers and bindings the plan needs, through the target's HTTP API. An X that is
     already bound (a rerun) is left as it is; frozen ones are frozen after creation."""
@@ -68,14 +101,18 @@ def setup_target(plan: Plan, api: str, token: str | None = None) -> dict[str, in
     made = frozen = kept = 0
     for b in plan.bindings:
         try:
-            got = _api(api, "POST", "/v1/bindings", {"mode": "AXB", "a": b.a, "b": b.b,
-                                                      "x": b.x, "ttl": 86400,
-                                                      "record": b.record}, token)
+            body: dict[str, Any] = {"mode": b.mode, "b": b.b, "x": b.x, "ttl": 86400,
+                                    "record": b.record}
+            if b.a:
+                body["a"] = b.a
+            if b.ext is not None:
+                body["ext"] = b.ext
+            got = _api(api, "POST", "/v1/bindings", body, token)
         except urllib.error.HTTPError as exc:
             if exc.code == 409:
                 kept += 1
                 continue
-            raise SystemExit(f"setup: binding {b.x}: HTTP {exc.code} "
+            raise SystemExit(f"setup: {b.mode} binding {b.x}: HTTP {exc.code} "
                              f"{exc.read().decode(errors='replace')[:200]}") from None
         made += 1
         if b.frozen:
@@ -213,6 +250,14 @@ def _common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--report", required=True, help="folder for report.json, .html, plots")
 
 
+def _smpp_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--smpp", type=_hostport, default=None,
+                    help="the relay's SMPP address, for SMS traffic (profile `sms`, replay "
+                         "--messages)")
+    ap.add_argument("--smpp-account", default="loadtest:loadtest",
+                    help="SYSTEM_ID:PASSWORD the relay lets bind (relay serve --smpp-account)")
+
+
 def _media_block() -> str:
     """A random 6,000-port block below Linux's ephemeral range: several runs (and other
     relays) on one machine rarely collide, and a collision shows as 503 cause 47."""
@@ -295,21 +340,31 @@ def _finish(plan: Plan, a: argparse.Namespace, mode: str, extra_meta: dict[str, 
         f"{rep['refused'] or 0}, {rep['failed']} failed in {rep['duration_s']:.1f} s; "
         f"setup p50/p95/p99 {s['p50']}/{s['p95']}/{s['p99']} ms; "
         f"{rep['expected_mismatches']} unexpected answers; {len(rep['leaks'])} leaks"
-        f"{' (PARTIAL)' if interrupted else ''}\nreport: {paths[1]}\n")
+        f"{' (PARTIAL)' if interrupted else ''}\n"
+        + (f"sms: {rep['sms']['submitted']} submitted, {rep['sms']['accepted']} accepted, "
+           f"{rep['sms']['delivered']} delivered, "
+           f"{rep['sms'].get('expected_mismatches', 0)} unexpected statuses\n"
+           if "sms" in rep else "") + f"report: {paths[1]}\n")
     if interrupted:
         return 130
-    return 0 if not rep["leaks"] and not rep["expected_mismatches"] else 1
+    sms_bad = rep.get("sms", {}).get("expected_mismatches", 0)
+    return 0 if not rep["leaks"] and not rep["expected_mismatches"] and not sms_bad else 1
 
 
 def main_replay(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="loadtest replay", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--records", required=True,
-                    help="what `relay calls --json` prints, or a /v1/calls answer (- : stdin)")
+    ap.add_argument("--records", default=None,
+                    help="what `relay calls --json` prints, a /v1/calls answer (- : stdin), "
+                         "or a /v1/calls URL (every page is read; --token)")
+    ap.add_argument("--messages", default=None,
+                    help="what `relay messages --json` prints, a /v1/messages answer or URL: "
+                         "each message is submitted over SMPP (--smpp) at its offset")
     ap.add_argument("--speed", type=float, default=1.0, help="time scale (2: twice as fast)")
+    _smpp_args(ap)
     _common_args(ap)
     a = ap.parse_args(argv)
-    child = _local_relay(a, False) if a.local_relay else None
+    child = _local_relay(a, bool(a.messages)) if a.local_relay else None
     try:
         return _replay(a)
     finally:
@@ -322,22 +377,32 @@ def _replay(a: argparse.Namespace) -> int:
         sys.stderr.write(f"loadtest replay: {err}\n")
         return 2
     try:
-        text = sys.stdin.read() if a.records == "-" else Path(a.records).read_text()
-        plan = from_records(load_records(text), speed=a.speed)
-    except (OSError, PlanError) as exc:
+        if not a.records and not a.messages:
+            raise PlanError("give --records (calls), --messages (SMS) or both")
+        text = read_source(a.records, "calls", a.token) if a.records else '{"calls": []}'
+        msgs = (load_messages(read_source(a.messages, "messages", a.token))
+                if a.messages else None)
+        plan = from_records(load_records(text), speed=a.speed, messages=msgs)
+    except (OSError, ValueError, PlanError) as exc:
         sys.stderr.write(f"loadtest replay: {exc}\n")
         return 2
-    return _finish(plan, a, "replay", {"records": a.records, "speed": a.speed})
+    sms = None
+    if plan.messages:
+        if a.smpp is None:
+            sys.stderr.write("loadtest replay: --messages needs --smpp HOST:PORT\n")
+            return 2
+        from .sms import SmsRun
+
+        sms = SmsRun(a.smpp, a.smpp_account, plan.bindings, 0.0, 0.0, plan.messages)
+    return _finish(plan, a, "replay", {"records": a.records, "messages": a.messages,
+                                       "speed": a.speed}, sms)
 
 
 def main_profile(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="loadtest profile", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", required=True, help="a profile file, or its clauses inline")
-    ap.add_argument("--smpp", type=_hostport, default=None,
-                    help="the relay's SMPP address, for the profile's `sms` traffic")
-    ap.add_argument("--smpp-account", default="loadtest:loadtest",
-                    help="SYSTEM_ID:PASSWORD the relay lets bind (relay serve --smpp-account)")
+    _smpp_args(ap)
     _common_args(ap)
     a = ap.parse_args(argv)
     try:  # bad input is said before anything starts
