@@ -260,7 +260,7 @@ class NativeEngine:
         self._sink_port = 9
         self.parties: dict[str, set[str]] = defaultdict(set)
         for b in plan.bindings:
-            self.parties[b.x] |= {b.a, b.b}
+            self.parties[b.x] |= {n for n in (b.a, b.b) if n}  # AXN/AXE may have no A
         for a in plan.attempts:
             if a.callee:
                 self.parties[a.x] |= {a.caller, a.callee}

@@ -35,8 +35,7 @@ from typing import Any
 
 from .common import free_port, percentile
 from .native import NativeEngine, engine_cpu
-from .plan import (Plan, PlanError, describe, from_records, load_messages, load_records,
-                   next_cursor)
+from .plan import Plan, PlanError, describe, from_records, load_messages, load_records, next_cursor
 from .profile import ProfileError, generate, parse_profile
 from .report import Result, build_report, write_report
 

@@ -7,8 +7,14 @@ import json
 
 import pytest
 
-from loadtest.plan import (PlanError, describe, from_records, load_messages, load_records,
-                           next_cursor)
+from loadtest.plan import (
+    PlanError,
+    describe,
+    from_records,
+    load_messages,
+    load_records,
+    next_cursor,
+)
 from loadtest.profile import Dist, ProfileError, Step, generate, parse_profile, step_offsets
 
 PROFILE = """
