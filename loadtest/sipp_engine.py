@@ -91,9 +91,13 @@ def uac_scenario(codes: list[int]) -> str:
              '  <recv response="180" optional="true"/>',
              '  <recv response="183" optional="true"/>']
     parts += [f'  <recv response="{c}" optional="true" next="refused"/>' for c in codes]
-    parts.append('  <recv response="200" rtd="true" rrs="true"/>')
+    # Each call's own talk time (ms) is the injection file's third field.
+    parts.append('  <recv response="200" rtd="true" rrs="true">\n    <action>\n'
+                 '      <assignstr assign_to="t" value="[field2]"/>\n'
+                 '      <todouble assign_to="talk" variable="t"/>\n'
+                 '    </action>\n  </recv>')
     parts.append(_ack("[branch]", "[next_url]").rstrip("\n"))
-    parts.append("  <pause/>")
+    parts.append('  <pause variable="talk"/>')
     parts.append("""  <send retrans="500">
     <![CDATA[
       BYE [next_url] SIP/2.0
@@ -118,13 +122,41 @@ def uac_scenario(codes: list[int]) -> str:
     return "\n".join(parts)
 
 
-def uas_scenario(answer_delay_ms: int) -> str:
-    """The callee: 180, 200 with SDP after `answer_delay_ms`, wait for the BYE."""
+def uas_scenario(answer_delay_ms: int, table: str = "") -> str:
+    """The callee: 180, 200 with SDP after `answer_delay_ms`, wait for the BYE.
+
+    With `table` (an injection file `B;DELAY_MS`, indexed with `-infindex FILE 0`), the
+    delay is the one of the number the INVITE is for (its Request-URI user); a number
+    not in the table gets `answer_delay_ms`."""
     pause = f'  <pause milliseconds="{answer_delay_ms}"/>\n' if answer_delay_ms > 0 else ""
+    lookup = ""
+    if table:
+        pause = '  <pause variable="delay"/>\n'
+        lookup = f"""
+    <action>
+      <assign assign_to="delay" value="{answer_delay_ms}"/>
+      <ereg regexp="^INVITE sips?:([^@;,]+)" search_in="msg" check_it="false"
+            assign_to="b,b"/>
+      <lookup assign_to="row" file="{table}" key="[$b]"/>
+      <test assign_to="known" variable="row" compare="greater_than_equal" value="0"/>
+    </action>
+  </recv>
+  <nop next="answer" test="known"/>
+  <nop next="ring"/>
+  <label id="answer"/>
+  <nop>
+    <action>
+      <assignstr assign_to="d" value="[field1 file=&quot;{table}&quot; line=&quot;[$row]&quot;]"/>
+      <todouble assign_to="delay" variable="d"/>
+    </action>
+  </nop>
+  <label id="ring"/>"""
+    recv = '  <recv request="INVITE" crlf="true">' + lookup if lookup else \
+        '  <recv request="INVITE" crlf="true"/>'
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="loadtest callee">
-  <recv request="INVITE" crlf="true"/>
+{recv}
   <send>
     <![CDATA[
       SIP/2.0 180 Ringing
@@ -183,14 +215,21 @@ class SippUas:
     """A SIPp UAS on 127.0.0.1:`port` (the callee of the SIPp engine, and the direct
     anchor: a switch-less target that answers every call)."""
 
-    def __init__(self, work: Path, port: int, answer_delay_ms: int = 0) -> None:
+    def __init__(self, work: Path, port: int, answer_delay_ms: int = 0,
+                 delays: dict[str, int] | None = None) -> None:
+        """`delays`: the answer delay (ms) per callee number (others: `answer_delay_ms`)."""
         sf = work / f"uas-{port}.xml"
-        sf.write_text(uas_scenario(answer_delay_ms))
+        table: list[str] = []
+        if delays:
+            (work / "callee.csv").write_text("SEQUENTIAL\n" + "".join(
+                f"{b};{ms}\n" for b, ms in sorted(delays.items())))
+            table = ["-inf", "callee.csv", "-infindex", "callee.csv", "0"]
+        sf.write_text(uas_scenario(answer_delay_ms, "callee.csv" if delays else ""))
         self.log = open(work / f"uas-{port}.out", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sipp_exe(), "-sf", str(sf), "-i", "127.0.0.1", "-p", str(port),
              "-mp", str(free_port(socket.SOCK_DGRAM)), "-nostdin", "-aa",
-             "-max_recv_loops", "5000", "-timeout", "3600s"],
+             "-max_recv_loops", "5000", "-timeout", "3600s", *table],
             cwd=work, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)  # a terminal's Ctrl-C is the tool's to handle
         time.sleep(0.3)
@@ -324,7 +363,14 @@ class SippEngine:
         talk_ms = max(1, round(1000 * statistics.median(a.talk for a in answered)))
         codes = sorted({a.expect_code for a in attempts})
         (self.work / "uac.xml").write_text(uac_scenario(codes))
-        uas = SippUas(self.work, self.callee[1], delay_ms)
+        # Per callee number: the median answer delay of its calls (the B-leg carries
+        # nothing else of the call that placed it: the switch makes a new dialog).
+        per_b: dict[str, list[float]] = {}
+        for a in answered:
+            if a.callee:
+                per_b.setdefault(a.callee, []).append(a.answer_delay)
+        delays = {b: round(1000 * statistics.median(v)) for b, v in per_b.items()}
+        uas = SippUas(self.work, self.callee[1], delay_ms, delays)
         results: list[Result] = []
         interrupted = False
         t0 = time.monotonic()
@@ -342,6 +388,8 @@ class SippEngine:
             uas.log.close()
         duration = time.monotonic() - t0
         extra = {"sipp": {"answer_delay_ms": delay_ms, "talk_ms": talk_ms,
+                          "answer_delay": "per callee number" if delays else "median",
+                          "talk": "per call",
                           "work": str(self.work)},
                  "engine_cpu_s": round(cpu, 3),
                  "engine_cpu_ms_per_attempt": round(1000 * cpu / max(1, len(results)), 3)}
@@ -359,7 +407,8 @@ class SippEngine:
         # AXE: the extension rides in the Request-URI user as `X,E` (`;` splits SIPp's
         # injection fields; DESIGN takes both forms).
         csv.write_text("SEQUENTIAL\n" + "".join(
-            f"{a.caller};{a.x}{',' + a.ext if a.ext else ''}\n" for a in step))
+            f"{a.caller};{a.x}{',' + a.ext if a.ext else ''};{max(1, round(a.talk * 1000))}\n"
+            for a in step))
         trace = self.work / f"step{i}.msg"
         host, port = self.target
         rp = 10000  # SIPp's rate is calls per period: tenths of a call per second
@@ -370,7 +419,7 @@ class SippEngine:
                 "-m", str(len(step)), "-r", str(max(1, round(rate * rp / 1000))),
                 "-rp", str(rp), "-d", str(talk_ms), "-l", "100000", "-nostdin",
                 "-max_recv_loops", "5000", "-cid_str", "lt-%u-%p@%s",
-                "-timeout", f"{int(span + len(step) / 10 + talk_ms / 1000 + 60)}s",
+                "-timeout", f"{int(span + max(a.talk for a in step) + 60)}s",
                 "-cp", str(cp), "-trace_rtt", "-rtt_freq", "10",
                 "-trace_msg", "-message_file", str(trace),
                 "-trace_stat", "-stf", str(self.work / f"step{i}.stat.csv"), "-fd", "1"]

@@ -186,6 +186,74 @@ def test_replay_of_axe_axn_calls_and_messages(relay_factory: Any, tmp_path: Path
     assert len(texts) == 7 and len({m["id"] for m in texts}) == 7
 
 
+def test_replay_with_the_sipp_engine(relay_factory: Any, tmp_path: Path) -> None:
+    """The same AXE (extension in the Request-URI as `X,E`) and AXN records, placed by
+    SIPp: every call gets its recorded code."""
+    need_sipp()
+    rows = [_rec(1, 0, AXE, "+8613800000001", "+8613900000001", ext="0101"),
+            _rec(2, 0.5, AXE, "+8613800000002", "+8613900000002", ext="0102"),
+            _rec(3, 1.0, AXN, "+8613800000003", "+8613900000003"),
+            _rec(4, 1.5, AXN, "+8613800000004", "+8613900000003"),
+            _rec(5, 2.0, AXE, "+8613800000005", None, ext="0999", sip_code=404,
+                 unconnected_cause="no_extension", released_by="relay", legs={}),
+            _rec(6, 2.5, FROZEN, "+8613800000006", None, sip_code=410,
+                 unconnected_cause="frozen", released_by="relay", legs={})]
+    (tmp_path / "calls.json").write_text(json.dumps({"calls": rows}))
+    cp = udp_port()
+    node = relay_factory(f"sqlite:///{tmp_path}/r.db", relay_args(cp, tmp_path / "w"))
+    run = loadtest("replay", "--records", str(tmp_path / "calls.json"), "--engine", "sipp",
+                   "--target", f"127.0.0.1:{node.sip_port}", "--callee", f"127.0.0.1:{cp}",
+                   "--api", node.base, "--report", str(tmp_path / "rep"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert rep["engine"] == "sipp"
+    assert rep["codes"] == {"200": 4, "404": 1, "410": 1}, rep["codes"]
+    assert (rep["failed"], rep["expected_mismatches"]) == (0, 0)
+    got = calls(node.base, "?limit=100", want=6, timeout=30)
+    assert {r["caller"]: r["callee"] for r in got if r["sip_code"] == 200} == {
+        "+8613800000001": "+8613900000001", "+8613800000002": "+8613900000002",
+        "+8613800000003": "+8613900000003", "+8613800000004": "+8613900000003"}
+
+
+def test_sipp_engine_takes_each_calls_talk_and_its_callees_answer_delay(
+        relay_factory: Any, tmp_path: Path) -> None:
+    """SIPp places each call with its record's talk time (injection file) and its UAS
+    answers each callee number after that number's answer delay (-infindex lookup)."""
+    need_sipp()
+
+    def timed(i: int, t: float, caller: str, callee: str, delay: float, talk: float
+              ) -> dict[str, Any]:
+        def at(s: float) -> str:
+            return f"2026-12-07T10:00:{s:06.3f}Z"
+        return _rec(i, t, "+861705555000" + str(i), caller, callee,
+                    duration_ms=int(talk * 1000),
+                    legs={"caller": {"invite_at": at(t), "sip_code": 200},
+                          "callee": {"invite_at": at(t), "answer_at": at(t + delay),
+                                     "end_at": at(t + delay + talk), "sip_code": 200}})
+
+    rows = [timed(1, 0, "+8613800000001", "+8613900000001", 0.1, 0.5),
+            timed(2, 0.5, "+8613800000002", "+8613900000002", 1.5, 3.0),
+            timed(3, 1.0, "+8613800000003", "+8613900000001", 0.1, 0.5)]
+    (tmp_path / "calls.json").write_text(json.dumps({"calls": rows}))
+    cp = udp_port()
+    node = relay_factory(f"sqlite:///{tmp_path}/r.db", relay_args(cp, tmp_path / "w"))
+    run = loadtest("replay", "--records", str(tmp_path / "calls.json"), "--engine", "sipp",
+                   "--target", f"127.0.0.1:{node.sip_port}", "--callee", f"127.0.0.1:{cp}",
+                   "--api", node.base, "--quiet", "--report", str(tmp_path / "rep"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert rep["completed"] == 3 and rep["sipp"]["answer_delay"] == "per callee number"
+    got = {r["caller"]: r for r in calls(node.base, "?limit=10", want=3, timeout=30)}
+    slow, fast = got["+8613800000002"], got["+8613800000001"]
+    # The relay measured it: B2 answered after about 1.5 s and talked about 3 s, B1 fast.
+    def answered_after(r: dict[str, Any]) -> float:
+        leg = r["legs"]["callee"]
+        return _epoch(leg["answer_at"]) - _epoch(leg["invite_at"])
+    assert 1.2 < answered_after(slow) < 3.0, slow
+    assert answered_after(fast) < 1.0, fast
+    assert 2500 < slow["duration_ms"] < 4500 and fast["duration_ms"] < 1500, (slow, fast)
+
+
 class FakeSwitch:
     """A test-only SIP switch on UDP: answers every INVITE itself with 200 and, when
     `leaky`, copies the callee's real number into a header, as a careless switch might."""
