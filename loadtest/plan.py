@@ -2,7 +2,8 @@
 answer the caller expects) and the bindings the target needs first. Pure: no I/O.
 
 Two sources: call records as `relay calls --json` prints them (or a `/v1/calls`
-answer), and rate profiles (`loadtest.profile`).
+answer), with message records (`relay messages --json`, `/v1/messages`) beside them,
+and rate profiles (`loadtest.profile`).
 """
 
 from __future__ import annotations

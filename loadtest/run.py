@@ -1,8 +1,8 @@
 """`python -m loadtest replay` and `python -m loadtest profile`: the load tester's tool.
 
-    python -m loadtest replay --records FILE --target HOST:PORT --api URL [--token T]
-        --callee HOST:PORT [--speed F] [--engine native|sipp] [--no-setup] [--rtp]
-        [--direct] --report DIR
+    python -m loadtest replay --records FILE|URL [--messages FILE|URL --smpp HOST:PORT]
+        --target HOST:PORT --api URL [--token T] --callee HOST:PORT [--speed F]
+        [--engine native|sipp] [--no-setup] [--rtp] [--direct] --report DIR
     python -m loadtest profile --profile FILE|"hold 10 5s; hold-time 1s" --target ...
         (same options; --smpp HOST:PORT --smpp-account ID:PW for SMS over SMPP)
 
@@ -187,6 +187,8 @@ def _loop_run(coro: Any) -> Any:
 def _engine_run(plan: Plan, target: tuple[str, int], callee: tuple[str, int], *,
                 rtp: bool, check_leaks: bool, quiet: bool, engine: str
                 ) -> tuple[list[Result], float, bool, dict[str, Any]]:
+    if not plan.attempts:  # messages only
+        return [], 0.0, False, {}
     if engine == "sipp":
         from .sipp_engine import SippEngine
 
@@ -313,7 +315,13 @@ def _finish(plan: Plan, a: argparse.Namespace, mode: str, extra_meta: dict[str, 
     if sms is not None:
         if interrupted:
             sms.stop.set()
-        sms.join(60)
+        try:  # the messages may go on after the last call (a replay's)
+            sms.join(sms.span() + 60)
+        except KeyboardInterrupt:
+            sys.stderr.write("\nstopping: no more messages, then a partial report\n")
+            sms.stop.set()
+            sms.join(15)
+            interrupted = True
     meta: dict[str, Any] = {"mode": mode, "engine": a.engine,
                             "target": f"{a.target[0]}:{a.target[1]}",
                             "callee": f"{a.callee[0]}:{a.callee[1]}", "setup": setup,

@@ -107,6 +107,12 @@ class SmsRun:
             self._real |= {n.lstrip("+") for n in (m.sender, m.recipient) if n}
         self._sent: dict[int, SmsAttempt] = {}  # submit_sm sequence -> what it replays
 
+    def span(self) -> float:
+        """How long the submitting lasts (s from its start)."""
+        if self.schedule is not None:
+            return self.schedule[-1].offset if self.schedule else 0.0
+        return self.seconds
+
     def answered(self, seq: int | None, status: int) -> None:
         m = self._sent.pop(seq, None) if seq is not None else None
         if m is not None and status != m.expect_status:

@@ -167,6 +167,8 @@ def test_replay_of_axe_axn_calls_and_messages(relay_factory: Any, tmp_path: Path
     assert sms["mismatches"] == [{"record": "m7", "x": AXB, "expected": "0x0B",
                                   "got": "0x65"}]
     assert "1 unexpected statuses" in run.stdout
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "SMS statuses other than expected" in page and "<td>m7</td>" in page
 
     # The relay's own records: the AXE calls reached the extension's B, by mode.
     got = calls(node.base, "?limit=100", want=6, timeout=30)
