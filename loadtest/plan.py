@@ -8,6 +8,7 @@ and rate profiles (`loadtest.profile`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,6 +170,15 @@ def from_records(records: list[CallRecord], *, speed: float = 1.0,
         if not got:
             unbound.append(x)
     attempts = [_attempt(r, (r.started_at - t0) / speed, speed) for r in recs]
+    # A refusal for a wrong extension is recorded without the extension: dial one that
+    # no binding of X has (without any, the relay would answer and prompt for digits).
+    exts: dict[str, set[str]] = {}
+    for b in bindings:
+        if b.ext is not None:
+            exts.setdefault(b.x, set()).add(b.ext)
+    for i, (r, a) in enumerate(zip(recs, attempts, strict=True)):
+        if a.ext is None and _cause(r) == "no_extension" and a.x in exts:
+            attempts[i] = dataclasses.replace(a, ext=_unused_ext(exts[a.x]))
     texts = [SmsAttempt((m.started_at - t0) / speed, m.sender or "", m.x or "",
                         _sms_status(m), m.recipient, m.id) for m in msgs]
     return Plan(attempts, bindings, unbound, texts)
@@ -191,6 +201,10 @@ def _sms_status(m: MessageRecord) -> int:
     return 0
 
 
+def _unused_ext(taken: set[str]) -> str:
+    return next(e for e in (f"{n:04d}" for n in range(10001)) if e not in taken)
+
+
 def _cause(r: CallRecord) -> str:
     return r.unconnected_cause or "none"
 
@@ -201,7 +215,7 @@ def _bridged(r: CallRecord) -> bool:
 
 def _bindings_of(x: str, rs: list[CallRecord]) -> list[BindingSpec]:
     """The bindings X needs so that its records' calls get the same answers."""
-    if any(r.ext for r in rs):  # AXE: X is shared, an extension selects B
+    if any(r.ext or _cause(r) == "no_extension" for r in rs):  # AXE: shared X
         out = []
         for e in sorted({r.ext for r in rs if r.ext}):
             er = [r for r in rs if r.ext == e]
@@ -211,8 +225,7 @@ def _bindings_of(x: str, rs: list[CallRecord]) -> list[BindingSpec]:
                 out.append(BindingSpec(x, "", bs[0] if bs else _placeholders(x)[1],
                                        frozen=frozen, mode="AXE", ext=e))
         if not out:  # only wrong extensions were tried: X still serves someone else
-            tried = {r.ext for r in rs}
-            spare = next(e for e in ("0000", "0001") if e not in tried)
+            spare = _unused_ext({r.ext for r in rs if r.ext})
             out.append(BindingSpec(x, "", _placeholders(x)[1], mode="AXE", ext=spare))
         return out
     callers_of: dict[str, set[str]] = {}

@@ -268,3 +268,20 @@ def test_next_cursor() -> None:
     assert next_cursor('{"calls": [], "next": "abc"}') == "abc"
     assert next_cursor('{"calls": []}') is None
     assert next_cursor("nope") is None
+
+
+def test_a_wrong_extension_recorded_without_it_dials_one_no_binding_has() -> None:
+    rows = {"calls": [
+        _record("e1", "2026-12-07T11:00:00.000Z", "+8617000000005", "+8613800000011",
+                "+8613900000021", direction="a_to_b", ext="0000"),
+        _record("e2", "2026-12-07T11:00:01.000Z", "+8617000000005", "+8613800000013", None,
+                sip_code=404, unconnected_cause="no_extension"),
+        _record("e3", "2026-12-07T11:00:02.000Z", "+8617000000006", "+8613800000014", None,
+                sip_code=404, unconnected_cause="no_extension")]}
+    plan = from_records(load_records(json.dumps(rows)))
+    by_id = {a.source_id: a for a in plan.attempts}
+    assert by_id["e2"].ext == "0001"  # "0000" selects a binding
+    # An X seen only refused so still serves extensions: one binding on a spare one.
+    only = [b for b in plan.bindings if b.x == "+8617000000006"]
+    assert [(b.mode, b.ext) for b in only] == [("AXE", "0000")]
+    assert by_id["e3"].ext == "0001"
