@@ -55,6 +55,7 @@ class BindingSpec:
     record: bool = True
     mode: str = "AXB"
     ext: str | None = None
+    freeze_at: float | None = None  # frozen: at this offset of the run (None: at setup)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +170,9 @@ def from_records(records: list[CallRecord], *, speed: float = 1.0,
         bindings += got
         if not got:
             unbound.append(x)
+    # A binding that bridged calls before its first `frozen` refusal (an order delivered,
+    # then closed) is frozen during the run, between the two, not at setup.
+    bindings = [_freeze_time(b, by_x[b.x], t0, speed) if b.frozen else b for b in bindings]
     attempts = [_attempt(r, (r.started_at - t0) / speed, speed) for r in recs]
     # A refusal for a wrong extension is recorded without the extension: dial one that
     # no binding of X has (without any, the relay would answer and prompt for digits).
@@ -199,6 +203,23 @@ def _sms_status(m: MessageRecord) -> int:
     if m.status == "refused" and m.reason in SMS_REFUSALS:
         return SMS_REFUSALS[m.reason].command_status
     return 0
+
+
+def _freeze_time(b: BindingSpec, rs: list[CallRecord], t0: float, speed: float
+                 ) -> BindingSpec:
+    def mine(r: CallRecord) -> bool:
+        if b.mode == "AXE":
+            return r.ext == b.ext
+        return b.mode == "AXN" or r.caller in (b.a, b.b)
+
+    ours = [r for r in rs if mine(r)]
+    first = min((r.started_at for r in ours if _cause(r) == "frozen"), default=None)
+    if first is None:
+        return b
+    before = [r.started_at for r in ours if _cause(r) != "frozen" and r.started_at < first]
+    if not before:
+        return b
+    return dataclasses.replace(b, freeze_at=((max(before) + first) / 2 - t0) / speed)
 
 
 def _unused_ext(taken: set[str]) -> str:

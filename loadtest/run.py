@@ -26,6 +26,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -91,9 +92,11 @@ def read_source(src: str, key: str, token: str | None = None, max_pages: int = 1
     return json.dumps({key: rows})
 
 
-def setup_target(plan: Plan, api: str, token: str | None = None) -> dict[str, int]:
+def setup_target(plan: Plan, api: str, token: str | None = None,
+                 later: list[tuple[float, str]] | None = None) -> dict[str, int]:
     """Numbers and bindings the plan needs, through the target's HTTP API. An X that is
-    already bound (a rerun) is left as it is; frozen ones are frozen after creation."""
+    already bound (a rerun) is left as it is; frozen ones are frozen after creation, or,
+    with a `freeze_at`, listed in `later` as (offset, binding id) for the run to freeze."""
     xs = sorted({b.x for b in plan.bindings})
     for i in range(0, len(xs), 500):
         _api(api, "POST", "/v1/numbers", {"numbers": xs[i:i + 500]}, token)
@@ -114,10 +117,33 @@ def setup_target(plan: Plan, api: str, token: str | None = None) -> dict[str, in
             raise SystemExit(f"setup: {b.mode} binding {b.x}: HTTP {exc.code} "
                              f"{exc.read().decode(errors='replace')[:200]}") from None
         made += 1
-        if b.frozen:
+        if b.frozen and b.freeze_at is not None and later is not None:
+            later.append((b.freeze_at, got["id"]))
+        elif b.frozen:
             _api(api, "POST", f"/v1/bindings/{got['id']}/freeze", {}, token)
             frozen += 1
-    return {"numbers": len(xs), "bindings_made": made, "frozen": frozen, "kept": kept}
+    return {"numbers": len(xs), "bindings_made": made, "frozen": frozen, "kept": kept,
+            "frozen_during_run": len(later or [])}
+
+
+class Freezer(threading.Thread):
+    """Freezes bindings at their offsets while the run goes on (through the API)."""
+
+    def __init__(self, api: str, token: str | None, later: list[tuple[float, str]]) -> None:
+        super().__init__(name="freezer", daemon=True)
+        self.api, self.token, self.later = api, token, sorted(later)
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        for at, bid in self.later:
+            if self.stop.wait(max(0.0, t0 + at - time.monotonic())):
+                return
+            try:
+                _api(self.api, "POST", f"/v1/bindings/{bid}/freeze", {}, self.token)
+            except (OSError, ValueError) as exc:  # reported, never fatal
+                self.errors.append(f"{bid}: {exc}")
 
 
 class Progress:
@@ -294,16 +320,20 @@ def _check_targets(a: argparse.Namespace) -> str:
 def _finish(plan: Plan, a: argparse.Namespace, mode: str, extra_meta: dict[str, Any],
             sms: Any = None) -> int:
     setup: dict[str, Any] = {}
+    later: list[tuple[float, str]] = []
     if a.api and not a.no_setup:
         try:
-            setup = setup_target(plan, a.api, a.token)
+            setup = setup_target(plan, a.api, a.token, later)
         except (OSError, urllib.error.URLError) as exc:
             sys.stderr.write(f"setup through {a.api} failed: {exc}\n")
             return 2
         time.sleep(0.3)  # the relay's table follows the store within milliseconds
     direct = _direct(plan, a.engine, a.rtp, a.quiet) if a.direct else None
+    freezer = Freezer(a.api, a.token, later) if later else None
     if sms is not None:
         sms.start()
+    if freezer is not None:
+        freezer.start()
     try:
         results, duration, interrupted, eng_meta = _engine_run(
             plan, a.target, a.callee, rtp=a.rtp, check_leaks=not a.no_leak_check,
@@ -311,6 +341,8 @@ def _finish(plan: Plan, a: argparse.Namespace, mode: str, extra_meta: dict[str, 
     except BaseException:
         if sms is not None:
             sms.stop.set()
+        if freezer is not None:
+            freezer.stop.set()
         raise
     if sms is not None:
         if interrupted:
@@ -322,6 +354,10 @@ def _finish(plan: Plan, a: argparse.Namespace, mode: str, extra_meta: dict[str, 
             sms.stop.set()
             sms.join(15)
             interrupted = True
+    if freezer is not None:  # after the messages too: a replay of texts only has no calls
+        freezer.stop.set()
+        if freezer.errors:
+            setup["freeze_errors"] = freezer.errors[:20]
     meta: dict[str, Any] = {"mode": mode, "engine": a.engine,
                             "target": f"{a.target[0]}:{a.target[1]}",
                             "callee": f"{a.callee[0]}:{a.callee[1]}", "setup": setup,

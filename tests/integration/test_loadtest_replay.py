@@ -118,6 +118,7 @@ def _msg(i: int, t: float, x: str, sender: str, recipient: str | None, **kw: Any
 
 
 AXE, AXN, AXB, FROZEN = "+8617055550001", "+8617055550002", "+8617055550003", "+8617055550004"
+LATER = "+8617055550005"
 
 
 def test_replay_of_axe_axn_calls_and_messages(relay_factory: Any, tmp_path: Path) -> None:
@@ -135,7 +136,12 @@ def test_replay_of_axe_axn_calls_and_messages(relay_factory: Any, tmp_path: Path
             _rec(5, 1.6, AXN, "+8613900000003", "+8613800000009", direction="b_to_a",
                  released_by="callee"),
             _rec(6, 2.0, AXE, "+8613800000005", None, ext="0999", sip_code=404,
-                 unconnected_cause="no_extension", released_by="relay", legs={})]
+                 unconnected_cause="no_extension", released_by="relay", legs={}),
+            # An order delivered, then closed: bridged, then refused as frozen. The
+            # binding is frozen between the two, during the run.
+            _rec(7, 2.6, LATER, "+8613800000031", "+8613900000031"),
+            _rec(8, 3.8, LATER, "+8613800000031", None, sip_code=410,
+                 unconnected_cause="frozen", released_by="relay", legs={})]
     msgs = [_msg(1, 0.2, AXB, "+8613800000021", "+8613900000021"),
             _msg(2, 0.6, AXB, "+8613900000021", "+8613800000021", direction="b_to_a"),
             _msg(3, 1.0, AXB, "+8613700000099", None, reason="stranger"),
@@ -156,9 +162,10 @@ def test_replay_of_axe_axn_calls_and_messages(relay_factory: Any, tmp_path: Path
                    f"127.0.0.1:{smpp}", "--quiet", "--report", str(tmp_path / "rep"))
     assert run.returncode == 1, run.stdout + run.stderr  # message 7's claim is wrong
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
-    assert rep["codes"] == {"200": 5, "404": 1}, rep["codes"]
+    assert rep["codes"] == {"200": 6, "404": 1, "410": 1}, rep["codes"]
     assert (rep["expected_mismatches"], rep["failed"], rep["leaks"]) == (0, 0, [])
-    assert rep["plan"]["modes"] == {"AXE": 2, "AXN": 1, "AXB": 2}
+    assert rep["plan"]["modes"] == {"AXE": 2, "AXN": 1, "AXB": 3}
+    assert (rep["setup"]["frozen"], rep["setup"]["frozen_during_run"]) == (1, 1)
     sms = rep["sms"]
     assert (sms["submitted"], sms["accepted"], sms["delivered"]) == (7, 3, 3), sms
     assert sms["refused"] == {"0x65": 2, "0x66": 1, "0x0B": 1}, sms
@@ -171,8 +178,8 @@ def test_replay_of_axe_axn_calls_and_messages(relay_factory: Any, tmp_path: Path
     assert "SMS statuses other than expected" in page and "<td>m7</td>" in page
 
     # The relay's own records: the AXE calls reached the extension's B, by mode.
-    got = calls(node.base, "?limit=100", want=6, timeout=30)
-    by_caller = {r["caller"]: r for r in got}
+    got = calls(node.base, "?limit=100", want=8, timeout=30)
+    by_caller = {r["caller"]: r for r in got if r["sip_code"] != 410}
     assert by_caller["+8613800000002"]["callee"] == "+8613900000002"
     assert by_caller["+8613800000002"]["ext"] == "0102"
     assert by_caller["+8613900000003"]["callee"] == "+8613800000009"  # AXN: B reaches A

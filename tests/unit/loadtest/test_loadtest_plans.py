@@ -285,3 +285,15 @@ def test_a_wrong_extension_recorded_without_it_dials_one_no_binding_has() -> Non
     only = [b for b in plan.bindings if b.x == "+8617000000006"]
     assert [(b.mode, b.ext) for b in only] == [("AXE", "0000")]
     assert by_id["e3"].ext == "0001"
+
+
+def test_a_binding_bridged_then_frozen_is_frozen_between_the_two() -> None:
+    rows = {"calls": [
+        _record("b1", "2026-12-07T11:00:00.000Z", "+8617000000008", "+8613800000071",
+                "+8613900000081", direction="a_to_b"),
+        _record("b2", "2026-12-07T11:00:04.000Z", "+8617000000008", "+8613800000071", None,
+                sip_code=410, unconnected_cause="frozen")]}
+    (b,) = from_records(load_records(json.dumps(rows)), speed=2.0).bindings
+    assert b.frozen and b.freeze_at == pytest.approx(1.0)  # (0 + 4) / 2 at speed 2
+    (only,) = from_records(load_records(json.dumps({"calls": rows["calls"][1:]}))).bindings
+    assert only.frozen and only.freeze_at is None  # never bridged here: frozen at setup
