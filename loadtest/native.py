@@ -260,7 +260,7 @@ class NativeEngine:
         self._sink_port = 9
         self.parties: dict[str, set[str]] = defaultdict(set)
         for b in plan.bindings:
-            self.parties[b.x] |= {b.a, b.b}
+            self.parties[b.x] |= {n for n in (b.a, b.b) if n}  # AXN/AXE may have no A
         for a in plan.attempts:
             if a.callee:
                 self.parties[a.x] |= {a.caller, a.callee}
@@ -411,10 +411,11 @@ class NativeEngine:
         host, port = self.target
         tag = secrets.token_hex(6)
         branch = "z9hG4bK" + secrets.token_hex(8)
-        ruri = f"sip:{a.x}@{host}:{port}"
+        user = f"{a.x};ext={a.ext}" if a.ext else a.x  # AXE: RFC 3966 extension
+        ruri = f"sip:{user}@{host}:{port}"
         via = f"SIP/2.0/UDP 127.0.0.1:{self._uac_port};branch={branch};rport"
         frm = f"<sip:{a.caller}@127.0.0.1>;tag={tag}"
-        to = f"<sip:{a.x}@{host}>"
+        to = f"<sip:{user}@{host}>"
         body = self._sdp(media_port)
         invite = bytes(SipRequest("INVITE", ruri, [
             ("Via", via), ("Max-Forwards", "70"), ("From", frm), ("To", to),

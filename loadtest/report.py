@@ -214,6 +214,16 @@ def render_html(rep: dict[str, Any], plots: list[str]) -> str:
          "achieved_rate", "setup p99"]))
     parts.append("<h2>Final answers</h2>" + _table(
         [{"code": k, "calls": v} for k, v in sorted(rep["codes"].items())], ["code", "calls"]))
+    if "sms" in rep:  # SMS over SMPP (profile `sms`, replay --messages)
+        m = rep["sms"]
+        rows = [{"what": k, "value": json.dumps(m[k]) if isinstance(m[k], dict) else m[k]}
+                for k in ("submitted", "accepted", "refused", "delivered",
+                          "wrong_recipient_or_sender", "delivery_ms", "expected_mismatches",
+                          "error") if k in m]
+        parts.append("<h2>SMS</h2>" + _table(rows, ["what", "value"]))
+        if m.get("mismatches"):
+            parts.append("<h2>SMS statuses other than expected</h2>" + _table(
+                m["mismatches"], ["record", "x", "expected", "got"]))
     if rep["leaks"]:
         parts.append("<h2 class='bad'>Leaks</h2>" + _table(rep["leaks"], ["record", "x", "leak"]))
     if rep["mismatches"]:

@@ -1,8 +1,8 @@
 """`python -m loadtest replay` and `python -m loadtest profile`: the load tester's tool.
 
-    python -m loadtest replay --records FILE --target HOST:PORT --api URL [--token T]
-        --callee HOST:PORT [--speed F] [--engine native|sipp] [--no-setup] [--rtp]
-        [--direct] --report DIR
+    python -m loadtest replay --records FILE|URL [--messages FILE|URL --smpp HOST:PORT]
+        --target HOST:PORT --api URL [--token T] --callee HOST:PORT [--speed F]
+        [--engine native|sipp] [--no-setup] [--rtp] [--direct] --report DIR
     python -m loadtest profile --profile FILE|"hold 10 5s; hold-time 1s" --target ...
         (same options; --smpp HOST:PORT --smpp-account ID:PW for SMS over SMPP)
 
@@ -26,15 +26,17 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from .common import free_port, percentile
 from .native import NativeEngine, engine_cpu
-from .plan import Plan, PlanError, describe, from_records, load_records
+from .plan import Plan, PlanError, describe, from_records, load_messages, load_records, next_cursor
 from .profile import ProfileError, generate, parse_profile
 from .report import Result, build_report, write_report
 
@@ -59,29 +61,89 @@ def _api(base: str, method: str, path: str, body: Any = None, token: str | None 
         return json.loads(r.read() or b"null")
 
 
-def setup_target(plan: Plan, api: str, token: str | None = None) -> dict[str, int]:
+def read_source(src: str, key: str, token: str | None = None, max_pages: int = 10000
+                ) -> str:
+    """Records from a file, stdin (`-`) or an API URL (`http://node:8080/v1/calls?since=1h`):
+    from a URL every page is read, following the answer's `next` cursor."""
+    if src == "-":
+        return sys.stdin.read()
+    if not src.startswith(("http://", "https://")):
+        return Path(src).read_text()
+    rows: list[Any] = []
+    url = src
+    for _ in range(max_pages):
+        req = urllib.request.Request(url)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(req, timeout=60) as r:
+            text = r.read().decode()
+        data = json.loads(text)
+        page = data.get(key) if isinstance(data, dict) else None
+        if not isinstance(page, list):
+            raise PlanError(f"{url}: expected {{\"{key}\": [...]}}")
+        rows += page
+        nxt = next_cursor(text)
+        if nxt is None:
+            break
+        parts = urllib.parse.urlsplit(src)
+        query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "cursor"]
+        url = urllib.parse.urlunsplit(parts._replace(
+            query=urllib.parse.urlencode([*query, ("cursor", nxt)])))
+    return json.dumps({key: rows})
+
+
+def setup_target(plan: Plan, api: str, token: str | None = None,
+                 later: list[tuple[float, str]] | None = None) -> dict[str, int]:
     """Numbers and bindings the plan needs, through the target's HTTP API. An X that is
-    already bound (a rerun) is left as it is; frozen ones are frozen after creation."""
+    already bound (a rerun) is left as it is; frozen ones are frozen after creation, or,
+    with a `freeze_at`, listed in `later` as (offset, binding id) for the run to freeze."""
     xs = sorted({b.x for b in plan.bindings})
     for i in range(0, len(xs), 500):
         _api(api, "POST", "/v1/numbers", {"numbers": xs[i:i + 500]}, token)
     made = frozen = kept = 0
     for b in plan.bindings:
         try:
-            got = _api(api, "POST", "/v1/bindings", {"mode": "AXB", "a": b.a, "b": b.b,
-                                                      "x": b.x, "ttl": 86400,
-                                                      "record": b.record}, token)
+            body: dict[str, Any] = {"mode": b.mode, "b": b.b, "x": b.x, "ttl": 86400,
+                                    "record": b.record}
+            if b.a:
+                body["a"] = b.a
+            if b.ext is not None:
+                body["ext"] = b.ext
+            got = _api(api, "POST", "/v1/bindings", body, token)
         except urllib.error.HTTPError as exc:
             if exc.code == 409:
                 kept += 1
                 continue
-            raise SystemExit(f"setup: binding {b.x}: HTTP {exc.code} "
+            raise SystemExit(f"setup: {b.mode} binding {b.x}: HTTP {exc.code} "
                              f"{exc.read().decode(errors='replace')[:200]}") from None
         made += 1
-        if b.frozen:
+        if b.frozen and b.freeze_at is not None and later is not None:
+            later.append((b.freeze_at, got["id"]))
+        elif b.frozen:
             _api(api, "POST", f"/v1/bindings/{got['id']}/freeze", {}, token)
             frozen += 1
-    return {"numbers": len(xs), "bindings_made": made, "frozen": frozen, "kept": kept}
+    return {"numbers": len(xs), "bindings_made": made, "frozen": frozen, "kept": kept,
+            "frozen_during_run": len(later or [])}
+
+
+class Freezer(threading.Thread):
+    """Freezes bindings at their offsets while the run goes on (through the API)."""
+
+    def __init__(self, api: str, token: str | None, later: list[tuple[float, str]]) -> None:
+        super().__init__(name="freezer", daemon=True)
+        self.api, self.token, self.later = api, token, sorted(later)
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        for at, bid in self.later:
+            if self.stop.wait(max(0.0, t0 + at - time.monotonic())):
+                return
+            try:
+                _api(self.api, "POST", f"/v1/bindings/{bid}/freeze", {}, self.token)
+            except (OSError, ValueError) as exc:  # reported, never fatal
+                self.errors.append(f"{bid}: {exc}")
 
 
 class Progress:
@@ -151,6 +213,8 @@ def _loop_run(coro: Any) -> Any:
 def _engine_run(plan: Plan, target: tuple[str, int], callee: tuple[str, int], *,
                 rtp: bool, check_leaks: bool, quiet: bool, engine: str
                 ) -> tuple[list[Result], float, bool, dict[str, Any]]:
+    if not plan.attempts:  # messages only
+        return [], 0.0, False, {}
     if engine == "sipp":
         from .sipp_engine import SippEngine
 
@@ -213,6 +277,14 @@ def _common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--report", required=True, help="folder for report.json, .html, plots")
 
 
+def _smpp_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--smpp", type=_hostport, default=None,
+                    help="the relay's SMPP address, for SMS traffic (profile `sms`, replay "
+                         "--messages)")
+    ap.add_argument("--smpp-account", default="loadtest:loadtest",
+                    help="SYSTEM_ID:PASSWORD the relay lets bind (relay serve --smpp-account)")
+
+
 def _media_block() -> str:
     """A random 6,000-port block below Linux's ephemeral range: several runs (and other
     relays) on one machine rarely collide, and a collision shows as 503 cause 47."""
@@ -248,16 +320,20 @@ def _check_targets(a: argparse.Namespace) -> str:
 def _finish(plan: Plan, a: argparse.Namespace, mode: str, extra_meta: dict[str, Any],
             sms: Any = None) -> int:
     setup: dict[str, Any] = {}
+    later: list[tuple[float, str]] = []
     if a.api and not a.no_setup:
         try:
-            setup = setup_target(plan, a.api, a.token)
+            setup = setup_target(plan, a.api, a.token, later)
         except (OSError, urllib.error.URLError) as exc:
             sys.stderr.write(f"setup through {a.api} failed: {exc}\n")
             return 2
         time.sleep(0.3)  # the relay's table follows the store within milliseconds
     direct = _direct(plan, a.engine, a.rtp, a.quiet) if a.direct else None
+    freezer = Freezer(a.api, a.token, later) if later else None
     if sms is not None:
         sms.start()
+    if freezer is not None:
+        freezer.start()
     try:
         results, duration, interrupted, eng_meta = _engine_run(
             plan, a.target, a.callee, rtp=a.rtp, check_leaks=not a.no_leak_check,
@@ -265,11 +341,23 @@ def _finish(plan: Plan, a: argparse.Namespace, mode: str, extra_meta: dict[str, 
     except BaseException:
         if sms is not None:
             sms.stop.set()
+        if freezer is not None:
+            freezer.stop.set()
         raise
     if sms is not None:
         if interrupted:
             sms.stop.set()
-        sms.join(60)
+        try:  # the messages may go on after the last call (a replay's)
+            sms.join(sms.span() + 60)
+        except KeyboardInterrupt:
+            sys.stderr.write("\nstopping: no more messages, then a partial report\n")
+            sms.stop.set()
+            sms.join(15)
+            interrupted = True
+    if freezer is not None:  # after the messages too: a replay of texts only has no calls
+        freezer.stop.set()
+        if freezer.errors:
+            setup["freeze_errors"] = freezer.errors[:20]
     meta: dict[str, Any] = {"mode": mode, "engine": a.engine,
                             "target": f"{a.target[0]}:{a.target[1]}",
                             "callee": f"{a.callee[0]}:{a.callee[1]}", "setup": setup,
@@ -295,21 +383,31 @@ def _finish(plan: Plan, a: argparse.Namespace, mode: str, extra_meta: dict[str, 
         f"{rep['refused'] or 0}, {rep['failed']} failed in {rep['duration_s']:.1f} s; "
         f"setup p50/p95/p99 {s['p50']}/{s['p95']}/{s['p99']} ms; "
         f"{rep['expected_mismatches']} unexpected answers; {len(rep['leaks'])} leaks"
-        f"{' (PARTIAL)' if interrupted else ''}\nreport: {paths[1]}\n")
+        f"{' (PARTIAL)' if interrupted else ''}\n"
+        + (f"sms: {rep['sms']['submitted']} submitted, {rep['sms']['accepted']} accepted, "
+           f"{rep['sms']['delivered']} delivered, "
+           f"{rep['sms'].get('expected_mismatches', 0)} unexpected statuses\n"
+           if "sms" in rep else "") + f"report: {paths[1]}\n")
     if interrupted:
         return 130
-    return 0 if not rep["leaks"] and not rep["expected_mismatches"] else 1
+    sms_bad = rep.get("sms", {}).get("expected_mismatches", 0)
+    return 0 if not rep["leaks"] and not rep["expected_mismatches"] and not sms_bad else 1
 
 
 def main_replay(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="loadtest replay", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--records", required=True,
-                    help="what `relay calls --json` prints, or a /v1/calls answer (- : stdin)")
+    ap.add_argument("--records", default=None,
+                    help="what `relay calls --json` prints, a /v1/calls answer (- : stdin), "
+                         "or a /v1/calls URL (every page is read; --token)")
+    ap.add_argument("--messages", default=None,
+                    help="what `relay messages --json` prints, a /v1/messages answer or URL: "
+                         "each message is submitted over SMPP (--smpp) at its offset")
     ap.add_argument("--speed", type=float, default=1.0, help="time scale (2: twice as fast)")
+    _smpp_args(ap)
     _common_args(ap)
     a = ap.parse_args(argv)
-    child = _local_relay(a, False) if a.local_relay else None
+    child = _local_relay(a, bool(a.messages)) if a.local_relay else None
     try:
         return _replay(a)
     finally:
@@ -322,22 +420,32 @@ def _replay(a: argparse.Namespace) -> int:
         sys.stderr.write(f"loadtest replay: {err}\n")
         return 2
     try:
-        text = sys.stdin.read() if a.records == "-" else Path(a.records).read_text()
-        plan = from_records(load_records(text), speed=a.speed)
-    except (OSError, PlanError) as exc:
+        if not a.records and not a.messages:
+            raise PlanError("give --records (calls), --messages (SMS) or both")
+        text = read_source(a.records, "calls", a.token) if a.records else '{"calls": []}'
+        msgs = (load_messages(read_source(a.messages, "messages", a.token))
+                if a.messages else None)
+        plan = from_records(load_records(text), speed=a.speed, messages=msgs)
+    except (OSError, ValueError, PlanError) as exc:
         sys.stderr.write(f"loadtest replay: {exc}\n")
         return 2
-    return _finish(plan, a, "replay", {"records": a.records, "speed": a.speed})
+    sms = None
+    if plan.messages:
+        if a.smpp is None:
+            sys.stderr.write("loadtest replay: --messages needs --smpp HOST:PORT\n")
+            return 2
+        from .sms import SmsRun
+
+        sms = SmsRun(a.smpp, a.smpp_account, plan.bindings, 0.0, 0.0, plan.messages)
+    return _finish(plan, a, "replay", {"records": a.records, "messages": a.messages,
+                                       "speed": a.speed}, sms)
 
 
 def main_profile(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="loadtest profile", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", required=True, help="a profile file, or its clauses inline")
-    ap.add_argument("--smpp", type=_hostport, default=None,
-                    help="the relay's SMPP address, for the profile's `sms` traffic")
-    ap.add_argument("--smpp-account", default="loadtest:loadtest",
-                    help="SYSTEM_ID:PASSWORD the relay lets bind (relay serve --smpp-account)")
+    _smpp_args(ap)
     _common_args(ap)
     a = ap.parse_args(argv)
     try:  # bad input is said before anything starts

@@ -20,7 +20,7 @@ from relay.sms.events import Bound, MessageReceived, ResponseReceived
 from relay.sms.session import SessionConfig, SmppSession
 
 from .common import percentile
-from .plan import BindingSpec
+from .plan import BindingSpec, SmsAttempt
 
 __all__ = ["SmsRun"]
 
@@ -36,6 +36,7 @@ class _Stats:
     delivery_ms: list[float] = field(default_factory=list)
     leaks: list[str] = field(default_factory=list)
     wrong: int = 0  # delivered to someone else than B, or not from X
+    mismatches: list[dict[str, Any]] = field(default_factory=list)  # replay: other status
 
 
 class _Link(asyncio.Protocol):
@@ -69,6 +70,7 @@ class _Link(asyncio.Protocol):
                 st = ev.response.command_status
                 s = self.run.stats
                 s.statuses[st] = s.statuses.get(st, 0) + 1
+                self.run.answered(getattr(ev.request, "sequence", None), st)
             elif isinstance(ev, Bound):
                 self.bound.set()
         self.flush()
@@ -78,17 +80,45 @@ class SmsRun:
     """`rate` messages/s for `seconds` over SMPP at `addr`, from the live bindings' A."""
 
     def __init__(self, addr: tuple[str, int], account: str, bindings: list[BindingSpec],
-                 rate: float, seconds: float) -> None:
+                 rate: float, seconds: float, schedule: list[SmsAttempt] | None = None
+                 ) -> None:
+        """`schedule` (replay): submit each of these at its offset instead of `rate`
+        messages/s, and compare each answer's status with the one it expects."""
         self.addr = addr
         self.system_id, _, self.password = account.partition(":")
-        self.pairs = [(b.a, b.x, b.b) for b in bindings if not b.frozen]
+        self.pairs = [(b.a, b.x, b.b) for b in bindings if not b.frozen and b.a]
         self.rate = rate
         self.seconds = seconds
+        self.schedule = schedule
         self.stats = _Stats()
         self.stop = threading.Event()
         self.error = ""
         self._thread = threading.Thread(target=self._main, name="sms", daemon=True)
-        self._by_x = {x.lstrip("+"): (a, b) for a, x, b in self.pairs}
+        # Who may receive a text from X (never from a real number: that is a leak).
+        self._to: dict[str, set[str]] = {}
+        self._real: set[str] = set()
+        for b in bindings:
+            self._to.setdefault(b.x.lstrip("+"), set()).update(
+                n.lstrip("+") for n in (b.a, b.b) if n)
+            self._real |= {n.lstrip("+") for n in (b.a, b.b) if n}
+        for m in schedule or []:
+            if m.recipient:
+                self._to.setdefault(m.x.lstrip("+"), set()).add(m.recipient.lstrip("+"))
+            self._real |= {n.lstrip("+") for n in (m.sender, m.recipient) if n}
+        self._sent: dict[int, SmsAttempt] = {}  # submit_sm sequence -> what it replays
+
+    def span(self) -> float:
+        """How long the submitting lasts (s from its start)."""
+        if self.schedule is not None:
+            return self.schedule[-1].offset if self.schedule else 0.0
+        return self.seconds
+
+    def answered(self, seq: int | None, status: int) -> None:
+        m = self._sent.pop(seq, None) if seq is not None else None
+        if m is not None and status != m.expect_status:
+            self.stats.mismatches.append({
+                "record": m.source_id, "x": m.x, "expected": f"0x{m.expect_status:02X}",
+                "got": f"0x{status:02X}"})
 
     def start(self) -> None:
         self._thread.start()
@@ -102,12 +132,10 @@ class SmsRun:
         sent = s.sent_at.pop(bytes(ev.short_message), None)
         if sent is not None:
             s.delivery_ms.append((now - sent) * 1000.0)
-        parties = self._by_x.get(ev.source_addr.lstrip("+"))
-        for a, _x, _b in self.pairs:
-            if ev.source_addr.lstrip("+") == a.lstrip("+"):
-                s.leaks.append(f"SMS to the callee with sender {a[:6]}… (a real number)")
-                break
-        if parties is None or ev.destination_addr.lstrip("+") != parties[1].lstrip("+"):
+        src = ev.source_addr.lstrip("+")
+        if src in self._real:
+            s.leaks.append(f"SMS to the recipient with sender +{src[:5]}… (a real number)")
+        if ev.destination_addr.lstrip("+") not in self._to.get(src, set()):
             s.wrong += 1
 
     def _main(self) -> None:
@@ -117,29 +145,39 @@ class SmsRun:
             self.error = repr(exc)
 
     async def _run(self) -> None:
-        if not self.pairs or self.rate <= 0:
+        if self.schedule is None and (not self.pairs or self.rate <= 0):
+            return
+        if self.schedule is not None and not self.schedule:
             return
         loop = asyncio.get_running_loop()
         host, port = self.addr
         _, rx = await loop.create_connection(lambda: _Link(self, "rx"), host, port)
         _, tx = await loop.create_connection(lambda: _Link(self, "tx"), host, port)
         await asyncio.wait_for(asyncio.gather(rx.bound.wait(), tx.bound.wait()), 15)
-        total = int(self.rate * self.seconds)
+        sched = self.schedule
+        total = len(sched) if sched is not None else int(self.rate * self.seconds)
         t0 = time.monotonic()
         for i in range(total):
             if self.stop.is_set():
                 break
-            delay = t0 + i / self.rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            at = sched[i].offset if sched is not None else i / self.rate
+            while (delay := t0 + at - time.monotonic()) > 0 and not self.stop.is_set():
+                await asyncio.sleep(min(delay, 0.2))  # a stop is heard within 0.2 s
             while tx.session.window_free == 0 and not self.stop.is_set():
                 await asyncio.sleep(0.005)
-            a, x, _b = self.pairs[i % len(self.pairs)]
+            if self.stop.is_set():
+                break
+            if sched is not None:
+                a, x = sched[i].sender, sched[i].x
+            else:
+                a, x, _b = self.pairs[i % len(self.pairs)]
             body = b"loadtest %d" % i
             self.stats.sent_at[body] = time.monotonic()
-            tx.session.submit(loop.time(), source_addr=a, source_addr_ton=1,
-                              source_addr_npi=1, destination_addr=x, dest_addr_ton=1,
-                              dest_addr_npi=1, short_message=body)
+            pdu = tx.session.submit(loop.time(), source_addr=a, source_addr_ton=1,
+                                    source_addr_npi=1, destination_addr=x, dest_addr_ton=1,
+                                    dest_addr_npi=1, short_message=body)
+            if sched is not None:
+                self._sent[pdu.sequence] = sched[i]
             self.stats.submitted += 1
             tx.flush()
         deadline = time.monotonic() + 10
@@ -160,4 +198,9 @@ class SmsRun:
                 "delivered": s.delivered, "wrong_recipient_or_sender": s.wrong,
                 "delivery_ms": {f"p{p}": (round(percentile(s.delivery_ms, p), 3)
                                           if s.delivery_ms else None) for p in (50, 95, 99)},
-                "leaks": s.leaks[:20], "error": self.error or None}
+                "leaks": s.leaks[:20], "error": self.error or None,
+                **({"expected_mismatches": len(s.mismatches) + len(self._sent),
+                    "mismatches": s.mismatches[:50]
+                    + [{"record": m.source_id, "x": m.x, "got": "no answer"}
+                       for m in list(self._sent.values())[:10]]}
+                   if self.schedule is not None else {})}

@@ -95,3 +95,20 @@ def test_any_switch_here_a_sipp_uas(tmp_path: Path) -> None:
     rep = json.loads((tmp_path / "r" / "report.json").read_text())
     assert (rep["attempted"], rep["completed"], rep["setup"]) == (10, 10, {})
     assert len(uas.received()) >= 30  # INVITE, ACK, BYE per call reached SIPp
+
+
+def test_sipp_engine_follows_a_ramp(tmp_path: Path) -> None:
+    """SIPp's rate is steered while it runs: a ramp rises (it was once flat at its mean),
+    and the progress line carries p99 setup."""
+    need_sipp()
+    out = tmp_path / "rep"
+    run = loadtest("profile", "--profile", "ramp 2 20 4s; hold-time 0.3s; bindings 6",
+                   "--engine", "sipp", "--local-relay", "--report", str(out))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "p99 setup" in run.stderr
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["attempted"] == 44 and rep["completed"] == 44, rep
+    placed = [t["placed"] for t in rep["timeline"]]
+    # The plan offers about 4, 9, 13, 18 calls in its four seconds; flat would be 11 each.
+    first, peak = placed[0], max(placed)
+    assert first <= 7 and peak >= 13, placed

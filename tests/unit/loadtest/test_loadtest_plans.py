@@ -7,7 +7,14 @@ import json
 
 import pytest
 
-from loadtest.plan import PlanError, from_records, load_records
+from loadtest.plan import (
+    PlanError,
+    describe,
+    from_records,
+    load_messages,
+    load_records,
+    next_cursor,
+)
 from loadtest.profile import Dist, ProfileError, Step, generate, parse_profile, step_offsets
 
 PROFILE = """
@@ -174,3 +181,119 @@ def test_records_errors_are_clear() -> None:
         from_records([])
     with pytest.raises(PlanError, match="speed"):
         from_records(load_records(json.dumps(RECORDS)), speed=0)
+
+
+MODES = {"calls": [
+    # AXE on X5: two extensions, each its own B; one caller keyed a wrong extension.
+    _record("e1", "2026-12-07T11:00:00.000Z", "+8617000000005", "+8613800000011",
+            "+8613900000021", direction="a_to_b", ext="0101"),
+    _record("e2", "2026-12-07T11:00:01.000Z", "+8617000000005", "+8613800000012",
+            "+8613900000022", direction="a_to_b", ext="0102"),
+    _record("e3", "2026-12-07T11:00:02.000Z", "+8617000000005", "+8613800000013", None,
+            ext="0999", sip_code=404, unconnected_cause="no_extension"),
+    # AXN on X6: two strangers reach B; B calls back and reaches A.
+    _record("n1", "2026-12-07T11:00:03.000Z", "+8617000000006", "+8613800000031",
+            "+8613900000041", direction="a_to_b"),
+    _record("n2", "2026-12-07T11:00:04.000Z", "+8617000000006", "+8613800000032",
+            "+8613900000041", direction="a_to_b"),
+    _record("n3", "2026-12-07T11:00:05.000Z", "+8617000000006", "+8613900000041",
+            "+8613800000050", direction="b_to_a"),
+    # AXN without A on X7: anyone reaches B, B's own call is refused no_party.
+    _record("m1", "2026-12-07T11:00:06.000Z", "+8617000000007", "+8613900000061", None,
+            sip_code=480, unconnected_cause="no_party"),
+    # AXB on X8 with two pairs (a number serves several pairs).
+    _record("p1", "2026-12-07T11:00:07.000Z", "+8617000000008", "+8613800000071",
+            "+8613900000081", direction="a_to_b"),
+    _record("p2", "2026-12-07T11:00:08.000Z", "+8617000000008", "+8613900000082",
+            "+8613800000072", direction="b_to_a"),
+]}
+
+
+def test_records_give_the_binding_mode() -> None:
+    plan = from_records(load_records(json.dumps(MODES)))
+    got = sorted((b.x, b.mode, b.a, b.b, b.ext) for b in plan.bindings)
+    assert got == [
+        ("+8617000000005", "AXE", "", "+8613900000021", "0101"),
+        ("+8617000000005", "AXE", "", "+8613900000022", "0102"),
+        ("+8617000000006", "AXN", "+8613800000050", "+8613900000041", None),
+        ("+8617000000007", "AXN", "", "+8613900000061", None),
+        ("+8617000000008", "AXB", "+8613800000071", "+8613900000081", None),
+        ("+8617000000008", "AXB", "+8613800000072", "+8613900000082", None),
+    ]
+    by_id = {a.source_id: a for a in plan.attempts}
+    assert (by_id["e1"].ext, by_id["e3"].ext, by_id["n1"].ext) == ("0101", "0999", None)
+    assert by_id["e3"].expect_code == 404 and by_id["e3"].callee is None
+    assert describe(plan)["modes"] == {"AXE": 2, "AXN": 2, "AXB": 2}
+
+
+def _message(mid: str, t: str, x: str, sender: str, recipient: str | None, **kw: object
+             ) -> dict[str, object]:
+    base: dict[str, object] = {
+        "id": mid, "started_at": t, "x": x, "sender": sender, "recipient": recipient,
+        "binding": None, "direction": "a_to_b" if recipient else None, "origin": "smpp",
+        "route": None, "status": "delivered" if recipient else "refused", "reason": None,
+        "policy_reason": None, "command_status": 0 if recipient else None}
+    base.update(kw)
+    return base
+
+
+def test_messages_join_the_plan_with_their_statuses() -> None:
+    msgs = load_messages(json.dumps({"messages": [
+        _message("s1", "2026-12-07T09:59:59.000Z", "+8617000000001", "+8613800000001",
+                 "+8613900000002"),
+        _message("s2", "2026-12-07T10:00:01.000Z", "+8617000000003", "+8613800000033",
+                 None, reason="frozen"),
+        _message("s3", "2026-12-07T10:00:02.000Z", "+8617000000004", "+8613800000044",
+                 "+8613900000045", direction="b_to_a"),
+        _message("s4", "2026-12-07T10:00:03.000Z", "+8617000000001", "+8613700000009",
+                 None, reason="stranger", command_status=0x65)]}))
+    plan = from_records(load_records(json.dumps(RECORDS)), speed=2.0, messages=msgs)
+    # Offsets count from the first record of either kind: the message a second earlier.
+    assert [a.offset for a in plan.attempts][:2] == [0.5, 1.75]
+    assert [(m.source_id, m.offset, m.expect_status) for m in plan.messages] == [
+        ("s1", 0.0, 0), ("s2", 1.0, 0x66), ("s3", 1.5, 0), ("s4", 2.0, 0x65)]
+    by_x = {b.x: b for b in plan.bindings}
+    assert by_x["+8617000000003"].frozen and by_x["+8617000000003"].a == "+8613800000033"
+    # A text from B (b_to_a) makes the pair with B as b.
+    assert (by_x["+8617000000004"].a, by_x["+8617000000004"].b) == ("+8613900000045",
+                                                                    "+8613800000044")
+    assert describe(plan)["messages"] == 4
+    with pytest.raises(PlanError, match="relay messages --json"):
+        load_messages('{"calls": []}')
+    only = from_records([], messages=msgs)
+    assert only.attempts == [] and len(only.messages) == 4
+
+
+def test_next_cursor() -> None:
+    assert next_cursor('{"calls": [], "next": "abc"}') == "abc"
+    assert next_cursor('{"calls": []}') is None
+    assert next_cursor("nope") is None
+
+
+def test_a_wrong_extension_recorded_without_it_dials_one_no_binding_has() -> None:
+    rows = {"calls": [
+        _record("e1", "2026-12-07T11:00:00.000Z", "+8617000000005", "+8613800000011",
+                "+8613900000021", direction="a_to_b", ext="0000"),
+        _record("e2", "2026-12-07T11:00:01.000Z", "+8617000000005", "+8613800000013", None,
+                sip_code=404, unconnected_cause="no_extension"),
+        _record("e3", "2026-12-07T11:00:02.000Z", "+8617000000006", "+8613800000014", None,
+                sip_code=404, unconnected_cause="no_extension")]}
+    plan = from_records(load_records(json.dumps(rows)))
+    by_id = {a.source_id: a for a in plan.attempts}
+    assert by_id["e2"].ext == "0001"  # "0000" selects a binding
+    # An X seen only refused so still serves extensions: one binding on a spare one.
+    only = [b for b in plan.bindings if b.x == "+8617000000006"]
+    assert [(b.mode, b.ext) for b in only] == [("AXE", "0000")]
+    assert by_id["e3"].ext == "0001"
+
+
+def test_a_binding_bridged_then_frozen_is_frozen_between_the_two() -> None:
+    rows = {"calls": [
+        _record("b1", "2026-12-07T11:00:00.000Z", "+8617000000008", "+8613800000071",
+                "+8613900000081", direction="a_to_b"),
+        _record("b2", "2026-12-07T11:00:04.000Z", "+8617000000008", "+8613800000071", None,
+                sip_code=410, unconnected_cause="frozen")]}
+    (b,) = from_records(load_records(json.dumps(rows)), speed=2.0).bindings
+    assert b.frozen and b.freeze_at == pytest.approx(1.0)  # (0 + 4) / 2 at speed 2
+    (only,) = from_records(load_records(json.dumps({"calls": rows["calls"][1:]}))).bindings
+    assert only.frozen and only.freeze_at is None  # never bridged here: frozen at setup
