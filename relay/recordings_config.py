@@ -12,18 +12,17 @@
                           # default: the link keys. Keep them off the recordings disk
                           # for the signatures to mean something against its owner.
 
-Unknown keys are an error: a misspelt `retention_day` must not silently keep
-recordings forever.
+The keys are declared in relay.settings (RecordingsSection): unknown keys are an
+error, a misspelt `retention_day` must not silently keep recordings forever.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 from recordings.links import LinkSigner, load_or_create_key
 
-from .config import Config, ConfigError
+from .config import Config
 
 __all__ = ["RecordingsSettings", "recordings_settings"]
 
@@ -53,37 +52,9 @@ class RecordingsSettings:
 
 
 def recordings_settings(config: Config) -> RecordingsSettings:
-    """Read and check `[recordings]` from `config.extra`."""
-    raw = dict(config.extra.get("recordings", {}) or {})
-    known = {f.name for f in fields(RecordingsSettings)} - {"root"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"[recordings]: unknown keys {unknown}; known: {sorted(known)}")
-    keys = _keys(raw, "link_keys")
-    manifest_keys = _keys(raw, "manifest_keys")
-    base = str(raw.get("link_base", ""))
-    if base and not base.startswith(("http://", "https://")):
-        raise ConfigError("[recordings] link_base: an http:// or https:// origin")
-    days = _number(raw, "retention_days", 0.0)
-    interval = _number(raw, "retention_interval", 3600.0)
-    if interval <= 0:
-        raise ConfigError("[recordings] retention_interval must be positive")
-    return RecordingsSettings(root=config.recordings, link_keys=keys,
-                              link_base=base, retention_days=days,
-                              retention_interval=interval, manifest_keys=manifest_keys)
-
-
-def _keys(raw: dict[str, Any], name: str) -> tuple[str, ...]:
-    keys = raw.get(name, [])
-    if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
-        raise ConfigError(f"[recordings] {name}: a list of strings")
-    if any(len(k.encode()) < 16 for k in keys):
-        raise ConfigError(f"[recordings] {name}: each key needs at least 16 bytes")
-    return tuple(keys)
-
-
-def _number(raw: dict[str, Any], name: str, default: float) -> float:
-    value = raw.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"[recordings] {name}: a number, not negative")
-    return float(value)
+    """`[recordings]` (declared and checked in relay.settings) with the folder."""
+    r = config.sections.recordings
+    return RecordingsSettings(root=config.recordings, link_keys=r.link_keys,
+                              link_base=r.link_base, retention_days=r.retention_days,
+                              retention_interval=r.retention_interval,
+                              manifest_keys=r.manifest_keys)

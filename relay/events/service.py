@@ -28,15 +28,13 @@ the outbox entries written beside them are settled at once, as if a webhook took
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recordings.links import MAX_TTL
 from relay.b2bua.events import CallEnded, CallEvent, CallRefused
-from relay.config import ConfigError
 from relay.io.webhook import Attempt, RetryPolicy, WebhookClient
 from relay.records import RecordWriter
+from relay.settings import EventsSection
 
 from .build import EventBuilder, LinkSpec
 from .journal import EventJournal
@@ -51,48 +49,8 @@ __all__ = ["EventHub", "EventsSettings", "attach_events"]
 log = logging.getLogger("relay.events")
 
 
-@dataclass(frozen=True, slots=True)
-class EventsSettings:
-    """`[events]`, validated (unknown keys are an error)."""
-
-    url: str = ""
-    secret: str = ""
-    real_numbers: bool = False
-    link_ttl: int = 7200
-    stream_maxlen: int = 100_000
-    backoff: float = 1.0
-    backoff_max: float = 300.0
-    timeout: float = 10.0
-    concurrency: int = 64
-    stream: bool = False
-    journal: str = ""
-
-    @classmethod
-    def from_extra(cls, extra: dict[str, Any]) -> EventsSettings:
-        raw = dict(extra.get("events", {}) or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(f"[events]: unknown keys {unknown}; known: {sorted(known)}")
-        defaults = cls()
-        for k, v in raw.items():
-            if isinstance(getattr(defaults, k), bool) != isinstance(v, bool):
-                raise ConfigError(f"[events] {k}: expected {type(getattr(defaults, k)).__name__}")
-        try:
-            s = cls(**{k: type(getattr(defaults, k))(v) for k, v in raw.items()})
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"[events]: {exc}") from None
-        if s.url and not s.url.startswith(("http://", "https://")):
-            raise ConfigError("[events] url: an http:// or https:// URL")
-        if s.url and not s.secret:
-            raise ConfigError("[events] url needs a secret (every POST is signed)")
-        if not 1 <= s.link_ttl <= MAX_TTL:
-            raise ConfigError(f"[events] link_ttl: 1 to {MAX_TTL} seconds")
-        if s.backoff <= 0 or s.backoff_max < s.backoff or s.timeout <= 0 \
-                or s.concurrency < 1 or s.stream_maxlen < 1:
-            raise ConfigError("[events]: backoff, backoff_max, timeout, concurrency and "
-                              "stream_maxlen must be positive (backoff_max >= backoff)")
-        return s
+# `[events]` is declared and checked in relay.settings (EventsSection).
+EventsSettings = EventsSection
 
 
 class EventHub:
@@ -131,7 +89,7 @@ def install_binding_events(node: Node) -> EventBuilder | None:
     freeze (also for the CLI's `relay freeze`, which runs no sender); the builder."""
     from relay.recordings_config import recordings_settings
 
-    s = EventsSettings.from_extra(node.config.extra)
+    s = node.config.sections.events
     if not s.url and not s.stream:
         return None
     if not s.url and not node.config.store.startswith("redis"):
@@ -156,7 +114,7 @@ async def attach_events(node: Node) -> None:
     builder = install_binding_events(node)
     if builder is None:
         return
-    s = EventsSettings.from_extra(node.config.extra)
+    s = node.config.sections.events
     journal = EventJournal(_journal_dir(node, s))
     await journal.replay(node.record_writer, node.records)
     node.record_writer.on_commit.append(journal.committed)

@@ -25,13 +25,13 @@ from dialplan.numbers import InvalidNumber, mask, normalise
 from dialplan.policy import counter_key
 from dialplan.route import Bridge, counted, decide, hooked, scored
 from relay.bindings.store import StoreUnavailable
-from relay.config import ConfigError, parse_hostport
 from relay.contacts import contact_from_message
 from relay.guard import check_sms, for_node
 from relay.io.hook import text_hook
 from relay.io.smpp_client import SmppClient
 from relay.io.smpp_server import NoRouteError, QueryAnswer, SessionRef, SmppServer
 from relay.io.webhook import WebhookSender
+from relay.settings import Sections
 from relay.sms import constants as c
 from relay.sms.concat import ConcatError
 from relay.sms.ids import MessageIds
@@ -106,51 +106,19 @@ class SmsSettings:
     retry_window: float = 3600.0  # a gateway's resend of the same message within it is one
 
     @classmethod
-    def from_extra(cls, extra: dict[str, Any]) -> SmsSettings:
-        """Read and check the settings; ConfigError names the bad key."""
-        sms = dict(extra.get("sms", {}))
-        up_raw = dict(extra.get("smpp", {}).get("upstream", {}) or {})
-        upstream = None
-        if up_raw:
-            try:
-                host, port = (parse_hostport(f"{up_raw['host']}:{up_raw['port']}",
-                                             "smpp.upstream"))
-                upstream = Upstream(host, port, str(up_raw["system_id"]),
-                                    str(up_raw.get("password", "")),
-                                    str(up_raw.get("system_type", "")))
-            except KeyError as exc:
-                raise ConfigError(f"smpp.upstream: missing {exc.args[0]}") from None
-        route = str(sms.get("route", "gateway"))
-        if route not in ROUTES:
-            raise ConfigError(f"sms.route must be one of {ROUTES}, got {route!r}")
-        url = sms.get("webhook_url")
-        if route == "webhook" and not url:
-            raise ConfigError("sms.route = 'webhook' needs sms.webhook_url")
-        if url and not sms.get("webhook_secret"):
-            raise ConfigError("sms.webhook_url needs sms.webhook_secret (requests are signed)")
-        if route == "upstream" and upstream is None:
-            raise ConfigError("sms.route = 'upstream' needs [smpp.upstream]")
-        throttle = sms.get("throttle")
-        try:
-            return cls._build(sms, route, url, throttle, upstream)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"sms: {exc}") from None
-
-    @classmethod
-    def _build(cls, sms: dict[str, Any], route: str, url: str | None, throttle: Any,
-               upstream: Upstream | None) -> SmsSettings:
+    def from_sections(cls, sections: Sections) -> SmsSettings:
+        """From the typed `[sms]` and `[smpp.upstream]` (checked in relay.settings)."""
+        sms, up = sections.sms, sections.smpp.upstream
+        upstream = (Upstream(up.host, up.port, up.system_id, up.password, up.system_type)
+                    if up is not None else None)
+        url = sms.webhook_url
         return cls(
-            route=route, gateway=sms.get("gateway"), webhook_url=url,
-            webhook_secret=str(sms.get("webhook_secret", "")),
-            webhook_retries=int(sms.get("webhook_retries", 5)),
-            webhook_backoff=float(sms.get("webhook_backoff", 0.5)),
-            retain_text=bool(sms.get("retain_text", False)),
-            throttle=float(throttle) if throttle else None,
-            throttle_burst=int(sms.get("throttle_burst", 10)),
-            window=int(sms.get("window", 10)),
-            enquire_link_interval=float(sms.get("enquire_link_interval", 30.0)),
-            upstream=upstream,
-            retry_window=float(sms.get("retry_window", 3600.0)),
+            route=sms.route, gateway=sms.gateway, webhook_url=url,
+            webhook_secret=sms.webhook_secret, webhook_retries=sms.webhook_retries,
+            webhook_backoff=sms.webhook_backoff, retain_text=sms.retain_text,
+            throttle=sms.throttle or None, throttle_burst=sms.throttle_burst,
+            window=sms.window, enquire_link_interval=sms.enquire_link_interval,
+            upstream=upstream, retry_window=sms.retry_window,
         )
 
 
@@ -673,7 +641,7 @@ async def attach_sms(node: Node) -> None:
     """Start the SMS subsystem on `node` and register its HTTP routes and stop hook."""
     from relay.api.sms import register_routes
 
-    settings = SmsSettings.from_extra(node.config.extra)
+    settings = SmsSettings.from_sections(node.config.sections)
     service = SmsService(node, settings)
     node.sms = service  # type: ignore[attr-defined]
     register_routes(node.api)
