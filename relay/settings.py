@@ -417,7 +417,7 @@ _TOML_TYPE = {bool: "true or false", int: "an integer", float: "a number", str: 
 def _got(value: Any) -> str:
     for t in (bool, int, float, str, list, dict):
         if isinstance(value, t):
-            return _TOML_TYPE[t].split(" ", 1)[-1] if t is not bool else "a boolean"
+            return _TOML_TYPE[t].split(" ", 1)[-1] if t is not bool else "boolean"
     return type(value).__name__
 
 
@@ -544,16 +544,21 @@ def _hidden(value: Any, keys: bool = False) -> Any:
 
 
 def describe() -> list[tuple[str, str, str, Any, str]]:
-    """(section, key, type, default, doc) of every key: the documentation in one place."""
-    rows = []
-    for s in fields(Sections):
-        cls = typing.get_type_hints(Sections)[s.name]
+    """(section, key, type, default, doc) of every key, nested tables included: the
+    documentation in one place."""
+    rows: list[tuple[str, str, str, Any, str]] = []
+    todo = [typing.get_type_hints(Sections)[s.name] for s in fields(Sections)]
+    while todo:
+        cls = todo.pop(0)
         hints = typing.get_type_hints(cls)
         for f in fields(cls):
             default = (f.default if f.default is not MISSING else
                        f.default_factory() if f.default_factory is not MISSING else None)
             rows.append((cls.where, f.name, str(hints[f.name]), shown(default),
                          f.metadata.get("doc", "")))
+            nested = [a for a in (hints[f.name], *typing.get_args(hints[f.name]))
+                      if dataclasses.is_dataclass(a)]
+            todo.extend(a for a in nested if a not in todo)  # type: ignore[misc]
     return rows
 
 
