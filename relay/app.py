@@ -154,7 +154,7 @@ class Node:
         from recordings.api import RECORDING_PATHS, add_recording_routes
 
         from .api.openapi import add_paths
-        add_paths(RECORDING_PATHS)
+        add_paths(app, RECORDING_PATHS)
         rec = recordings_settings(self.config)
         add_recording_routes(app, self.config.recordings, signer=rec.signer(),
                              link_base=rec.link_base)

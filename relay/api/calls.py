@@ -247,7 +247,7 @@ def add_call_routes(app: web.Application) -> None:
     err = {"$ref": "#/components/schemas/Error"}
     ref = {"$ref": "#/components/schemas/Call"}
     live_ref = {"$ref": "#/components/schemas/LiveCall"}
-    add_paths({
+    add_paths(app, {
         "/v1/calls": {"get": {
             "summary": "Call records, newest first; unknown parameters are a 400",
             "parameters": q,

@@ -136,4 +136,4 @@ def register_routes(app: web.Application) -> None:
     app.router.add_route("POST", "/v1/sms", post_sms)
     app.router.add_route("GET", "/v1/messages", list_messages)
     app.router.add_route("GET", "/v1/messages/{id}", get_message)
-    add_paths(PATHS)
+    add_paths(app, PATHS)
