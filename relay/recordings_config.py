@@ -18,13 +18,25 @@ error, a misspelt `retention_day` must not silently keep recordings forever.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from recordings.links import LinkSigner, load_or_create_key
 
 from .config import Config
+from .subsystem import Stop, Subsystem
 
-__all__ = ["RecordingsSettings", "recordings_settings"]
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .app import Node
+
+__all__ = ["RecordingsSettings", "RecordingsSubsystem", "recordings_settings"]
+
+log = logging.getLogger("relay")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,3 +70,55 @@ def recordings_settings(config: Config) -> RecordingsSettings:
                               link_base=r.link_base, retention_days=r.retention_days,
                               retention_interval=r.retention_interval,
                               manifest_keys=r.manifest_keys)
+
+
+class RecordingsSubsystem(Subsystem):
+    """Recordings over HTTP (signed links, `/v1/recordings/...`) and the retention sweep
+    (`[recordings] retention_days`)."""
+
+    name = "recordings"
+    sections = ("recordings",)
+
+    def add_routes(self, node: Node, app: web.Application) -> None:
+        from recordings.api import RECORDING_PATHS, add_recording_routes
+
+        from .api.openapi import add_paths
+
+        add_paths(app, RECORDING_PATHS)
+        rec = recordings_settings(node.config)
+        add_recording_routes(app, node.config.recordings, signer=rec.signer(),
+                             link_base=rec.link_base)
+
+    async def run(self, node: Node) -> Stop | None:
+        rec = recordings_settings(node.config)
+        if rec.retention_days <= 0:
+            return None
+        task = asyncio.create_task(_retention(node, rec.retention_days,
+                                              rec.retention_interval), name="retention")
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        return stop
+
+
+async def _retention(node: Node, days: float, interval: float) -> None:
+    """`[recordings] retention_days`: sweep now, then every `interval` seconds.
+
+    Only files go: call records stay, and nothing is announced (a deleted
+    recording is policy, not news)."""
+    from recordings.retention import sweep
+
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            removed = await loop.run_in_executor(None, sweep, node.config.recordings,
+                                                 days, node.clock())
+            if removed:
+                log.info("retention: removed %d recordings older than %g days",
+                         removed, days)
+        except OSError:
+            log.exception("retention sweep failed")
+        await asyncio.sleep(interval)

@@ -107,8 +107,7 @@ def node_id(node: Node) -> str:
 
 
 def _switch(node: Node) -> Any:
-    voice = getattr(node, "voice", None)
-    return getattr(voice, "switch", None)
+    return getattr(node.voice, "switch", None)
 
 
 def live_calls(node: Node, role: str, now: float | None = None) -> list[dict[str, Any]]:
@@ -145,7 +144,8 @@ def hangup_live(node: Node, call_id: str) -> bool:
     switch = _switch(node)
     if switch is None or not switch.hangup_call(call_id, time.time(), reason="operator"):
         return False
-    node.voice.flush()  # type: ignore[attr-defined]  # the BYEs leave now
+    if node.voice is not None:
+        node.voice.flush()  # the BYEs leave now
     return True
 
 

@@ -35,6 +35,7 @@ from relay.b2bua.events import CallEnded, CallEvent, CallRefused
 from relay.io.webhook import Attempt, RetryPolicy, WebhookClient
 from relay.records import RecordWriter
 from relay.settings import EventsSection
+from relay.subsystem import Stop, Subsystem
 
 from .build import EventBuilder, LinkSpec
 from .journal import EventJournal
@@ -44,7 +45,7 @@ from .sender import OutboxSender
 if TYPE_CHECKING:
     from relay.app import Node
 
-__all__ = ["EventHub", "EventsSettings", "attach_events"]
+__all__ = ["EventHub", "EventsSettings", "EventsSubsystem"]
 
 log = logging.getLogger("relay.events")
 
@@ -108,12 +109,22 @@ def install_binding_events(node: Node) -> EventBuilder | None:
     return builder
 
 
-async def attach_events(node: Node) -> None:
-    """Start events on `node` when `[events] url` is set (called from Node.start)."""
+class EventsSubsystem(Subsystem):
+    """Events: the hub the call and SMS paths report to, the journal, the outbox sender
+    (off without `[events] url` or `stream`)."""
 
+    name = "events"
+    sections = ("events", "recordings")
+
+    async def run(self, node: Node) -> Stop | None:
+        return await _start(node)
+
+
+async def _start(node: Node) -> Stop | None:
+    """Start events on `node` when `[events] url` (or stream) is set; their stop."""
     builder = install_binding_events(node)
     if builder is None:
-        return
+        return None
     s = node.config.sections.events
     journal = EventJournal(_journal_dir(node, s))
     await journal.replay(node.record_writer, node.records)
@@ -132,10 +143,10 @@ async def attach_events(node: Node) -> None:
                           batch=max(s.concurrency, 64))
     node.record_writer.on_commit.append(sender.wake)
     sender.start()
-    node.events_sender = sender  # type: ignore[attr-defined]
+    node.events_sender = sender
     _metrics(node, sender)
 
-    async def stop(_: Node) -> None:
+    async def stop() -> None:
         # Whatever is undelivered waits in the outbox for the next start (the record
         # writer's final flush, after the hooks, still commits what is queued).
         await sender.stop()
@@ -143,9 +154,9 @@ async def attach_events(node: Node) -> None:
         await outbox.close()
         await journal.stop()
 
-    node.on_stop.insert(0, stop)  # run last (hooks run in reverse)
     log.info("events to %s (numbers %s)", s.url or "the Redis stream only",
              "real" if s.real_numbers else "masked")
+    return stop
 
 
 class StreamOnly:

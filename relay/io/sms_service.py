@@ -54,11 +54,14 @@ from relay.sms.router import (
     wire_number,
 )
 from relay.sms.session import SessionConfig
+from relay.subsystem import Stop, Subsystem
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from relay.app import Node
 
-__all__ = ["SmsService", "SmsSettings", "attach_sms"]
+__all__ = ["SmsService", "SmsSettings", "SmsSubsystem"]
 
 log = logging.getLogger("relay.sms")
 
@@ -637,22 +640,31 @@ class SmsService:
             self.node.events.on_message(rec, self.node.clock())
 
 
-async def attach_sms(node: Node) -> None:
-    """Start the SMS subsystem on `node` and register its HTTP routes and stop hook."""
-    from relay.api.sms import register_routes
+class SmsSubsystem(Subsystem):
+    """SMS: the SMPP server for gateways, the upstream SMSC, the webhook; `/v1/sms` and
+    `/v1/messages`."""
 
+    name = "sms"
+    sections = ("sms", "smpp")
+
+    def add_routes(self, node: Node, app: web.Application) -> None:
+        from relay.api.sms import register_routes
+
+        register_routes(app)
+
+    async def run(self, node: Node) -> Stop:
+        service = await _start(node)
+        return service.stop
+
+
+async def _start(node: Node) -> SmsService:
     settings = SmsSettings.from_sections(node.config.sections)
     service = SmsService(node, settings)
-    node.sms = service  # type: ignore[attr-defined]
-    register_routes(node.api)
+    node.sms = service
     await service.start()
-
-    async def stop(_: Node) -> None:
-        await service.stop()
-
-    node.on_stop.append(stop)
     if node.config.smpp is not None:
         log.info("sms: route=%s gateways=%d upstream=%s webhook=%s", settings.route,
                  len(node.config.smpp_accounts),
                  f"{settings.upstream.host}:{settings.upstream.port}" if settings.upstream
                  else None, bool(settings.webhook_url))
+    return service

@@ -94,14 +94,17 @@ from relay.settings import MediaSection, SipSection
 from relay.sip import TimerConfig
 from relay.sip.digest import credentials_from
 from relay.sip.dns import A, DnsError
+from relay.subsystem import Stop, Subsystem
 
 from .hook import DecisionHook
 from .sip import SipServer, StreamLimits, raise_fd_limit, tls_context
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from relay.app import Node
 
-__all__ = ["attach_voice"]
+__all__ = ["VoiceSubsystem"]
 
 log = logging.getLogger("relay.voice")
 
@@ -219,10 +222,23 @@ async def _media_backend(cfg: Config, media_cfg: MediaSection, advertise: str,
         port_range=cfg.media_ports, recordings_dir=Path(cfg.recordings), executor=pool)
 
 
-async def attach_voice(node: Node) -> None:
-    """Start the SIP B2BUA and its media backend on `node` (called from Node.start)."""
-    from relay.api.calls import add_call_routes
+class VoiceSubsystem(Subsystem):
+    """The SIP B2BUA and its media backend; `/v1/calls` (records and live calls)."""
 
+    name = "voice"
+    sections = ("sip", "media", "guard")
+
+    def add_routes(self, node: Node, app: web.Application) -> None:
+        from relay.api.calls import add_call_routes
+
+        add_call_routes(app)
+
+    async def run(self, node: Node) -> Stop:
+        return await _start(node)
+
+
+async def _start(node: Node) -> Stop:
+    """Start the SIP B2BUA and its media backend on `node`; its graceful stop."""
     cfg = node.config
     soft, hard = raise_fd_limit()
     log.info("file descriptors: soft limit %d (hard %d)", soft, hard)
@@ -273,8 +289,6 @@ async def attach_voice(node: Node) -> None:
                        scores=node.scores, counter_timeout=cfg_.counter_timeout, hook=hook,
                        events=node.live_calls.sink(hub.on_call_event if hub else None),
                        limits=stream_limits(sip))
-    if hook is not None:
-        node.on_stop.append(lambda _node: hook.close())
     sip_tls = getattr(cfg, "sip_tls", None)
     ctx = None
     if sip_tls is not None:
@@ -289,9 +303,8 @@ async def attach_voice(node: Node) -> None:
         tls_port = await server.start_tls(sip_tls[0], sip_tls[1], ctx)
         switch.wire.tls_port = tls_port  # Via and Contact toward callers on TLS
         log.info("SIP over TLS on %s:%s", sip_tls[0], tls_port)
-    node.voice = server  # type: ignore[attr-defined]
+    node.voice = server
     _metrics(node, switch, server, media)
-    add_call_routes(node.api)
 
     full_every = sip.gc_full_seconds
     tuned = _tune_gc(list(sip.gc_threshold))
@@ -318,7 +331,7 @@ async def attach_voice(node: Node) -> None:
     resolving = await _resolve_trunks(switch, sip)
     drain_limit = sip.drain_seconds
 
-    async def stop(node: Node) -> None:
+    async def stop() -> None:
         # Graceful stop: refuse new INVITEs (503), let live calls end for a while,
         # then BYE what is left and let the BYEs and media releases go out.
         switch.draining = True
@@ -340,10 +353,12 @@ async def attach_voice(node: Node) -> None:
         if pool is not None:
             pool.shutdown(wait=True)
         await asyncio.get_running_loop().run_in_executor(None, sealer.close)
+        if hook is not None:
+            await hook.close()
 
-    node.on_stop.append(stop)
     log.info("SIP on %s:%s (advertised as %s), outbound %s:%s", cfg.sip[0], port,
              settings.host, *cfg.outbound)
+    return stop
 
 
 async def _resolve_trunks(switch: CallMap, sip: SipSection
