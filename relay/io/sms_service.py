@@ -1,5 +1,5 @@
 """The SMS relay of one node: SMPP server for gateways, optional upstream SMSC client,
-optional outbound webhook, and the HTTP routes (`attach_sms`).
+optional outbound webhook, and the HTTP routes (`SmsSubsystem`).
 
 Every message follows one path, whatever it came on (`SmsService.handle`): normalise
 the numbers, look the binding up in memory, ask the dialplan, then refuse with the
