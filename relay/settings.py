@@ -42,12 +42,12 @@ def _error(msg: str) -> Exception:
 
 
 def setting(default: Any = MISSING, doc: str = "", *, secret: bool | str = False,
-            lo: float | None = None, hi: float | None = None,
+            lo: float | None = None, hi: float | None = None, gt: float | None = None,
             choices: tuple[str, ...] | None = None) -> Any:
     """One key: its default (none: required), what it means, and what makes it invalid.
     `secret` keys are shown as *** by `relay config show` ("keys": a table whose keys
     are the secrets, such as API tokens)."""
-    meta = {"doc": doc, "secret": secret, "lo": lo, "hi": hi, "choices": choices}
+    meta = {"doc": doc, "secret": secret, "lo": lo, "hi": hi, "gt": gt, "choices": choices}
     if isinstance(default, dict):
         return field(default_factory=lambda d=default: dict(d), metadata=meta)  # type: ignore[misc]
     if isinstance(default, type) and dataclasses.is_dataclass(default):
@@ -83,8 +83,8 @@ class RelaySection(_Section):
     media_ports: str = setting("20000-29999", "A-B: the UDP ports media may use")
     default_cc: str = setting("", "country code national numbers are read with")
     log_level: str = setting("INFO", "DEBUG, INFO or WARNING (--log-level)",
-                             choices=("DEBUG", "INFO", "WARNING", "ERROR",
-                                      "debug", "info", "warning", "error"))
+                             choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL",
+                                      "debug", "info", "warning", "error", "critical"))
     journal_dir: str | None = setting(None, "the node's local journals (default: beside "
                                       "the SQLite file, else ./var)")
 
@@ -324,9 +324,9 @@ class EventsSection(_Section):
     real_numbers: bool = setting(False, "real caller/callee numbers in events")
     link_ttl: int = setting(7200, "lifetime of recording.ready's signed links", lo=1)
     stream_maxlen: int = setting(100_000, "Redis: the capped stream {relay}:events", lo=1)
-    backoff: float = setting(1.0, "first retry after this, doubling", lo=0.000001)
-    backoff_max: float = setting(300.0, "... up to this", lo=0.000001)
-    timeout: float = setting(10.0, "one POST", lo=0.000001)
+    backoff: float = setting(1.0, "first retry after this, doubling", gt=0)
+    backoff_max: float = setting(300.0, "... up to this", gt=0)
+    timeout: float = setting(10.0, "one POST", gt=0)
     concurrency: int = setting(64, "POSTs in flight", lo=1)
     stream: bool = setting(False, "Redis: true without url is stream-only")
     journal: str = setting("", "the journal's folder (default: beside the SQLite file, "
@@ -357,7 +357,7 @@ class RecordingsSection(_Section):
     retention_days: float = setting(0.0, "delete recordings older than this (0: never)",
                                     lo=0)
     retention_interval: float = setting(3600.0, "seconds between retention sweeps",
-                                        lo=0.000001)
+                                        gt=0)
     manifest_keys: tuple[str, ...] = setting((), "sign call manifests (default: the link "
                                              "keys)", secret=True)
 
@@ -463,6 +463,9 @@ def _convert(tp: Any, value: Any, where: str, key: str, meta: dict[str, Any]) ->
         rng = (f"{lo} to {hi}" if lo is not None and hi is not None else
                f"at least {lo}" if lo is not None else f"at most {hi}")
         raise _error(f"{where} {key}: must be {rng}, got {value}")
+    gt = meta.get("gt")
+    if tp in (int, float) and gt is not None and not value > gt:
+        raise _error(f"{where} {key}: must be more than {gt}, got {value}")
     if choices and value not in choices:
         raise _error(f"{where} {key}: one of {', '.join(dict.fromkeys(choices))}, "
                      f"got {value!r}")

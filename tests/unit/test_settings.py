@@ -63,6 +63,7 @@ def test_unknown_keys_and_sections_are_named(tmp_path: Path, text: str, message:
     ("[sip]\nrate_limit = -1\n", "[sip] rate_limit: must be at least 0, got -1"),
     ("[media]\nbackend = 'kernel'\n",
      "[media] backend: one of inprocess, rtpengine, got 'kernel'"),
+    ("[events]\nbackoff = 0\n", "[events] backoff: must be more than 0, got 0.0"),
     ("sip = 1\n", "[sip]: expected a table, got integer"),
 ])
 def test_wrong_types_and_ranges_are_named(tmp_path: Path, text: str, message: str) -> None:
