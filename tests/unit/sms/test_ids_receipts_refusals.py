@@ -199,6 +199,7 @@ def test_retry_window_setting() -> None:
     from relay.settings import load_sections
 
     assert SmsSettings.from_sections(load_sections({})).retry_window == 3600.0
-    assert SmsSettings.from_sections(load_sections({"sms": {"retry_window": 60}})).retry_window == 60.0
+    s = SmsSettings.from_sections(load_sections({"sms": {"retry_window": 60}}))
+    assert s.retry_window == 60.0
     with pytest.raises(ConfigError, match="sms"):
         load_sections({"sms": {"retry_window": "soon"}})
