@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     cfsub_show.add_argument("--json", action="store_true", help="JSON instead of TOML")
 
     d = sub.add_parser("drain", help="refuse new calls (503) while live calls finish")
-    d.add_argument("--config")
+    d.add_argument("--config", help="relay.toml (its [relay] http is the node to drain)")
     d.add_argument("--url", help="the node's API (default: http from the config)")
     d.add_argument("--token", help="an admin bearer token (default: RELAY_TOKEN)")
     d.add_argument("--resume", action="store_true", help="take new calls again")

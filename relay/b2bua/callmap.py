@@ -608,6 +608,8 @@ class CallMap:
         self.layer.send_response(resp, now)
 
     def _in(self, host: str, nets: list[Any]) -> bool:
+        if not nets:
+            return False  # the usual case for the optional lists: no address parsed
         try:
             addr = ipaddress.ip_address(host)
         except ValueError:

@@ -143,12 +143,18 @@ class _Leg:
         # rather than to the route set or Contact (RFC 3261 §12.2.1.1): trunks behind
         # NAT (`[sip] symmetric`), and every leg on TCP, whose connection is reused.
         self.symmetric = False
+        self._hop: tuple[str, Address] | None = None  # (next hop as written, its address)
 
     def dialog_peer(self) -> Address:
         """The address of this leg's next in-dialog request (see `symmetric`)."""
-        if self.symmetric or self.dialog is None:
+        dialog = self.dialog
+        if self.symmetric or dialog is None:
             return self.peer
-        return self.dialog.next_hop_address() or self.peer
+        hop = dialog.route_set[0] if dialog.route_set else dialog.remote_target
+        cached = self._hop
+        if cached is None or cached[0] != hop:  # parsed once per route set or target
+            cached = self._hop = (hop, dialog.next_hop_address() or self.peer)
+        return cached[1]
 
     # -- state ---------------------------------------------------------------------
     def _go(self, event: str) -> None:

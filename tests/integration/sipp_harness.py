@@ -33,10 +33,35 @@ def udp_port() -> int:
         return int(s.getsockname()[1])
 
 
+_SIPP_BASES: set[int] = set()
+
+
 def sipp_media_port() -> int:
     """A base for SIPp's `-mp`: it binds audio RTP and RTCP there and video at +2 and +3,
-    so all four must be free (two SIPps on neighbouring ephemeral ports collided)."""
-    return int(media_range(4, 40000, 60000).split("-")[0])
+    so all four must be free (two SIPps on neighbouring ephemeral ports collided). Bases
+    are multiples of 4 never handed out twice in this process: two SIPps made before
+    either starts would otherwise both find the same ports free."""
+    for _ in range(100):
+        base = int(media_range(4, 40000, 60000).split("-")[0]) & ~3
+        if base not in _SIPP_BASES and _free_block(base, 4):
+            _SIPP_BASES.add(base)
+            return base
+    raise RuntimeError("no free block of 4 UDP ports for SIPp's media")
+
+
+def _free_block(base: int, width: int) -> bool:
+    held: list[socket.socket] = []
+    try:
+        for port in range(base, base + width):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            held.append(s)
+            s.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    finally:
+        for s in held:
+            s.close()
+    return True
 
 
 def media_range(width: int = 300, low: int = 20000, high: int = 60000) -> str:
@@ -49,18 +74,8 @@ def media_range(width: int = 300, low: int = 20000, high: int = 60000) -> str:
     rng = random.Random()
     for _ in range(100):
         base = rng.randrange(low, high - width, 2)
-        held: list[socket.socket] = []
-        try:
-            for port in range(base, base + width):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                held.append(s)
-                s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-        return f"{base}-{base + width - 1}"
+        if _free_block(base, width):
+            return f"{base}-{base + width - 1}"
     raise RuntimeError(f"no free media port range in {low}-{high}")
 
 
