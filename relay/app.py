@@ -14,7 +14,11 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from .events.sender import OutboxSender
     from .events.service import EventHub
+    from .guard import LeakGuard
+    from .io.sip import SipServer
+    from .io.sms_service import SmsService
 
 from .bindings.pending import PendingJournal
 from .bindings.pool import NumberPool
@@ -28,16 +32,27 @@ from .counters import FrequencyView, open_counter_store
 from .live_journal import LiveJournal
 from .metrics import Metrics
 from .policies import PolicyBook, open_policy_store
-from .recordings_config import recordings_settings
 from .records import RecordWriter, open_record_store
+from .subsystem import Subsystem
 
 __all__ = ["Node", "serve"]
 
 log = logging.getLogger("relay")
 
 
+def default_subsystems() -> list[Subsystem]:
+    """A node's parts, in start order (events first: the others report to its hub)."""
+    from .events.service import EventsSubsystem
+    from .io.sms_service import SmsSubsystem
+    from .io.voice import VoiceSubsystem
+    from .recordings_config import RecordingsSubsystem
+
+    return [EventsSubsystem(), SmsSubsystem(), VoiceSubsystem(), RecordingsSubsystem()]
+
+
 class Node:
-    """Everything one `relay serve` process runs. Other subsystems attach via `on_start`."""
+    """Everything one `relay serve` process runs: the binding core here, the rest as the
+    declared `subsystems` (relay.subsystem); `on_start`/`on_stop` for embedders."""
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
         self.config = config
@@ -70,6 +85,13 @@ class Node:
         self.policies.frequency, self.policies.scores = self.counters, self.scores
         self.record_writer = RecordWriter(self.records)
         self.events: EventHub | None = None  # set by relay.events.service when [events] url
+        # Set by the subsystems that own them when they start (None until then).
+        self.voice: SipServer | None = None
+        self.sms: SmsService | None = None
+        self.events_sender: OutboxSender | None = None
+        self.leak_guard: LeakGuard | None = None
+        self.subsystems: list[Subsystem] = default_subsystems()
+        self._started: list[Subsystem] = []
         self.draining = False
         self.http_port: int | None = None
         self.on_start: list[Callable[[Node], Awaitable[None]]] = []
@@ -143,27 +165,14 @@ class Node:
         self._tasks.append(asyncio.create_task(self._policy_refresher(), name="policies"))
         app = build_api(self)
         self.api = app
-        # Subsystems attach here: each adds its routes to `app` and its stop to `on_stop`.
-        # -- subsystems: begin --
-        from .events.service import attach_events
-        await attach_events(self)
-        from .io.sms_service import attach_sms
-        await attach_sms(self)
-        from .io.voice import attach_voice
-        await attach_voice(self)
-        from recordings.api import RECORDING_PATHS, add_recording_routes
-
-        from .api.openapi import add_paths
-        add_paths(RECORDING_PATHS)
-        rec = recordings_settings(self.config)
-        add_recording_routes(app, self.config.recordings, signer=rec.signer(),
-                             link_base=rec.link_base)
-        if rec.retention_days > 0:
-            self._tasks.append(asyncio.create_task(
-                self._retention(rec.retention_days, rec.retention_interval),
-                name="retention"))
-        # -- subsystems: end --
-        try:  # after the media backend finished the spools a crash left (attach_voice)
+        # The declared subsystems (relay.subsystem): routes first, then each starts in
+        # order (events first: the others report to its hub); stopped in reverse.
+        for part in self.subsystems:
+            part.add_routes(self, app)
+        for part in self.subsystems:
+            await part.start(self)
+            self._started.append(part)
+        try:  # after the media backend finished the spools a crash left (voice)
             await self.live_calls.close_crashed(
                 self.records, self.config.recordings,
                 self.events.on_call_event if self.events is not None else None)
@@ -213,25 +222,6 @@ class Node:
                 log.exception("writing pending changes failed")
                 await asyncio.sleep(1.0)
 
-    async def _retention(self, days: float, interval: float) -> None:
-        """`[recordings] retention_days`: sweep now, then every `interval` seconds.
-
-        Only files go: call records stay, and nothing is announced (a deleted
-        recording is policy, not news)."""
-        from recordings.retention import sweep
-
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                removed = await loop.run_in_executor(None, sweep, self.config.recordings,
-                                                     days, self.clock())
-                if removed:
-                    log.info("retention: removed %d recordings older than %g days",
-                             removed, days)
-            except OSError:
-                log.exception("retention sweep failed")
-            await asyncio.sleep(interval)
-
     async def _policy_refresher(self) -> None:
         """Re-read the policies and the blocklist beside the call path, so other nodes'
         edits arrive."""
@@ -249,6 +239,12 @@ class Node:
         for hook in reversed(self.on_stop):
             with contextlib.suppress(Exception):
                 await hook(self)
+        while self._started:
+            part = self._started.pop()
+            try:
+                await part.stop(self)
+            except Exception:
+                log.exception("stopping %s failed", part.name)
         await self.live_calls.stop()
         await self.record_writer.stop()
         await self.contact_writer.stop()

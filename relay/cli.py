@@ -40,31 +40,46 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="bearer token for the API (default: $RELAY_TOKEN)")
 
 
+def _serve_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that override relay.toml (`serve`, `config check`, `config show`)."""
+    p.add_argument("--config", help="relay.toml (flags override it)")
+    p.add_argument("--sip", help="HOST:PORT for SIP (UDP and TCP)")
+    p.add_argument("--sip-tls", help="HOST:PORT for SIP over TLS ([sip] tls_cert, tls_key)")
+    p.add_argument("--http", help="HOST:PORT for the API and ops page")
+    p.add_argument("--smpp", help="HOST:PORT for the SMPP server")
+    p.add_argument("--store", help="sqlite:///path or redis://host:port/db")
+    p.add_argument("--outbound", help="HOST:PORT where B-legs go")
+    p.add_argument("--trunk", action="append", help="trusted INVITE source (CIDR), repeatable")
+    p.add_argument("--recordings", help="recordings folder")
+    p.add_argument("--media-ports", help="A-B: the UDP ports media may use")
+    p.add_argument("--smpp-account", action="append", metavar="SYSTEM_ID:PASSWORD",
+                   help="an SMPP gateway allowed to bind (repeatable)")
+    p.add_argument("--default-cc", help="country code for national numbers")
+    p.add_argument("--log-level", default=None,
+                   help="DEBUG, INFO (default: a line per call and per API request), WARNING")
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="relay", description="privacy-number switch")
     ap.add_argument("--version", action="version", version=f"relay {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("serve", help="run the switch")
-    s.add_argument("--config", help="relay.toml (flags override it)")
-    s.add_argument("--sip", help="HOST:PORT for SIP (UDP and TCP)")
-    s.add_argument("--sip-tls", help="HOST:PORT for SIP over TLS ([sip] tls_cert, tls_key)")
-    s.add_argument("--http", help="HOST:PORT for the API and ops page")
-    s.add_argument("--smpp", help="HOST:PORT for the SMPP server")
-    s.add_argument("--store", help="sqlite:///path or redis://host:port/db")
-    s.add_argument("--outbound", help="HOST:PORT where B-legs go")
-    s.add_argument("--trunk", action="append", help="trusted INVITE source (CIDR), repeatable")
-    s.add_argument("--recordings", help="recordings folder")
-    s.add_argument("--media-ports", help="A-B: the UDP ports media may use")
-    s.add_argument("--smpp-account", action="append", metavar="SYSTEM_ID:PASSWORD",
-                   help="an SMPP gateway allowed to bind (repeatable)")
-    s.add_argument("--default-cc", help="country code for national numbers")
-    s.add_argument("--log-level", default=None,
-                   help="DEBUG, INFO (default: a line per call and per API request), WARNING")
+    _serve_flags(s)
     s.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="text lines, or one JSON object a line (fields as keys)")
     s.add_argument("--workers", type=int, default=1,
                    help="N relay processes behind Kamailio's dispatcher on --sip")
+
+    cf = sub.add_parser("config", help="check relay.toml, or show the effective settings")
+    cfsub = cf.add_subparsers(dest="config_cmd", required=True)
+    cfsub_check = cfsub.add_parser("check", help="validate: prints ok, or the one error "
+                                   "(exit 2)")
+    _serve_flags(cfsub_check)
+    cfsub_show = cfsub.add_parser("show", help="every setting after defaults, environment "
+                                  "and flags; secrets as ***")
+    _serve_flags(cfsub_show)
+    cfsub_show.add_argument("--json", action="store_true", help="JSON instead of TOML")
 
     d = sub.add_parser("drain", help="refuse new calls (503) while live calls finish")
     d.add_argument("--config", help="relay.toml (its [relay] http is the node to drain)")
@@ -619,13 +634,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `relay` console script."""
     a = _parser().parse_args(argv)
     try:
-        if a.cmd == "serve":
+        if a.cmd in ("serve", "config"):
             cfg = load_config(a.config, _serve_overrides(a))
         else:
             cfg = load_config(a.config, {"store": getattr(a, "store", None)})
     except ConfigError as exc:
-        sys.stderr.write(f"relay: {exc}\n")
+        sys.stderr.write(f"relay: config error: {exc}\n")
         return 2
+    if a.cmd == "config":
+        return _config(a, cfg)
     from .logfmt import configure
 
     level = cfg.log_level.upper() if a.cmd == "serve" else "WARNING"
@@ -659,6 +676,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the store is down, the file is unreadable, ...
         sys.stderr.write(f"relay: {type(exc).__name__}: {exc}\n")
         return 1
+    return 0
+
+
+def _config(a: argparse.Namespace, cfg: Config) -> int:
+    """`relay config check|show` (the file already loaded and validated)."""
+    from .settings import effective, to_toml
+
+    if a.config_cmd == "check":
+        sys.stdout.write("ok\n")
+        return 0
+    data = effective(cfg)
+    sys.stdout.write(json.dumps(data, indent=2) + "\n" if a.json else to_toml(data))
     return 0
 
 
@@ -736,8 +765,8 @@ def _serve(cfg: Config) -> int:
     try:
         with contextlib.suppress(KeyboardInterrupt):
             runner(serve(cfg, ready))
-    except ConfigError as exc:  # a subsystem's own section ([sip], [sms], ...) is wrong
-        sys.stderr.write(f"relay: {exc}\n")
+    except ConfigError as exc:  # found only at start (a TLS key that will not load, ...)
+        sys.stderr.write(f"relay: config error: {exc}\n")
         return 2
     return 0
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .settings import Sections
+
 __all__ = ["Config", "ConfigError", "HostPort", "load_config", "parse_hostport"]
 
 HostPort = tuple[str, int]
@@ -77,7 +79,9 @@ class Config:
     hook_secret: str = ""  # [dialplan]: signs the hook's requests (X-Relay-Signature)
     hook_timeout: float = 0.3  # [dialplan]: the longest a call waits for the hook
     hook_fallback: str = "allow"  # [dialplan]: a hook that fails or is late: allow|refuse
-    extra: dict[str, Any] = field(default_factory=dict)  # sections owned by other modules
+    # Every section as declared in relay.settings (typed, defaults filled in): the
+    # subsystems read theirs here ([sip], [media], [sms], [smpp], [events], ...).
+    sections: Sections = field(default_factory=Sections)
 
     def journal_path(self) -> Path:
         """This node's local journal file (one per SIP port: workers share a folder)."""
@@ -154,7 +158,11 @@ def _tokens(value: Any, what: str) -> dict[str, str]:
 
 def load_config(path: str | None, overrides: dict[str, Any] | None = None,
                 env: dict[str, str] | None = None) -> Config:
-    """File, then `RELAY_*` environment, then `overrides` (from flags); checked."""
+    """File, then `RELAY_*` environment, then `overrides` (from flags); checked. Every
+    section is validated against relay.settings: an unknown key or a wrong type is a
+    ConfigError naming it."""
+    from .settings import load_sections
+
     env = dict(os.environ if env is None else env)
     raw: dict[str, Any] = {}
     if path is not None:
@@ -162,51 +170,28 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None,
             raw = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{path}: {exc}") from None
-    relay = dict(raw.get("relay", {}))
-    kw: dict[str, Any] = {}
-    for name in ("sip", "sip_tls", "http", "smpp", "outbound"):
-        if name in relay:
-            kw[name] = parse_hostport(str(relay[name]), name)
-    for name in ("store", "recordings", "default_cc", "log_level", "journal_dir"):
-        if name in relay:
-            kw[name] = str(relay[name])
-    if "trunks" in relay:
-        kw["trunks"] = tuple(str(t) for t in relay["trunks"])
-    if "media_ports" in relay:
-        kw["media_ports"] = parse_port_range(str(relay["media_ports"]))
-    bindings = raw.get("bindings", {})
+    sections = load_sections(raw)
+    relay, api, dialplan = sections.relay, sections.api, sections.dialplan
+    kw: dict[str, Any] = {"sections": sections}
+    for name in ("sip", "http", "outbound"):
+        kw[name] = parse_hostport(getattr(relay, name), f"[relay] {name}")
+    for name in ("sip_tls", "smpp"):
+        value = getattr(relay, name)
+        kw[name] = None if value is None else parse_hostport(value, f"[relay] {name}")
+    for name in ("store", "recordings", "default_cc", "log_level", "journal_dir",
+                 "trunks"):
+        kw[name] = getattr(relay, name)
+    kw["media_ports"] = parse_port_range(relay.media_ports)
     for name in ("quarantine", "frozen_hold", "sweep_interval"):
-        if name in bindings:
-            kw[name] = float(bindings[name])
-    if "tokens" in raw.get("api", {}):
-        kw["api_tokens"] = _tokens(raw["api"]["tokens"], "api.tokens")
-    api = raw.get("api", {})
-    if "rate" in api:
-        if not isinstance(api["rate"], dict) or not all(
-                isinstance(v, int | float) and v >= 0 for v in api["rate"].values()):
-            raise ConfigError("api.rate: expected a table of role = requests per second")
-        kw["api_rates"] = {"admin": 0.0, "ops": 20.0,
-                           **{str(k): float(v) for k, v in api["rate"].items()}}
-    if "burst" in api:
-        kw["api_burst"] = float(api["burst"])
-    if "accounts" in raw.get("smpp", {}):
-        kw["smpp_accounts"] = {str(k): str(v) for k, v in raw["smpp"]["accounts"].items()}
-    dialplan = dict(raw.get("dialplan", {}))
-    unknown = set(dialplan) - {"default_policy", "policy_refresh", "counter_timeout",
-                               "counter_fail", "score_tz", "hook_url", "hook_secret",
-                               "hook_timeout", "hook_fallback"}
-    if unknown:
-        raise ConfigError(f"dialplan: unknown keys {sorted(unknown)}")
-    if dialplan.get("default_policy"):
-        kw["default_policy"] = str(dialplan["default_policy"])
-    for name in ("policy_refresh", "counter_timeout", "hook_timeout"):
-        if name in dialplan:
-            kw[name] = float(dialplan[name])
-    for name in ("counter_fail", "score_tz", "hook_url", "hook_secret", "hook_fallback"):
-        if name in dialplan:
-            kw[name] = str(dialplan[name])
-    kw["extra"] = {k: v for k, v in raw.items()
-                   if k not in ("relay", "bindings", "api", "dialplan")}
+        kw[name] = getattr(sections.bindings, name)
+    kw["api_tokens"] = _tokens(api.tokens, "[api] tokens")
+    kw["api_rates"] = {"admin": 0.0, "ops": 20.0, **api.rate}
+    kw["api_burst"] = api.burst
+    kw["smpp_accounts"] = dict(sections.smpp.accounts)
+    kw["default_policy"] = dialplan.default_policy or None
+    for name in ("policy_refresh", "counter_timeout", "hook_timeout", "counter_fail",
+                 "score_tz", "hook_url", "hook_secret", "hook_fallback"):
+        kw[name] = getattr(dialplan, name)
     if "RELAY_API_TOKENS" in env:
         kw["api_tokens"] = _tokens(env["RELAY_API_TOKENS"], "RELAY_API_TOKENS")
     if "RELAY_STORE" in env:

@@ -28,12 +28,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from dialplan.numbers import mask
-from relay.config import ConfigError
+from relay.settings import GuardSection
 
 __all__ = ["PLANT_ENV", "GuardSettings", "LeakGuard", "check_sms", "for_node", "needles_for",
            "project", "scan", "scan_text"]
@@ -46,25 +45,8 @@ _DELETE = b" -.()/+\t"
 PLANT_ENV = "RELAY_TEST_PLANT_LEAK"
 
 
-@dataclass(frozen=True, slots=True)
-class GuardSettings:
-    """`[guard]` in relay.toml."""
-
-    enabled: bool = True
-    digits: int = 8  # needle length: the tail of each other party's number
-
-    @classmethod
-    def from_extra(cls, extra: dict[str, Any]) -> GuardSettings:
-        """`[guard]` of relay.toml, checked (unknown keys are an error)."""
-        raw = dict(extra.get("guard", {}) or {})
-        unknown = sorted(set(raw) - {"enabled", "digits"})
-        if unknown:
-            raise ConfigError(f"[guard]: unknown keys {unknown}; known: ['digits', 'enabled']")
-        enabled, digits = raw.get("enabled", True), raw.get("digits", 8)
-        if not isinstance(enabled, bool) or isinstance(digits, bool) \
-                or not isinstance(digits, int) or not 6 <= digits <= 15:
-            raise ConfigError("[guard]: enabled is true or false, digits 6 to 15")
-        return cls(enabled, digits)
+# `[guard]` is declared and checked in relay.settings (GuardSection).
+GuardSettings = GuardSection
 
 
 def _digits(number: str | None) -> str:
@@ -166,7 +148,7 @@ def for_node(node: Any) -> LeakGuard:
     `[guard]`, with its metrics."""
     guard: LeakGuard | None = getattr(node, "leak_guard", None)
     if guard is None:
-        guard = LeakGuard(GuardSettings.from_extra(node.config.extra))
+        guard = LeakGuard(node.config.sections.guard)
         node.leak_guard = guard
         m = node.metrics
         for channel in ("sip", "sms"):

@@ -12,20 +12,31 @@
                           # default: the link keys. Keep them off the recordings disk
                           # for the signatures to mean something against its owner.
 
-Unknown keys are an error: a misspelt `retention_day` must not silently keep
-recordings forever.
+The keys are declared in relay.settings (RecordingsSection): unknown keys are an
+error, a misspelt `retention_day` must not silently keep recordings forever.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from recordings.links import LinkSigner, load_or_create_key
 
-from .config import Config, ConfigError
+from .config import Config
+from .subsystem import Stop, Subsystem
 
-__all__ = ["RecordingsSettings", "recordings_settings"]
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .app import Node
+
+__all__ = ["RecordingsSettings", "RecordingsSubsystem", "recordings_settings"]
+
+log = logging.getLogger("relay")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,37 +64,61 @@ class RecordingsSettings:
 
 
 def recordings_settings(config: Config) -> RecordingsSettings:
-    """Read and check `[recordings]` from `config.extra`."""
-    raw = dict(config.extra.get("recordings", {}) or {})
-    known = {f.name for f in fields(RecordingsSettings)} - {"root"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"[recordings]: unknown keys {unknown}; known: {sorted(known)}")
-    keys = _keys(raw, "link_keys")
-    manifest_keys = _keys(raw, "manifest_keys")
-    base = str(raw.get("link_base", ""))
-    if base and not base.startswith(("http://", "https://")):
-        raise ConfigError("[recordings] link_base: an http:// or https:// origin")
-    days = _number(raw, "retention_days", 0.0)
-    interval = _number(raw, "retention_interval", 3600.0)
-    if interval <= 0:
-        raise ConfigError("[recordings] retention_interval must be positive")
-    return RecordingsSettings(root=config.recordings, link_keys=keys,
-                              link_base=base, retention_days=days,
-                              retention_interval=interval, manifest_keys=manifest_keys)
+    """`[recordings]` (declared and checked in relay.settings) with the folder."""
+    r = config.sections.recordings
+    return RecordingsSettings(root=config.recordings, link_keys=r.link_keys,
+                              link_base=r.link_base, retention_days=r.retention_days,
+                              retention_interval=r.retention_interval,
+                              manifest_keys=r.manifest_keys)
 
 
-def _keys(raw: dict[str, Any], name: str) -> tuple[str, ...]:
-    keys = raw.get(name, [])
-    if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
-        raise ConfigError(f"[recordings] {name}: a list of strings")
-    if any(len(k.encode()) < 16 for k in keys):
-        raise ConfigError(f"[recordings] {name}: each key needs at least 16 bytes")
-    return tuple(keys)
+class RecordingsSubsystem(Subsystem):
+    """Recordings over HTTP (signed links, `/v1/recordings/...`) and the retention sweep
+    (`[recordings] retention_days`)."""
+
+    name = "recordings"
+    sections = ("recordings",)
+
+    def add_routes(self, node: Node, app: web.Application) -> None:
+        from recordings.api import RECORDING_PATHS, add_recording_routes
+
+        from .api.openapi import add_paths
+
+        add_paths(app, RECORDING_PATHS)
+        rec = recordings_settings(node.config)
+        add_recording_routes(app, node.config.recordings, signer=rec.signer(),
+                             link_base=rec.link_base)
+
+    async def run(self, node: Node) -> Stop | None:
+        rec = recordings_settings(node.config)
+        if rec.retention_days <= 0:
+            return None
+        task = asyncio.create_task(_retention(node, rec.retention_days,
+                                              rec.retention_interval), name="retention")
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        return stop
 
 
-def _number(raw: dict[str, Any], name: str, default: float) -> float:
-    value = raw.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"[recordings] {name}: a number, not negative")
-    return float(value)
+async def _retention(node: Node, days: float, interval: float) -> None:
+    """`[recordings] retention_days`: sweep now, then every `interval` seconds.
+
+    Only files go: call records stay, and nothing is announced (a deleted
+    recording is policy, not news)."""
+    from recordings.retention import sweep
+
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            removed = await loop.run_in_executor(None, sweep, node.config.recordings,
+                                                 days, node.clock())
+            if removed:
+                log.info("retention: removed %d recordings older than %g days",
+                         removed, days)
+        except OSError:
+            log.exception("retention sweep failed")
+        await asyncio.sleep(interval)

@@ -407,7 +407,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    return web.json_response(openapi_document(request.app))
 
 
 async def ops_page(request: web.Request) -> web.Response:

@@ -71,7 +71,7 @@ def add_node_routes(app: web.Application) -> None:
     """Register the routes (writes are admin-only through the API's auth middleware)."""
     from .openapi import add_paths
 
-    add_paths(NODE_PATHS)
+    add_paths(app, NODE_PATHS)
     node = app[NODE]
     node.metrics.gauge("relay_draining", "1 while this node refuses new calls",
                        lambda: 1.0 if node.draining else 0.0)

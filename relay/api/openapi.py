@@ -5,19 +5,25 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from aiohttp import web
+
 __all__ = ["add_paths", "openapi_document"]
 
-_EXTRA_PATHS: dict[str, dict[str, Any]] = {}
-_EXTRA_SCHEMAS: dict[str, dict[str, Any]] = {}
+# The routes a subsystem adds are described on the application it adds them to (not in
+# a module-level table): two nodes in one process each document only their own.
+_PATHS = web.AppKey("openapi_paths", dict)
+_SCHEMAS = web.AppKey("openapi_schemas", dict)
 
 
-def add_paths(paths: dict[str, dict[str, Any]],
+def add_paths(app: web.Application, paths: dict[str, dict[str, Any]],
               schemas: dict[str, dict[str, Any]] | None = None) -> None:
-    """Subsystems (calls, recordings, SMS) describe the routes they add to the API, and
+    """Subsystems (calls, recordings, SMS) describe the routes they add to `app`, and
     the component schemas those routes refer to (`#/components/schemas/NAME`)."""
+    if _PATHS not in app:
+        app[_PATHS], app[_SCHEMAS] = {}, {}
     for path, ops in paths.items():
-        _EXTRA_PATHS.setdefault(path, {}).update(ops)
-    _EXTRA_SCHEMAS.update(schemas or {})
+        app[_PATHS].setdefault(path, {}).update(ops)
+    app[_SCHEMAS].update(schemas or {})
 
 _NUM = {"type": "string", "pattern": r"^\+?[0-9 ()./-]{6,20}$",
         "description": "E.164 (+8613800000001) or national with the default country code"}
@@ -93,8 +99,10 @@ def _refine(paths: dict[str, Any]) -> None:
                 "next": {"type": "string"}}}}}
 
 
-def openapi_document() -> dict[str, Any]:
-    """The whole API description."""
+def openapi_document(app: web.Application | None = None) -> dict[str, Any]:
+    """The whole API description: the core routes and those `app`'s subsystems added."""
+    extra_paths: dict[str, Any] = app.get(_PATHS, {}) if app is not None else {}
+    extra_schemas: dict[str, Any] = app.get(_SCHEMAS, {}) if app is not None else {}
     binding_props = {
         "id": {"type": "string"}, "mode": {"type": "string", "enum": ["AXB", "AXN", "AXE"]},
         "x": {"type": "string"}, "a": {"type": ["string", "null"]},
@@ -189,7 +197,7 @@ def openapi_document() -> dict[str, Any]:
                 "Policy": policy,
                 "Message": MESSAGE_SCHEMA,
                 "Links": LINKS_SCHEMA,
-                **_EXTRA_SCHEMAS,
+                **copy.deepcopy(extra_schemas),
             },
         },
         "security": [{"bearer": []}],
@@ -332,7 +340,7 @@ def openapi_document() -> dict[str, Any]:
                                  "responses": {"200": {"description": "text format"}}}},
             "/": {"get": {"summary": "The ops page",
                           "responses": {"200": {"description": "HTML"}}}},
-            **copy.deepcopy(_EXTRA_PATHS),
+            **copy.deepcopy(extra_paths),
         },
     }
     _refine(doc["paths"])

@@ -36,7 +36,7 @@ def add_page_routes(app: web.Application) -> None:
     from .openapi import add_paths
 
     app.router.add_route("GET", "/v1/session", session)
-    add_paths({"/v1/session": {"get": {
+    add_paths(app, {"/v1/session": {"get": {
         "summary": "The role of the bearer token (the ops page shows write controls to admin)",
         "responses": {"200": {"description": "the role", "content": {"application/json": {
             "schema": {"type": "object", "properties": {

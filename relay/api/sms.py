@@ -84,7 +84,7 @@ async def get_message(request: web.Request) -> web.Response:
     if rec is None:
         # Written in batches (look at the recent ones too), and a part's id leads to its
         # message's record (issue 17: gateways keep the id of each part).
-        svc = getattr(node, "sms", None)
+        svc = node.sms
         rec = await svc.find(msg_id) if svc is not None else None
     if rec is None:
         raise NotFound(f"no message {msg_id}")
@@ -136,4 +136,4 @@ def register_routes(app: web.Application) -> None:
     app.router.add_route("POST", "/v1/sms", post_sms)
     app.router.add_route("GET", "/v1/messages", list_messages)
     app.router.add_route("GET", "/v1/messages/{id}", get_message)
-    add_paths(PATHS)
+    add_paths(app, PATHS)

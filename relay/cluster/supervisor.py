@@ -179,10 +179,10 @@ class Cluster:
         exe, mpath = kamailio.find_kamailio()
         ds_list = self.rundir / "dispatcher.list"
         kamailio.write_list(ds_list, [w.sip for w in self.workers if w.sip])
-        section = cfg.extra.get("workers", {})
-        ping = int(section.get("ping_interval", 1))
-        children = int(section.get("kamailio_children", 4))
-        config = Path(section.get("kamailio_config", kamailio.CONFIG))
+        section = cfg.sections.workers
+        ping = section.ping_interval
+        children = section.kamailio_children
+        config = Path(section.kamailio_config or kamailio.CONFIG)
         if not config.exists():
             raise kamailio.KamailioNotFound(
                 f"{config} is missing: set [workers] kamailio_config to a copy of "

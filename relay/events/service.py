@@ -28,15 +28,14 @@ the outbox entries written beside them are settled at once, as if a webhook took
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recordings.links import MAX_TTL
 from relay.b2bua.events import CallEnded, CallEvent, CallRefused
-from relay.config import ConfigError
 from relay.io.webhook import Attempt, RetryPolicy, WebhookClient
 from relay.records import RecordWriter
+from relay.settings import EventsSection
+from relay.subsystem import Stop, Subsystem
 
 from .build import EventBuilder, LinkSpec
 from .journal import EventJournal
@@ -46,53 +45,13 @@ from .sender import OutboxSender
 if TYPE_CHECKING:
     from relay.app import Node
 
-__all__ = ["EventHub", "EventsSettings", "attach_events"]
+__all__ = ["EventHub", "EventsSettings", "EventsSubsystem"]
 
 log = logging.getLogger("relay.events")
 
 
-@dataclass(frozen=True, slots=True)
-class EventsSettings:
-    """`[events]`, validated (unknown keys are an error)."""
-
-    url: str = ""
-    secret: str = ""
-    real_numbers: bool = False
-    link_ttl: int = 7200
-    stream_maxlen: int = 100_000
-    backoff: float = 1.0
-    backoff_max: float = 300.0
-    timeout: float = 10.0
-    concurrency: int = 64
-    stream: bool = False
-    journal: str = ""
-
-    @classmethod
-    def from_extra(cls, extra: dict[str, Any]) -> EventsSettings:
-        raw = dict(extra.get("events", {}) or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(f"[events]: unknown keys {unknown}; known: {sorted(known)}")
-        defaults = cls()
-        for k, v in raw.items():
-            if isinstance(getattr(defaults, k), bool) != isinstance(v, bool):
-                raise ConfigError(f"[events] {k}: expected {type(getattr(defaults, k)).__name__}")
-        try:
-            s = cls(**{k: type(getattr(defaults, k))(v) for k, v in raw.items()})
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"[events]: {exc}") from None
-        if s.url and not s.url.startswith(("http://", "https://")):
-            raise ConfigError("[events] url: an http:// or https:// URL")
-        if s.url and not s.secret:
-            raise ConfigError("[events] url needs a secret (every POST is signed)")
-        if not 1 <= s.link_ttl <= MAX_TTL:
-            raise ConfigError(f"[events] link_ttl: 1 to {MAX_TTL} seconds")
-        if s.backoff <= 0 or s.backoff_max < s.backoff or s.timeout <= 0 \
-                or s.concurrency < 1 or s.stream_maxlen < 1:
-            raise ConfigError("[events]: backoff, backoff_max, timeout, concurrency and "
-                              "stream_maxlen must be positive (backoff_max >= backoff)")
-        return s
+# `[events]` is declared and checked in relay.settings (EventsSection).
+EventsSettings = EventsSection
 
 
 class EventHub:
@@ -131,7 +90,7 @@ def install_binding_events(node: Node) -> EventBuilder | None:
     freeze (also for the CLI's `relay freeze`, which runs no sender); the builder."""
     from relay.recordings_config import recordings_settings
 
-    s = EventsSettings.from_extra(node.config.extra)
+    s = node.config.sections.events
     if not s.url and not s.stream:
         return None
     if not s.url and not node.config.store.startswith("redis"):
@@ -150,13 +109,23 @@ def install_binding_events(node: Node) -> EventBuilder | None:
     return builder
 
 
-async def attach_events(node: Node) -> None:
-    """Start events on `node` when `[events] url` is set (called from Node.start)."""
+class EventsSubsystem(Subsystem):
+    """Events: the hub the call and SMS paths report to, the journal, the outbox sender
+    (off without `[events] url` or `stream`)."""
 
+    name = "events"
+    sections = ("events", "recordings")
+
+    async def run(self, node: Node) -> Stop | None:
+        return await _start(node)
+
+
+async def _start(node: Node) -> Stop | None:
+    """Start events on `node` when `[events] url` (or stream) is set; their stop."""
     builder = install_binding_events(node)
     if builder is None:
-        return
-    s = EventsSettings.from_extra(node.config.extra)
+        return None
+    s = node.config.sections.events
     journal = EventJournal(_journal_dir(node, s))
     await journal.replay(node.record_writer, node.records)
     node.record_writer.on_commit.append(journal.committed)
@@ -174,10 +143,10 @@ async def attach_events(node: Node) -> None:
                           batch=max(s.concurrency, 64))
     node.record_writer.on_commit.append(sender.wake)
     sender.start()
-    node.events_sender = sender  # type: ignore[attr-defined]
+    node.events_sender = sender
     _metrics(node, sender)
 
-    async def stop(_: Node) -> None:
+    async def stop() -> None:
         # Whatever is undelivered waits in the outbox for the next start (the record
         # writer's final flush, after the hooks, still commits what is queued).
         await sender.stop()
@@ -185,9 +154,9 @@ async def attach_events(node: Node) -> None:
         await outbox.close()
         await journal.stop()
 
-    node.on_stop.insert(0, stop)  # run last (hooks run in reverse)
     log.info("events to %s (numbers %s)", s.url or "the Redis stream only",
              "real" if s.real_numbers else "masked")
+    return stop
 
 
 class StreamOnly:

@@ -1,5 +1,5 @@
 """The SMS relay of one node: SMPP server for gateways, optional upstream SMSC client,
-optional outbound webhook, and the HTTP routes (`attach_sms`).
+optional outbound webhook, and the HTTP routes (`SmsSubsystem`).
 
 Every message follows one path, whatever it came on (`SmsService.handle`): normalise
 the numbers, look the binding up in memory, ask the dialplan, then refuse with the
@@ -25,13 +25,13 @@ from dialplan.numbers import InvalidNumber, mask, normalise
 from dialplan.policy import counter_key
 from dialplan.route import Bridge, counted, decide, hooked, scored
 from relay.bindings.store import StoreUnavailable
-from relay.config import ConfigError, parse_hostport
 from relay.contacts import contact_from_message
 from relay.guard import check_sms, for_node
 from relay.io.hook import text_hook
 from relay.io.smpp_client import SmppClient
 from relay.io.smpp_server import NoRouteError, QueryAnswer, SessionRef, SmppServer
 from relay.io.webhook import WebhookSender
+from relay.settings import Sections
 from relay.sms import constants as c
 from relay.sms.concat import ConcatError
 from relay.sms.ids import MessageIds
@@ -54,11 +54,14 @@ from relay.sms.router import (
     wire_number,
 )
 from relay.sms.session import SessionConfig
+from relay.subsystem import Stop, Subsystem
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from relay.app import Node
 
-__all__ = ["SmsService", "SmsSettings", "attach_sms"]
+__all__ = ["SmsService", "SmsSettings", "SmsSubsystem"]
 
 log = logging.getLogger("relay.sms")
 
@@ -106,51 +109,19 @@ class SmsSettings:
     retry_window: float = 3600.0  # a gateway's resend of the same message within it is one
 
     @classmethod
-    def from_extra(cls, extra: dict[str, Any]) -> SmsSettings:
-        """Read and check the settings; ConfigError names the bad key."""
-        sms = dict(extra.get("sms", {}))
-        up_raw = dict(extra.get("smpp", {}).get("upstream", {}) or {})
-        upstream = None
-        if up_raw:
-            try:
-                host, port = (parse_hostport(f"{up_raw['host']}:{up_raw['port']}",
-                                             "smpp.upstream"))
-                upstream = Upstream(host, port, str(up_raw["system_id"]),
-                                    str(up_raw.get("password", "")),
-                                    str(up_raw.get("system_type", "")))
-            except KeyError as exc:
-                raise ConfigError(f"smpp.upstream: missing {exc.args[0]}") from None
-        route = str(sms.get("route", "gateway"))
-        if route not in ROUTES:
-            raise ConfigError(f"sms.route must be one of {ROUTES}, got {route!r}")
-        url = sms.get("webhook_url")
-        if route == "webhook" and not url:
-            raise ConfigError("sms.route = 'webhook' needs sms.webhook_url")
-        if url and not sms.get("webhook_secret"):
-            raise ConfigError("sms.webhook_url needs sms.webhook_secret (requests are signed)")
-        if route == "upstream" and upstream is None:
-            raise ConfigError("sms.route = 'upstream' needs [smpp.upstream]")
-        throttle = sms.get("throttle")
-        try:
-            return cls._build(sms, route, url, throttle, upstream)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"sms: {exc}") from None
-
-    @classmethod
-    def _build(cls, sms: dict[str, Any], route: str, url: str | None, throttle: Any,
-               upstream: Upstream | None) -> SmsSettings:
+    def from_sections(cls, sections: Sections) -> SmsSettings:
+        """From the typed `[sms]` and `[smpp.upstream]` (checked in relay.settings)."""
+        sms, up = sections.sms, sections.smpp.upstream
+        upstream = (Upstream(up.host, up.port, up.system_id, up.password, up.system_type)
+                    if up is not None else None)
+        url = sms.webhook_url
         return cls(
-            route=route, gateway=sms.get("gateway"), webhook_url=url,
-            webhook_secret=str(sms.get("webhook_secret", "")),
-            webhook_retries=int(sms.get("webhook_retries", 5)),
-            webhook_backoff=float(sms.get("webhook_backoff", 0.5)),
-            retain_text=bool(sms.get("retain_text", False)),
-            throttle=float(throttle) if throttle else None,
-            throttle_burst=int(sms.get("throttle_burst", 10)),
-            window=int(sms.get("window", 10)),
-            enquire_link_interval=float(sms.get("enquire_link_interval", 30.0)),
-            upstream=upstream,
-            retry_window=float(sms.get("retry_window", 3600.0)),
+            route=sms.route, gateway=sms.gateway, webhook_url=url,
+            webhook_secret=sms.webhook_secret, webhook_retries=sms.webhook_retries,
+            webhook_backoff=sms.webhook_backoff, retain_text=sms.retain_text,
+            throttle=sms.throttle or None, throttle_burst=sms.throttle_burst,
+            window=sms.window, enquire_link_interval=sms.enquire_link_interval,
+            upstream=upstream, retry_window=sms.retry_window,
         )
 
 
@@ -669,22 +640,31 @@ class SmsService:
             self.node.events.on_message(rec, self.node.clock())
 
 
-async def attach_sms(node: Node) -> None:
-    """Start the SMS subsystem on `node` and register its HTTP routes and stop hook."""
-    from relay.api.sms import register_routes
+class SmsSubsystem(Subsystem):
+    """SMS: the SMPP server for gateways, the upstream SMSC, the webhook; `/v1/sms` and
+    `/v1/messages`."""
 
-    settings = SmsSettings.from_extra(node.config.extra)
+    name = "sms"
+    sections = ("sms", "smpp")
+
+    def add_routes(self, node: Node, app: web.Application) -> None:
+        from relay.api.sms import register_routes
+
+        register_routes(app)
+
+    async def run(self, node: Node) -> Stop:
+        service = await _start(node)
+        return service.stop
+
+
+async def _start(node: Node) -> SmsService:
+    settings = SmsSettings.from_sections(node.config.sections)
     service = SmsService(node, settings)
-    node.sms = service  # type: ignore[attr-defined]
-    register_routes(node.api)
+    node.sms = service
     await service.start()
-
-    async def stop(_: Node) -> None:
-        await service.stop()
-
-    node.on_stop.append(stop)
     if node.config.smpp is not None:
         log.info("sms: route=%s gateways=%d upstream=%s webhook=%s", settings.route,
                  len(node.config.smpp_accounts),
                  f"{settings.upstream.host}:{settings.upstream.port}" if settings.upstream
                  else None, bool(settings.webhook_url))
+    return service

@@ -85,114 +85,114 @@ from typing import TYPE_CHECKING, Any
 from relay.b2bua.callmap import CallMap, Settings
 from relay.b2bua.overload import OverloadConfig, OverloadGuard
 from relay.b2bua.trunks import Trunk, parse_trunks
-from relay.config import ConfigError
+from relay.config import Config, ConfigError
 from relay.contacts import contact_from_call
 from relay.guard import for_node
 from relay.media.backend import MediaBackend
 from relay.media.prompts import PromptSet
+from relay.settings import MediaSection, SipSection
 from relay.sip import TimerConfig
 from relay.sip.digest import credentials_from
 from relay.sip.dns import A, DnsError
+from relay.subsystem import Stop, Subsystem
 
 from .hook import DecisionHook
 from .sip import SipServer, StreamLimits, raise_fd_limit, tls_context
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from relay.app import Node
 
-__all__ = ["attach_voice"]
+__all__ = ["VoiceSubsystem"]
 
 log = logging.getLogger("relay.voice")
 
 
-def settings_from(config: Any, port: int) -> tuple[Settings, dict[str, Any]]:
-    """Switch settings from `Config` (the `[sip]` section of `extra`) and the bound port."""
-    sip = dict(config.extra.get("sip", {}))
+def settings_from(config: Config, port: int) -> tuple[Settings, SipSection]:
+    """Switch settings from `Config` (its typed `[sip]` section) and the bound port."""
+    sip = config.sections.sip
     host = config.sip[0]
-    advertise = str(sip.get("advertise") or (host if host not in ("0.0.0.0", "::", "")
-                                              else "127.0.0.1"))
-    t1 = float(sip.get("t1", 0.5))
+    advertise = sip.advertise or (host if host not in ("0.0.0.0", "::", "") else "127.0.0.1")
+    t1 = sip.t1
     s = Settings(
         host=advertise, port=port, outbound=config.outbound, trunks=tuple(config.trunks),
         default_cc=config.default_cc,
-        ring_timeout=float(sip.get("ring_timeout", 60.0)),
-        max_call_seconds=float(sip.get("max_call_seconds", 7200.0)),
-        max_calls=int(sip.get("max_calls", 5000)),
-        cps=float(sip.get("cps", 0.0)),
-        hangup_on_freeze=bool(sip.get("hangup_on_freeze", False)),
+        ring_timeout=sip.ring_timeout,
+        max_call_seconds=sip.max_call_seconds,
+        max_calls=sip.max_calls,
+        cps=sip.cps,
+        hangup_on_freeze=sip.hangup_on_freeze,
         trunk_auth=_credentials(sip),  # digest for the trunk's 401/407 (never logged)
-        announce_refusals=bool(sip.get("announce_refusals", True)),
-        no_early_media=tuple(str(n) for n in sip.get("no_early_media", ())),
-        symmetric=tuple(str(n) for n in sip.get("symmetric", ())),
-        outbound_trunks=_trunks(sip.get("trunk", ())),
-        probe_interval=float(sip.get("probe_interval", 30.0)),
-        session_expires=int(sip.get("session_expires", 1800)),
-        min_se=int(sip.get("min_se", 90)),
-        ivr_tries=int(sip.get("ivr_tries", 3)),
-        ivr_first_digit=float(sip.get("ivr_first_digit", 10.0)),
-        ivr_pause=float(sip.get("ivr_pause", 3.0)),
-        ivr_record=bool(sip.get("ivr_record", True)),
-        announce_limit=float(sip.get("announce_limit", 8.0)),
-        counter_fail_open=getattr(config, "counter_fail", "open") == "open",
-        hook=bool(getattr(config, "hook_url", None)),
-        hook_fallback_allow=getattr(config, "hook_fallback", "allow") == "allow",
+        announce_refusals=sip.announce_refusals,
+        no_early_media=sip.no_early_media,
+        symmetric=sip.symmetric,
+        outbound_trunks=_trunks(sip),
+        probe_interval=sip.probe_interval,
+        session_expires=sip.session_expires,
+        min_se=sip.min_se,
+        ivr_tries=sip.ivr_tries,
+        ivr_first_digit=sip.ivr_first_digit,
+        ivr_pause=sip.ivr_pause,
+        ivr_record=sip.ivr_record,
+        announce_limit=sip.announce_limit,
+        counter_fail_open=config.counter_fail == "open",
+        hook=bool(config.hook_url),
+        hook_fallback_allow=config.hook_fallback == "allow",
         timers=TimerConfig(t1=t1, t2=min(4.0, 8 * t1), t4=min(5.0, 10 * t1),
                            timer_d=max(32.0 * t1 / 0.5, 0.0)),
-        stateless_refusals=bool(sip.get("stateless_refusals", True)),
-        rate_limit=int(sip.get("rate_limit", 40)),
-        rate_window=float(sip.get("rate_window", 2.0)),
-        rate_ban=float(sip.get("rate_ban", 60.0)),
+        stateless_refusals=sip.stateless_refusals,
+        rate_limit=sip.rate_limit,
+        rate_window=sip.rate_window,
+        rate_ban=sip.rate_ban,
         overload=OverloadGuard(OverloadConfig(
-            delay_ms=float(sip.get("overload_delay_ms", 100.0)),
-            max_jobs=int(sip.get("overload_max_jobs", 2000)),
-            retry_after=int(sip.get("overload_retry_after", 5)),
-            sample_every=int(sip.get("overload_sample", 100)),
-            force_after=int(sip.get("overload_force_after", 0)))),
+            delay_ms=sip.overload_delay_ms,
+            max_jobs=sip.overload_max_jobs,
+            retry_after=sip.overload_retry_after,
+            sample_every=sip.overload_sample,
+            force_after=sip.overload_force_after)),
     )
     return s, sip
 
 
-def _trunks(items: Any) -> tuple[Trunk, ...]:
+def _trunks(sip: SipSection) -> tuple[Trunk, ...]:
     """`[[sip.trunk]]` tables (relay.b2bua.trunks); a bad one stops the relay, named."""
-    if not isinstance(items, (list, tuple)) or not all(isinstance(i, dict) for i in items):
-        raise ConfigError("[[sip.trunk]]: each trunk is a table (host, port, priority, "
-                          "weight, name)")
     try:
-        return tuple(parse_trunks(items))
+        return tuple(parse_trunks(sip.trunk_tables()))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
 
-def _credentials(sip: dict[str, Any]) -> Any:
+def _credentials(sip: SipSection) -> Any:
     """`[sip] trunk_auth_*` as digest Credentials (None when unset); a half-set or
     malformed entry is a configuration error at start, not a surprise on a call."""
     try:
-        return credentials_from(sip)
+        return credentials_from(sip.auth_table())
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
 
-def stream_limits(sip: dict[str, Any]) -> StreamLimits:
+def stream_limits(sip: SipSection) -> StreamLimits:
     """`[sip] tcp_*`: the bounds on SIP over TCP and TLS."""
     return StreamLimits(
-        max_connections=int(sip.get("tcp_max_connections", 4096)),
-        max_per_source=int(sip.get("tcp_max_per_source", 64)),
-        idle_seconds=float(sip.get("tcp_idle_seconds", 120.0)),
-        message_seconds=float(sip.get("tcp_message_seconds", 10.0)),
-        trunks_only=bool(sip.get("tcp_trunks_only", False)),
-        fd_reserve=int(sip.get("tcp_fd_reserve", 0)))
+        max_connections=sip.tcp_max_connections,
+        max_per_source=sip.tcp_max_per_source,
+        idle_seconds=sip.tcp_idle_seconds,
+        message_seconds=sip.tcp_message_seconds,
+        trunks_only=sip.tcp_trunks_only,
+        fd_reserve=sip.tcp_fd_reserve)
 
 
-async def _media_backend(cfg: Any, media_cfg: dict[str, Any], advertise: str,
+async def _media_backend(cfg: Config, media_cfg: MediaSection, advertise: str,
                          poll: float) -> MediaBackend:
     """The `[media] backend`: the in-process relay, or rtpengine over ng (its stats,
     for the media timeout, refreshed every `poll` seconds)."""
-    kind = str(media_cfg.get("backend", "inprocess"))
+    kind = media_cfg.backend
     if kind == "rtpengine":
         from relay.media.rtpengine import RtpengineBackend
 
-        host, _, port = str(media_cfg.get("rtpengine", "127.0.0.1:2223")).rpartition(":")
-        dtmf = media_cfg.get("rtpengine_dtmf")
+        host, _, port = media_cfg.rtpengine.rpartition(":")
+        dtmf = media_cfg.rtpengine_dtmf
         dtmf_addr = None
         if dtmf:
             dhost, _, dport = str(dtmf).rpartition(":")
@@ -212,20 +212,33 @@ async def _media_backend(cfg: Any, media_cfg: dict[str, Any], advertise: str,
     from relay.media.inprocess import InProcessBackend
     from relay.media.recorder import finisher_pool
 
-    workers = int(media_cfg.get("finish_workers", 1))
+    workers = media_cfg.finish_workers
     # Started from this thread, once, before serving: the workers' parent-death signal
     # (PR_SET_PDEATHSIG) follows the thread that spawned them, so not a pool thread.
     pool = finisher_pool(workers) if workers > 0 else None
     return InProcessBackend(
-        bind_host=str(media_cfg.get("bind", cfg.sip[0])),
-        advertise_host=str(media_cfg.get("advertise", advertise)),
+        bind_host=media_cfg.bind if media_cfg.bind is not None else cfg.sip[0],
+        advertise_host=media_cfg.advertise if media_cfg.advertise is not None else advertise,
         port_range=cfg.media_ports, recordings_dir=Path(cfg.recordings), executor=pool)
 
 
-async def attach_voice(node: Node) -> None:
-    """Start the SIP B2BUA and its media backend on `node` (called from Node.start)."""
-    from relay.api.calls import add_call_routes
+class VoiceSubsystem(Subsystem):
+    """The SIP B2BUA and its media backend; `/v1/calls` (records and live calls)."""
 
+    name = "voice"
+    sections = ("sip", "media", "guard")
+
+    def add_routes(self, node: Node, app: web.Application) -> None:
+        from relay.api.calls import add_call_routes
+
+        add_call_routes(app)
+
+    async def run(self, node: Node) -> Stop:
+        return await _start(node)
+
+
+async def _start(node: Node) -> Stop:
+    """Start the SIP B2BUA and its media backend on `node`; its graceful stop."""
     cfg = node.config
     soft, hard = raise_fd_limit()
     log.info("file descriptors: soft limit %d (hard %d)", soft, hard)
@@ -233,8 +246,8 @@ async def attach_voice(node: Node) -> None:
     port = udp.getsockname()[1]
     settings, sip = settings_from(cfg, port)
     settings.guard = for_node(node)  # the egress leak guard (relay/guard.py), shared with SMS
-    media_cfg = dict(cfg.extra.get("media", {}))
-    media_timeout = float(media_cfg.get("timeout", 60.0))
+    media_cfg = cfg.sections.media
+    media_timeout = media_cfg.timeout
     media = await _media_backend(cfg, media_cfg, settings.host,
                                  poll=min(5.0, media_timeout / 4) if media_timeout > 0 else 0)
     from relay.recordings_config import recordings_settings
@@ -245,8 +258,8 @@ async def attach_voice(node: Node) -> None:
     with contextlib.suppress(OSError):
         for finished in await media.finish_pending():  # a crash's leftovers: seal them too
             sealer.submit(finished.directory)
-    prompts = PromptSet(str(media_cfg.get("language", "en")),
-                        Path(media_cfg["prompts"]) if media_cfg.get("prompts") else None)
+    prompts = PromptSet(media_cfg.language,
+                        Path(media_cfg.prompts) if media_cfg.prompts else None)
     prompts.check()  # a missing prompt is a start-up error, never a mid-call surprise
     switch = CallMap(settings, node.table, policies=node.policies)
     writer = node.record_writer
@@ -276,28 +289,25 @@ async def attach_voice(node: Node) -> None:
                        scores=node.scores, counter_timeout=cfg_.counter_timeout, hook=hook,
                        events=node.live_calls.sink(hub.on_call_event if hub else None),
                        limits=stream_limits(sip))
-    if hook is not None:
-        node.on_stop.append(lambda _node: hook.close())
     sip_tls = getattr(cfg, "sip_tls", None)
     ctx = None
     if sip_tls is not None:
-        if not sip.get("tls_cert") or not sip.get("tls_key"):
+        if not sip.tls_cert or not sip.tls_key:
             raise ConfigError("SIP over TLS needs [sip] tls_cert and tls_key")
         try:
-            ctx = tls_context(str(sip["tls_cert"]), str(sip["tls_key"]))
+            ctx = tls_context(sip.tls_cert, sip.tls_key)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             raise ConfigError(f"[sip] tls_cert/tls_key: {exc}") from None
-    await server.start(udp, tcp=bool(sip.get("tcp", True)))
+    await server.start(udp, tcp=sip.tcp)
     if sip_tls is not None and ctx is not None:
         tls_port = await server.start_tls(sip_tls[0], sip_tls[1], ctx)
         switch.wire.tls_port = tls_port  # Via and Contact toward callers on TLS
         log.info("SIP over TLS on %s:%s", sip_tls[0], tls_port)
-    node.voice = server  # type: ignore[attr-defined]
+    node.voice = server
     _metrics(node, switch, server, media)
-    add_call_routes(node.api)
 
-    full_every = float(sip.get("gc_full_seconds", 3600.0))
-    tuned = _tune_gc(sip.get("gc_threshold", [2000, 1_000_000, 1_000_000]))
+    full_every = sip.gc_full_seconds
+    tuned = _tune_gc(list(sip.gc_threshold))
 
     async def sweeper() -> None:
         last_full = time.monotonic()
@@ -319,9 +329,9 @@ async def attach_voice(node: Node) -> None:
 
     task = asyncio.create_task(sweeper(), name="voice-sweeper")
     resolving = await _resolve_trunks(switch, sip)
-    drain_limit = float(sip.get("drain_seconds", 10.0))
+    drain_limit = sip.drain_seconds
 
-    async def stop(node: Node) -> None:
+    async def stop() -> None:
         # Graceful stop: refuse new INVITEs (503), let live calls end for a while,
         # then BYE what is left and let the BYEs and media releases go out.
         switch.draining = True
@@ -343,13 +353,15 @@ async def attach_voice(node: Node) -> None:
         if pool is not None:
             pool.shutdown(wait=True)
         await asyncio.get_running_loop().run_in_executor(None, sealer.close)
+        if hook is not None:
+            await hook.close()
 
-    node.on_stop.append(stop)
     log.info("SIP on %s:%s (advertised as %s), outbound %s:%s", cfg.sip[0], port,
              settings.host, *cfg.outbound)
+    return stop
 
 
-async def _resolve_trunks(switch: CallMap, sip: dict[str, Any]
+async def _resolve_trunks(switch: CallMap, sip: SipSection
                           ) -> asyncio.Task[None] | None:
     """Trunks named by DNS name get their addresses here (RFC 3263: NAPTR, SRV, A),
     once before the first call and then every `dns_refresh` s in the background; the
@@ -359,9 +371,9 @@ async def _resolve_trunks(switch: CallMap, sip: dict[str, Any]
         return None
     from .dns import DnsUnavailable, Resolver
 
-    servers = [_host_port(str(v), 53) for v in sip.get("dns_servers", ())] or None
-    resolver = Resolver(servers, timeout=float(sip.get("dns_timeout", 2.0)))
-    every = float(sip.get("dns_refresh", 30.0))
+    servers = [_host_port(v, 53) for v in sip.dns_servers] or None
+    resolver = Resolver(servers, timeout=sip.dns_timeout)
+    every = sip.dns_refresh
 
     async def once() -> None:
         for trunk in named:

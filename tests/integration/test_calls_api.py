@@ -10,7 +10,6 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_check import documented_and_routed
 
-from relay.api import openapi
 from relay.api.app import build_api
 from relay.api.calls import add_call_routes
 from relay.app import Node
@@ -35,8 +34,7 @@ def _record(i: int, x: str = X, binding: str = "b1") -> dict[str, Any]:
 
 
 @pytest.fixture
-async def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Client]:
-    monkeypatch.setattr(openapi, "_EXTRA_PATHS", {})  # add_paths is process-global
+async def client(tmp_path: Path) -> AsyncIterator[Client]:
     node = Node(Config(store=f"sqlite:///{tmp_path}/relay.db",
                        api_tokens={"adm": "admin", "ops": "ops"}))
     await node.store.open()

@@ -146,7 +146,7 @@ def test_dialplan_config(tmp_path: Path) -> None:
     f.write_text('[dialplan]\ndefault_policy = "house"\npolicy_refresh = 2\n')
     cfg = load_config(str(f), env={})
     assert cfg.default_policy == "house" and cfg.policy_refresh == 2.0
-    assert "dialplan" not in cfg.extra
+    assert cfg.sections.dialplan.default_policy == "house"
     f.write_text('[dialplan]\ndefault_polcy = "house"\n')
     with pytest.raises(ConfigError):
         load_config(str(f), env={})

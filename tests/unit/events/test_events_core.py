@@ -132,17 +132,17 @@ def test_unknown_type_refused() -> None:
 
 def test_events_settings_checked() -> None:
     from relay.config import ConfigError
-    from relay.events.service import EventsSettings
+    from relay.settings import load_sections
 
-    assert EventsSettings.from_extra({}).url == ""
-    s = EventsSettings.from_extra({"events": {"url": "http://h/e", "secret": "s",
-                                              "backoff": 2, "real_numbers": True}})
+    assert load_sections({}).events.url == ""
+    s = load_sections({"events": {"url": "http://h/e", "secret": "s",
+                                  "backoff": 2, "real_numbers": True}}).events
     assert s.backoff == 2.0 and s.real_numbers is True
     for bad in ({"url": "http://h/e"}, {"url": "ftp://h", "secret": "s"},
                 {"real_numbers": "false"}, {"urls": "x"}, {"backoff": 0},
                 {"link_ttl": 0}, {"backoff": "soon"}):
         with pytest.raises(ConfigError):
-            EventsSettings.from_extra({"events": bad})
+            load_sections({"events": bad})
 
 
 def test_binding_frozen_only_on_the_freeze() -> None:

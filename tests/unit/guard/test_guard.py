@@ -51,12 +51,14 @@ def test_needles_grow_past_what_the_recipient_may_see() -> None:
 
 
 def test_settings_from_config() -> None:
-    assert GuardSettings.from_extra({}) == GuardSettings()
-    assert GuardSettings.from_extra({"guard": {"digits": 9, "enabled": False}}) == \
+    from relay.settings import load_sections
+
+    assert load_sections({}).guard == GuardSettings()
+    assert load_sections({"guard": {"digits": 9, "enabled": False}}).guard == \
         GuardSettings(False, 9)
     for bad in ({"digits": 3}, {"digits": "8"}, {"enabled": "yes"}, {"other": 1}):
         with pytest.raises(ValueError):
-            GuardSettings.from_extra({"guard": bad})
+            load_sections({"guard": bad})
 
 
 def _driver(plant: str) -> Driver:

@@ -55,10 +55,11 @@ def test_short_keys_refused_and_key_file_made_once(tmp_path: Path) -> None:
 def test_recordings_section_is_checked(tmp_path: Path) -> None:
     from relay.config import Config, ConfigError
     from relay.recordings_config import recordings_settings
+    from relay.settings import load_sections
 
     def settings(section: dict[str, object]) -> object:
         return recordings_settings(Config(recordings=str(tmp_path),
-                                          extra={"recordings": section}))
+                                          sections=load_sections({"recordings": section})))
 
     good = settings({"link_keys": ["a" * 16, "b" * 20], "retention_days": 30})
     assert good.retention_days == 30.0  # type: ignore[attr-defined]

@@ -196,8 +196,10 @@ def test_query_and_cancel_reach_the_application_with_a_message_store() -> None:
 def test_retry_window_setting() -> None:
     from relay.config import ConfigError
     from relay.io.sms_service import SmsSettings
+    from relay.settings import load_sections
 
-    assert SmsSettings.from_extra({}).retry_window == 3600.0
-    assert SmsSettings.from_extra({"sms": {"retry_window": 60}}).retry_window == 60.0
+    assert SmsSettings.from_sections(load_sections({})).retry_window == 3600.0
+    s = SmsSettings.from_sections(load_sections({"sms": {"retry_window": 60}}))
+    assert s.retry_window == 60.0
     with pytest.raises(ConfigError, match="sms"):
-        SmsSettings.from_extra({"sms": {"retry_window": "soon"}})
+        load_sections({"sms": {"retry_window": "soon"}})

@@ -116,9 +116,15 @@ def test_receipt_book_maps_once_and_forgets_old_entries() -> None:
     assert book.unmatched == 3
 
 
+def _sms(raw: dict[str, object]) -> SmsSettings:
+    from relay.settings import load_sections
+
+    return SmsSettings.from_sections(load_sections(raw))
+
+
 def test_settings() -> None:
-    assert SmsSettings.from_extra({}).route == "gateway"
-    s = SmsSettings.from_extra({
+    assert _sms({}).route == "gateway"
+    s = _sms({
         "sms": {"route": "upstream", "throttle": 50, "retain_text": True},
         "smpp": {"upstream": {"host": "127.0.0.1", "port": 2775, "system_id": "r",
                               "password": "p"}}})
@@ -127,4 +133,4 @@ def test_settings() -> None:
                 {"sms": {"route": "upstream"}}, {"sms": {"webhook_url": "http://h/"}},
                 {"sms": {"window": "many"}}, {"smpp": {"upstream": {"host": "h"}}}):
         with pytest.raises(ConfigError):
-            SmsSettings.from_extra(bad)
+            _sms(bad)
