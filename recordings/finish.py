@@ -25,7 +25,7 @@ import os
 import re
 import struct
 from collections.abc import Container, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -80,6 +80,13 @@ class RenderStats:
     late: int = 0
     not_audio: int = 0  # telephone-event, comfort noise, unknown payload types
     reanchors: int = 0  # SSRC changes and timestamp jumps
+    expected: int = 0  # audio packets the sequence numbers say were sent (RFC 3550 A.3)
+
+    @property
+    def lost(self) -> int:
+        """Expected packets that never came (late ones count as lost, as for a player).
+        Telephone-event packets share the stream's sequence numbers: they came."""
+        return max(0, self.expected - self.placed - self.not_audio)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +108,8 @@ class RecordingResult:
     call_id: str
     directory: Path
     files: dict[str, RecordedFile]
+    # Per leg: (packets expected, packets lost) of the audio as it reached the relay.
+    rtp: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def call_dir(root: Path, call_id: str, started_at: float) -> Path:
@@ -149,6 +158,7 @@ def render_leg(records: Iterable[SpoolRecord], origin: float,
     last_seq: int | None = None
     max_seq = 0
     seen: set[int] = set()
+    first_seq: int | None = None  # of the current source, for `expected`
     for rec in records:
         if rec.pt not in _G711:
             st.not_audio += 1
@@ -157,9 +167,11 @@ def render_leg(records: Iterable[SpoolRecord], origin: float,
         if rec.ssrc != ssrc:
             # A new source (RFC 3550 §8.2 SSRC change): its timeline starts afresh.
             st.reanchors += ssrc is not None
+            if first_seq is not None:
+                st.expected += max_seq - first_seq + 1
             ssrc = rec.ssrc
             anchor_pos, anchor_ts = arrival, rec.ts
-            last_ts = last_seq = None
+            last_ts = last_seq = first_seq = None
             seen = set()
         ext_seq = _unwrap(rec.seq, last_seq, 16)
         ext_ts = _unwrap(rec.ts, last_ts, 32)
@@ -171,6 +183,8 @@ def render_leg(records: Iterable[SpoolRecord], origin: float,
             continue
         last_seq, last_ts = ext_seq, ext_ts
         max_seq = ext_seq if len(seen) == 0 else max(max_seq, ext_seq)
+        if first_seq is None or ext_seq < first_seq:
+            first_seq = ext_seq
         seen.add(ext_seq)
         pos = anchor_pos + (ext_ts - anchor_ts)
         if abs(pos - arrival) > MAX_SKEW:
@@ -187,6 +201,8 @@ def render_leg(records: Iterable[SpoolRecord], origin: float,
             buf.extend(bytes(end - len(buf)))
         buf[start:end] = pcm
         st.placed += 1
+    if first_seq is not None:
+        st.expected += max_seq - first_seq + 1
     return buf
 
 
@@ -315,7 +331,8 @@ def finish_call(directory: Path, free: Path | None = None) -> RecordingResult:
     firsts = [recs[0].wall for recs in legs.values() if recs]
     origin = min(firsts) if firsts else meta.started_at
     start_ms = round(origin * 1000)
-    pcm = {leg: render_leg(recs, origin) for leg, recs in legs.items()}
+    stats = {leg: RenderStats() for leg in legs}
+    pcm = {leg: render_leg(recs, origin, stats[leg]) for leg, recs in legs.items()}
     files: dict[str, RecordedFile] = {}
     for leg in LEGS:
         files[leg] = _write_wav(leg, directory / f"{leg}.wav", pcm[leg], start_ms)
@@ -330,7 +347,8 @@ def finish_call(directory: Path, free: Path | None = None) -> RecordingResult:
             recycle(path, free)
         else:
             path.unlink(missing_ok=True)
-    return RecordingResult(meta.call_id, directory, files)
+    return RecordingResult(meta.call_id, directory, files,
+                           {leg: (st.expected, st.lost) for leg, st in stats.items()})
 
 
 def finish_batch(directories: Sequence[Path], free: Path | None = None,

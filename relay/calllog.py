@@ -57,6 +57,14 @@ class CallLog:
             "caller's INVITE to its first ringing or answer (post-dial delay)", _SETUP_BUCKETS)
         self.duration = metrics.histogram(
             "relay_call_duration_seconds", "answered calls: answer to end", _DURATION_BUCKETS)
+        self.rtp_expected = metrics.counter(
+            "relay_rtp_packets_expected_total",
+            "recorded calls: audio packets each side sent the relay (by RTP sequence)",
+            ("leg",))
+        self.rtp_lost = metrics.counter(
+            "relay_rtp_packets_lost_total",
+            "recorded calls: audio packets that never reached the relay (or too late)",
+            ("leg",))
 
     def submit(self, rec: dict[str, Any]) -> None:
         """Log and count one call record (never raises: a record is never lost to this)."""
@@ -78,6 +86,11 @@ class CallLog:
                 self.setup.observe(setup)
             if result == "answered":
                 self.duration.observe(int(rec.get("duration_ms") or 0) / 1000)
+            for leg, f in (rec.get("recording") or {}).items():
+                if isinstance(f, dict) and f.get("packets") is not None:
+                    side = (str(leg),)
+                    self.rtp_expected[side] = self.rtp_expected.get(side, 0.0) + f["packets"]
+                    self.rtp_lost[side] = self.rtp_lost.get(side, 0.0) + (f.get("lost") or 0)
         if log.isEnabledFor(logging.INFO):  # the load tests run at WARNING: no formatting
             _log(rec, result)
 

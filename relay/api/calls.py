@@ -176,7 +176,11 @@ _LEG = {"type": "object", "properties": {
 _FILE = {"type": "object", "properties": {
     "path": {"type": "string"}, "size": {"type": "integer"},
     "sha256": {"type": "string"}, "duration_ms": {"type": "integer"},
-    "record_start_at": _TIME}}
+    "record_start_at": _TIME,
+    "packets": {"type": "integer", "description": "caller/callee: RTP audio packets that "
+                "side sent the relay, by sequence number"},
+    "lost": {"type": "integer", "description": "caller/callee: of those, never received "
+             "(or too late to play)"}}}
 CALL_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["id", "started_at", "legs", "outcome"],
     "description": "A call record (every time ISO 8601 UTC with milliseconds). "
@@ -205,6 +209,10 @@ CALL_SCHEMA: dict[str, Any] = {
             "caller": _FILE, "callee": _FILE, "mix": _FILE}},
         "ext": {"type": ["string", "null"]}, "ivr_start_at": _TIME, "ivr_end_at": _TIME,
         "prompts": {"type": "array", "items": {"type": "string"}},
+        "trunk": {"type": "string", "description": "the outbound trunk that carried (or "
+                  "last tried) the call"},
+        "failovers": {"type": "integer", "description": "trunks tried before it"},
+        "node": {"type": "string", "description": "the node (worker) that handled it"},
     }}
 LIVE_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["id", "node", "phase", "started_at", "legs"],

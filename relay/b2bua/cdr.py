@@ -38,9 +38,14 @@ def _recording(result: Any) -> dict[str, Any] | None:
     files = getattr(result, "files", None)
     if not files:
         return None
-    return {name: {"path": str(f.path), "size": f.size, "sha256": f.sha256,
-                   "duration_ms": f.duration_ms, "record_start_at": f.record_start_at}
-            for name, f in files.items()}
+    out = {name: {"path": str(f.path), "size": f.size, "sha256": f.sha256,
+                  "duration_ms": f.duration_ms, "record_start_at": f.record_start_at}
+           for name, f in files.items()}
+    for leg, (expected, lost) in (getattr(result, "rtp", None) or {}).items():
+        if leg in out:  # the audio as it reached the relay from that side
+            out[leg]["packets"] = expected
+            out[leg]["lost"] = lost
+    return out
 
 
 def build_record(*, call_id: str, started_at: float, x: str | None, caller: str | None,

@@ -85,21 +85,28 @@ class RecordingFile:
     sha256: str
     duration_ms: int
     record_start_at: float | None = None
+    # caller and callee files: RTP packets the sequence numbers say were sent, and lost
+    packets: int | None = None
+    lost: int | None = None
 
     @classmethod
     def from_doc(cls, d: dict[str, Any]) -> RecordingFile:
         return cls(str(d.get("path")), int(d.get("size") or 0), str(d.get("sha256")),
-                   int(d.get("duration_ms") or 0), _ms(d.get("record_start_at")))
+                   int(d.get("duration_ms") or 0), _ms(d.get("record_start_at")),
+                   d.get("packets"), d.get("lost"))
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "sha256": self.sha256,
-                "duration_ms": self.duration_ms,
-                "record_start_at": to_iso(self.record_start_at)}
+        out: dict[str, Any] = {"path": self.path, "size": self.size, "sha256": self.sha256,
+                               "duration_ms": self.duration_ms,
+                               "record_start_at": to_iso(self.record_start_at)}
+        if self.packets is not None:
+            out.update(packets=self.packets, lost=self.lost)
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RecordingFile:
         return cls(d["path"], d["size"], d["sha256"], d["duration_ms"],
-                   from_iso(d.get("record_start_at")))
+                   from_iso(d.get("record_start_at")), d.get("packets"), d.get("lost"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -322,10 +322,14 @@ def test_render_stats_count_each_impairment() -> None:
     # 150 sent - 27 never sent (loss 40, DTX 90-114) + 1 duplicate + 1 late (packet 20)
     assert (st.duplicates, st.late, st.reanchors, st.not_audio) == (1, 1, 1, 0)
     assert st.placed == 150 - 1 - 25 - 1
+    # RTP loss as a receiver counts it (RFC 3550 A.3): both sources' sequence ranges
+    # (130 + 20 packets) against what was placed; the late packet counts as lost.
+    assert (st.expected, st.lost) == (150, 27)
     callee = [next(read_spool(_spooled(s))) for s in callee_stream(rng)]
     st2 = RenderStats()
     render_leg(callee, T0, st2)
     assert (st2.not_audio, st2.placed) == (5, 95)
+    assert (st2.expected, st2.lost) == (100, 0)  # the digit's packets are not a loss
 
 
 def _spooled(s: Sent) -> bytes:
