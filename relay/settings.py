@@ -330,7 +330,7 @@ class EventsSection(_Section):
     concurrency: int = setting(64, "POSTs in flight", lo=1)
     stream: bool = setting(False, "Redis: true without url is stream-only")
     journal: str = setting("", "the journal's folder (default: beside the SQLite file, "
-                           "or var/events-journal on Redis)")
+                           "or var/events-journal on Redis; a worker's name appended)")
 
     def check(self) -> None:
         from recordings.links import MAX_TTL

@@ -28,6 +28,8 @@ the outbox entries written beside them are settled at once, as if a webhook took
 from __future__ import annotations
 
 import logging
+import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,12 +178,16 @@ class StreamOnly:
 def _journal_dir(node: Node, s: EventsSettings) -> Path:
     if s.journal:
         return Path(s.journal)
+    # One folder per node (relay/events/journal.py): the workers of one `relay serve
+    # --workers` share the store, so each gets its own by its RELAY_NODE_ID.
+    worker = re.sub(r"[^A-Za-z0-9_.-]", "_", os.environ.get("RELAY_NODE_ID", ""))
+    tail = f"-{worker}" if worker else ""
     if node.config.store.startswith("sqlite://"):
         from relay.bindings.sqlite_store import SqliteStore
 
         db = SqliteStore(node.config.store).path
-        return db.with_name(db.name + "-events")
-    return Path("var") / "events-journal"
+        return db.with_name(db.name + "-events" + tail)
+    return Path("var") / ("events-journal" + tail)
 
 
 def _metrics(node: Node, sender: OutboxSender) -> None:
