@@ -50,6 +50,7 @@ from .events import (
     Ring,
     Try,
 )
+from .signals import dtmf_digit, map_failure, reason_header
 
 if TYPE_CHECKING:
     from .callmap import Wire
@@ -62,39 +63,6 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK"
 REL100 = "100rel"  # RFC 3262's option tag
 # INFO bodies relayed between legs (RFC 6086 legacy DTMF usage); others get 415.
 INFO_TYPES = ("application/dtmf-relay", "application/dtmf", "audio/telephone-event")
-
-
-def reason_header(cause: int, text: str = "") -> tuple[str, str]:
-    """RFC 3326 Reason with the Q.850 cause of a refusal or a release."""
-    value = f"Q.850;cause={cause}"
-    if text:
-        value += f';text="{text}"'
-    return ("Reason", value)
-
-
-_DIGITS = frozenset("0123456789*#ABCD")
-# RFC 4733 §3.2 event codes 10-15, as some dtmf-relay senders write them.
-_EVENT_DIGITS = {"10": "*", "11": "#", "12": "A", "13": "B", "14": "C", "15": "D"}
-
-
-def dtmf_digit(content_type: str, body: bytes) -> str | None:
-    """The digit of a DTMF INFO body: `application/dtmf-relay` ("Signal=5" lines, the
-    de-facto format of Cisco and most trunks) or `application/dtmf` (the digit alone);
-    None for anything else."""
-    try:
-        text = body.decode("ascii").strip()
-    except UnicodeDecodeError:
-        return None
-    if content_type == "application/dtmf-relay":
-        for line in text.splitlines():
-            name, _, value = line.partition("=")
-            if name.strip().lower() == "signal":
-                text = value.strip()
-                break
-        else:
-            return None
-    text = _EVENT_DIGITS.get(text, text).upper()
-    return text if text in _DIGITS else None
 
 
 def _body_headers(body: bytes, content_type: str = SDP) -> list[tuple[str, str]]:
@@ -808,21 +776,3 @@ CallerLeg.HANDLERS = {**_MID_CALL, Ring: CallerLeg.ring, Connect: CallerLeg.conn
                       Fail: CallerLeg.fail, Disconnect: CallerLeg.disconnect}
 CalleeLeg.HANDLERS = {**_MID_CALL, Try: CalleeLeg.place, Disconnect: CalleeLeg.disconnect,
                       Ack: CalleeLeg.ack_with}
-
-
-# Callee failure -> (status for the caller, Q.850 cause). 3xx would hand the caller a
-# Contact of the callee side and 401/407 a challenge meant for us: neither may cross.
-_FAILURES: dict[int, tuple[int, int]] = {
-    404: (404, 1), 408: (408, 102), 410: (410, 22), 480: (480, 18), 484: (484, 28),
-    422: (500, 127), 486: (486, 17), 487: (487, 16), 488: (488, 65), 500: (500, 41), 502: (502, 38),
-    503: (503, 34), 504: (504, 102), 600: (486, 17), 603: (603, 21), 604: (404, 1),
-}
-
-
-def map_failure(status: int) -> tuple[int, int]:
-    """The status and cause the caller hears for a callee failure."""
-    if status in _FAILURES:
-        return _FAILURES[status]
-    if status < 400 or status in (401, 407):
-        return (480, 127)
-    return (status if status < 600 else 480, 127 if status < 600 else 21)
