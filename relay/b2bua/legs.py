@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from relay.sip import (
     Dialog,
-    Headers,
     SipRequest,
     SipResponse,
     TransactionKey,
@@ -695,17 +694,11 @@ class CalleeLeg(_Leg):
         """The trunk challenged our INVITE (401/407): send it again with credentials,
         a new branch and CSeq + 1, same Call-ID and tags (RFC 3261 §22.2, §8.1.3.5)."""
         found = self._credentials("invite", resp)
-        old = self.invite
-        if found is None or old is None:
+        if found is None or self.invite is None:
             return False
-        w = self.wire
-        headers = Headers(list(old.headers))
-        headers.set("Via", f"SIP/2.0/{w.transport} {w.sent_by};branch={new_branch()};rport")
-        headers.set("CSeq", f"{old.cseq.number + 1} INVITE")
-        self.invite = SipRequest("INVITE", old.uri, headers, old.body)
-        self._answer(found[0], found[1], self.invite)
-        self.provisional = False  # §9.1: CANCEL waits for a 1xx to *this* INVITE
-        self.key = w.request(self, "invite", self.invite, self.peer, now)
+        invite = self._next_invite({})
+        self._answer(found[0], found[1], invite)
+        self._send_invite(now)
         return True
 
     def _retry_422(self, resp: SipResponse, now: float) -> bool:
@@ -718,16 +711,29 @@ class CalleeLeg(_Leg):
         if interval is None:
             return False
         self.retried_422 = True
-        headers = invite.headers.copy()
-        w = self.wire
-        headers.set("Via", f"SIP/2.0/{w.transport} {w.sent_by};branch={new_branch()};rport")
-        headers.set("CSeq", f"{invite.cseq.number + 1} INVITE")
-        headers.set("Session-Expires", str(interval))
-        headers.set("Min-SE", str(interval))
-        self.invite = SipRequest("INVITE", invite.uri, headers, invite.body)
-        self.provisional = False
-        self.key = w.request(self, "invite", self.invite, self.peer, now)
+        self._next_invite({"Session-Expires": str(interval), "Min-SE": str(interval)})
+        self._send_invite(now)
         return True
+
+    def _next_invite(self, changes: dict[str, str]) -> SipRequest:
+        """Our INVITE again (a challenge answered, a longer session asked for): the same
+        Call-ID, tags and body, a new branch and CSeq + 1 (RFC 3261 §8.1.3.5), `changes`
+        set; it becomes `self.invite`."""
+        old = self.invite
+        assert old is not None
+        w = self.wire
+        headers = old.headers.copy()
+        headers.set("Via", f"SIP/2.0/{w.transport} {w.sent_by};branch={new_branch()};rport")
+        headers.set("CSeq", f"{old.cseq.number + 1} INVITE")
+        for name, value in changes.items():
+            headers.set(name, value)
+        self.invite = SipRequest("INVITE", old.uri, headers, old.body)
+        return self.invite
+
+    def _send_invite(self, now: float) -> None:
+        assert self.invite is not None
+        self.provisional = False  # §9.1: CANCEL waits for a 1xx to *this* INVITE
+        self.key = self.wire.request(self, "invite", self.invite, self.peer, now)
 
     def ack_with(self, ev: Ack, now: float) -> None:
         """Late offer: the ACK for the 2xx carries the (rewritten) answer (RFC 3264)."""
