@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .bench_sip import _callee, max_rate, run_step
-from .common import RelayChild, free_port, report
+from .common import RelayChild, free_port, report, wait_listening
 from .common import post_json as _post
 from .common import stop_proc as _stop
 
@@ -70,13 +70,7 @@ class Receiver:
         self.proc = subprocess.Popen([sys.executable, "-m", "loadtest.bench_events",
                                       "--receiver", str(self.port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("receiver did not start")
+        wait_listening(self.port, "receiver")
 
     @property
     def url(self) -> str:

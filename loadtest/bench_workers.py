@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .bench_sip import SCENARIOS, A, B, X, _callee, _counts, _post, _sipp, _stop
-from .common import RelayChild, free_port, report
+from .common import RelayChild, free_port, report, wait_listening
 
 # tests/flows/sipp/uac_routed.xml with its 180/183 optional="true" rather than
 # "global": a 180 that Kamailio relays after the 200 (its processes race) would send a
@@ -97,14 +97,11 @@ def _redis(work: Path) -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", str(work)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("redis-server did not start")
+    try:
+        wait_listening(port, "redis-server")
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
+    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 class _WorkerSet:

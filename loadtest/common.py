@@ -49,6 +49,18 @@ def percentile(values: list[float], p: float) -> float:
     return s[k]
 
 
+
+def wait_listening(port: int, what: str, timeout: float = 10.0) -> None:
+    """Return once 127.0.0.1:`port` accepts TCP connections; RuntimeError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"{what} did not start")
+
 class RedisProc:
     """A redis-server of the benchmark's own on a free loopback port."""
 
@@ -62,13 +74,7 @@ class RedisProc:
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir, "--logfile", ""],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
+        wait_listening(self.port, "redis-server")
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
