@@ -38,6 +38,17 @@ __all__ = ["SippEngine", "SippUas", "planned_rate", "uac_scenario", "uas_scenari
 # Refusals the caller scenario accepts (and ACKs) besides those the plan expects.
 CODES = (400, 403, 404, 408, 410, 480, 483, 486, 487, 488, 500, 503, 603)
 
+# The offer of the caller and the answer of the callee (SIPp fills in its media port).
+_SDP = """      v=0
+      o=- 53655765 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0 101
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:101 telephone-event/8000
+"""
+
 _INVITE = """      INVITE sip:[field1]@[remote_ip]:[remote_port] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
       From: <sip:[field0]@[local_ip]:[local_port]>;tag=[pid]LT[call_number]
@@ -49,15 +60,7 @@ _INVITE = """      INVITE sip:[field1]@[remote_ip]:[remote_port] SIP/2.0
       Content-Type: application/sdp
       Content-Length: [len]
 
-      v=0
-      o=- 53655765 1 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0 101
-      a=rtpmap:0 PCMU/8000
-      a=rtpmap:101 telephone-event/8000
-"""
+""" + _SDP
 
 
 def _ack(branch: str, uri: str) -> str:
@@ -182,15 +185,7 @@ def uas_scenario(answer_delay_ms: int, table: str = "") -> str:
       Content-Type: application/sdp
       Content-Length: [len]
 
-      v=0
-      o=- 53655765 1 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0 101
-      a=rtpmap:0 PCMU/8000
-      a=rtpmap:101 telephone-event/8000
-    ]]>
+{_SDP}    ]]>
   </send>
   <recv request="ACK" optional="true" crlf="true"/>
   <recv request="BYE"/>
