@@ -74,12 +74,57 @@ def _locked(day: Path) -> Iterator[None]:
         os.close(fd)  # closing drops the lock
 
 
-def _chain(day: Path) -> list[dict[str, Any]]:
+def _chain(day: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The day's links, and the numbers of lines that do not parse (a torn append)."""
     try:
         text = (day / CHAIN).read_text()
     except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [], []
+    links: list[dict[str, Any]] = []
+    torn: list[int] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            links.append(json.loads(line))
+        except ValueError:
+            torn.append(number)
+    return links, torn
+
+
+def _tail(day: Path) -> tuple[int, str, bool]:
+    """The day's last chain link: (seq, sha256, whether the file ends a line).
+
+    Sealing reads only the end of `chain.jsonl`: reading the whole chain for every call
+    made a day's sealing quadratic (1.4 ms of CPU per call after a few thousand calls,
+    growing without bound). A torn last line (a crash mid-append) is skipped here and
+    shows in `verify_day`; the next link starts on a line of its own.
+    """
+    try:
+        f = open(day / CHAIN, "rb")
+    except FileNotFoundError:
+        return 0, _ZERO, True
+    with f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0, _ZERO, True
+        window = 4096
+        while True:
+            start = max(0, size - window)
+            f.seek(start)
+            data = f.read(size - start)
+            ends_line = data.endswith(b"\n")
+            lines = data.split(b"\n")
+            complete = lines[:-1]  # the last piece is torn, or empty after a final newline
+            if start > 0:
+                complete = complete[1:]  # the first piece may be a partial line
+            for raw in reversed(complete):
+                if raw.strip():
+                    link = json.loads(raw)
+                    return int(link["seq"]), str(link["sha256"]), ends_line
+            if start == 0:
+                return 0, _ZERO, ends_line
+            window *= 4
 
 
 def seal(directory: Path | str, key: bytes, now: float) -> dict[str, Any]:
@@ -99,11 +144,10 @@ def seal(directory: Path | str, key: bytes, now: float) -> dict[str, Any]:
                           "mtime": _iso(st.st_mtime)}
     day = directory.parent
     with _locked(day):
-        chain = _chain(day)
+        seq, prev, ends_line = _tail(day)
         doc: dict[str, Any] = {
             "v": 1, "call_id": directory.name, "sealed_at": _iso(now),
-            "seq": len(chain) + 1, "prev": chain[-1]["sha256"] if chain else _ZERO,
-            "files": files}
+            "seq": seq + 1, "prev": prev, "files": files}
         doc["sig"] = _mac(key, doc)
         raw = _canonical(doc)
         tmp = directory / f".{MANIFEST}.tmp"
@@ -112,7 +156,7 @@ def seal(directory: Path | str, key: bytes, now: float) -> dict[str, Any]:
         line = {"seq": doc["seq"], "call_id": directory.name,
                 "sha256": hashlib.sha256(raw).hexdigest()}
         with open(day / CHAIN, "a") as f:
-            f.write(json.dumps(line, separators=(",", ":")) + "\n")
+            f.write(("" if ends_line else "\n") + json.dumps(line, separators=(",", ":")) + "\n")
             f.flush()
             os.fsync(f.fileno())
     return doc
@@ -172,11 +216,14 @@ def verify_day(root: Path | str, day: str, keys: Sequence[bytes]) -> DayReport:
     prev = _ZERO
     chained: set[str] = set()
     try:
-        chain = _chain(folder)
+        chain, torn = _chain(folder)
     except (ValueError, OSError) as exc:
-        chain = []
+        chain, torn = [], []
         report.problems.append({"seq": None, "call_id": None,
                                 "problem": f"chain unreadable: {exc}"})
+    for number in torn:
+        report.problems.append({"seq": None, "call_id": None,
+                                "problem": f"chain line {number} is torn (not JSON)"})
     for i, entry in enumerate(chain, 1):
         call_id = str(entry.get("call_id"))
         chained.add(call_id)

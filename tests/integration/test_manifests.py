@@ -128,3 +128,23 @@ def test_the_relays_sealer_seals_in_a_process_of_its_own(tmp_path: Path) -> None
     assert sealer.sealed == 3 and sealer.failed == 1
     report = verify_day(tmp_path, _day(now), (KEY,))
     assert report.ok and report.checked == 3
+
+
+def test_sealing_reads_the_chain_tail_and_survives_a_torn_line(tmp_path: Path) -> None:
+    """Sealing reads only the end of a day's chain (it was quadratic in the day's calls):
+    links far past the tail reader's first 4 KiB window continue the sequence, and a line
+    torn by a crash mid-append is reported by verify, not repeated or built upon."""
+    now = time.time() // 86400 * 86400 + 3600  # 01:00 UTC: 71 s of calls in one day
+    folders = _sealed_day(tmp_path, 60, now)  # about 6 KiB of chain
+    chain = folders[0].parent / CHAIN
+    assert chain.stat().st_size > 4096
+    with open(chain, "a") as f:
+        f.write('{"seq": 61, "call_id": "torn-')  # a crash mid-append
+    nxt = make_call(tmp_path, "call-after", now + 70, packets=5)
+    doc = seal(nxt.directory, KEY, now + 71)
+    last = json.loads(chain.read_text().splitlines()[-1])
+    assert doc["seq"] == 61 and last["call_id"] == "call-after" and last["seq"] == 61
+    assert doc["prev"] == json.loads(chain.read_text().splitlines()[59])["sha256"]
+    report = verify_day(tmp_path, _day(now), (KEY,))
+    assert report.checked == 61
+    assert [p["problem"] for p in report.problems] == ["chain line 61 is torn (not JSON)"]
