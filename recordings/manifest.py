@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CHAIN", "MANIFEST", "DayReport", "seal", "verify_day"]
+__all__ = ["CHAIN", "MANIFEST", "DayReport", "seal", "seal_many", "verify_day"]
 
 MANIFEST = "manifest.json"
 CHAIN = "chain.jsonl"
@@ -101,7 +101,7 @@ def _tail(day: Path) -> tuple[int, str, bool]:
     shows in `verify_day`; the next link starts on a line of its own.
     """
     try:
-        f = open(day / CHAIN, "rb")
+        f = open(day / CHAIN, "rb")  # noqa: SIM115 (closed by the `with` below)
     except FileNotFoundError:
         return 0, _ZERO, True
     with f:
@@ -131,10 +131,45 @@ def seal(directory: Path | str, key: bytes, now: float) -> dict[str, Any]:
     """Write the call folder's manifest and chain it to its day; returns the manifest.
 
     A folder already sealed is left alone (sealing twice would fork the chain)."""
-    directory = Path(directory)
-    existing = directory / MANIFEST
-    if existing.exists():
-        return dict(json.loads(existing.read_text()))
+    result = seal_many([Path(directory)], key, now)[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def seal_many(directories: Sequence[Path], key: bytes,
+              now: float) -> list[dict[str, Any] | OSError | ValueError]:
+    """`seal` for several folders: per folder its manifest, or the error that stopped it.
+
+    The folders of one day share one lock, one read of the chain's tail and one fsync of
+    the chain (an fsync per call was two thirds of a seal's CPU)."""
+    out: list[dict[str, Any] | OSError | ValueError] = []
+    todo: dict[Path, list[tuple[int, Path, dict[str, Any]]]] = {}
+    for i, directory in enumerate(directories):
+        try:
+            existing = directory / MANIFEST
+            if existing.exists():
+                out.append(dict(json.loads(existing.read_text())))
+                continue
+            files = _files(directory)
+        except (OSError, ValueError) as exc:
+            out.append(exc)
+            continue
+        out.append(ValueError("not sealed"))  # replaced in _seal_day
+        todo.setdefault(directory.parent, []).append((i, directory, files))
+    for day, calls in todo.items():
+        try:
+            _seal_day(day, calls, key, now, out)
+        except (OSError, ValueError) as exc:
+            for i, _, _ in calls:
+                if not isinstance(out[i], dict):
+                    out[i] = exc
+    return out
+
+
+def _files(directory: Path) -> dict[str, Any]:
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no call folder {directory}")
     files: dict[str, Any] = {}
     for leg in LEGS:
         path = directory / f"{leg}.wav"
@@ -142,24 +177,38 @@ def seal(directory: Path | str, key: bytes, now: float) -> dict[str, Any]:
             st = path.stat()
             files[leg] = {"size": st.st_size, "sha256": _sha256_file(path),
                           "mtime": _iso(st.st_mtime)}
-    day = directory.parent
+    return files
+
+
+def _seal_day(day: Path, calls: list[tuple[int, Path, dict[str, Any]]], key: bytes,
+              now: float, out: list[dict[str, Any] | OSError | ValueError]) -> None:
     with _locked(day):
         seq, prev, ends_line = _tail(day)
-        doc: dict[str, Any] = {
-            "v": 1, "call_id": directory.name, "sealed_at": _iso(now),
-            "seq": seq + 1, "prev": prev, "files": files}
-        doc["sig"] = _mac(key, doc)
-        raw = _canonical(doc)
-        tmp = directory / f".{MANIFEST}.tmp"
-        tmp.write_bytes(raw)
-        os.replace(tmp, existing)
-        line = {"seq": doc["seq"], "call_id": directory.name,
-                "sha256": hashlib.sha256(raw).hexdigest()}
-        with open(day / CHAIN, "a") as f:
-            f.write(("" if ends_line else "\n") + json.dumps(line, separators=(",", ":")) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-    return doc
+        lines = [] if ends_line else [""]
+        try:
+            for i, directory, files in calls:
+                doc: dict[str, Any] = {
+                    "v": 1, "call_id": directory.name, "sealed_at": _iso(now),
+                    "seq": seq + 1, "prev": prev, "files": files}
+                doc["sig"] = _mac(key, doc)
+                raw = _canonical(doc)
+                tmp = directory / f".{MANIFEST}.tmp"
+                try:
+                    tmp.write_bytes(raw)
+                    os.replace(tmp, directory / MANIFEST)
+                except OSError as exc:
+                    out[i] = exc
+                    continue
+                seq, prev = seq + 1, hashlib.sha256(raw).hexdigest()
+                lines.append(json.dumps({"seq": seq, "call_id": directory.name,
+                                         "sha256": prev}, separators=(",", ":")))
+                out[i] = doc
+        finally:
+            if len(lines) > (0 if ends_line else 1):
+                with open(day / CHAIN, "a") as f:
+                    f.write("\n".join(lines) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
 
 
 @dataclass

@@ -18,7 +18,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from recordings.manifest import seal
+from recordings.manifest import seal_many
 
 __all__ = ["Sealer"]
 
@@ -33,15 +33,8 @@ BATCH = 0.05
 
 def _seal(directories: list[Path], key: bytes) -> list[str | None]:
     """In the worker: seal each of `directories`; per folder the error's text, or None."""
-    out: list[str | None] = []
-    for directory in directories:
-        try:
-            seal(directory, key, time.time())
-        except (OSError, ValueError) as exc:
-            out.append(f"{type(exc).__name__}: {exc}")
-        else:
-            out.append(None)
-    return out
+    return [f"{type(r).__name__}: {r}" if isinstance(r, Exception) else None
+            for r in seal_many(directories, key, time.time())]
 
 
 def _die_with_parent() -> None:

@@ -148,3 +148,24 @@ def test_sealing_reads_the_chain_tail_and_survives_a_torn_line(tmp_path: Path) -
     report = verify_day(tmp_path, _day(now), (KEY,))
     assert report.checked == 61
     assert [p["problem"] for p in report.problems] == ["chain line 61 is torn (not JSON)"]
+
+
+def test_a_batch_seals_in_order_with_one_chain_append(tmp_path: Path) -> None:
+    """seal_many: the calls of a batch chain in the order given, one already sealed is
+    returned as it was, a missing folder is an error of its own and breaks nothing."""
+    from recordings.manifest import seal_many
+
+    now = time.time() // 86400 * 86400 + 7200
+    first = _sealed_day(tmp_path, 2, now)
+    more = [make_call(tmp_path, f"call-b{i}", now + 10 + i, packets=5).directory
+            for i in range(3)]
+    before = json.loads((first[1] / MANIFEST).read_text())
+    results = seal_many([more[0], first[1], tmp_path / "gone", more[1], more[2]], KEY, now + 20)
+    assert results[1] == before
+    assert isinstance(results[2], FileNotFoundError)
+    assert [r["seq"] for r in (results[0], results[3], results[4])] == [3, 4, 5]
+    links = [json.loads(line) for line in (first[0].parent / CHAIN).read_text().splitlines()]
+    assert [link["call_id"] for link in links] == ["call-0", "call-1", "call-b0", "call-b1",
+                                                   "call-b2"]
+    report = verify_day(tmp_path, _day(now), (KEY,))
+    assert report.ok and report.checked == 5
