@@ -392,7 +392,7 @@ class SipServer:
         """Every LAG_SAMPLE s: the timer's drift is the loop's lag; count queued jobs."""
         now = self._loop.time()
         if self._lag_due:
-            self.guard.observe_delay(now - self._lag_due)
+            self.guard.observe_lag(now - self._lag_due)
         self.guard.observe_jobs(len(self.jobs))
         self._lag_due = now + LAG_SAMPLE
         self._lag_timer = self._loop.call_at(self._lag_due, self._sample_lag)

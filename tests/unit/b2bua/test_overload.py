@@ -80,3 +80,21 @@ def test_sampled_refusal_records() -> None:
     assert [g.sample() for _ in range(7)] == [True, False, False, True, False, False, True]
     assert g.retry_after == "7"
     assert not OverloadGuard(OverloadConfig(sample_every=0)).sample()
+
+
+def test_a_loop_on_time_does_not_hide_a_standing_queue() -> None:
+    """The loop's timers fire on time between read batches while datagrams wait half a
+    second in the socket: the queue's delay decides, not the smaller lag."""
+    g = OverloadGuard(OverloadConfig(delay_ms=100))
+    g.admit(0.0)
+    for t in (0.1, 0.2, 0.3):
+        g.observe_lag(0.003)
+        g.observe_delay(0.5)
+        g.admit(t)
+    assert g.fraction < 1.0 and g.last_delay == 0.5
+    g2 = OverloadGuard(OverloadConfig(delay_ms=100))  # and a late loop with no SIP at all
+    g2.admit(0.0)
+    for t in (0.1, 0.2, 0.3):
+        g2.observe_lag(0.4)
+        g2.admit(t)
+    assert g2.fraction < 1.0
