@@ -35,7 +35,11 @@ so shared sources are legal; the relay port a packet came from names the call.
 
     python -m loadtest media [--backend inprocess|rtpengine|both]
                              [--steps 250,500,650,750,900,1000,1100] [--seconds 5]
-                           [--budget 170]
+                           [--budget 170] [--processes 2]
+
+`--processes 2` splits the in-process calls over two relay processes, one per core, as
+`relay serve --workers 2` does (the issue allows 1,000 calls across workers when one
+process cannot); their CPU is summed in every figure.
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ def _sdp(port: int) -> bytes:
 # --- the relay child: `python -m loadtest.bench_media --child BACKEND` ---
 
 
-async def _child(backend_name: str, workdir: Path, record: bool) -> None:
+async def _child(backend_name: str, workdir: Path, record: bool, port_base: int) -> None:
     """Serve JSON-line commands on stdin: setup N / teardown / quit."""
     from relay.media.backend import MediaBackend, MediaCall
     from relay.rtp.session import Side
@@ -96,7 +100,7 @@ async def _child(backend_name: str, workdir: Path, record: bool) -> None:
         from relay.media.inprocess import InProcessBackend
         from relay.media.recorder import finisher_pool
 
-        base = 20000
+        base = port_base
         # As `relay serve` does: recordings are finished in a process of their own.
         backend = InProcessBackend(bind_host=LOCAL, port_range=(base, base + 3999 * 4),
                                    recordings_dir=recordings,
@@ -154,7 +158,8 @@ async def _child(backend_name: str, workdir: Path, record: bool) -> None:
                 ports = []
                 for i in range(int(cmd["n"])):
                     call = await backend.allocate(f"bench-{cmd['step']}-{i}", record=record)
-                    probe = 0 if i % int(cmd["probe_every"]) == 0 else 1
+                    # `offset`: this relay's first call's index among all relays' calls.
+                    probe = 0 if (cmd.get("offset", 0) + i) % int(cmd["probe_every"]) == 0 else 1
                     offer = await backend.offer(call, Side.CALLER, _sdp(cmd["caller"][probe]))
                     answer = await backend.answer(call, Side.CALLEE,
                                                   _sdp(cmd["callee"][probe]))
@@ -234,12 +239,15 @@ def _port_of(sdp: bytes) -> int:
 class RelayProc:
     """The relay child process and its JSON-line control channel."""
 
-    def __init__(self, backend: str, workdir: Path, record: bool = True) -> None:
+    def __init__(self, backend: str, workdir: Path, record: bool = True,
+                 port_base: int = 20000) -> None:
         """Start the child (uvloop) and read its pid line."""
         self.record = record
+        workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "loadtest.bench_media", "--child", backend,
-             "--workdir", str(workdir), *([] if record else ["--no-record"])],
+             "--workdir", str(workdir), "--port-base", str(port_base),
+             *([] if record else ["--no-record"])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.pid = int(self.call(None)["pid"])
 
@@ -279,15 +287,24 @@ def _socket(timestamps: bool) -> socket.socket:
     return s
 
 
-def run_step(relay: RelayProc, n: int, seconds: float, step: int) -> dict[str, Any]:
-    """One step: set up n calls, send for `seconds`, drain, measure, tear down."""
+def run_step(relays: Sequence[RelayProc], n: int, seconds: float,
+             step: int) -> dict[str, Any]:
+    """One step: set up n calls (split over `relays`, in blocks), send for `seconds`,
+    drain, measure, tear down."""
     # [probe, bulk] sockets on each side; a call's index says which pair it uses.
     callers, callees = [_socket(True), _socket(False)], [_socket(True), _socket(False)]
     socks = callers + callees
-    setup = relay.call({"cmd": "setup", "n": n, "step": step, "probe_every": PROBE_EVERY,
-                        "caller": [s.getsockname()[1] for s in callers],
-                        "callee": [s.getsockname()[1] for s in callees]})
-    ports: list[list[int]] = setup["ports"]  # per call: [relay port facing caller, callee]
+    ports: list[list[int]] = []  # per call: [relay port facing caller, callee]
+    setup_s = 0.0
+    for k, relay in enumerate(relays):
+        share = n // len(relays) + (k < n % len(relays))
+        setup = relay.call({"cmd": "setup", "n": share, "step": step, "offset": len(ports),
+                            "probe_every": PROBE_EVERY,
+                            "caller": [s.getsockname()[1] for s in callers],
+                            "callee": [s.getsockname()[1] for s in callees]})
+        ports += setup["ports"]
+        setup_s += setup["setup_s"]
+    pids = [relay.pid for relay in relays]
     timed = [s.recvmsg_into for s in (callers[0], callees[0])]
     counted = [s.recv_into for s in (callers[1], callees[1])]
     rbuf = bytearray(2048)
@@ -302,7 +319,7 @@ def run_step(relay: RelayProc, n: int, seconds: float, step: int) -> dict[str, A
     start = time.monotonic()
     end_send = start + warmup + seconds
     measure_from = start + warmup
-    cpu0 = cpu_seconds(relay.pid)
+    cpu0 = sum(map(cpu_seconds, pids))
     own0 = time.process_time()
     t_measure = None
     sent_measured = received_measured = 0
@@ -326,7 +343,7 @@ def run_step(relay: RelayProc, n: int, seconds: float, step: int) -> dict[str, A
         if now >= next_slot and now < end_send:
             if t_measure is None and now >= measure_from:
                 t_measure = now
-                cpu0 = cpu_seconds(relay.pid)
+                cpu0 = sum(map(cpu_seconds, pids))
                 own0 = time.process_time()
                 sent_measured, received_measured = sent, received
                 lag = 0.0
@@ -378,13 +395,18 @@ def run_step(relay: RelayProc, n: int, seconds: float, step: int) -> dict[str, A
                     sec, nsec = _TIMESPEC.unpack_from(anc[0][2])
                     delays.append(sec * 1_000_000_000 + nsec - sent_ns)
     window = end_send - (t_measure or end_send)
-    cpu = cpu_seconds(relay.pid) - cpu0
+    cpu = sum(map(cpu_seconds, pids)) - cpu0
     own = time.process_time() - own0
     packets = received - received_measured
     expected = sent - sent_measured
     for sock in socks:
         sock.close()
-    down = relay.call({"cmd": "teardown"})
+    downs = [relay.call({"cmd": "teardown"}) for relay in relays]
+    down = {"teardown_s": max(d["teardown_s"] for d in downs),
+            "finished": sum(d["finished"] for d in downs),
+            "recording_errors": sum(d["recording_errors"] for d in downs),
+            **{key: max(d.get(key, float("nan")) for d in downs)
+               for key in ("gc_max_ms", "gc_full", "loop_max_lag_ms", "datagrams_per_wakeup")}}
     loss = max(0, expected - packets) / expected if expected else 1.0
     ms = sorted(d / 1e6 for d in delays)
     return {
@@ -398,7 +420,7 @@ def run_step(relay: RelayProc, n: int, seconds: float, step: int) -> dict[str, A
         "driver_max_send_lag_ms": 1000 * lag,
         "driver_skipped_slots": skipped,
         "loadavg_1m": os.getloadavg()[0],
-        "setup_s": setup["setup_s"], "teardown_s": down["teardown_s"],
+        "relays": len(relays), "setup_s": setup_s, "teardown_s": down["teardown_s"],
         "recordings_finished": down["finished"],
         "recording_errors": down["recording_errors"],
         "relay_gc_max_ms": down["gc_max_ms"], "relay_gc_full": down["gc_full"],
@@ -414,13 +436,18 @@ def passes(row: dict[str, Any]) -> bool:
 
 
 def ramp(backend: str, steps: Sequence[int], seconds: float, deadline: float,
-         record: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+         record: bool = True,
+         processes: int = 1) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Measure the per-call setup cost, then run the steps in order until one fails or
     the time budget is spent. Returns the steps' rows and the setup figures."""
     rows: list[dict[str, Any]] = []
     churn: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix=f"bench-media-{backend}-") as tmp:
-        relay = RelayProc(backend, Path(tmp), record)
+        # Several relay processes split the calls (as `relay serve --workers N` does,
+        # each worker with its own in-process media): their CPU is summed.
+        relays = [RelayProc(backend, Path(tmp) / f"relay-{k}", record, 20000 + 16000 * k)
+                  for k in range(processes)]
+        relay = relays[0]
         try:
             for _ in range(3):  # best of three: the box is shared
                 again = relay.call({"cmd": "churn", "n": 500, "caller": 9, "callee": 11})
@@ -437,7 +464,7 @@ def ramp(backend: str, steps: Sequence[int], seconds: float, deadline: float,
                 # A step costs about seconds + 1 s warm-up + setup and finishing.
                 if time.monotonic() + seconds + 4 + n / 100 > deadline:
                     break
-                row = run_step(relay, n, seconds, k)
+                row = run_step(relays, n, seconds, k)
                 row["recorded"] = record
                 row["attempts"] = 1
                 # The box is shared and stalls now and then (the driver's own send lag
@@ -446,7 +473,7 @@ def ramp(backend: str, steps: Sequence[int], seconds: float, deadline: float,
                 while (not passes(row) and row["attempts"] < 3
                        and row["driver_max_send_lag_ms"] > P99_LIMIT_MS
                        and time.monotonic() + seconds + 4 + n / 100 < deadline):
-                    again = run_step(relay, n, seconds, k + 1000 * row["attempts"])
+                    again = run_step(relays, n, seconds, k + 1000 * row["attempts"])
                     again["recorded"] = record
                     again["attempts"] = row["attempts"] + 1
                     row["attempts"] = again["attempts"]
@@ -471,7 +498,8 @@ def ramp(backend: str, steps: Sequence[int], seconds: float, deadline: float,
                 if not row["pass"]:
                     break
         finally:
-            relay.stop()
+            for r in relays:
+                r.stop()
     return rows, churn
 
 
@@ -489,7 +517,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--nice", type=int, default=0,
                     help="run driver and relay at this niceness (e.g. -10 as root: "
                          "shields the figures from other work on a shared machine)")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="in-process relays splitting the calls (2: one per core, as "
+                         "`relay serve --workers 2`); rtpengine always runs once")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--port-base", type=int, default=20000, help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
@@ -498,9 +530,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             import uvloop
 
-            uvloop.run(_child(a.child, Path(a.workdir), not a.no_record))
+            uvloop.run(_child(a.child, Path(a.workdir), not a.no_record, a.port_base))
         except ImportError:
-            asyncio.run(_child(a.child, Path(a.workdir), not a.no_record))
+            asyncio.run(_child(a.child, Path(a.workdir), not a.no_record, a.port_base))
         return 0
     if a.nice:
         # Inherited by the relay child (and rtpengine, which it starts).
@@ -518,8 +550,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k, backend in enumerate(backends):
         # Split what is left of the budget between the backends still to run.
         share = (a.budget - (time.monotonic() - t0)) / (len(backends) - k)
+        procs = a.processes if backend == "inprocess" else 1
         rows, churn = ramp(backend, steps, a.seconds, time.monotonic() + share,
-                           not a.no_record)
+                           not a.no_record, procs)
+        if procs > 1:
+            backend = f"inprocess x{procs}"  # the figures' label
         all_rows += rows
         all_churn[backend] = churn
         for label, what in (("ports", "allocate+release"),
@@ -532,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ref = best or (rows[0] if rows else None)
         figures.append((f"{backend}: largest N (<0.1% loss, p99<5ms, recorded)",
                         float(best["calls"]) if best else 0.0, "calls",
-                        "target 1000" if backend == "inprocess" else ""))
+                        "target 1000" if backend.startswith("inprocess") else ""))
         if ref is not None:
             figures += [
                 (f"{backend}: p99 added delay at that N", ref["p99_ms"], "ms", "< 5"),
