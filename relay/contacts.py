@@ -252,6 +252,10 @@ def _retrieved(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
+#: Seconds a ContactWriter waits after the first queued contact before writing.
+COALESCE = 0.02
+
+
 class ContactWriter:
     """Takes contacts without waiting and writes them in batches, beside the call path.
     While the store is down contacts wait (up to `max_pending`, oldest dropped)."""
@@ -289,6 +293,9 @@ class ContactWriter:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
+            # Gather what ends meanwhile: one write (one hand-off to the store's thread)
+            # per COALESCE instead of one per call (2% of the loop at 500 calls/s).
+            await asyncio.sleep(COALESCE)
             self._wake.clear()
             try:
                 await self.flush()
