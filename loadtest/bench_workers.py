@@ -162,14 +162,14 @@ def _kamailio_alone(work: Path, callee_port: int) -> tuple[subprocess.Popen[byte
     ds = rundir / "dispatcher.list"
     kamailio.write_list(ds, [("127.0.0.1", callee_port)])
     port = free_port(socket.SOCK_DGRAM)
-    from relay.cluster.supervisor import _die_with_parent
+    from relay.cluster.supervisor import die_with_parent
 
     proc = subprocess.Popen(
         # No probing: SIPp's callee scenario does not answer OPTIONS.
         kamailio.command(exe, mpath, rundir, ("127.0.0.1", port), ds, ["127.0.0.0/8"],
                          ping_interval=0),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        preexec_fn=_die_with_parent(os.getpid(), int(signal.SIGTERM)))  # never orphaned
+        preexec_fn=die_with_parent(os.getpid(), int(signal.SIGTERM)))  # never orphaned
     deadline = time.monotonic() + 30
     while not keepalive(("127.0.0.1", port)):
         if proc.poll() is not None or time.monotonic() > deadline:

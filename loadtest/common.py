@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -85,6 +86,19 @@ class RedisProc:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def own_session() -> dict[str, Any]:
+    """Popen arguments for a child in a session of its own (a terminal's Ctrl-C is the
+    tool's to handle) that still dies with the tool, even after its SIGKILL: without a
+    process group to share, nothing else would stop it (PR_SET_PDEATHSIG, Linux). The
+    signal follows the spawning thread, so only a child of the main thread gets it."""
+    if threading.current_thread() is not threading.main_thread():
+        return {"start_new_session": True}
+    from relay.cluster.supervisor import die_with_parent
+
+    return {"start_new_session": True,
+            "preexec_fn": die_with_parent(os.getpid(), int(signal.SIGTERM))}
+
+
 class RelayChild:
     """`relay serve` in a child process on free ports."""
 
@@ -100,7 +114,7 @@ class RelayChild:
              "--http", f"127.0.0.1:{self.http}", "--sip", f"127.0.0.1:{self.sip}",
              "--log-level", "WARNING", *(extra or [])],
             cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=new_session)
+            **(own_session() if new_session else {}))
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:

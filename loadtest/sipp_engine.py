@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .common import TRACE_BLOCK, free_port, percentile, sipp_exe, stop_proc
+from .common import TRACE_BLOCK, free_port, own_session, percentile, sipp_exe, stop_proc
 from .plan import Attempt, Plan
 from .report import Result
 
@@ -226,7 +226,7 @@ class SippUas:
              "-mp", str(free_port(socket.SOCK_DGRAM)), "-nostdin", "-aa",
              "-max_recv_loops", "5000", "-timeout", "3600s", *table],
             cwd=work, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)  # a terminal's Ctrl-C is the tool's to handle
+            **own_session())  # a terminal's Ctrl-C is the tool's to handle
         time.sleep(0.3)
 
     def stop(self) -> None:
@@ -425,7 +425,7 @@ class SippEngine:
             # Its own session: a terminal's Ctrl-C reaches only the tool, which asks
             # SIPp to stop placing calls (SIGUSR1) and lets the calls that are up end.
             proc = subprocess.Popen(args, cwd=self.work, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+                                    stdin=subprocess.DEVNULL, **own_session())
             old = signal.getsignal(signal.SIGINT)
 
             def on_sigint(_sig: int, _frm: Any) -> None:

@@ -44,7 +44,7 @@ except OSError:  # pragma: no cover - not Linux
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent: int, sig: int) -> Callable[[], None]:
+def die_with_parent(parent: int, sig: int) -> Callable[[], None]:
     """preexec_fn: this child gets `sig` when the parent dies (Linux prctl); if the
     parent is already gone (it died between fork and here), at once."""
     def pre() -> None:
@@ -84,7 +84,7 @@ class Child:
         thread that forked)."""
         self.proc = subprocess.Popen(
             self.argv, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid(), int(signal.SIGTERM)))
+            preexec_fn=die_with_parent(os.getpid(), int(signal.SIGTERM)))
         self.started = time.monotonic()
 
 

@@ -4,6 +4,7 @@ UAS) in the same run, and a SIPp UAS as "any other switch"."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -112,3 +113,59 @@ def test_sipp_engine_follows_a_ramp(tmp_path: Path) -> None:
     # The plan offers about 4, 9, 13, 18 calls in its four seconds; flat would be 11 each.
     first, peak = placed[0], max(placed)
     assert first <= 7 and peak >= 13, placed
+
+
+def _running(pid: int) -> bool:
+    """`pid` exists and is not a zombie (proc(5): the state after the command's ")")."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_sipp_and_the_relay_die_with_a_killed_tool(tmp_path: Path) -> None:
+    """The tool's children run in sessions of their own (a terminal's Ctrl-C is the
+    tool's): after `kill -9` of the tool they must still stop, not run on orphaned."""
+    import os
+    import signal
+    import time
+
+    need_sipp()
+    tool = subprocess.Popen(
+        [sys.executable, "-m", "loadtest", "profile", "--profile",
+         "hold 5 60s; hold-time 0.5s; bindings 2", "--engine", "sipp", "--local-relay",
+         "--quiet", "--report", str(tmp_path / "rep")],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children() -> dict[int, str]:
+        out = subprocess.run(["pgrep", "-a", "-P", str(tool.pid)], capture_output=True,
+                             text=True, check=False).stdout
+        return {int(line.split()[0]): line for line in out.splitlines()}
+
+    kids: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            kids = children()
+            if sum("sipp" in line for line in kids.values()) >= 2:  # UAS and UAC
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"no SIPp UAS and UAC under the tool: {children()}")
+        assert any("relay serve" in line for line in kids.values()), kids
+        tool.send_signal(signal.SIGKILL)
+        tool.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            alive = [pid for pid in kids if _running(pid)]
+            if not alive:
+                break
+            time.sleep(0.2)
+        assert not alive, [kids[p] for p in alive]
+    finally:
+        if tool.poll() is None:
+            tool.kill()
+        for pid in {**kids, **children()}:  # orphans too, when the test failed
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
