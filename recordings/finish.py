@@ -19,6 +19,7 @@ Run it off the event loop (a thread or process executor). The steps per leg:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import os
@@ -30,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from recordings.g711 import decode
+from recordings.manifest import seal_many
 from recordings.spool import CallMeta, SpoolError, SpoolRecord, read_call_spool, read_spool
 
 __all__ = [
@@ -110,6 +112,10 @@ class RecordingResult:
     files: dict[str, RecordedFile]
     # Per leg: (packets expected, packets lost) of the audio as it reached the relay.
     rtp: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Sealed (recordings.manifest) by the finishing itself, when it was given a key;
+    # `seal_error` says why a seal failed (the WAVs are fine, the folder is unsealed).
+    sealed: bool = False
+    seal_error: str | None = None
 
 
 def call_dir(root: Path, call_id: str, started_at: float) -> Path:
@@ -318,14 +324,21 @@ def prefill(free: Path, count: int, most: int = 256) -> int:
     return have
 
 
-def finish_call(directory: Path, free: Path | None = None) -> RecordingResult:
-    """Turn the spools in `directory` into WAV files; remove the spools when done.
+def finish_call(directory: Path, free: Path | None = None,
+                seal: tuple[bytes, float] | None = None) -> RecordingResult:
+    """Turn the spools in `directory` into WAV files; with `seal` (a key, the time now),
+    seal the folder (recordings.manifest); remove the spools when done.
 
     Idempotent after a crash: WAVs are written to temporary names and renamed, and
-    the spools go only once every WAV and meta.json are in place (a version 3 spool
-    into the free pool `free`, when given). Raises `SpoolError` when the metadata is
-    missing or corrupt.
+    the spools go only once every WAV, meta.json and the seal are in place (a version 3
+    spool into the free pool `free`, when given): a crash before then finishes and seals
+    again at the next start. Raises `SpoolError` when the metadata is missing or corrupt.
     """
+    return finish_batch([directory], free, seal=seal, errors=False)[0]  # type: ignore[return-value]
+
+
+def _render(directory: Path) -> tuple[RecordingResult, list[Path]]:
+    """The WAVs and meta.json of `directory`; the spools it came from (still there)."""
     directory = Path(directory)
     meta, legs, spools = _load(directory)
     firsts = [recs[0].wall for recs in legs.values() if recs]
@@ -342,26 +355,48 @@ def finish_call(directory: Path, free: Path | None = None) -> RecordingResult:
     tmp = directory / ".meta.json.tmp"
     tmp.write_text(meta.to_json())
     os.replace(tmp, directory / "meta.json")
+    return (RecordingResult(meta.call_id, directory, files,
+                            {leg: (st.expected, st.lost) for leg, st in stats.items()}),
+            spools)
+
+
+def _drop_spools(directory: Path, spools: list[Path], free: Path | None) -> None:
     for path in spools:
         if path.name.endswith(SPOOL_SUFFIX) and path.parent != directory:
             recycle(path, free)
         else:
             path.unlink(missing_ok=True)
-    return RecordingResult(meta.call_id, directory, files,
-                           {leg: (st.expected, st.lost) for leg, st in stats.items()})
 
 
 def finish_batch(directories: Sequence[Path], free: Path | None = None,
-                 fill: int = 0) -> list[RecordingResult | Exception]:
+                 fill: int = 0, seal: tuple[bytes, float] | None = None,
+                 errors: bool = True) -> list[RecordingResult | Exception]:
     """`finish_call` for each folder, in order: its result or its error (OSError,
-    SpoolError). One executor job (and, in a process pool, one round trip) for many.
-    Then, with `free`, top the free spool pool up towards `fill` files."""
+    SpoolError; with `errors` False they are raised). One executor job (and, in a process
+    pool, one round trip) for many; with `seal` (key, now) they are sealed together (one
+    lock, one fsync of the day's chain). Then, with `free`, top the free spool pool up towards
+    `fill` files."""
     out: list[RecordingResult | Exception] = []
+    done: list[tuple[int, RecordingResult, list[Path]]] = []
     for directory in directories:
         try:
-            out.append(finish_call(directory, free))
+            result, spools = _render(directory)
         except (OSError, SpoolError) as exc:
+            if not errors:
+                raise
             out.append(exc)
+            continue
+        done.append((len(out), result, spools))
+        out.append(result)
+    if seal is not None and done:
+        sealed = seal_many([r.directory for _, r, _ in done], *seal)
+        for (i, result, _), outcome in zip(done, sealed, strict=True):
+            out[i] = (dataclasses.replace(result, seal_error=f"{type(outcome).__name__}: "
+                                                            f"{outcome}")
+                      if isinstance(outcome, Exception)
+                      else dataclasses.replace(result, sealed=True))
+    for _, result, spools in done:
+        _drop_spools(result.directory, spools, free)
     if free is not None and fill:
         # The pool only saves work: without it the relay creates its spools itself.
         with contextlib.suppress(OSError):
@@ -369,8 +404,10 @@ def finish_batch(directories: Sequence[Path], free: Path | None = None,
     return out
 
 
-def finish_pending(root: Path, skip: Container[str] = ()) -> list[RecordingResult]:
-    """Finish every call folder under `root` that still holds spools (a crash left them).
+def finish_pending(root: Path, skip: Container[str] = (),
+                   seal: tuple[bytes, float] | None = None) -> list[RecordingResult]:
+    """Finish (and with `seal`, a key and the time now, seal) every call folder under
+    `root` that still holds spools (a crash left them).
 
     Run it at start-up, before new calls spool; `skip` names call ids that are live.
     A folder whose meta.json is unreadable is left alone for an operator.
@@ -386,7 +423,7 @@ def finish_pending(root: Path, skip: Container[str] = ()) -> list[RecordingResul
                 or any((directory / name).exists() for name in SPOOLS_V2)):
             continue
         try:
-            results.append(finish_call(directory))
+            results.append(finish_call(directory, seal=seal))
         except SpoolError:
             spool = spool_path(directory)
             with contextlib.suppress(OSError, SpoolError):

@@ -184,7 +184,7 @@ def stream_limits(sip: SipSection) -> StreamLimits:
 
 
 async def _media_backend(cfg: Config, media_cfg: MediaSection, advertise: str,
-                         poll: float) -> MediaBackend:
+                         poll: float, manifest_key: bytes) -> MediaBackend:
     """The `[media] backend`: the in-process relay, or rtpengine over ng (its stats,
     for the media timeout, refreshed every `poll` seconds)."""
     kind = media_cfg.backend
@@ -219,7 +219,8 @@ async def _media_backend(cfg: Config, media_cfg: MediaSection, advertise: str,
     return InProcessBackend(
         bind_host=media_cfg.bind if media_cfg.bind is not None else cfg.sip[0],
         advertise_host=media_cfg.advertise if media_cfg.advertise is not None else advertise,
-        port_range=cfg.media_ports, recordings_dir=Path(cfg.recordings), executor=pool)
+        port_range=cfg.media_ports, recordings_dir=Path(cfg.recordings), executor=pool,
+        manifest_key=manifest_key)  # it seals as it finishes: no sealer process
 
 
 class VoiceSubsystem(Subsystem):
@@ -248,16 +249,21 @@ async def _start(node: Node) -> Stop:
     settings.guard = for_node(node)  # the egress leak guard (relay/guard.py), shared with SMS
     media_cfg = cfg.sections.media
     media_timeout = media_cfg.timeout
-    media = await _media_backend(cfg, media_cfg, settings.host,
-                                 poll=min(5.0, media_timeout / 4) if media_timeout > 0 else 0)
     from relay.recordings_config import recordings_settings
 
+    key = recordings_settings(cfg).manifest_signing_keys()[0]
+    media = await _media_backend(cfg, media_cfg, settings.host,
+                                 poll=min(5.0, media_timeout / 4) if media_timeout > 0 else 0,
+                                 manifest_key=key)
     from .sealer import Sealer
 
-    sealer = Sealer(recordings_settings(cfg).manifest_signing_keys()[0])
+    # The in-process backend seals as it finishes; rtpengine's recordings (pcap to WAV
+    # in this process) are sealed by a process of their own.
+    sealer = None if getattr(media, "manifest_key", None) else Sealer(key)
     with contextlib.suppress(OSError):
         for finished in await media.finish_pending():  # a crash's leftovers: seal them too
-            sealer.submit(finished.directory)
+            if sealer is not None and not finished.sealed:
+                sealer.submit(finished.directory)
     prompts = PromptSet(media_cfg.language,
                         Path(media_cfg.prompts) if media_cfg.prompts else None)
     prompts.check()  # a missing prompt is a start-up error, never a mid-call surprise
@@ -279,7 +285,7 @@ async def _start(node: Node) -> Stop:
         writer.submit("call", rec)
         call_log.submit(rec)  # one masked INFO line, refusal reasons, latency histograms
         contacts.submit(contact_from_call(rec))  # the caller's score inputs
-        if rec.get("recording"):
+        if sealer is not None and rec.get("recording"):
             sealer.submit_record(rec)
 
     cfg_ = node.config
@@ -352,7 +358,8 @@ async def _start(node: Node) -> Stop:
         pool = getattr(media, "executor", None)  # the finishing processes, if any
         if pool is not None:
             pool.shutdown(wait=True)
-        await asyncio.get_running_loop().run_in_executor(None, sealer.close)
+        if sealer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, sealer.close)
         if hook is not None:
             await hook.close()
 

@@ -80,12 +80,15 @@ class InProcessBackend:
     def __init__(self, *, bind_host: str = "127.0.0.1", advertise_host: str | None = None,
                  port_range: tuple[int, int] = (20000, 29999),
                  recordings_dir: Path | None = None, executor: Executor | None = None,
-                 latch_any_ip: bool = False, bind_attempts: int = 8) -> None:
+                 latch_any_ip: bool = False, bind_attempts: int = 8,
+                 manifest_key: bytes | None = None) -> None:
         """Media on `bind_host`, announced in SDP as `advertise_host` (public address).
 
         `recordings_dir` is required for calls allocated with record=True; `executor`
         runs the finishing step (None: the loop's default thread pool; a
-        ProcessPoolExecutor keeps its CPU work off this process entirely).
+        ProcessPoolExecutor keeps its CPU work off this process entirely). With
+        `manifest_key` the finishing also seals each recording (recordings.manifest)
+        before its spool goes: a crash in between finishes and seals it at the next start.
         """
         self.bind_host = bind_host
         self.advertise_host = advertise_host or bind_host
@@ -98,8 +101,9 @@ class InProcessBackend:
         free = recordings_dir / FREE_DIR if recordings_dir is not None else None
         self.recorder = Recorder(free)
         # The pool of emptied spools follows the live recordings, with room for a burst.
+        self.manifest_key = manifest_key
         self.finisher = Finisher(executor, free,
-                                 lambda: SPOOL_POOL_MIN + 2 * self.recorder.live)
+                                 lambda: SPOOL_POOL_MIN + 2 * self.recorder.live, manifest_key)
         self._poller: RtpPoller | None = None  # made on the loop, at the first call
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock: PlayoutClock | None = None  # made at the first play
@@ -380,8 +384,10 @@ class InProcessBackend:
         if self.recordings_dir is None:
             return []
         loop = asyncio.get_running_loop()
+        key = self.manifest_key
         done = await loop.run_in_executor(self.executor, finish_pending, self.recordings_dir,
-                                          set(self.calls))
+                                          set(self.calls),
+                                          None if key is None else (key, time.time()))
         if self.recorder.pool.directory is not None:
             # Before the first call: so that new calls rename spools rather than create them.
             with contextlib.suppress(OSError):

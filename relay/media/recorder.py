@@ -366,12 +366,14 @@ class Finisher:
     """
 
     def __init__(self, executor: Executor | None, free: Path | None = None,
-                 fill: Callable[[], int] = lambda: 0) -> None:
+                 fill: Callable[[], int] = lambda: 0, key: bytes | None = None) -> None:
         """`executor` None: the loop's default thread pool. Finished spools go back to
-        the pool `free`, which each batch tops up towards `fill()` files."""
+        the pool `free`, which each batch tops up towards `fill()` files. With `key`
+        each batch is sealed too (one lock and fsync of the day's chain per batch)."""
         self.executor = executor
         self.free = free
         self.fill = fill
+        self.key = key
         self._pending: list[tuple[Path, asyncio.Future[RecordingResult]]] = []
         self._timer: asyncio.TimerHandle | None = None
 
@@ -391,7 +393,8 @@ class Finisher:
             return
         loop = asyncio.get_running_loop()
         job = loop.run_in_executor(self.executor, finish_batch, [d for d, _ in pending],
-                                   self.free, self.fill())
+                                   self.free, self.fill(),
+                                   None if self.key is None else (self.key, time.time()))
 
         def done(job: asyncio.Future[list[RecordingResult | Exception]]) -> None:
             try:
@@ -404,6 +407,9 @@ class Finisher:
                 if isinstance(result, Exception):
                     future.set_exception(result)
                 else:
+                    if result.seal_error is not None:
+                        log.error("could not seal the recording in %s: %s",
+                                  result.directory, result.seal_error)
                     future.set_result(result)
 
         job.add_done_callback(done)

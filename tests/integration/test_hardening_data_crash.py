@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,14 @@ def test_calls_live_at_kill_9_get_crash_records_with_recordings(
         assert end - answer >= 1500, (answer, end)
         assert end <= killed_ms + 500, (end, killed_ms)
         assert one["duration_ms"] == end - answer
+    # Finished at the restart and sealed with them: the day's chain holds both calls.
+    verified = subprocess.run(
+        [sys.executable, "-m", "relay", "recordings", "--config", str(conf), "verify",
+         "--recordings", str(tmp_path / "rec"), "--json", "--date", found[0]["started_at"][:10]],
+        capture_output=True, text=True, timeout=60)
+    report = json.loads(verified.stdout)
+    assert verified.returncode == 0 and report["checked"] == 2, report
+    assert report["unsealed"] == [], report
     assert _journaled(journal) == []  # closed once, not again at the next start
     # Webhooks hear of them too: call.ended with end_reason crash, once per call.
     got = receiver.wait_for(lambda evs: sum(

@@ -21,6 +21,7 @@ import pytest
 from recordings.finish import (
     RenderStats,
     call_dir,
+    finish_batch,
     finish_call,
     finish_pending,
     render_leg,
@@ -430,3 +431,37 @@ def test_spool_buffer_keeps_its_lists_for_the_relays_bound_appends() -> None:
     add_data(b"\x80\x00" + bytes(10))  # a time missing: a local error, not a bad file
     with pytest.raises(ValueError):
         buf.take()
+
+
+def test_finishing_with_a_key_seals_before_the_spool_goes(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a manifest key the finishing seals each folder (no sealer process); a crash
+    after the WAVs but before the seal leaves the spool, so the next start finishes
+    and seals it: no finished recording is left unsealed."""
+    from datetime import UTC, datetime
+
+    import recordings.finish as finish_mod
+    from recordings.manifest import MANIFEST, verify_day
+
+    key = b"k" * 20
+    first = spool_call_v3(tmp_path, "first")
+    result = finish_call(first, seal=(key, T0 + 10))
+    assert result.sealed and result.seal_error is None and (first / MANIFEST).exists()
+    assert not spool_path(first).exists()
+
+    crashed = spool_call_v3(tmp_path, "crashed")
+
+    def crash(*_a: object, **_k: object) -> None:
+        raise SystemExit("killed between the WAVs and the seal")
+
+    monkeypatch.setattr(finish_mod, "seal_many", crash)
+    with pytest.raises(SystemExit):
+        finish_batch([crashed], seal=(key, T0 + 20))
+    assert (crashed / "mix.wav").exists() and not (crashed / MANIFEST).exists()
+    assert spool_path(crashed).exists()  # kept: the restart will redo it
+    monkeypatch.undo()
+    again = finish_pending(tmp_path, seal=(key, T0 + 30))
+    assert [(r.call_id, r.sealed) for r in again] == [("crashed", True)]
+    day = datetime.fromtimestamp(T0, UTC).strftime("%Y-%m-%d")
+    report = verify_day(tmp_path, day, (key,))
+    assert report.ok and report.checked == 2 and report.unsealed == []
