@@ -97,8 +97,9 @@ def _tail(day: Path) -> tuple[int, str, bool]:
 
     Sealing reads only the end of `chain.jsonl`: reading the whole chain for every call
     made a day's sealing quadratic (1.4 ms of CPU per call after a few thousand calls,
-    growing without bound). A torn last line (a crash mid-append) is skipped here and
-    shows in `verify_day`; the next link starts on a line of its own.
+    growing without bound). A torn last line (a crash mid-append), or any line that is
+    not a link, is skipped here and shows in `verify_day`; the next link starts on a
+    line of its own.
     """
     try:
         f = open(day / CHAIN, "rb")  # noqa: SIM115 (closed by the `with` below)
@@ -119,9 +120,11 @@ def _tail(day: Path) -> tuple[int, str, bool]:
             if start > 0:
                 complete = complete[1:]  # the first piece may be a partial line
             for raw in reversed(complete):
-                if raw.strip():
+                try:  # a line that does not parse is not a link (verify reports it)
                     link = json.loads(raw)
                     return int(link["seq"]), str(link["sha256"]), ends_line
+                except (ValueError, KeyError, TypeError):
+                    continue
             if start == 0:
                 return 0, _ZERO, ends_line
             window *= 4
