@@ -330,6 +330,8 @@ class EventsSection(_Section):
     timeout: float = setting(10.0, "one POST", gt=0)
     concurrency: int = setting(64, "POSTs in flight", lo=1)
     stream: bool = setting(False, "Redis: true without url is stream-only")
+    lease_ttl: float = setting(10.0, "the sender's outbox lease (and the SMS webhook's): "
+                               "a killed sender holds up the next this long", gt=0)
     journal: str = setting("", "the journal's folder (default: beside the SQLite file, "
                            "or var/events-journal on Redis; a worker's name appended)")
 
