@@ -58,7 +58,6 @@ def _calls(tmp_path: Path, relay: Any, out: int, n: int, name: str) -> None:
     uac = caller(tmp_path, relay.sip_port, name=f"{name}-uac",
                  extra=["-m", str(n), "-d", "200", "-r", "10"])
     uas.start()
-    time.sleep(0.3)
     uac.start()
     assert uac.wait(60) == 0, uac.tail()
     assert uas.wait(60) == 0, uas.tail()
@@ -179,7 +178,6 @@ def test_kill_minus_9_right_after_calls_end_loses_no_event(relay_factory: Any,
     uac = caller(tmp_path, relay.sip_port, name="kill-uac",
                  extra=["-m", str(n), "-d", "100", "-r", "20", "-l", str(n)])
     uas.start()
-    time.sleep(0.3)
     uac.start()
     # call.ended is made once the call's media is released (its recording finished),
     # a moment after its BYE: kill as soon as the journal has had all of them, well

@@ -230,7 +230,6 @@ def test_a_crowd_of_idle_connections_does_not_stop_calls(start_relay: Any, many_
         uac = caller(tmp_path, relay.sip_port, number=A,
                      extra=["-m", "3", "-r", "1", "-d", "500"])
         uas.start()
-        time.sleep(0.3)
         uac.start()
         assert uac.wait(90) == 0, uac.tail()
         assert uas.wait(30) == 0, uas.tail()

@@ -49,7 +49,6 @@ def test_a_caller_that_never_refreshes_is_hung_up_at_expiry(relay_factory: Any,
     uac = caller(tmp_path, relay.sip_port, scenario_path=scenario,
                  extra=["-m", "1", "-timeout", "150s"])
     uas.start()
-    time.sleep(0.3)
     started = time.monotonic()
     uac.start()
     assert uac.wait(150) == 0, uac.tail()
