@@ -337,7 +337,8 @@ def ladder(work: Path, target: int, exts: list[Extension], rates: list[int], ste
         if r["failed"] * 1000 >= r["calls"]:  # not < 0.1%
             break
         best = rate
-        time.sleep(2)
+        if rate != rates[-1]:
+            time.sleep(2)  # between steps (none after the last)
     return best, steps
 
 
