@@ -237,11 +237,13 @@ def calls(base: str, query: str = "", token: str | None = None, want: int = 1,
     """Poll /v1/calls until `want` records are there (the writer batches)."""
     deadline = time.monotonic() + timeout
     found: list[dict[str, Any]] = []
+    pause = 0.05  # records land 50-200 ms after a call's end: look soon, then every 0.2 s
     while time.monotonic() < deadline:
         found = api(base, "GET", "/v1/calls" + query, token=token)["calls"]
         if len(found) >= want:
             return found
-        time.sleep(0.2)
+        time.sleep(pause)
+        pause = min(0.2, pause * 2)
     return found
 
 
