@@ -177,6 +177,7 @@ class SipSection(_Section):
                                          "requests go to their source address")
     session_expires: int = setting(1800, "RFC 4028 session timer per leg (0: off)", lo=0)
     min_se: int = setting(90, "a shorter Session-Expires gets 422", lo=0)
+    min_se_floor: int = setting(90, "test knob: min_se below RFC 4028's 90 s floor", lo=1)
     probe_interval: float = setting(30.0, "OPTIONS to each [[sip.trunk]] (0: never)", lo=0)
     dns_servers: tuple[str, ...] = setting((), "HOST[:PORT] resolvers for trunk names "
                                            "(default: /etc/resolv.conf)")
@@ -329,6 +330,8 @@ class EventsSection(_Section):
     timeout: float = setting(10.0, "one POST", gt=0)
     concurrency: int = setting(64, "POSTs in flight", lo=1)
     stream: bool = setting(False, "Redis: true without url is stream-only")
+    lease_ttl: float = setting(10.0, "the sender's outbox lease (and the SMS webhook's): "
+                               "a killed sender holds up the next this long", gt=0)
     journal: str = setting("", "the journal's folder (default: beside the SQLite file, "
                            "or var/events-journal on Redis; a worker's name appended)")
 

@@ -87,6 +87,7 @@ class RelayProcess:
                      "--sip", f"127.0.0.1:{self.sip_port}", *(extra or [])]
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
+        self.started = False  # it has served once (a restart keeps its ports)
         self.log = workdir / f"relay-{self.http_port}.log"
 
     @property
@@ -94,12 +95,34 @@ class RelayProcess:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self, timeout: float = 20.0) -> None:
+        """Start and wait for /healthz. The ports were free when drawn, but another
+        process on this shared machine may bind one before the relay does: on a first
+        start (a restart keeps its ports) that gets new ports, twice at most."""
+        for attempt in range(3):
+            try:
+                self._start(timeout)
+                return
+            except _PortTaken:
+                if self.started or attempt == 2:
+                    raise
+                self._new_ports()
+
+    def _new_ports(self) -> None:
+        old = (f"127.0.0.1:{self.http_port}", f"127.0.0.1:{self.sip_port}")
+        self.http_port = free_port()
+        self.sip_port = free_port(socket.SOCK_DGRAM)
+        new = (f"127.0.0.1:{self.http_port}", f"127.0.0.1:{self.sip_port}")
+        self.args[self.args.index(old[0])] = new[0]
+        self.args[self.args.index(old[1])] = new[1]
+
+    def _start(self, timeout: float) -> None:
         import os
         import sys
         import urllib.request
 
         env = dict(os.environ, **(self.env or {}))
         self.workdir.mkdir(parents=True, exist_ok=True)
+        logged = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "relay", "serve", *self.args],
@@ -107,9 +130,13 @@ class RelayProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"relay exited: {self.log.read_text()[-2000:]}")
+                text = self.log.read_text()
+                if "[Errno 98] Address already in use" in text[logged:]:
+                    raise _PortTaken(f"relay exited: {text[-2000:]}")
+                raise RuntimeError(f"relay exited: {text[-2000:]}")
             try:
                 with urllib.request.urlopen(self.base + "/healthz", timeout=0.5):
+                    self.started = True
                     return
             except OSError:
                 time.sleep(0.05)
@@ -118,6 +145,10 @@ class RelayProcess:
     def stop(self) -> None:
         stop_process(self.proc, grace=15.0)
         self.proc = None
+
+
+class _PortTaken(RuntimeError):
+    """`relay serve` exited at once: a port it was given was bound by then."""
 
 
 @pytest.fixture

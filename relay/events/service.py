@@ -142,7 +142,7 @@ async def _start(node: Node) -> Stop | None:
     sender = OutboxSender(outbox, client, RetryPolicy(backoff=s.backoff,
                                                       backoff_max=s.backoff_max,
                                                       final_4xx=False),
-                          batch=max(s.concurrency, 64))
+                          batch=max(s.concurrency, 64), lease_ttl=s.lease_ttl)
     node.record_writer.on_commit.append(sender.wake)
     sender.start()
     node.events_sender = sender

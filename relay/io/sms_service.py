@@ -172,7 +172,8 @@ class SmsService:
             self.webhook = WebhookSender(s.webhook_url, s.webhook_secret,
                                          on_result=self._webhook_result,
                                          retries=s.webhook_retries, backoff=s.webhook_backoff,
-                                         store=self.node.config.store)  # durable
+                                         store=self.node.config.store,  # durable
+                                         lease_ttl=cfg.sections.events.lease_ttl)
             await self.webhook.start()
         if cfg.smpp is not None:
             self.server = SmppServer(cfg.smpp[0], cfg.smpp[1], cfg.smpp_accounts,

@@ -23,6 +23,8 @@ Tunables live in relay.toml (see README "Configuration" and DESIGN.md):
     dns_refresh = 30             # seconds between lookups of those names (TTLs cached)
     session_expires = 1800       # RFC 4028 session interval per leg (0: no timers offered)
     min_se = 90                  # a caller asking for less gets 422 (RFC 4028 floor: 90)
+    min_se_floor = 90            # test knob: lets min_se go below RFC 4028's 90 s floor,
+                                 # so a test can watch a session expire in seconds
     ivr_tries = 3                # AXE: extensions a caller may key before the hang-up
     ivr_first_digit = 10         # seconds after the prompt for the first digit
     ivr_pause = 3                # a pause this long ends the extension
@@ -131,6 +133,7 @@ def settings_from(config: Config, port: int) -> tuple[Settings, SipSection]:
         probe_interval=sip.probe_interval,
         session_expires=sip.session_expires,
         min_se=sip.min_se,
+        min_se_floor=sip.min_se_floor,
         ivr_tries=sip.ivr_tries,
         ivr_first_digit=sip.ivr_first_digit,
         ivr_pause=sip.ivr_pause,

@@ -152,12 +152,14 @@ class WebhookSender:
         self, url: str, secret: str, *, on_result: ResultHook | None = None,
         retries: int = 5, backoff: float = 0.5, backoff_max: float = 30.0,
         timeout: float = 10.0, concurrency: int = 32, store: str | None = None,
+        lease_ttl: float = 10.0,
     ) -> None:
         self.client = WebhookClient(url, secret, timeout=timeout, concurrency=concurrency)
         self.policy = RetryPolicy(backoff=backoff, backoff_max=backoff_max)
         self.on_result = on_result
         self.retries = retries
         self.store = store
+        self.lease_ttl = lease_ttl  # the durable sender's outbox lease ([events] lease_ttl)
         self._tasks: set[asyncio.Task[None]] = set()
         self.sent = 0
         self.failed = 0
@@ -178,7 +180,7 @@ class WebhookSender:
             self._outbox = open_outbox(self.store, "sms")
             await self._outbox.open()
             self._sender = OutboxSender(self._outbox, self.client, self.policy,
-                                        on_settled=self._settled)
+                                        lease_ttl=self.lease_ttl, on_settled=self._settled)
             self._sender.start()
             self._flusher = asyncio.create_task(self._flush_loop(), name="sms-webhook")
 

@@ -79,6 +79,17 @@ def media_range(width: int = 300, low: int = 20000, high: int = 60000) -> str:
     raise RuntimeError(f"no free media port range in {low}-{high}")
 
 
+def _bound_ports() -> set[int]:
+    """Local ports of this machine's IPv4 UDP and TCP sockets (/proc/net/udp, tcp)."""
+    ports: set[int] = set()
+    for table in ("/proc/net/udp", "/proc/net/tcp"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                ports.add(int(line.split(None, 2)[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def need_sipp() -> str:
     exe = shutil.which("sipp")
     if exe is None:
@@ -87,11 +98,16 @@ def need_sipp() -> str:
 
 
 class Sipp:
-    """One SIPp process (caller or callee) with its message trace."""
+    """One SIPp process (caller or callee) with its message trace.
+
+    A callee (`listens`) is started only once it listens: `start` returns when SIPp
+    has bound its SIP and media ports (some 20 ms; longer on a loaded machine), so a
+    caller started next never sends to a port nobody holds yet."""
 
     def __init__(self, workdir: Path, name: str, scenario: Path, args: list[str],
-                 port: int | None = None) -> None:
+                 port: int | None = None, *, listens: bool = False) -> None:
         self.name = name
+        self.listens = listens
         self.port = port or udp_port()
         self.media_port = sipp_media_port()
         self.trace = workdir / f"{name}.msg"
@@ -108,7 +124,20 @@ class Sipp:
         with open(self.out, "wb") as out:
             self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
+        if self.listens:
+            self._wait_bound()
         return self
+
+    def _wait_bound(self, timeout: float = 10.0) -> None:
+        """Until the SIP port (UDP, or TCP with -t) and the media port are bound, or
+        SIPp has exited (its wait() then says why)."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            held = _bound_ports()
+            if self.port in held and self.media_port in held:
+                return
+            time.sleep(0.01)
 
     def wait(self, timeout: float) -> int:
         assert self.proc is not None
@@ -164,7 +193,8 @@ def callee(workdir: Path, port: int, scenario: str = "uas.xml", *, number: str =
            extra: list[str] | None = None, name: str = "callee") -> Sipp:
     """The outbound trunk (SIPp UAS on `port`) answering as `number`."""
     return Sipp(workdir, name, SCENARIOS / scenario,
-                ["-key", "callee", number, "-timeout", "90s", *(extra or [])], port)
+                ["-key", "callee", number, "-timeout", "90s", *(extra or [])], port,
+                listens=True)
 
 
 def refused_scenario(workdir: Path, code: int, max_forwards: int = 70) -> Path:
@@ -207,11 +237,13 @@ def calls(base: str, query: str = "", token: str | None = None, want: int = 1,
     """Poll /v1/calls until `want` records are there (the writer batches)."""
     deadline = time.monotonic() + timeout
     found: list[dict[str, Any]] = []
+    pause = 0.05  # records land 50-200 ms after a call's end: look soon, then every 0.2 s
     while time.monotonic() < deadline:
         found = api(base, "GET", "/v1/calls" + query, token=token)["calls"]
         if len(found) >= want:
             return found
-        time.sleep(0.2)
+        time.sleep(pause)
+        pause = min(0.2, pause * 2)
     return found
 
 

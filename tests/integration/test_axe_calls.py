@@ -13,7 +13,6 @@ Timing knobs (the prompt's length, ringing, talk) are the constants below.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +154,6 @@ def test_caller_keys_the_extension_in_band(relay_factory: Any, tmp_path: Path,
     play_ms = int(pcap_seconds(pcap) * 1000) - 2000
     uas = tone_callee(tmp_path, out, write_tone_pcap(tmp_path / "b.pcap", B_HZ, 60.0),
                       ring_ms=RING_MS).start()
-    time.sleep(0.3)
     uac = dtmf_caller(tmp_path, relay.sip_port, pcap, wait_ms=PROMPT_WAIT_MS,
                       hold_ms=play_ms)
     with sniff([uac.port, uac.media_port, out, uas.media_port]) as wire:
@@ -211,7 +209,6 @@ def test_caller_keys_the_extension_by_sip_info(relay_factory: Any, tmp_path: Pat
     binding = _axe_bindings(relay.base)
     uas = tone_callee(tmp_path, out, write_tone_pcap(tmp_path / "b.pcap", B_HZ, 60.0),
                       ring_ms=RING_MS).start()
-    time.sleep(0.3)
     uac = info_caller(tmp_path, relay.sip_port, f"{EXT}#", info_type=info_type,
                       wait_ms=PROMPT_WAIT_MS, gap_ms=250, hold_ms=RING_MS + TALK_MS + 1000)
     with sniff([uac.port, uac.media_port, out, uas.media_port]) as wire:
@@ -231,7 +228,6 @@ def test_extension_in_the_request_uri_goes_straight_to_b(relay_factory: Any, tmp
     binding = _axe_bindings(relay.base)
     uas = tone_callee(tmp_path, out, write_tone_pcap(tmp_path / "b.pcap", B_HZ, 30.0),
                       ring_ms=500).start()
-    time.sleep(0.3)
     uac = caller(tmp_path, relay.sip_port, "uac.xml", x=dialled, extra=["-m", "1", "-d", "1500"])
     with sniff([uac.port, uac.media_port, out]) as wire:
         uac.start()
@@ -261,7 +257,6 @@ def test_the_other_extension_reaches_the_other_b(relay_factory: Any, tmp_path: P
     _axe_bindings(relay.base)
     pcap = write_dtmf_pcap(tmp_path / "ext.pcap", f"{OTHER_EXT}#")
     uas = callee(tmp_path, out, "uas.xml", number=OTHER_B, extra=["-m", "1"]).start()
-    time.sleep(0.3)
     uac = dtmf_caller(tmp_path, relay.sip_port, pcap, wait_ms=PROMPT_WAIT_MS,
                       hold_ms=int(pcap_seconds(pcap) * 1000) + 2000).start()
     assert uac.wait(60) == 0, uac.tail()

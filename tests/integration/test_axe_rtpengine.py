@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,7 +100,6 @@ def test_caller_keys_the_extension_through_rtpengine(
     play_ms = int(pcap_seconds(pcap) * 1000) - 2000
     uas = tone_callee(tmp_path, out, write_tone_pcap(tmp_path / "b.pcap", B_HZ, 60.0),
                       ring_ms=RING_MS).start()
-    time.sleep(0.3)
     uac = dtmf_caller(tmp_path, relay.sip_port, pcap, wait_ms=PROMPT_WAIT_MS,
                       hold_ms=play_ms)
     low, high = daemon.port_range

@@ -5,7 +5,6 @@ ended and per refused call, JSON logs, an access log without tokens or numbers, 
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -57,7 +56,6 @@ def test_call_lines_access_log_and_metrics(relay_factory: Any, tmp_path: Path) -
     uac = caller(tmp_path, relay.sip_port, "uac.xml", number=A, x=X,
                  extra=["-m", "1", "-d", "1200"])
     uas.start()
-    time.sleep(0.3)
     uac.start()
     assert uac.wait(30) == 0, uac.tail()
     assert uas.wait(30) == 0, uas.tail()

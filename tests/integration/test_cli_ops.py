@@ -73,7 +73,6 @@ def test_live_hangup_and_lists_through_the_api(relay_factory: Any, tmp_path: Pat
     uac = caller(tmp_path, node.sip_port, "uac_wait_bye.xml", number=A, x=X,
                  extra=["-m", "1"])
     uas.start()
-    time.sleep(0.3)
     uac.start()
     try:
         live: list[dict[str, Any]] = []

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +60,10 @@ def test_trunk_challenge_is_answered(relay_factory: Any, tmp_path: Path, code: i
                                      "--log-level", "DEBUG"))
     bind(relay.base)
     uas = Sipp(tmp_path, "trunk", _scenario(tmp_path, code, algo),
-               ["-key", "callee", "+8613933334444", "-timeout", "60s", "-m", "1"], out)
+               ["-key", "callee", "+8613933334444", "-timeout", "60s", "-m", "1"], out,
+               listens=True)
     uac = caller(tmp_path, relay.sip_port, extra=["-m", "1", "-d", "300"])
     uas.start()
-    time.sleep(0.3)
     uac.start()
     assert uac.wait(60) == 0, uac.tail()  # 200 OK, its ACK and BYE: the call went through
     assert uas.wait(60) == 0, uas.tail()

@@ -183,7 +183,6 @@ def _run(uas: Sipp, make_uac: Callable[[], Sipp], timeout: float = 60) -> Sipp:
     """Start the callee, then make (so that its free ports are picked while the callee
     holds its own) and run the caller; both must succeed. Returns the caller."""
     uas.start()
-    time.sleep(0.3)
     uac = make_uac().start()
     assert uac.wait(timeout) == 0, f"{uac.name}: {uac.tail()}"
     assert uas.wait(timeout) == 0, f"{uas.name}: {uas.tail()}"
@@ -280,7 +279,6 @@ def test_the_wire_checks_see_digits_and_voices_through_an_axb_call(relay_factory
     pcap = write_dtmf_pcap(tmp_path / "ext.pcap", keyed, audio_hz=440.0, tail_ms=3000)
     uas = tone_callee(tmp_path, out, write_tone_pcap(tmp_path / "b.pcap", 1000.0, 30.0),
                       ring_ms=300).start()
-    time.sleep(0.3)
     uac = dtmf_caller(tmp_path, relay.sip_port, pcap, wait_ms=300,
                       hold_ms=int(pcap_seconds(pcap) * 1000) - 500)
     with sniff([uac.port, uac.media_port, out, uas.media_port]) as wire:

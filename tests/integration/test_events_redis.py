@@ -24,7 +24,6 @@ def _calls(tmp_path: Path, relay: Any, out: int, n: int, name: str) -> None:
     uac = caller(tmp_path, relay.sip_port, name=f"{name}-uac",
                  extra=["-m", str(n), "-d", "200", "-r", "10"])
     uas.start()
-    time.sleep(0.3)
     uac.start()
     assert uac.wait(60) == 0, uac.tail()
     assert uas.wait(60) == 0, uas.tail()

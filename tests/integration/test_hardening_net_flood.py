@@ -73,9 +73,13 @@ def collect(s: socket.socket, quiet: float, limit: float) -> list[bytes]:
 
 
 def flood(relay: Any, host: str, count: int, *, x: str = X, sdp: bool = False,
-          wait: float = 8.0) -> tuple[list[bytes], int]:
+          wait: float = 3.0) -> tuple[list[bytes], int]:
     """`count` INVITEs never ACKed, each sent twice (a retransmission); every datagram
-    that comes back within `wait` seconds of quiet; returns (datagrams, sent)."""
+    that comes back within `wait` seconds of quiet; returns (datagrams, sent).
+
+    The relays flooded here run with t1 = 0.1 s: a response's retransmissions come at
+    most T2 = 8*T1 = 0.8 s apart until timer H, so `wait` of quiet (more than three T2)
+    means no more of them is coming."""
     s = sock_from(host)
     port = s.getsockname()[1]
     sent = 0

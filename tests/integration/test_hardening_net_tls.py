@@ -156,7 +156,6 @@ def test_a_sipp_call_over_tls_directly(relay_factory: Any, tmp_path: Path,
                         "-tls_version", "1.2", "-m", "2", "-d", "500"])
     uac.args[0] = exe
     uas.start()
-    time.sleep(0.3)
     uac.start()
     assert uac.wait(60) == 0, uac.tail()
     assert uas.wait(30) == 0, uas.tail()
@@ -189,7 +188,6 @@ def test_a_sipp_call_over_tls_through_a_bridge(relay_factory: Any, tmp_path: Pat
         uac = caller(tmp_path, bridge, number=A, x=X,
                      extra=["-t", "t1", "-m", "2", "-d", "500", "-max_socket", "10"])
         uas.start()
-        time.sleep(0.3)
         uac.start()
         assert uac.wait(60) == 0, uac.tail()
         assert uas.wait(30) == 0, uas.tail()

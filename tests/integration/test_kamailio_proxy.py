@@ -74,7 +74,6 @@ def _run(s: Setup, uac_scn: str, uas_scn: str, uac_extra: list[str],
     uas = callee(s.workdir, s.callee_port, uas_scn, extra=uas_extra)
     uac = caller(s.workdir, s.kam.caller_port, uac_scn, extra=uac_extra)
     uas.start()
-    time.sleep(0.3)
     uac.start()
     try:
         rc = uac.wait(timeout)

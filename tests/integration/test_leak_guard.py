@@ -53,7 +53,6 @@ def test_planted_leak_toward_the_caller_is_blocked(relay_factory: Any,
     uac = caller(tmp_path, relay.sip_port, scenario_path=refused_scenario(tmp_path, 500),
                  extra=["-m", "1"])
     uas.start()
-    time.sleep(0.3)
     uac.start()
     assert uac.wait(60) == 0, uac.tail()
     assert uas.wait(60) == 0, uas.tail()  # it rang, was CANCELled, answered 487
@@ -106,7 +105,6 @@ def test_clean_call_is_untouched(relay_factory: Any, tmp_path: Path) -> None:
     uas = callee(tmp_path, out, extra=["-m", "1"])
     uac = caller(tmp_path, relay.sip_port, extra=["-m", "1", "-d", "200"])
     uas.start()
-    time.sleep(0.3)
     uac.start()
     assert uac.wait(60) == 0, uac.tail()
     assert uas.wait(60) == 0, uas.tail()
@@ -173,7 +171,6 @@ def test_a_blocked_leak_is_an_event(relay_factory: Any, tmp_path: Path) -> None:
         uac = caller(tmp_path, relay.sip_port, scenario_path=refused_scenario(tmp_path, 500),
                      extra=["-m", "1"])
         uas.start()
-        time.sleep(0.3)
         uac.start()
         assert uac.wait(60) == 0, uac.tail()
         assert uas.wait(60) == 0, uas.tail()

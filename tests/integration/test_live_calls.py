@@ -47,7 +47,6 @@ def test_live_call_is_listed_and_hung_up_by_an_operator(relay_factory: Any,
     uac = caller(tmp_path, relay.sip_port, "uac_wait_bye.xml", number=A, x=X,
                  extra=["-m", "1"])
     uas.start()
-    time.sleep(0.3)
     uac.start()
     try:
         live = wait_live(relay.base, "connected")
@@ -93,7 +92,6 @@ def test_list_filters_and_unknown_parameters(relay_factory: Any, tmp_path: Path)
     uas = callee(tmp_path, out, "uas.xml", number=B, extra=["-m", "1"])
     uac = caller(tmp_path, relay.sip_port, "uac.xml", number=A, x=X, extra=["-m", "1"])
     uas.start()
-    time.sleep(0.3)
     uac.start()
     assert uac.wait(30) == 0, uac.tail()
     assert uas.wait(30) == 0, uas.tail()

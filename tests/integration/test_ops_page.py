@@ -99,7 +99,6 @@ async def test_ops_page_end_to_end(relay_factory: Any, tmp_path: Path) -> None:
     uac = caller(tmp_path, relay.sip_port, "uac_audio.xml", number=A, x=X,
                  extra=["-m", "1", "-d", "2000", "-key", "pcap", str(talk_a)], name="rec-caller")
     uas.start()
-    time.sleep(0.3)
     uac.start()
     assert uac.wait(60) == 0, uac.tail()
     assert uas.wait(60) == 0, uas.tail()
@@ -119,7 +118,6 @@ async def test_ops_page_end_to_end(relay_factory: Any, tmp_path: Path) -> None:
     held_uac = caller(tmp_path, relay.sip_port, "uac_wait_bye.xml", number=A, x=X,
                       extra=["-m", "1"], name="held-caller")
     held_uas.start()
-    time.sleep(0.3)
     held_uac.start()
     try:
         (live_id,) = wait_until(lambda: live_ids(base))

@@ -45,7 +45,6 @@ def test_forced_overload_sheds_new_calls_and_lets_a_live_call_end(relay_factory:
     live = caller(tmp_path, relay.sip_port, number=A, extra=["-m", "1", "-d", "2500"],
                   name="live")
     uas.start()
-    time.sleep(0.3)
     live.start()
     time.sleep(1.0)  # the call is up, and it took the only slot
     shed = caller(tmp_path, relay.sip_port, number=A, extra=["-m", "2"], name="shed",

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ def test_reliable_183_both_ways(relay_factory: Any, tmp_path: Path) -> None:
     uas = callee(tmp_path, out, "uas_100rel.xml", extra=["-m", "1"])
     uac = caller(tmp_path, relay.sip_port, "uac_100rel.xml", extra=["-m", "1", "-d", "300"])
     uas.start()
-    time.sleep(0.3)
     uac.start()
     assert uac.wait(60) == 0, uac.tail()
     assert uas.wait(30) == 0, uas.tail()

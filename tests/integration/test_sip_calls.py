@@ -41,7 +41,6 @@ def _relay(relay_factory: Any, tmp_path: Path, outbound: int, *more: str) -> Any
 
 def _run(uas: Any, uac: Any, timeout: float = 60) -> None:
     uas.start()
-    time.sleep(0.3)
     uac.start()
     rc = uac.wait(timeout)
     assert rc == 0, f"caller rc={rc} {uac.tail()}"
@@ -306,7 +305,6 @@ def test_drain_refuses_new_calls_and_ends_live_ones(relay_factory: Any,
     uac, uas = _pair(tmp_path, relay, out, "uac_wait_bye.xml", "uas.xml", ["-m", "1"],
                      ["-m", "1"])
     uas.start()
-    time.sleep(0.3)
     uac.start()
     time.sleep(1.0)  # the call is up
     assert relay.proc is not None
@@ -404,7 +402,6 @@ def test_freeze_during_a_call_hangs_up_when_configured(relay_factory: Any,
     uac, uas = _pair(tmp_path, relay, out, "uac_wait_bye.xml", "uas.xml", ["-m", "1"],
                      ["-m", "1"])
     uas.start()
-    time.sleep(0.3)
     uac.start()
     time.sleep(1.0)
     api(relay.base, "POST", f"/v1/bindings/{binding['id']}/freeze")

@@ -104,7 +104,6 @@ def test_sees_a_sipp_play_and_the_bye_on_the_wire(tmp_path: Path) -> None:
     uas = callee(workdir, port, "uas_bye.xml", extra=["-m", "1", "-d", str(300 + play_ms + 700)])
     with sniff([uas.media_port, port]) as wire:
         uas.start()
-        time.sleep(0.3)
         uac = dtmf_caller(workdir, port, pcap, wait_ms=300, wait_bye=True).start()
         assert uac.wait(60) == 0, uac.tail()
         assert uas.wait(60) == 0, uas.tail()

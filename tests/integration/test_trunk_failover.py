@@ -44,7 +44,6 @@ def _trunk_peers(tmp_path: Path, p1: int, p2: int, calls_on_second: int) -> tupl
     second = callee(tmp_path, p2, extra=["-m", str(calls_on_second)], name="second")
     first.start()
     second.start()
-    time.sleep(0.3)
     return first, second
 
 
