@@ -1,6 +1,8 @@
 """Seals finished recordings (recordings.manifest) in a process of their own, in batches.
 
-The call path hands over the folder of a call that ended with a recording. Sealing
+For media backends that do not seal as they finish (rtpengine: its pcaps become WAVs in
+the relay; the in-process backend seals in its finishing process). The call path hands
+over the folder of a call that ended with a recording. Sealing
 reads and hashes every file (SHA-256 over megabytes), so it runs in one spawned worker
 process: a thread of the relay would hold the call loop's GIL for the whole hash. One
 worker keeps this process's seals serialised (other processes wait on the day's lock).

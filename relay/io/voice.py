@@ -262,7 +262,7 @@ async def _start(node: Node) -> Stop:
 
     # The in-process backend seals as it finishes; rtpengine's recordings (pcap to WAV
     # in this process) are sealed by a process of their own.
-    sealer = None if getattr(media, "manifest_key", None) else Sealer(key)
+    sealer = None if media.seals else Sealer(key)
     with contextlib.suppress(OSError):
         for finished in await media.finish_pending():  # a crash's leftovers: seal them too
             if sealer is not None and not finished.sealed:

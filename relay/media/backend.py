@@ -77,6 +77,10 @@ class MediaBackend(Protocol):
     400 malformed, 488 `NoCommonCodec`); exhaustion raises `relay.rtp.ports.PortsExhausted`.
     """
 
+    #: The backend seals its recordings itself as it finishes them (recordings.manifest;
+    #: `RecordingResult.sealed`); otherwise the relay seals them afterwards (relay.io.sealer).
+    seals: bool
+
     async def allocate(self, call_id: str, record: bool) -> MediaCall:
         """Reserve relay ports (and a recording) for a new call."""
         ...

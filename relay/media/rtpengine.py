@@ -184,6 +184,7 @@ class RtpengineBackend:
         """
         self.client = NgClient(ng_addr, timeout=timeout, retries=retries)
         self.recordings_dir = recordings_dir
+        self.seals = False  # its pcaps become WAVs here; relay.io.sealer seals them after
         self.executor = executor
         self.flags = dict(flags or {})
         self.keep_pcap = keep_pcap
