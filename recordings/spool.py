@@ -38,7 +38,7 @@ import json
 import struct
 import sys
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 __all__ = [
@@ -312,7 +312,7 @@ def call_frames(meta: CallMeta | None, chunks: tuple[bytes, bytes]) -> bytes:
     """Version 3 frames: `meta` (when given) then each leg's non-empty chunk."""
     parts: list[bytes] = []
     if meta is not None:
-        body = meta.to_json().encode()
+        body = meta.to_json(compact=True).encode()
         parts += (_FRAME.pack(TAG_META, len(body)), body)
     for tag, chunk in enumerate(chunks):
         if chunk:
@@ -360,9 +360,15 @@ class CallMeta:
     legs: dict[str, dict[str, Any]] = field(default_factory=dict)  # leg -> {"codec": ...}
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # filled in by finish
 
-    def to_json(self) -> str:
-        """Serialise as JSON text."""
-        return json.dumps(asdict(self), sort_keys=True, indent=1)
+    def to_json(self, *, compact: bool = False) -> str:
+        """Serialise as JSON text (meta.json, indented); `compact` for the spool's
+        frames, which the relay writes on its event loop: json's C encoder does not
+        indent, and the indenting one (pure Python) cost more than the rest of a frame."""
+        doc = {"call_id": self.call_id, "files": self.files, "legs": self.legs,
+               "started_at": self.started_at}
+        if compact:
+            return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+        return json.dumps(doc, sort_keys=True, indent=1)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> CallMeta:
