@@ -254,7 +254,7 @@ def _read_file(path: Path) -> bytes:
     fd = os.open(path, os.O_RDONLY | _CLOEXEC)
     try:
         size = os.fstat(fd).st_size
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             chunk = os.read(fd, max(size, 1 << 16))
             if not chunk:
