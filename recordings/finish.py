@@ -228,8 +228,8 @@ def _write_file(path: Path, parts: Iterable[bytes | bytearray | memoryview]
 
     Hashed as written and its mtime taken from the open file, so neither sealing nor
     anything else reads it back; renamed into place, so readers never see a
-    half-written WAV. Plain descriptors, not `open()`: a buffered file object costs
-    four more system calls per file (fstat, ioctl, lseek), and a call writes four.
+    half-written WAV. Plain descriptors, not `open()`: a buffered file object adds an
+    fstat, an ioctl and an lseek to each file, and a call writes four.
     """
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
     h = hashlib.sha256()
