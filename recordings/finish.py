@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import os
 import re
 import struct
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from recordings.fileio import read_all, replace_file
 from recordings.g711 import decode
 from recordings.manifest import file_entry, seal_many
 from recordings.spool import CallMeta, SpoolError, SpoolRecord, read_call_spool, read_spool
@@ -71,8 +71,6 @@ MAX_SKEW = 2 * RATE
 _G711 = frozenset({0, 8})
 SPOOLS_V2 = tuple(f"{leg}.spool" for leg in LEGS)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC
 
 
 @dataclass(slots=True)
@@ -221,51 +219,8 @@ def _wav_header(data_bytes: int, channels: int) -> bytes:
                             RATE, RATE * 2 * channels, 2 * channels, 16, b"data", data_bytes)
 
 
-def _write_file(path: Path, parts: Iterable[bytes | bytearray | memoryview]
-                ) -> tuple[int, str, float]:
-    """Write `parts` to `path` through a temporary name: (size, SHA-256, mtime) of what
-    was written.
-
-    Hashed as written and its mtime taken from the open file, so neither sealing nor
-    anything else reads it back; renamed into place, so readers never see a
-    half-written WAV. Plain descriptors, not `open()`: a buffered file object adds an
-    fstat, an ioctl and an lseek to each file, and a call writes four.
-    """
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
-    h = hashlib.sha256()
-    size = 0
-    fd = os.open(tmp, _WRITE_FLAGS, 0o644)
-    try:
-        for part in parts:
-            h.update(part)
-            view = memoryview(part)
-            while view:  # a regular file takes it all at once; a full disk raises
-                view = view[os.write(fd, view):]
-            size += len(part)
-        mtime = os.fstat(fd).st_mtime
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    return size, h.hexdigest(), mtime
-
-
-def _read_file(path: Path) -> bytes:
-    """The whole file, in as few system calls as `open().read()` makes in its best case."""
-    fd = os.open(path, os.O_RDONLY | _CLOEXEC)
-    try:
-        size = os.fstat(fd).st_size
-        chunks: list[bytes] = []
-        while True:
-            chunk = os.read(fd, max(size, 1 << 16))
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-
-
 def _write_wav(name: str, path: Path, pcm: bytes | bytearray, start_ms: int) -> RecordedFile:
-    size, digest, mtime = _write_file(path, (_wav_header(len(pcm), 1), pcm))
+    size, digest, mtime = replace_file(path, (_wav_header(len(pcm), 1), pcm))
     return RecordedFile(name, path, size, digest, len(pcm) // 2 * 1000 // RATE, start_ms,
                         mtime)
 
@@ -290,7 +245,7 @@ def _mix_blocks(left: bytearray, right: bytearray) -> Iterable[bytes | bytearray
 
 def _write_mix(path: Path, left: bytearray, right: bytearray, start_ms: int) -> RecordedFile:
     frames = max(len(left), len(right)) // 2
-    size, digest, mtime = _write_file(path, _mix_blocks(left, right))
+    size, digest, mtime = replace_file(path, _mix_blocks(left, right))
     return RecordedFile("mix", path, size, digest, frames * 1000 // RATE, start_ms, mtime)
 
 
@@ -303,7 +258,7 @@ def _load(directory: Path) -> tuple[CallMeta, dict[str, list[SpoolRecord]], list
     """
     spool = spool_path(directory)
     try:
-        data = _read_file(spool)
+        data = read_all(spool)
     except FileNotFoundError:
         data = None
     if data is not None:
@@ -381,7 +336,7 @@ def _render(directory: Path) -> tuple[RecordingResult, list[Path]]:
     files["mix"] = _write_mix(directory / "mix.wav", pcm["caller"], pcm["callee"], start_ms)
     meta.files = {name: {"size": f.size, "sha256": f.sha256, "duration_ms": f.duration_ms,
                          "record_start_at": f.record_start_at} for name, f in files.items()}
-    _write_file(directory / "meta.json", (meta.to_json().encode(),))
+    replace_file(directory / "meta.json", (meta.to_json().encode(),))
     return (RecordingResult(meta.call_id, directory, files,
                             {leg: (st.expected, st.lost) for leg, st in stats.items()}),
             spools)

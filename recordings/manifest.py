@@ -34,6 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from recordings.fileio import replace_file
+
 __all__ = ["CHAIN", "MANIFEST", "DayReport", "file_entry", "seal", "seal_many", "verify_day"]
 
 MANIFEST = "manifest.json"
@@ -41,7 +43,6 @@ CHAIN = "chain.jsonl"
 LOCK = "chain.lock"
 LEGS = ("caller", "callee", "mix")
 _ZERO = "0" * 64
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
 
 def _iso(when: float) -> str:
@@ -202,21 +203,13 @@ def _seal_day(day: Path, calls: list[tuple[int, Path, dict[str, Any]]], key: byt
                     "v": 1, "call_id": directory.name, "sealed_at": _iso(now),
                     "seq": seq + 1, "prev": prev, "files": files}
                 doc["sig"] = _mac(key, doc)
-                raw = _canonical(doc)
-                tmp = os.path.join(directory, f".{MANIFEST}.tmp")
                 try:
-                    fd = os.open(tmp, _WRITE_FLAGS, 0o644)
-                    try:
-                        view = memoryview(raw)
-                        while view:  # one write takes it but for a full disk (raises)
-                            view = view[os.write(fd, view):]
-                    finally:
-                        os.close(fd)
-                    os.replace(tmp, os.path.join(directory, MANIFEST))
+                    # The manifest file's own SHA-256 is the chain's link.
+                    _, digest, _ = replace_file(directory / MANIFEST, (_canonical(doc),))
                 except OSError as exc:
                     out[i] = exc
                     continue
-                seq, prev = seq + 1, hashlib.sha256(raw).hexdigest()
+                seq, prev = seq + 1, digest
                 lines.append(json.dumps({"seq": seq, "call_id": directory.name,
                                          "sha256": prev}, separators=(",", ":")))
                 out[i] = doc

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
+from recordings.fileio import CLOEXEC, CREATE_FLAGS, write_all
 from recordings.finish import RecordingResult, finish_batch, spool_path
 from recordings.spool import MAGIC_V3, CallMeta, SpoolBuffer, call_frames
 
@@ -52,8 +53,6 @@ SLOT = 0.04
 SLOTS = 25
 #: Calls whose recording ended within this many seconds are finished in one job.
 FINISH_BATCH = 0.05
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC
 #: After finding the free spool pool empty, create files for this long before looking again.
 _POOL_RETRY = 0.5
 
@@ -86,9 +85,9 @@ class FreeSpools:
                 except OSError:
                     break
                 self.taken += 1
-                return os.open(dest, os.O_WRONLY | os.O_TRUNC | _CLOEXEC)
+                return os.open(dest, os.O_WRONLY | os.O_TRUNC | CLOEXEC)
         self.created += 1
-        return os.open(dest, _OPEN_FLAGS, 0o644)
+        return os.open(dest, CREATE_FLAGS, 0o644)
 
     def _refill(self) -> bool:
         now = time.monotonic()
@@ -178,9 +177,7 @@ class CallRecording:
         if self.failed or self.fd < 0 or not data:
             return
         try:
-            view = memoryview(data)
-            while view:  # a regular file takes it all at once; a full disk raises
-                view = view[os.write(self.fd, view):]
+            write_all(self.fd, data)
         except OSError:
             self._fail("writing")
 
