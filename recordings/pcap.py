@@ -118,14 +118,15 @@ def udp_datagrams(data: bytes) -> Iterator[tuple[float, int, bytes]]:
 
 
 def finish_from_pcap(pcap: Path, directory: Path, meta: CallMeta,
-                     leg_ports: Mapping[int, str], *, remove_pcap: bool = True
-                     ) -> RecordingResult:
+                     leg_ports: Mapping[int, str], *, remove_pcap: bool = True,
+                     seal: tuple[bytes, float] | None = None) -> RecordingResult:
     """Turn rtpengine's pcap of one call into our call folder and finish it.
 
     `leg_ports` maps the rtpengine port that faced a side to the leg name
     ("caller"/"callee"): datagrams sent to it are what that side said. RTCP (the
     +1 ports) and anything else are not in the map and are skipped. Idempotent: a
-    crash before the WAVs exist leaves the pcap in place for a retry.
+    crash before the WAVs exist leaves the pcap in place for a retry. With `seal` (a
+    key, the time now) the folder is sealed before the spools go (`finish_call`).
     """
     directory.mkdir(parents=True, exist_ok=True)
     data = Path(pcap).read_bytes()
@@ -147,7 +148,7 @@ def finish_from_pcap(pcap: Path, directory: Path, meta: CallMeta,
         for f in files.values():
             f.close()
     (directory / "meta.json").write_text(meta.to_json())
-    result = finish_call(directory)
+    result = finish_call(directory, seal=seal)
     if remove_pcap:
         Path(pcap).unlink(missing_ok=True)
     return result

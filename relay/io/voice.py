@@ -207,7 +207,7 @@ async def _media_backend(cfg: Config, media_cfg: MediaSection, advertise: str,
                         "will not be heard (SIP INFO only); set it and start rtpengine "
                         "with --dtmf-log-dest at that address")
         engine = RtpengineBackend((host, int(port)), recordings_dir=Path(cfg.recordings),
-                                  dtmf_addr=dtmf_addr)
+                                  dtmf_addr=dtmf_addr, manifest_key=manifest_key)
         await engine.start(poll_interval=poll)
         return engine
     if kind != "inprocess":
@@ -223,7 +223,7 @@ async def _media_backend(cfg: Config, media_cfg: MediaSection, advertise: str,
         bind_host=media_cfg.bind if media_cfg.bind is not None else cfg.sip[0],
         advertise_host=media_cfg.advertise if media_cfg.advertise is not None else advertise,
         port_range=cfg.media_ports, recordings_dir=Path(cfg.recordings), executor=pool,
-        manifest_key=manifest_key)  # it seals as it finishes: no sealer process
+        manifest_key=manifest_key)
 
 
 class VoiceSubsystem(Subsystem):
@@ -258,15 +258,10 @@ async def _start(node: Node) -> Stop:
     media = await _media_backend(cfg, media_cfg, settings.host,
                                  poll=min(5.0, media_timeout / 4) if media_timeout > 0 else 0,
                                  manifest_key=key)
-    from .sealer import Sealer
-
-    # The in-process backend seals as it finishes; rtpengine's recordings (pcap to WAV
-    # in this process) are sealed by a process of their own.
-    sealer = None if media.seals else Sealer(key)
+    # Both backends seal each call folder as they finish it, before its spools go: a
+    # crash's leftovers are finished and sealed here.
     with contextlib.suppress(OSError):
-        for finished in await media.finish_pending():  # a crash's leftovers: seal them too
-            if sealer is not None and not finished.sealed:
-                sealer.submit(finished.directory)
+        await media.finish_pending()
     prompts = PromptSet(media_cfg.language,
                         Path(media_cfg.prompts) if media_cfg.prompts else None)
     prompts.check()  # a missing prompt is a start-up error, never a mid-call surprise
@@ -288,8 +283,6 @@ async def _start(node: Node) -> Stop:
         writer.submit("call", rec)
         call_log.submit(rec)  # one masked INFO line, refusal reasons, latency histograms
         contacts.submit(contact_from_call(rec))  # the caller's score inputs
-        if sealer is not None and rec.get("recording"):
-            sealer.submit_record(rec)
 
     cfg_ = node.config
     hook = (DecisionHook(cfg_.hook_url, cfg_.hook_secret, cfg_.hook_timeout)
@@ -361,8 +354,6 @@ async def _start(node: Node) -> Stop:
         pool = getattr(media, "executor", None)  # the finishing processes, if any
         if pool is not None:
             pool.shutdown(wait=True)
-        if sealer is not None:
-            await asyncio.get_running_loop().run_in_executor(None, sealer.close)
         if hook is not None:
             await hook.close()
 

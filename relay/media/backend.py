@@ -75,11 +75,9 @@ MediaEvent = DigitReceived | PlaybackEnded
 class MediaBackend(Protocol):
     """What the B2BUA calls. SDP errors raise `relay.sdp.SdpError` (its `.status`:
     400 malformed, 488 `NoCommonCodec`); exhaustion raises `relay.rtp.ports.PortsExhausted`.
+    Given a manifest key, a backend seals each call folder (recordings.manifest) as it
+    finishes it, before the spools go, and `finish_pending` seals what a crash left.
     """
-
-    #: The backend seals its recordings itself as it finishes them (recordings.manifest;
-    #: `RecordingResult.sealed`); otherwise the relay seals them afterwards (relay.io.sealer).
-    seals: bool
 
     async def allocate(self, call_id: str, record: bool) -> MediaCall:
         """Reserve relay ports (and a recording) for a new call."""

@@ -102,7 +102,6 @@ class InProcessBackend:
         self.recorder = Recorder(free)
         # The pool of emptied spools follows the live recordings, with room for a burst.
         self.manifest_key = manifest_key
-        self.seals = manifest_key is not None
         self.finisher = Finisher(executor, free,
                                  lambda: SPOOL_POOL_MIN + 2 * self.recorder.live, manifest_key)
         self._poller: RtpPoller | None = None  # made on the loop, at the first call

@@ -173,7 +173,8 @@ class RtpengineBackend:
     def __init__(self, ng_addr: tuple[str, int], *, recordings_dir: Path | None = None,
                  executor: Executor | None = None, timeout: float = 0.5, retries: int = 3,
                  flags: Mapping[str, Any] | None = None, keep_pcap: bool = False,
-                 dtmf_addr: tuple[str, int] | None = None, inject_dtmf: bool = False) -> None:
+                 dtmf_addr: tuple[str, int] | None = None, inject_dtmf: bool = False,
+                 manifest_key: bytes | None = None) -> None:
         """`ng_addr` is rtpengine's `--listen-ng`; `flags` are extra ng keys for offer/answer.
 
         `recordings_dir` is our recordings root (calls allocated with record=True
@@ -181,10 +182,13 @@ class RtpengineBackend:
         the default threads). `dtmf_addr` is where this backend listens for
         rtpengine's `--dtmf-log-dest` (needed by `detect_digits`); `inject_dtmf`
         marks every call for `play_dtmf` (rtpengine then transcodes all audio).
+        With `manifest_key` each converted call folder is sealed before its spools go
+        (recordings.manifest), so a crash between the two is finished and sealed again
+        at the next start, as the in-process backend's are.
         """
         self.client = NgClient(ng_addr, timeout=timeout, retries=retries)
         self.recordings_dir = recordings_dir
-        self.seals = False  # its pcaps become WAVs here; relay.io.sealer seals them after
+        self.manifest_key = manifest_key
         self.executor = executor
         self.flags = dict(flags or {})
         self.keep_pcap = keep_pcap
@@ -568,7 +572,8 @@ class RtpengineBackend:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self.executor, _finish, self.recordings_dir,
-                                              call, state, not self.keep_pcap)
+                                              call, state, not self.keep_pcap,
+                                              self.manifest_key)
         except (OSError, SpoolError):
             self.recording_errors += 1
             log.warning("converting rtpengine's recording of call %s failed",
@@ -585,8 +590,9 @@ class RtpengineBackend:
         if self.recordings_dir is None:
             return []
         loop = asyncio.get_running_loop()
+        seal = (self.manifest_key, time.time()) if self.manifest_key is not None else None
         return await loop.run_in_executor(self.executor, finish_pending, self.recordings_dir,
-                                          set(self.calls))
+                                          set(self.calls), seal)
 
     async def close(self) -> None:
         """Release every live call, stop polling, close the control socket."""
@@ -605,15 +611,17 @@ class RtpengineBackend:
         self.client.close()
 
 
-def _finish(root: Path, call: MediaCall, state: _CallState, remove: bool) -> RecordingResult:
-    """Blocking: pcap -> spools -> WAVs in our dated call folder."""
+def _finish(root: Path, call: MediaCall, state: _CallState, remove: bool,
+            key: bytes | None) -> RecordingResult:
+    """Blocking: pcap -> spools -> WAVs in our dated call folder, sealed with `key`."""
     legs = {_TAGS[side]: {"codec": state.codecs.get(side), "engine": "rtpengine"}
             for side in Side}
     meta = CallMeta(call.call_id, call.started_at, legs)
     ports = {port: _TAGS[side] for side, port in call.local_ports.items()}
     directory = call_dir(root, call.call_id, call.started_at)
     pcap = Path(state.pcaps[0])
-    result = finish_from_pcap(pcap, directory, meta, ports, remove_pcap=remove)
+    result = finish_from_pcap(pcap, directory, meta, ports, remove_pcap=remove,
+                              seal=(key, time.time()) if key is not None else None)
     if remove:
         # rtpengine's metadata file beside the pcaps: <dir>/metadata/rtpengine-meta-<name>.txt
         meta_file = pcap.parent.parent / "metadata" / f"rtpengine-meta-{pcap.stem}.txt"

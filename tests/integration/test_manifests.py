@@ -110,26 +110,6 @@ def test_cli_verify_and_retention_of_a_whole_day(tmp_path: Path) -> None:
     assert not day_folders[0].parent.exists()
 
 
-def test_the_relays_sealer_seals_in_a_process_of_its_own(tmp_path: Path) -> None:
-    """relay.io.sealer hashes in a spawned worker, never on a thread of the call loop's
-    process; the seals chain as if made in order here."""
-    from relay.io.sealer import Sealer
-
-    now = time.time()
-    folders = [make_call(tmp_path, f"call-{i}", now + i, packets=5).directory
-               for i in range(3)]
-    sealer = Sealer(KEY)
-    workers = {p.pid for p in sealer._pool._processes.values()}  # type: ignore[union-attr]
-    for d in folders:
-        sealer.submit(d)
-    sealer.submit(tmp_path / "no-such-call")  # fails, counted, the others unharmed
-    sealer.close()
-    assert workers and os.getpid() not in workers
-    assert sealer.sealed == 3 and sealer.failed == 1
-    report = verify_day(tmp_path, _day(now), (KEY,))
-    assert report.ok and report.checked == 3
-
-
 def test_sealing_reads_the_chain_tail_and_survives_a_torn_line(tmp_path: Path) -> None:
     """Sealing reads only the end of a day's chain (it was quadratic in the day's calls):
     links far past the tail reader's first 4 KiB window continue the sequence, and a line

@@ -95,6 +95,70 @@ async def test_offer_answer_relay_record_delete(engine: RtpengineDaemon, tmp_pat
     await backend.close()
 
 
+class _Killed(BaseException):
+    """The process dying at that point (not an error anything catches)."""
+
+
+async def _recorded_call(backend: RtpengineBackend, call_id: str, packets: int = 10) -> Any:
+    """A recorded call through rtpengine with `packets` of tone each way, not released."""
+    caller, callee = await peer(), await peer()
+    call = await backend.allocate(call_id, record=True)
+    offer = await backend.offer(call, Side.CALLER, sdp(caller.port, PT_PCMU))
+    answer = await backend.answer(call, Side.CALLEE, sdp(callee.port, PT_PCMU))
+    to_caller = SessionDescription.parse(answer).media[0].port
+    to_callee = SessionDescription.parse(offer).media[0].port
+    for i in range(packets):
+        pkt = RtpPacket(PT_PCMU, i, 160 * i, 0xAAAA,
+                        payload=encode(tone(440, 160, start=160 * i), PT_PCMU))
+        caller.send(bytes(pkt), to_caller)
+        await callee.recv()
+        callee.send(bytes(pkt), to_callee)
+        await caller.recv()
+    return call
+
+
+@needs_rtpengine
+async def test_recordings_are_sealed_as_converted_and_a_crash_between_is_sealed_on_restart(
+        engine: RtpengineDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a manifest key the pcap's conversion seals the call folder before its spools
+    go (no separate sealer): killed after the WAVs but before the seal, the folder keeps
+    its spools, and the next start's `finish_pending` finishes and seals it. The day's
+    chain then verifies with both calls in it."""
+    from datetime import UTC, datetime
+
+    import recordings.finish as finish_mod
+    from recordings.manifest import MANIFEST, verify_day
+
+    key = b"rtpengine-manifest-key"
+    root = tmp_path / "rec"
+    backend = RtpengineBackend(engine.ng_addr, recordings_dir=root, manifest_key=key)
+    first = await backend.release(await _recorded_call(backend, "rtpe-sealed-1"))
+    assert first is not None and first.sealed and first.seal_error is None
+    assert (first.directory / MANIFEST).exists()
+
+    def killed(*_a: object, **_k: object) -> None:
+        raise _Killed
+
+    call = await _recorded_call(backend, "rtpe-sealed-2")
+    monkeypatch.setattr(finish_mod, "seal_many", killed)
+    with pytest.raises(_Killed):
+        await backend.release(call)
+    monkeypatch.undo()
+    crashed = next(d for d in root.glob("*/*/*/rtpe-sealed-2"))
+    assert (crashed / "mix.wav").exists() and not (crashed / MANIFEST).exists()
+    assert list(crashed.glob("*.spool"))  # kept: the restart will redo it
+
+    restarted = RtpengineBackend(engine.ng_addr, recordings_dir=root, manifest_key=key)
+    again = await restarted.finish_pending()
+    assert [(r.call_id, r.sealed) for r in again] == [("rtpe-sealed-2", True)]
+    assert not list(crashed.glob("*.spool"))
+    day = datetime.fromtimestamp(call.started_at, UTC).strftime("%Y-%m-%d")
+    report = verify_day(root, day, (key,))
+    assert report.ok and report.checked == 2 and report.unsealed == []
+    await backend.close()
+    await restarted.close()
+
+
 @needs_rtpengine
 async def test_unrecorded_call_and_errors(engine: RtpengineDaemon, tmp_path: Path) -> None:
     backend = RtpengineBackend(engine.ng_addr)
