@@ -154,7 +154,7 @@ class SmsService:
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._recent_max = 20_000
         self._writer = node.record_writer
-        self._receipt_tasks: set[asyncio.Task[None]] = set()
+        self._receipt_tasks: set[asyncio.Task[None]] = set()  # and webhook results' reads
         self.guard = for_node(node)  # the egress leak guard (relay/guard.py)
         m = node.metrics
         self._counts = m.counter("relay_sms_messages_total",
@@ -557,10 +557,29 @@ class SmsService:
         return None
 
     def _webhook_result(self, msg_id: str, ok: bool, status: int | None, attempts: int) -> None:
+        t = self.node.clock()
         rec = self._recent.get(msg_id)
         if rec is None:
+            # Queued before a restart (the outbox is durable): its record is in the store.
+            task = asyncio.get_running_loop().create_task(
+                self._settle_stored(msg_id, ok, status, attempts, t))
+            self._receipt_tasks.add(task)
+            task.add_done_callback(self._receipt_tasks.discard)
             return
-        t = self.node.clock()
+        self._settle_webhook(rec, ok, status, attempts, t)
+
+    async def _settle_stored(self, msg_id: str, ok: bool, status: int | None, attempts: int,
+                             t: float) -> None:
+        try:
+            stored = await self.node.records.get(KIND, msg_id)
+        except StoreUnavailable:
+            log.warning("message %s: webhook result not recorded (store unavailable)", msg_id)
+            return
+        if stored is not None:
+            self._settle_webhook(dict(stored), ok, status, attempts, t)
+
+    def _settle_webhook(self, rec: dict[str, Any], ok: bool, status: int | None,
+                        attempts: int, t: float) -> None:
         if ok:
             rec.update(status="forwarded", forwarded_at=t, attempts=attempts)
         else:

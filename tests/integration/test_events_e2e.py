@@ -213,7 +213,8 @@ def test_sms_webhook_is_durable_across_an_outage_and_kill_minus_9(relay_factory:
                                                                    tmp_path: Path) -> None:
     """The SMS webhook route rides the same outbox and sender as events: a message
     accepted while the webhook is down survives a `kill -9` and is posted, signed, with
-    its id as Idempotency-Key, once the relay is back and the webhook is up."""
+    its id as Idempotency-Key, once the relay is back and the webhook is up; its record
+    then says `forwarded` (it was `queued` when the relay died)."""
     import sqlite3
 
     from sms_helpers import A as SMS_A
@@ -240,15 +241,30 @@ def test_sms_webhook_is_durable_across_an_outage_and_kill_minus_9(relay_factory:
                 break
         assert time.monotonic() < deadline, "the message never reached the outbox"
         time.sleep(0.05)
+    while True:  # and its record, before the kill
+        status, rec = http("GET", f"{relay.base}/v1/messages/{body['id']}")
+        if status == 200:
+            break
+        assert time.monotonic() < deadline, "the message's record never reached the store"
+        time.sleep(0.05)
+    assert rec["status"] == "queued"
     relay.proc.kill()
     relay.proc.wait()
     hook.start()
     try:
-        relay_factory(store, ["--config", str(conf)], "sms-again")
+        again = relay_factory(store, ["--config", str(conf)], "sms-again")
         got = hook.wait_for(lambda g: any(d["id"] == body["id"] for d in g), timeout=60)
         hook.check()
         (msg,) = {d["id"]: d for d in got}.values()
         assert msg["from"] == SMS_X and msg["to"] == SMS_A and msg["text"] == "still there?"
         assert SMS_B not in json.dumps(msg)
+        deadline = time.monotonic() + 10
+        while True:
+            status, rec = http("GET", f"{again.base}/v1/messages/{body['id']}")
+            if status == 200 and rec["status"] != "queued":
+                break
+            assert time.monotonic() < deadline, f"still {rec}"
+            time.sleep(0.05)
+        assert rec["status"] == "forwarded" and rec["forwarded_at"], rec
     finally:
         hook.stop()
