@@ -211,7 +211,7 @@ class CallMap:
                        else TrunkSet.single(settings.outbound))
         # call id -> the trunks (and their addresses) it has yet to try
         self._plans: dict[str, list[tuple[Trunk, Address]]] = {}
-        self._probes: dict[TransactionKey, Trunk] = {}
+        self._probes: dict[TransactionKey, tuple[Trunk, Address]] = {}
         # The first probes go out at the first timer; a lone --outbound is never probed.
         self._probe_due: float | None = (0.0 if settings.outbound_trunks
                                          and settings.probe_interval > 0 else None)
@@ -377,11 +377,12 @@ class CallMap:
 
     def failover(self, call: CallController, failed: Any) -> CalleeLeg | None:
         """The callee leg toward `failed`'s trunk gave up (408, 503, transport): mark
-        that trunk down and place the call on the next trunk of its plan, if any."""
+        that target down and place the call on the next target of its plan, if any."""
         trunk = self.trunks.by_name.get(getattr(failed, "trunk", "") or "")
         if trunk is not None:
             trunk.failovers += 1
-            self.trunks.mark(trunk, False, f"call failed {failed.code}")
+            self.trunks.mark(trunk, False, f"call failed {failed.code}",
+                             getattr(failed, "target", None))
         if isinstance(failed, CalleeLeg):
             self._dialogs.pop((failed.call_id, failed.local_tag), None)
             for key in failed.client_keys:
@@ -394,6 +395,7 @@ class CallMap:
         trunk.calls += 1
         b = CalleeLeg(self.wire, call.x, address)
         b.trunk = trunk.name
+        b.target = address
         b.to_host = trunk.host
         b.symmetric = self.wire.transport != "UDP" or self._in(address[0], self._symmetric)
         b.control = call
@@ -508,9 +510,9 @@ class CallMap:
     def _on_response(self, ev: ResponseReceived, now: float) -> None:
         resp, key = ev.response, ev.key
         if self._probes and key in self._probes:
-            if resp.status >= 200:  # any answer but 503 means the trunk is there
-                self.trunks.mark(self._probes.pop(key), resp.status != 503,
-                                 f"OPTIONS {resp.status}")
+            if resp.status >= 200:  # any answer but 503 means the target is there
+                trunk, target = self._probes.pop(key)
+                self.trunks.mark(trunk, resp.status != 503, f"OPTIONS {resp.status}", target)
             return
         found = self._clients.get(key)
         if found is None:
@@ -520,6 +522,10 @@ class CallMap:
                                    or leg.control is None or leg.control.ended):
             del self._clients[key]  # a 2xx to INVITE may be retransmitted: keep the key
         if purpose == "invite" and isinstance(leg, CalleeLeg):
+            if resp.status != 503 and leg.target is not None:
+                answering = self.trunks.by_name.get(leg.trunk or "")
+                if answering is not None and answering.down:  # it answers: up again
+                    self.trunks.mark(answering, True, target=leg.target)
             self._route(leg, leg.on_invite_response(resp, now), now)
         elif purpose != "cancel":
             self._route(leg, leg.on_response(purpose, resp, now), now)
@@ -539,9 +545,9 @@ class CallMap:
                 assert isinstance(a, CallerLeg)
                 self._route(a, a.on_invite_timeout(now), now)
             return
-        trunk = self._probes.pop(key, None)
-        if trunk is not None:
-            self.trunks.mark(trunk, False, "OPTIONS timeout")
+        probe = self._probes.pop(key, None)
+        if probe is not None:
+            self.trunks.mark(probe[0], False, "OPTIONS timeout", probe[1])
             return
         found = self._clients.pop(key, None)
         if found is None:
@@ -572,13 +578,12 @@ class CallMap:
 
     # -- trunk probes -------------------------------------------------------------------
     def _probe(self, now: float) -> None:
-        """OPTIONS to every resolved trunk (one outstanding probe per trunk)."""
+        """OPTIONS to every target of every trunk (one outstanding probe per target)."""
         self._probe_due = now + self.settings.probe_interval
-        busy = set(map(id, self._probes.values()))
+        busy = {(id(trunk), target) for trunk, target in self._probes.values()}
         w = self.wire
-        for trunk in self.trunks.trunks:
-            address = trunk.address
-            if address is None or id(trunk) in busy:
+        for trunk, address in ((t, a) for t in self.trunks.trunks for a in t.targets):
+            if (id(trunk), address) in busy:
                 continue
             req = SipRequest("OPTIONS", f"sip:{address[0]}:{address[1]}", [
                 ("Via", f"SIP/2.0/{w.transport} {w.sent_by};branch={new_branch()};rport"),
@@ -589,7 +594,7 @@ class CallMap:
                 ("CSeq", "1 OPTIONS"),
                 ("Allow", ALLOW),
             ], b"")
-            self._probes[self.layer.send_request(req, address, now)] = trunk
+            self._probes[self.layer.send_request(req, address, now)] = (trunk, address)
 
     # -- admission ----------------------------------------------------------------------
     def _unsupported(self, req: SipRequest, now: float) -> bool:

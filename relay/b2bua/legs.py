@@ -588,6 +588,7 @@ class CalleeLeg(_Leg):
         self.retried_422 = False
         self.prack_rseq: int | None = None  # the last reliable provisional PRACKed
         self.trunk: str | None = None  # the outbound trunk's name (records, failover)
+        self.target: Address | None = None  # the trunk's address it was sent to (failover)
         self.to_host = wire.outbound_host  # the host of the callee's Request-URI and To
 
     def place(self, ev: Try, now: float) -> None:

@@ -4,9 +4,13 @@ Sans-IO. A call gets a plan when its first callee INVITE goes out: the trunks th
 up, by priority, weighted-random within a priority (RFC 2782's rule, which RFC 3263
 applies to SRV targets and operators apply to trunk lists alike), then the trunks
 marked down as a last resort. A callee leg that fails with 408, 503 or a transport
-error before anything rang moves the call to the next trunk of its plan (RFC 3263
-§4.3), and marks the trunk down until a probe says otherwise. Probes are OPTIONS sent
-by the call map every `probe_interval`; any answer but 503 is "up".
+error before anything rang moves the call to the next target of its plan (RFC 3263
+§4.3), and marks that target down until a probe says otherwise. Up and down are kept
+per target (an address a trunk's name resolved to, an SRV target say), not per trunk:
+within a trunk the targets that are up come first, so one dead SRV target costs the
+next call nothing, and a trunk is down only when all its targets are. Probes are
+OPTIONS sent by the call map to every target every `probe_interval`; any answer but
+503 is "up".
 
 A trunk named by host name has no address until the adapter resolves it (RFC 3263,
 relay.io.dns) and calls :meth:`TrunkSet.set_targets`: the call path never waits on DNS.
@@ -38,15 +42,34 @@ class Trunk:
     priority: int = 1  # lower first
     weight: int = 1  # share within a priority; 0 only when nothing else is left
     targets: list[Address] = field(default_factory=list)
-    up: bool = True
-    down_reason: str = ""
+    down: dict[Address, str] = field(default_factory=dict)  # target -> why it is down
     calls: int = 0  # INVITEs sent to it (metrics)
     failovers: int = 0  # calls it failed over from
 
     @property
     def address(self) -> Address | None:
-        """Where its INVITEs go now (the first resolved target), or None."""
-        return self.targets[0] if self.targets else None
+        """Where its INVITEs go first (the first resolved target that is up), or None."""
+        order = self.ordered_targets()
+        return order[0] if order else None
+
+    @property
+    def up(self) -> bool:
+        """Some target is up (or none was marked down)."""
+        return not self.down or any(a not in self.down for a in self.targets)
+
+    @property
+    def down_reason(self) -> str:
+        """Why the trunk is down ("" while up): its first target's reason."""
+        if self.up or not self.targets:
+            return ""
+        return self.down.get(self.targets[0], "")
+
+    def ordered_targets(self) -> list[Address]:
+        """Its targets in the resolver's order, those marked down last."""
+        if not self.down:
+            return list(self.targets)
+        return ([a for a in self.targets if a not in self.down]
+                + [a for a in self.targets if a in self.down])
 
     @property
     def numeric(self) -> bool:
@@ -106,12 +129,13 @@ class TrunkSet:
     def plan(self) -> list[tuple[Trunk, Address]]:
         """The order in which a new call tries the trunks (see the module docstring),
         each trunk with every address its name resolved to, in the resolver's order
-        (RFC 3263 §4.3: the next SRV target before the next trunk)."""
+        (RFC 3263 §4.3: the next SRV target before the next trunk), those of its
+        targets marked down last."""
         usable = [t for t in self.trunks if t.address is not None]
         up = [t for t in usable if t.up]
         down = [t for t in usable if not t.up]
         order = self._ordered(up) + sorted(down, key=lambda t: t.priority)
-        return [(t, address) for t in order for address in t.targets]
+        return [(t, address) for t in order for address in t.ordered_targets()]
 
     def _ordered(self, trunks: list[Trunk]) -> list[Trunk]:
         out: list[Trunk] = []
@@ -139,12 +163,19 @@ class TrunkSet:
         trunk = self.by_name.get(name)
         if trunk is not None:
             trunk.targets = list(targets)
+            # A target still resolved keeps its state; one no longer named is forgotten.
+            trunk.down = {a: why for a, why in trunk.down.items() if a in trunk.targets}
             self._hosts = None
 
-    def mark(self, trunk: Trunk, up: bool, reason: str = "") -> None:
-        """A probe's answer (or a call's failure) sets a trunk up or down."""
-        trunk.up = up
-        trunk.down_reason = "" if up else reason
+    def mark(self, trunk: Trunk, up: bool, reason: str = "",
+             target: Address | None = None) -> None:
+        """A probe's answer (or a call's failure) sets one target of `trunk` up or down
+        (without `target`: every target)."""
+        for address in [target] if target is not None else list(trunk.targets):
+            if up:
+                trunk.down.pop(address, None)
+            else:
+                trunk.down[address] = reason
 
     def hosts(self) -> frozenset[str]:
         """Every address the outbound trunks resolve to (exempt from rate limits)."""

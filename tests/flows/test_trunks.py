@@ -154,6 +154,63 @@ def test_a_named_trunk_waits_for_its_address() -> None:
     assert ts.by_name["dns"].address == ("192.0.2.77", 5071)
 
 
+SRV_A, SRV_B = ("192.0.2.41", 5060), ("192.0.2.42", 5060)
+
+
+def _srv_trunk(probe: float = 0.0) -> Harness:
+    """One trunk named by DNS whose name resolved to two targets (SRV order A, B)."""
+    h = Harness(outbound_trunks=_trunks({"name": "carrier", "host": "carrier.example"}),
+                probe_interval=probe)
+    h.switch.trunks.set_targets("carrier", [SRV_A, SRV_B])
+    h.bind()
+    return h
+
+
+def test_a_failed_srv_target_is_tried_last_by_the_next_call_not_the_trunk() -> None:
+    """RFC 3263 §4.3: up and down are per target. The first call fails over from A to B;
+    the next goes to B first (no failover, no wait for A's Timer B); the trunk stays up
+    while B is; A answering a later call brings it back to the front."""
+    h = _srv_trunk()
+    h.caller_invite()
+    (first,) = _invites_to(h, SRV_A)
+    h.deliver(bytes(build_response(first, 503, to_tag="a1")), SRV_A)
+    (to_b,) = _invites_to(h, SRV_B)
+    trunks = h.switch.trunks
+    carrier = trunks.by_name["carrier"]
+    assert carrier.up and carrier.down == {SRV_A: "call failed 503"}
+    assert [a for _t, a in trunks.plan()] == [SRV_B, SRV_A]
+    h.deliver(bytes(build_response(to_b, 486, to_tag="b1")), SRV_B)
+    h.caller_invite(call_id="second-call", branch="z9hG4bKa2")
+    assert len(_invites_to(h, SRV_A)) == 1 and len(_invites_to(h, SRV_B)) == 2
+    trunks.mark(carrier, False, "OPTIONS timeout", SRV_B)
+    assert not carrier.up and carrier.down_reason == "call failed 503"
+    assert [a for _t, a in trunks.plan()] == [SRV_A, SRV_B]  # all down: resolver order
+    trunks.mark(carrier, True, target=SRV_A)
+    assert carrier.up and carrier.address == SRV_A
+    trunks.set_targets("carrier", [SRV_A])  # B no longer resolved: its state goes too
+    assert carrier.down == {}
+
+
+def test_probes_go_to_every_srv_target_and_mark_each() -> None:
+    h = _srv_trunk(probe=10.0)
+    h.advance(0.01)
+    probes = [(a, d) for a, d in h.raw if d.startswith(b"OPTIONS ")]
+    assert {a for a, _ in probes} == {SRV_A, SRV_B}
+    from relay.sip import parse_message
+    for addr, data in probes:
+        if addr == SRV_B:
+            req = parse_message(data)
+            assert isinstance(req, SipRequest)
+            h.deliver(bytes(build_response(req, 200, to_tag="p")), addr)
+    h.drop = lambda tag, _data: tag == "B"  # A never answers: Timer F
+    h.advance(33)
+    carrier = h.switch.trunks.by_name["carrier"]
+    assert carrier.down == {SRV_A: "OPTIONS timeout"} and carrier.up
+    h.drop = lambda tag, _data: False
+    h.caller_invite()
+    assert _invites_to(h, SRV_B) and not _invites_to(h, SRV_A)
+
+
 def test_no_trunk_with_an_address_refuses_503() -> None:
     h = Harness(outbound_trunks=_trunks({"name": "dns", "host": "trunk.example"}))
     h.bind()

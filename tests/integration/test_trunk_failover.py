@@ -104,8 +104,10 @@ def test_probes_find_a_dead_trunk_before_a_call_does(relay_factory: Any,
 def test_a_trunk_named_by_dns_fails_over_along_its_srv_targets(relay_factory: Any,
                                                                tmp_path: Path) -> None:
     """RFC 3263 against a real dnsmasq: _sip._udp.carrier.test has two SRV targets
-    (priority 10 answers 503, priority 20 answers); the relay resolves the name before
-    the first call and moves to the second target on the 503."""
+    (priority 10 answers 503 once and is gone, priority 20 answers); the relay resolves
+    the name before the first call and moves to the second target on the 503. The
+    failed target, not the trunk, is marked down: the next call goes straight to the
+    second target (no wait for the dead one's Timer B)."""
     p1, p2 = udp_port(), udp_port()
     dns = Dnsmasq(tmp_path, [
         f"--srv-host=_sip._udp.carrier.test,a.carrier.test,{p1},10,10",
@@ -119,14 +121,23 @@ def test_a_trunk_named_by_dns_fails_over_along_its_srv_targets(relay_factory: An
                        '[[sip.trunk]]\nname = "carrier"\nhost = "carrier.test"\n')
         relay = _relay(relay_factory, tmp_path, cfg)
         bind(relay.base)
-        first, second = _trunk_peers(tmp_path, p1, p2, calls_on_second=1)
+        first, second = _trunk_peers(tmp_path, p1, p2, calls_on_second=2)
         uac = caller(tmp_path, relay.sip_port, extra=["-m", "1", "-d", "200"])
         uac.start()
         assert uac.wait(60) == 0, uac.tail()
-        assert first.wait(30) == 0 and second.wait(30) == 0, second.tail()
+        assert first.wait(30) == 0, first.tail()  # it answered 503 once, and is gone now
         (rec,) = calls(relay.base)
         assert rec["trunk"] == "carrier" and rec["failovers"] == 1 and rec["sip_code"] == 200
         assert dns.queries() >= 1
+        started = time.monotonic()
+        uac2 = caller(tmp_path, relay.sip_port, extra=["-m", "1", "-d", "200"], name="call2")
+        uac2.start()
+        assert uac2.wait(60) == 0, uac2.tail()
+        assert time.monotonic() - started < 15  # Timer B on the dead target is 32 s
+        assert second.wait(30) == 0, second.tail()
+        later, _earlier = calls(relay.base, want=2)
+        assert later["trunk"] == "carrier" and later["sip_code"] == 200
+        assert "failovers" not in later
         invite = next(m for m in second.received() if m.startswith("INVITE"))
         assert invite.split("\r\n")[0].split(" ")[1].endswith("@carrier.test")
     finally:
