@@ -71,11 +71,16 @@ class LiveJournal:
         t = type(ev)
         if t is CallRinging or t is CallAnswered:
             doc = self._live.get(ev.call_id)
+            caller_invite, callee_invite = ev.invite_at
             if doc is None:
-                doc = self._live[ev.call_id] = {"id": ev.call_id, "started_at": ev.at}
+                # The call started with the caller's INVITE (the record's started_at).
+                start = caller_invite / 1000 if caller_invite is not None else ev.at
+                doc = self._live[ev.call_id] = {"id": ev.call_id, "started_at": start}
             for name in _PARTIES:
                 if getattr(ev, name) is not None:
                     doc[name] = getattr(ev, name)
+            if caller_invite is not None or callee_invite is not None:
+                doc["invite_at"] = [caller_invite, callee_invite]
             doc.setdefault("ring_at" if t is CallRinging else "answer_at", ev.at)
             self._dirty[ev.call_id] = dict(doc)
         elif (t is CallEnded or t is CallRefused) \
@@ -217,16 +222,19 @@ def crash_record(doc: dict[str, Any], seen_at: float,
                      for name, f in files.items()}
         end_ms = max(int(f["record_start_at"]) + int(f["duration_ms"])
                      for f in files.values())
-        started_at = float(m.get("started_at") or started_at)
+        if not doc.get("invite_at"):  # else the journal's start (the INVITE) is the call's
+            started_at = float(m.get("started_at") or started_at)
     ring = int(doc["ring_at"] * 1000) if doc.get("ring_at") else None
     answer = int(doc["answer_at"] * 1000) if doc.get("answer_at") else None
     end_ms = max(end_ms, answer or 0, ring or 0)
     leg = {"invite_at": None, "ring_at": ring, "answer_at": answer, "end_at": end_ms,
            "sip_code": 200 if answer else None}
+    caller_invite, callee_invite = (doc.get("invite_at") or [None, None])[:2]
     return {
         "id": doc["id"], "started_at": started_at,
         **{name: doc.get(name) for name in _PARTIES},
-        "legs": {"caller": dict(leg), "callee": dict(leg)},
+        "legs": {"caller": {**leg, "invite_at": caller_invite},
+                 "callee": {**leg, "invite_at": callee_invite}},
         "sip_code": 200 if answer else None, "cause": None, "released_by": "relay",
         "end_reason": "crash", "unconnected_cause": "none" if answer else "error",
         "policy_reason": None, "duration_ms": end_ms - answer if answer else 0,

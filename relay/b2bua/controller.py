@@ -416,7 +416,8 @@ class CallController:
             # The caller was answered long ago and hears ringback: nothing to relay.
             if (self.phase, "ring") in TABLE:
                 self._go("ring")
-                self.host.emit(CallRinging(self.id, now, *self._parties()))
+                self.host.emit(CallRinging(self.id, now, *self._parties(),
+                                           invite_at=self._invites()))
             return
 
         def ring(sdp: bytes | None, error: BaseException | None, now: float) -> None:
@@ -427,7 +428,8 @@ class CallController:
                     first = self.phase is Phase.PLACING
                     self._go("ring")
                     if first:
-                        self.host.emit(CallRinging(self.id, now, *self._parties()))
+                        self.host.emit(CallRinging(self.id, now, *self._parties(),
+                                                   invite_at=self._invites()))
 
         self._enqueue(self._job("answer", self._side(leg), ev.sdp), ring)
 
@@ -474,7 +476,8 @@ class CallController:
         limit = self.max_seconds or self.settings.max_call_seconds
         self._arm(Timer.DURATION, now + limit)
         self._arm_session()
-        self.host.emit(CallAnswered(self.id, now, *self._parties()))
+        self.host.emit(CallAnswered(self.id, now, *self._parties(),
+                                    invite_at=self._invites()))
 
     def _on_fail(self, leg: LegPort | None, ev: Fail, now: float) -> None:
         if (leg is not None and leg is self.b and self.phase is Phase.PLACING
@@ -723,10 +726,17 @@ class CallController:
 
         self.queue.append((make, released))
 
-    def _parties(self) -> tuple[str | None, ...]:
+    def _parties(self) -> tuple[str | None, str | None, str | None, str | None,
+                                str | None, str | None]:
         """x, binding, out_id, direction, caller, callee: the fields call events carry."""
         return (self.x, self.binding, self.out_id, self.direction, self.caller,
                 self.callee)
+
+    def _invites(self) -> tuple[int | None, int | None]:
+        """When the caller's INVITE came and the callee's went (UTC ms): call events carry
+        them for the live-call journal."""
+        legs = self.times.legs
+        return (legs["caller"]["invite_at"], legs["callee"]["invite_at"])
 
     def _finish(self, now: float) -> None:
         refused, record = call_record(self)

@@ -133,6 +133,8 @@ class CallRinging:
     direction: str | None = None
     caller: str | None = None
     callee: str | None = None
+    # UTC ms of the caller's INVITE and of the callee's (crash records need them).
+    invite_at: tuple[int | None, int | None] = (None, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +149,8 @@ class CallAnswered:
     direction: str | None = None
     caller: str | None = None
     callee: str | None = None
+    # UTC ms of the caller's INVITE and of the callee's (crash records need them).
+    invite_at: tuple[int | None, int | None] = (None, None)
 
 
 @dataclass(frozen=True, slots=True)

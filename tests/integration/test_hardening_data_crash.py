@@ -95,6 +95,11 @@ def test_calls_live_at_kill_9_get_crash_records_with_recordings(
         from sipp_harness import ms
         leg = one["legs"]["caller"]
         answer, end = ms(leg["answer_at"]), ms(leg["end_at"])
+        # Each leg's INVITE time came through the journal: the caller's first.
+        caller_invite, callee_invite = (ms(one["legs"][side]["invite_at"])
+                                        for side in ("caller", "callee"))
+        assert caller_invite <= callee_invite <= answer, one["legs"]
+        assert ms(one["started_at"]) == caller_invite
         # The end is the last spooled packet: after the answer plus the audio we let
         # flow, and no later than the kill (a little slack for a loaded machine).
         assert end - answer >= 1500, (answer, end)
