@@ -76,6 +76,9 @@ class Metrics:
         self._read: dict[str, tuple[str, str, Callable[[], float]]] = {}  # name -> type, help
         self._histograms: dict[str, Histogram] = {}
         self._info: dict[str, tuple[str, dict[str, str]]] = {}
+        # name -> help, label names, a reader of {label values: value}
+        self._families: dict[str, tuple[str, tuple[str, ...],
+                                        Callable[[], dict[tuple[str, ...], float]]]] = {}
 
     def counter(self, name: str, help_text: str, labels: tuple[str, ...] = ()
                 ) -> dict[tuple[str, ...], float]:
@@ -90,6 +93,11 @@ class Metrics:
 
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         self._read[name] = ("gauge", help_text, read)
+
+    def gauges(self, name: str, help_text: str, labels: tuple[str, ...],
+               read: Callable[[], dict[tuple[str, ...], float]]) -> None:
+        """A gauge per label values, all read from one callable when scraped."""
+        self._families[name] = (help_text, labels, read)
 
     def counter_from(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         """A counter whose value a sans-IO core keeps (it only ever grows)."""
@@ -119,6 +127,11 @@ class Metrics:
             out.append(f"# HELP {name} {help_text}")
             out.append(f"# TYPE {name} {kind}")
             out.append(f"{name} {float(read()):g}")
+        for name, (help_text, labels, read_all) in sorted(self._families.items()):
+            out.append(f"# HELP {name} {help_text}")
+            out.append(f"# TYPE {name} gauge")
+            for key, v in sorted(read_all().items()):
+                out.append(f"{name}{_labels(labels, key)} {float(v):g}")
         for name, hist in sorted(self._histograms.items()):
             out += hist.render(name)
         for name, (help_text, info) in sorted(self._info.items()):

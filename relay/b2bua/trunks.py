@@ -19,11 +19,14 @@ relay.io.dns) and calls :meth:`TrunkSet.set_targets`: the call path never waits 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["FAILOVER_CODES", "Trunk", "TrunkSet", "parse_trunks"]
+
+log = logging.getLogger("relay.sip")
 
 Address = tuple[str, int]
 
@@ -172,10 +175,15 @@ class TrunkSet:
         """A probe's answer (or a call's failure) sets one target of `trunk` up or down
         (without `target`: every target)."""
         for address in [target] if target is not None else list(trunk.targets):
+            was_up = address not in trunk.down
             if up:
                 trunk.down.pop(address, None)
             else:
                 trunk.down[address] = reason
+            if was_up != up:  # operators hear of a change, not of every probe
+                (log.info if up else log.warning)(
+                    "trunk %s target %s:%s is %s%s", trunk.name, address[0], address[1],
+                    "up" if up else "down", "" if up else f": {reason}")
 
     def hosts(self) -> frozenset[str]:
         """Every address the outbound trunks resolve to (exempt from rate limits)."""

@@ -471,6 +471,11 @@ def _metrics(node: Node, switch: CallMap, server: SipServer, media: MediaBackend
     trunks = switch.trunks.trunks
     m.gauge("relay_trunks_up", "outbound trunks up (last OPTIONS probe or call answered)",
             lambda: float(sum(t.up for t in trunks)))
+    m.gauges("relay_trunk_target_up",
+             "1 while an outbound trunk's target (an address its name resolved to) is up",
+             ("trunk", "target"),
+             lambda: {(t.name, f"{a[0]}:{a[1]}"): float(a not in t.down)
+                      for t in trunks for a in t.targets})
     m.counter_from("relay_trunk_failovers_total",
                    "calls moved to the next outbound trunk (408, 503 or silence)",
                    lambda: float(sum(t.failovers for t in trunks)))

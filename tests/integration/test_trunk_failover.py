@@ -92,6 +92,12 @@ def test_probes_find_a_dead_trunk_before_a_call_does(relay_factory: Any,
     while _metric(relay.base, "relay_trunks_up") != 1 and time.monotonic() < deadline:
         time.sleep(0.3)  # Timer F for the dead trunk's OPTIONS: 64*T1 = 6.4 s
     assert _metric(relay.base, "relay_trunks_up") == 1
+    with urllib.request.urlopen(relay.base + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    assert f'relay_trunk_target_up{{trunk="first",target="127.0.0.1:{dead}"}} 0' in text
+    assert f'relay_trunk_target_up{{trunk="second",target="127.0.0.1:{p2}"}} 1' in text
+    assert re.search(rf"trunk first target 127.0.0.1:{dead} is down: OPTIONS timeout",
+                     relay.log.read_text())
     uac = caller(tmp_path, relay.sip_port, extra=["-m", "1", "-d", "200"], name="call")
     uac.start()
     assert uac.wait(60) == 0, uac.tail()
