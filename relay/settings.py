@@ -24,6 +24,9 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar
 
+from relay.media.registry import NAMES as MEDIA_BACKENDS
+from relay.sms.routes import ROUTES as SMS_ROUTES
+
 __all__ = [
     "ApiSection", "BindingsSection", "DialplanSection", "EventsSection", "GuardSection",
     "MediaSection", "RealmAuth", "RecordingsSection", "RelaySection", "Sections",
@@ -251,7 +254,7 @@ class MediaSection(_Section):
     timeout: float = setting(60.0, "no RTP either way on an answered call: BYE (0: off)",
                              lo=0)
     backend: str = setting("inprocess", "inprocess, or rtpengine over ng",
-                           choices=("inprocess", "rtpengine"))
+                           choices=MEDIA_BACKENDS)
     rtpengine: str = setting("127.0.0.1:2223", "rtpengine's --listen-ng")
     rtpengine_dtmf: str | None = setting(None, "where the relay hears rtpengine's "
                                          "--dtmf-log-dest (HOST:PORT)")
@@ -274,7 +277,7 @@ class SmsSection(_Section):
 
     where: ClassVar[str] = "[sms]"
     route: str = setting("gateway", "gateway (deliver_sm back), upstream (SMSC) or webhook",
-                         choices=("gateway", "upstream", "webhook"))
+                         choices=SMS_ROUTES)
     gateway: str | None = setting(None, "the gateway account outbound texts go to")
     webhook_url: str | None = setting(None, "with route = webhook: where texts are POSTed")
     webhook_secret: str = setting("", "signs the webhook's requests (HMAC-SHA256)",

@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import logging
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -65,7 +66,6 @@ __all__ = ["SmsService", "SmsSettings", "SmsSubsystem"]
 
 log = logging.getLogger("relay.sms")
 
-ROUTES = ("gateway", "upstream", "webhook")
 KIND = "message"
 # A part id other than the record's own: {"id": part id, "message": record id}, so every
 # id a gateway was given leads to the record (`GET /v1/messages/{id}`, query_sm).
@@ -133,6 +133,23 @@ def text_sha256(text: str | None, payload: bytes) -> str:
 def _smpp_time(t: float) -> str:
     """§7.1.1 absolute time in UTC: YYMMDDhhmmss, tenths, quarter hours offset, '+'."""
     return datetime.fromtimestamp(t, UTC).strftime("%y%m%d%H%M%S") + "000+"
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """A text on its way out, as every route gets it: the routing decision, the text (or
+    the raw payload), the data coding, the esm_class and the encoded parts, the record
+    being written, where it came from and the gateway account it came in on."""
+
+    fwd: Forward
+    text: str | None
+    payload: bytes
+    data_coding: int
+    esm: int
+    bodies: list[bytes]
+    rec: dict[str, Any]
+    origin: Origin
+    system_id: str
 
 
 class SmsService:
@@ -478,16 +495,13 @@ class SmsService:
         if not check_sms(self.node, self.guard, rec["id"], fwd,  # egress leak guard
                          [wire_number(fwd.x), text or ""], b"" if text is not None else payload):
             return reject("leak_blocked", fwd.binding)
-        if route == "webhook":
-            return self._forward_webhook(fwd, text, payload, dc, rec)
-        if route == "upstream":
-            return await self._forward_upstream(fwd, dc, esm, bodies, rec, origin)
-        return await self._forward_gateway(fwd, dc, esm, bodies, rec, system_id)
+        out = Outbound(fwd, text, payload, dc, esm, bodies, rec, origin, system_id)
+        return await _ROUTES[route](self, out)
 
-    async def _forward_gateway(self, fwd: Forward, dc: int, esm: int, bodies: list[bytes],
-                               rec: dict[str, Any], system_id: str) -> Reject | None:
+    async def _via_gateway(self, out: Outbound) -> Reject | None:
         """deliver_sm to a bound RX/TRX link: the configured gateway, else the origin's."""
-        target = self.settings.gateway or system_id
+        fwd, dc, esm, bodies, rec = out.fwd, out.data_coding, out.esm, out.bodies, out.rec
+        target = self.settings.gateway or out.system_id
         if self.server is None or not target:
             return reject("no_route", fwd.binding)
         try:
@@ -511,9 +525,9 @@ class SmsService:
         rec.update(status="delivered", forwarded_at=t, delivered_at=t)
         return None
 
-    async def _forward_upstream(self, fwd: Forward, dc: int, esm: int, bodies: list[bytes],
-                                rec: dict[str, Any], origin: Origin) -> Reject | None:
+    async def _via_upstream(self, out: Outbound) -> Reject | None:
         """submit_sm to the upstream SMSC, always asking for a receipt (delivered_at)."""
+        fwd, dc, esm, bodies, rec = out.fwd, out.data_coding, out.esm, out.bodies, out.rec
         client = self.client
         if client is None or not client.bound:
             return reject("no_route", fwd.binding)
@@ -537,12 +551,14 @@ class SmsService:
             return reject("no_route", fwd.binding)
         # The SMSC receipts each part; the message is done when every part is.
         if far_ids:
-            self.receipts.remember(far_ids, origin)
+            self.receipts.remember(far_ids, out.origin)
         rec.update(status="forwarded", forwarded_at=self.node.clock(), far_id=far_id)
         return None
 
-    def _forward_webhook(self, fwd: Forward, text: str | None, payload: bytes, dc: int,
-                         rec: dict[str, Any]) -> Reject | None:
+    async def _via_webhook(self, out: Outbound) -> Reject | None:
+        """Into the webhook's queue (durable with a store): the record says `queued`
+        until the receiver takes it."""
+        fwd, text, payload, dc, rec = out.fwd, out.text, out.payload, out.data_coding, out.rec
         if self.webhook is None:
             return reject("no_route", fwd.binding)
         body: dict[str, Any] = {"id": rec["id"], "from": fwd.x, "to": fwd.recipient,
@@ -688,3 +704,12 @@ async def _start(node: Node) -> SmsService:
                  f"{settings.upstream.host}:{settings.upstream.port}" if settings.upstream
                  else None, bool(settings.webhook_url))
     return service
+
+
+# `[sms] route` -> how a text leaves (STYLE.md: implementations chosen by name from a
+# registry); relay.sms.routes.ROUTES names them for the settings.
+_ROUTES: dict[str, Callable[[SmsService, Outbound], Awaitable[Reject | None]]] = {
+    "gateway": SmsService._via_gateway,
+    "upstream": SmsService._via_upstream,
+    "webhook": SmsService._via_webhook,
+}

@@ -92,7 +92,7 @@ from relay.contacts import contact_from_call
 from relay.guard import for_node
 from relay.media.backend import MediaBackend
 from relay.media.prompts import PromptSet
-from relay.settings import MediaSection, SipSection
+from relay.settings import SipSection
 from relay.sip import TimerConfig
 from relay.sip.digest import credentials_from
 from relay.sip.dns import A, DnsError
@@ -186,46 +186,6 @@ def stream_limits(sip: SipSection) -> StreamLimits:
         fd_reserve=sip.tcp_fd_reserve)
 
 
-async def _media_backend(cfg: Config, media_cfg: MediaSection, advertise: str,
-                         poll: float, manifest_key: bytes) -> MediaBackend:
-    """The `[media] backend`: the in-process relay, or rtpengine over ng (its stats,
-    for the media timeout, refreshed every `poll` seconds)."""
-    kind = media_cfg.backend
-    if kind == "rtpengine":
-        from relay.media.rtpengine import RtpengineBackend
-
-        host, _, port = media_cfg.rtpengine.rpartition(":")
-        dtmf = media_cfg.rtpengine_dtmf
-        dtmf_addr = None
-        if dtmf:
-            dhost, _, dport = str(dtmf).rpartition(":")
-            dtmf_addr = (dhost.strip("[]"), int(dport))
-        else:
-            # Each AXE call would only say so when it asks for digits, and end
-            # no_extension: rtpengine holds the caller's RFC 4733 digits back unheard.
-            log.warning("[media] rtpengine_dtmf is not set: AXE callers' RFC 4733 digits "
-                        "will not be heard (SIP INFO only); set it and start rtpengine "
-                        "with --dtmf-log-dest at that address")
-        engine = RtpengineBackend((host, int(port)), recordings_dir=Path(cfg.recordings),
-                                  dtmf_addr=dtmf_addr, manifest_key=manifest_key)
-        await engine.start(poll_interval=poll)
-        return engine
-    if kind != "inprocess":
-        raise ValueError(f"[media] backend must be inprocess or rtpengine, not {kind!r}")
-    from relay.media.inprocess import InProcessBackend
-    from relay.media.recorder import finisher_pool
-
-    workers = media_cfg.finish_workers
-    # Started from this thread, once, before serving: the workers' parent-death signal
-    # (PR_SET_PDEATHSIG) follows the thread that spawned them, so not a pool thread.
-    pool = finisher_pool(workers) if workers > 0 else None
-    return InProcessBackend(
-        bind_host=media_cfg.bind if media_cfg.bind is not None else cfg.sip[0],
-        advertise_host=media_cfg.advertise if media_cfg.advertise is not None else advertise,
-        port_range=cfg.media_ports, recordings_dir=Path(cfg.recordings), executor=pool,
-        manifest_key=manifest_key)
-
-
 class VoiceSubsystem(Subsystem):
     """The SIP B2BUA and its media backend; `/v1/calls` (records and live calls)."""
 
@@ -255,9 +215,11 @@ async def _start(node: Node) -> Stop:
     from relay.recordings_config import recordings_settings
 
     key = recordings_settings(cfg).manifest_signing_keys()[0]
-    media = await _media_backend(cfg, media_cfg, settings.host,
-                                 poll=min(5.0, media_timeout / 4) if media_timeout > 0 else 0,
-                                 manifest_key=key)
+    from relay.media.registry import BackendContext, open_backend
+
+    media = await open_backend(media_cfg.backend, BackendContext(
+        cfg, media_cfg, settings.host,
+        poll=min(5.0, media_timeout / 4) if media_timeout > 0 else 0, manifest_key=key))
     # Both backends seal each call folder as they finish it, before its spools go: a
     # crash's leftovers are finished and sealed here.
     with contextlib.suppress(OSError):

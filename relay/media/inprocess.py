@@ -30,6 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recordings.finish import FREE_DIR, RecordingResult, call_dir, finish_pending, prefill
 from recordings.spool import CallMeta, SpoolError
@@ -51,7 +52,10 @@ from relay.sdp import (
 )
 from relay.sip import system_random
 
-__all__ = ["InProcessBackend"]
+if TYPE_CHECKING:
+    from relay.media.registry import BackendContext
+
+__all__ = ["InProcessBackend", "open_backend"]
 
 #: Emptied spool files kept ready beyond twice the live recordings (recordings.finish).
 SPOOL_POOL_MIN = 512
@@ -420,3 +424,19 @@ def _state(call: MediaCall) -> _CallState:
     if not isinstance(state, _CallState):
         raise TypeError(f"call {call.call_id} was not allocated by InProcessBackend")
     return state
+
+
+async def open_backend(ctx: BackendContext) -> InProcessBackend:
+    """`[media] backend = "inprocess"` (relay.media.registry), with its finishing
+    processes (`[media] finish_workers`; 0: a thread)."""
+    from relay.media.recorder import finisher_pool
+
+    media, cfg = ctx.media, ctx.config
+    # Started from this thread, once, before serving: the workers' parent-death signal
+    # (PR_SET_PDEATHSIG) follows the thread that spawned them, so not a pool thread.
+    pool = finisher_pool(media.finish_workers) if media.finish_workers > 0 else None
+    return InProcessBackend(
+        bind_host=media.bind if media.bind is not None else cfg.sip[0],
+        advertise_host=media.advertise if media.advertise is not None else ctx.advertise,
+        port_range=cfg.media_ports, recordings_dir=Path(cfg.recordings), executor=pool,
+        manifest_key=ctx.manifest_key)

@@ -78,7 +78,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from recordings.finish import RecordingResult, call_dir, finish_pending
 from recordings.pcap import finish_from_pcap
@@ -97,7 +97,11 @@ from relay.rtp.ports import PortsExhausted
 from relay.rtp.session import Address, LegStats, Side
 from relay.sdp import RelayOrigin, SdpError, SessionDescription, remote_media, rewrite_for_peer
 
-__all__ = ["NgClient", "NgError", "NgTimeout", "RtpengineBackend", "RtpengineDaemon"]
+if TYPE_CHECKING:
+    from relay.media.registry import BackendContext
+
+__all__ = ["NgClient", "NgError", "NgTimeout", "RtpengineBackend", "RtpengineDaemon",
+           "open_backend"]
 
 log = logging.getLogger(__name__)
 _TAGS = {Side.CALLER: "caller", Side.CALLEE: "callee"}
@@ -794,3 +798,24 @@ class RtpengineDaemon:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+async def open_backend(ctx: BackendContext) -> RtpengineBackend:
+    """`[media] backend = "rtpengine"` (relay.media.registry): the daemon at `[media]
+    rtpengine`, its stats refreshed every `ctx.poll` seconds for the media timeout."""
+    media = ctx.media
+    host, _, port = media.rtpengine.rpartition(":")
+    dtmf_addr = None
+    if media.rtpengine_dtmf:
+        dhost, _, dport = str(media.rtpengine_dtmf).rpartition(":")
+        dtmf_addr = (dhost.strip("[]"), int(dport))
+    else:
+        # Each AXE call would only say so when it asks for digits, and end
+        # no_extension: rtpengine holds the caller's RFC 4733 digits back unheard.
+        log.warning("[media] rtpengine_dtmf is not set: AXE callers' RFC 4733 digits "
+                    "will not be heard (SIP INFO only); set it and start rtpengine "
+                    "with --dtmf-log-dest at that address")
+    engine = RtpengineBackend((host, int(port)), recordings_dir=Path(ctx.config.recordings),
+                              dtmf_addr=dtmf_addr, manifest_key=ctx.manifest_key)
+    await engine.start(poll_interval=ctx.poll)
+    return engine
