@@ -26,7 +26,7 @@ from ..bindings.model import State
 from ..bindings.store import StoreUnavailable
 from ..bindings.validate import parse_create, parse_numbers, parse_update
 from ..errors import BadRequest, NotFound, RelayError
-from .guard import NumberFilter, RateLimiter, parse_json_body
+from .hardening import NumberFilter, RateLimiter, parse_json_body
 from .openapi import openapi_document
 from .query import check_params, query_limit, query_number
 from .views import binding_view, iso, route_view
