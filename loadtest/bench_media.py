@@ -107,7 +107,8 @@ async def _child(backend_name: str, workdir: Path, record: bool, port_base: int)
                                    executor=finisher_pool(1) if record else None)
         pid = os.getpid()
     else:
-        from relay.media.rtpengine import RtpengineBackend, RtpengineDaemon
+        from relay.media.rtpengine import RtpengineBackend
+        from relay.media.rtpengine_daemon import RtpengineDaemon
 
         daemon = RtpengineDaemon(free_port(socket.SOCK_DGRAM), (30000, 45000),
                                  recording_dir=workdir / "rtpengine",

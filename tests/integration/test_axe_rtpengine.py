@@ -46,7 +46,7 @@ from test_axe_calls import (
     _bridged_checks,
 )
 
-from relay.media.rtpengine import RtpengineDaemon
+from relay.media.rtpengine_daemon import RtpengineDaemon
 
 pytestmark = [
     pytest.mark.integration,

@@ -15,7 +15,8 @@ from test_rtp_relay import LOCAL, goertzel, peer, sdp, wav_samples
 
 from recordings.g711 import PT_PCMU, encode, tone
 from relay.media.backend import MediaBackend
-from relay.media.rtpengine import NgClient, NgTimeout, RtpengineBackend, RtpengineDaemon
+from relay.media.rtpengine import NgClient, NgTimeout, RtpengineBackend
+from relay.media.rtpengine_daemon import RtpengineDaemon
 from relay.rtp.packet import RtpPacket
 from relay.rtp.session import Side
 from relay.sdp import NoCommonCodec, SessionDescription

@@ -19,7 +19,8 @@ from test_rtp_relay import LOCAL, Peer, goertzel, peer, sdp, wav_samples
 
 from recordings.g711 import PT_PCMU, decode, encode, tone
 from relay.media.backend import DigitReceived, MediaBackend, MediaEvent, PlaybackEnded
-from relay.media.rtpengine import RtpengineBackend, RtpengineDaemon
+from relay.media.rtpengine import RtpengineBackend
+from relay.media.rtpengine_daemon import RtpengineDaemon
 from relay.rtp.packet import RtpPacket
 from relay.rtp.session import Side
 from relay.sdp import SessionDescription

@@ -12,7 +12,8 @@ from conftest import free_port
 
 from relay.media.backend import DigitReceived, MediaEvent
 from relay.media.bencode import decode_ng, encode_ng
-from relay.media.rtpengine import RtpengineBackend, RtpengineDaemon
+from relay.media.rtpengine import RtpengineBackend
+from relay.media.rtpengine_daemon import RtpengineDaemon
 from relay.media.rtpengine_voice import (
     DtmfLogEntry,
     DtmfLogError,
