@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from recordings.fileio import replace_file
 from recordings.finish import RecordingResult, finish_call
 from recordings.spool import CallMeta, SpoolError, SpoolWriter
 
@@ -147,7 +148,7 @@ def finish_from_pcap(pcap: Path, directory: Path, meta: CallMeta,
             writer.close()
         for f in files.values():
             f.close()
-    (directory / "meta.json").write_text(meta.to_json())
+    replace_file(directory / "meta.json", (meta.to_json().encode(),))
     result = finish_call(directory, seal=seal)
     if remove_pcap:
         Path(pcap).unlink(missing_ok=True)

@@ -60,13 +60,6 @@ class Trunk:
         """Some target is up (or none was marked down)."""
         return not self.down or any(a not in self.down for a in self.targets)
 
-    @property
-    def down_reason(self) -> str:
-        """Why the trunk is down ("" while up): its first target's reason."""
-        if self.up or not self.targets:
-            return ""
-        return self.down.get(self.targets[0], "")
-
     def ordered_targets(self) -> list[Address]:
         """Its targets in the resolver's order, those marked down last."""
         if not self.down:
@@ -134,7 +127,7 @@ class TrunkSet:
         each trunk with every address its name resolved to, in the resolver's order
         (RFC 3263 §4.3: the next SRV target before the next trunk), those of its
         targets marked down last."""
-        usable = [t for t in self.trunks if t.address is not None]
+        usable = [t for t in self.trunks if t.targets]
         up = [t for t in usable if t.up]
         down = [t for t in usable if not t.up]
         order = self._ordered(up) + sorted(down, key=lambda t: t.priority)

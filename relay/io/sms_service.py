@@ -171,7 +171,9 @@ class SmsService:
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._recent_max = 20_000
         self._writer = node.record_writer
-        self._receipt_tasks: set[asyncio.Task[None]] = set()  # and webhook results' reads
+        # Work the call path does not wait for: receipts to gateways, webhook results
+        # settled from the store.
+        self._tasks: set[asyncio.Task[None]] = set()
         self.guard = for_node(node)  # the egress leak guard (relay/guard.py)
         m = node.metrics
         self._counts = m.counter("relay_sms_messages_total",
@@ -579,8 +581,8 @@ class SmsService:
             # Queued before a restart (the outbox is durable): its record is in the store.
             task = asyncio.get_running_loop().create_task(
                 self._settle_stored(msg_id, ok, status, attempts, t))
-            self._receipt_tasks.add(task)
-            task.add_done_callback(self._receipt_tasks.discard)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
             return
         self._settle_webhook(rec, ok, status, attempts, t)
 
@@ -642,8 +644,8 @@ class SmsService:
         if not receipts:
             return
         task = asyncio.get_running_loop().create_task(self._send_receipts(origin, receipts))
-        self._receipt_tasks.add(task)
-        task.add_done_callback(self._receipt_tasks.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _send_receipts(self, origin: Origin, receipts: list[Receipt]) -> None:
         """deliver_sm receipts to the sender's gateway: from X, TON 1 / NPI 1, one per

@@ -573,8 +573,7 @@ class RtpengineBackend:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self.executor, _finish, self.recordings_dir,
-                                              call, state, not self.keep_pcap,
-                                              self.manifest_key)
+                                              call, state, not self.keep_pcap, self._seal())
         except (OSError, SpoolError):
             self.recording_errors += 1
             log.warning("converting rtpengine's recording of call %s failed",
@@ -591,9 +590,12 @@ class RtpengineBackend:
         if self.recordings_dir is None:
             return []
         loop = asyncio.get_running_loop()
-        seal = (self.manifest_key, time.time()) if self.manifest_key is not None else None
         return await loop.run_in_executor(self.executor, finish_pending, self.recordings_dir,
-                                          set(self.calls), seal)
+                                          set(self.calls), self._seal())
+
+    def _seal(self) -> tuple[bytes, float] | None:
+        """What finishing seals with (recordings.finish): the key and the time now."""
+        return (self.manifest_key, time.time()) if self.manifest_key is not None else None
 
     async def close(self) -> None:
         """Release every live call, stop polling, close the control socket."""
@@ -613,16 +615,15 @@ class RtpengineBackend:
 
 
 def _finish(root: Path, call: MediaCall, state: _CallState, remove: bool,
-            key: bytes | None) -> RecordingResult:
-    """Blocking: pcap -> spools -> WAVs in our dated call folder, sealed with `key`."""
+            seal: tuple[bytes, float] | None) -> RecordingResult:
+    """Blocking: pcap -> spools -> WAVs in our dated call folder, sealed with `seal`."""
     legs = {_TAGS[side]: {"codec": state.codecs.get(side), "engine": "rtpengine"}
             for side in Side}
     meta = CallMeta(call.call_id, call.started_at, legs)
     ports = {port: _TAGS[side] for side, port in call.local_ports.items()}
     directory = call_dir(root, call.call_id, call.started_at)
     pcap = Path(state.pcaps[0])
-    result = finish_from_pcap(pcap, directory, meta, ports, remove_pcap=remove,
-                              seal=(key, time.time()) if key is not None else None)
+    result = finish_from_pcap(pcap, directory, meta, ports, remove_pcap=remove, seal=seal)
     if remove:
         # rtpengine's metadata file beside the pcaps: <dir>/metadata/rtpengine-meta-<name>.txt
         meta_file = pcap.parent.parent / "metadata" / f"rtpengine-meta-{pcap.stem}.txt"

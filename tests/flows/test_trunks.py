@@ -183,7 +183,7 @@ def test_a_failed_srv_target_is_tried_last_by_the_next_call_not_the_trunk() -> N
     h.caller_invite(call_id="second-call", branch="z9hG4bKa2")
     assert len(_invites_to(h, SRV_A)) == 1 and len(_invites_to(h, SRV_B)) == 2
     trunks.mark(carrier, False, "OPTIONS timeout", SRV_B)
-    assert not carrier.up and carrier.down_reason == "call failed 503"
+    assert not carrier.up and carrier.down[SRV_A] == "call failed 503"
     assert [a for _t, a in trunks.plan()] == [SRV_A, SRV_B]  # all down: resolver order
     trunks.mark(carrier, True, target=SRV_A)
     assert carrier.up and carrier.address == SRV_A
